@@ -1,0 +1,49 @@
+"""The `sparksched` command line: a thin shell over the library.
+
+Each command lives in its own module under `sparksched/commands/` and is imported only when it
+runs, so `sparksched trace stats` does not pay for importing torch. Library errors become one-line
+`click.ClickException`s in those modules, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# command name -> "module:attribute" of the click command implementing it
+COMMANDS: dict[str, str] = {
+    "profile": "sparksched.commands.profile:profile",
+    "trace": "sparksched.commands.trace:trace",
+    "simulate": "sparksched.commands.simulate:simulate",
+    "pareto": "sparksched.commands.pareto:pareto",
+    "whatif": "sparksched.commands.pareto:whatif",
+    "train": "sparksched.commands.train:train",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports each subcommand's module on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module_name, attr = self.lazy[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sparksched")
+def main() -> None:
+    """Confidence-scheduled speculative decoding: profile, schedule, verify, simulate."""
+
+
+if __name__ == "__main__":
+    main()
