@@ -1,0 +1,366 @@
+"""The request trace: schema, validation, streaming loader and atomic writer (DESIGN.md section 3).
+
+A trace is JSON Lines, one request a line, sorted by arrival time:
+
+    {"id": "c-000001", "arrival_s": 0.137, "prompt_tokens": 812, "output_tokens": 245, "domain": "chat"}
+
+Required fields: `id` (non-empty string, unique in the file), `arrival_s` (finite seconds >= 0, not
+decreasing from one line to the next; ties allowed), `prompt_tokens` and `output_tokens` (JSON
+integers, 1 <= n <= 10**9), `domain` (non-empty string). Optional fields, `null` meaning absent:
+`prompt` (text for the real loop), `session` (string), `slo_tps` (per-request SLA, tokens/s > 0),
+`hash_ids` (list of integers >= 0: Mooncake-style 512-token prefix-block hashes). Other keys are
+ignored. Blank lines are skipped. A `.gz` suffix is read and written through gzip.
+
+The first bad line stops loading with a one-line ValueError
+`"<file>: line <n>: field '<f>': <what> (got <value>)"`; nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+REQUIRED = ("id", "arrival_s", "prompt_tokens", "output_tokens", "domain")
+OPTIONAL = ("prompt", "session", "slo_tps", "hash_ids")
+MAX_TOKENS = 10**9  # larger token counts are certainly corrupt (and would overflow nothing, but hide bugs)
+MAX_HASH = 2**63 - 1  # hash_ids are stored as Int64
+
+# polars dtypes of every column; the simulator relies on these names
+SCHEMA: dict[str, Any] = {
+    "id": pl.Utf8,
+    "arrival_s": pl.Float64,
+    "prompt_tokens": pl.Int64,
+    "output_tokens": pl.Int64,
+    "domain": pl.Utf8,
+    "prompt": pl.Utf8,
+    "session": pl.Utf8,
+    "slo_tps": pl.Float64,
+    "hash_ids": pl.List(pl.Int64),
+}
+
+_CHUNK = 65536  # rows buffered as Python values before they become a polars frame
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """One request of a trace. Times in seconds from the trace start, lengths in tokens."""
+
+    id: str
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    domain: str
+    prompt: str | None = None
+    session: str | None = None
+    slo_tps: float | None = None
+    hash_ids: tuple[int, ...] | None = None
+
+    def to_json(self) -> str:
+        """One JSON line (no newline); optional fields only when set."""
+        obj: dict[str, Any] = {
+            "id": self.id,
+            "arrival_s": self.arrival_s,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "domain": self.domain,
+        }
+        if self.prompt is not None:
+            obj["prompt"] = self.prompt
+        if self.session is not None:
+            obj["session"] = self.session
+        if self.slo_tps is not None:
+            obj["slo_tps"] = self.slo_tps
+        if self.hash_ids is not None:
+            obj["hash_ids"] = list(self.hash_ids)
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short, single-line rendering of a bad value for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Checker:
+    """Validates successive records of one file: field types, ranges, order and unique ids."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.prev_arrival = -math.inf
+        self.seen: set[str] = set()
+
+    def fail(self, line: int, field: str, what: str, value: Any) -> ValueError:
+        return ValueError(f"{self.where}: line {line}: field '{field}': {what} (got {_show(value)})")
+
+    def _text(self, line: int, obj: dict[str, Any], field: str, required: bool) -> str | None:
+        value = obj.get(field)
+        if value is None:
+            if required:
+                raise self.fail(line, field, "missing" if field not in obj else "must not be null", value)
+            return None
+        if not isinstance(value, str):
+            raise self.fail(line, field, f"must be a string, not {type(value).__name__}", value)
+        if required and not value:
+            raise self.fail(line, field, "must not be empty", value)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.fail(line, field, "is not valid Unicode (lone surrogate)", value) from None
+        return value
+
+    def _tokens(self, line: int, obj: dict[str, Any], field: str) -> int:
+        if field not in obj:
+            raise self.fail(line, field, "missing", None)
+        value = obj[field]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(line, field, f"must be an integer, not {type(value).__name__}", value)
+        if value < 1:
+            raise self.fail(line, field, "must be >= 1", value)
+        if value > MAX_TOKENS:
+            raise self.fail(line, field, f"must be <= {MAX_TOKENS}", value)
+        return value
+
+    def _number(self, line: int, value: Any, field: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(line, field, f"must be a number, not {type(value).__name__}", value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise self.fail(line, field, "must be finite", value) from None
+        if not math.isfinite(number):
+            raise self.fail(line, field, "must be finite", value)
+        return number
+
+    def check(self, obj: Any, line: int) -> TraceRecord:
+        """Validate one parsed line; return its record or raise the one-line ValueError."""
+        if not isinstance(obj, dict):
+            raise self.fail(line, "<line>", f"must be a JSON object, not {type(obj).__name__}", obj)
+        rid = self._text(line, obj, "id", True)
+        assert rid is not None
+        if "arrival_s" not in obj:
+            raise self.fail(line, "arrival_s", "missing", None)
+        arrival = self._number(line, obj["arrival_s"], "arrival_s")
+        if arrival < 0:
+            raise self.fail(line, "arrival_s", "must be >= 0", obj["arrival_s"])
+        if arrival < self.prev_arrival:
+            raise self.fail(line, "arrival_s", f"out of order: earlier than the previous line's "
+                            f"{self.prev_arrival!r}", obj["arrival_s"])
+        prompt_tokens = self._tokens(line, obj, "prompt_tokens")
+        output_tokens = self._tokens(line, obj, "output_tokens")
+        domain = self._text(line, obj, "domain", True)
+        assert domain is not None
+        prompt = self._text(line, obj, "prompt", False)
+        session = self._text(line, obj, "session", False)
+        slo = obj.get("slo_tps")
+        slo_tps = None
+        if slo is not None:
+            slo_tps = self._number(line, slo, "slo_tps")
+            if slo_tps <= 0:
+                raise self.fail(line, "slo_tps", "must be > 0", slo)
+        hashes = obj.get("hash_ids")
+        hash_ids = None
+        if hashes is not None:
+            if not isinstance(hashes, list):
+                raise self.fail(line, "hash_ids", f"must be a list of integers, not {type(hashes).__name__}",
+                                hashes)
+            for h in hashes:
+                if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= MAX_HASH:
+                    raise self.fail(line, "hash_ids", f"items must be integers in [0, {MAX_HASH}]", h)
+            hash_ids = tuple(hashes)
+        if rid in self.seen:
+            raise self.fail(line, "id", "duplicate id", rid)
+        self.seen.add(rid)
+        self.prev_arrival = arrival
+        return TraceRecord(rid, arrival, prompt_tokens, output_tokens, domain, prompt, session, slo_tps, hash_ids)
+
+
+def _open_read(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def iter_trace(path: str | Path) -> Iterator[TraceRecord]:
+    """Stream the validated records of a JSON Lines trace, in file order.
+
+    Raises the one-line ValueError of the first bad line when it reaches it (records before it have
+    already been yielded: use `load_trace` for all-or-nothing), and at the end if the file holds no
+    request at all.
+    """
+    path = Path(path)
+    where = str(path)
+    checker = _Checker(where)
+    count = 0
+    line = 0
+    try:
+        stream = _open_read(path)
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot open trace: {exc.strerror or exc}") from None
+    with stream:
+        while True:
+            try:
+                raw = stream.readline()
+            except (OSError, EOFError) as exc:  # corrupt gzip and similar
+                raise ValueError(f"{where}: line {line + 1}: field '<line>': unreadable ({exc})") from None
+            if not raw:
+                break
+            line += 1
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise checker.fail(line, "<line>", "is not valid UTF-8", raw) from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                what = f"bad JSON: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "bad JSON: nested too deeply"
+                raise checker.fail(line, "<line>", what, text.rstrip("\r\n")) from None
+            yield checker.check(obj, line)
+            count += 1
+    if count == 0:
+        raise ValueError(f"{where}: line {line}: field '<file>': trace holds no requests (got an empty file)")
+
+
+def _frame(columns: dict[str, list[Any]], optional_seen: set[str]) -> pl.DataFrame:
+    names = list(REQUIRED) + [c for c in OPTIONAL if c in optional_seen]
+    return pl.DataFrame({c: columns[c] for c in names}, schema={c: SCHEMA[c] for c in names})
+
+
+def empty_frame() -> pl.DataFrame:
+    """A trace frame with the required columns and no rows."""
+    return pl.DataFrame(schema={c: SCHEMA[c] for c in REQUIRED})
+
+
+def load_trace(path: str | Path) -> pl.DataFrame:
+    """Load and validate a whole trace into a polars DataFrame (all or nothing).
+
+    Columns: id Utf8, arrival_s Float64 (s), prompt_tokens Int64, output_tokens Int64, domain Utf8,
+    then each optional column (prompt Utf8, session Utf8, slo_tps Float64, hash_ids List(Int64)) that
+    at least one line sets (null elsewhere). Rows are streamed into chunks of columns, so the file is
+    never held as Python objects more than one chunk at a time.
+    """
+    fields = REQUIRED + OPTIONAL
+    frames: list[pl.DataFrame] = []
+    columns: dict[str, list[Any]] = {c: [] for c in fields}
+    seen_optional: set[str] = set()
+    chunk_optional: set[str] = set()
+    n = 0
+    for rec in iter_trace(path):
+        for c in fields:
+            value = getattr(rec, c)
+            columns[c].append(list(value) if c == "hash_ids" and value is not None else value)
+            if c in OPTIONAL and value is not None:
+                chunk_optional.add(c)
+        n += 1
+        if n % _CHUNK == 0:
+            frames.append(_frame(columns, set(OPTIONAL)))
+            seen_optional |= chunk_optional
+            columns = {c: [] for c in fields}
+            chunk_optional = set()
+    if columns["id"]:
+        frames.append(_frame(columns, set(OPTIONAL)))
+        seen_optional |= chunk_optional
+    df = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+    keep = list(REQUIRED) + [c for c in OPTIONAL if c in seen_optional]
+    return df.select(keep)
+
+
+def validate_frame(df: pl.DataFrame, where: str = "trace") -> pl.DataFrame:
+    """Check a trace DataFrame by the loader's rules (row n reported as line n); return it."""
+    for rec in records_from_frame(df, where):
+        del rec
+    return df
+
+
+def records_from_frame(df: pl.DataFrame, where: str = "trace") -> Iterator[TraceRecord]:
+    """Validated records of a trace DataFrame, in row order (row n reported as line n)."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where}: line 1: field '{missing[0]}': missing column (got columns {df.columns})")
+    checker = _Checker(where)
+    cols = [c for c in REQUIRED + OPTIONAL if c in df.columns]
+    for i, row in enumerate(df.select(cols).iter_rows(named=True), start=1):
+        yield checker.check(row, i)
+    if df.height == 0:
+        raise ValueError(f"{where}: line 0: field '<file>': trace holds no requests (got an empty frame)")
+
+
+def _atomic_write(path: Path, lines: Iterable[str]) -> int:
+    """Write lines to a temp file beside `path`, then rename it over `path`; return the line count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            sink: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
+            for text in lines:
+                sink.write(text.encode("utf-8"))
+                sink.write(b"\n")
+                n += 1
+            if sink is not raw:
+                sink.close()
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return n
+
+
+def write_trace(records_or_df: pl.DataFrame | Iterable[TraceRecord], path: str | Path) -> int:
+    """Validate and write a trace as JSON Lines, atomically (temp file + rename); return its size.
+
+    Accepts a DataFrame with the loader's columns or an iterable of `TraceRecord`s. If any record is
+    invalid the ValueError propagates and `path` is left untouched.
+    """
+    path = Path(path)
+    if isinstance(records_or_df, pl.DataFrame):
+        records: Iterable[TraceRecord] = records_from_frame(records_or_df, str(path))
+    else:
+        checker = _Checker(str(path))
+
+        def checked() -> Iterator[TraceRecord]:
+            n = 0
+            for n, rec in enumerate(records_or_df, start=1):
+                if not isinstance(rec, TraceRecord):
+                    raise ValueError(f"{path}: line {n}: field '<line>': must be a TraceRecord (got {_show(rec)})")
+                obj = {c: getattr(rec, c) for c in REQUIRED + OPTIONAL}
+                if rec.hash_ids is not None:
+                    obj["hash_ids"] = list(rec.hash_ids)
+                yield checker.check(obj, n)
+            if n == 0:
+                raise ValueError(f"{path}: line 0: field '<file>': trace holds no requests (got nothing to write)")
+
+        records = checked()
+    return _atomic_write(path, (rec.to_json() for rec in records))
+
+
+def bundled_traces() -> dict[str, Path]:
+    """Traces shipped in the `traces` package: file stem -> path."""
+    root = resources.files("traces")
+    return {p.name[: -len(".jsonl")]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".jsonl")}
+
+
+def resolve_trace(name: str | Path) -> Path:
+    """A path that exists as given, else the bundled trace of that name (with or without .jsonl)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    bundled = bundled_traces()
+    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+    if path.parent == Path(".") and stem in bundled:
+        return bundled[stem]
+    raise ValueError(f"trace {str(name)!r}: no such file, and no bundled trace of that name "
+                     f"(bundled: {', '.join(sorted(bundled)) or 'none'})")

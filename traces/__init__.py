@@ -1,0 +1,14 @@
+"""Bundled request traces (JSON Lines, schema in DESIGN.md section 3; see README.md here).
+
+`BUNDLED_DIR` is the directory holding `chat.jsonl`, `code.jsonl`, `math.jsonl` and `mixed.jsonl`;
+`simulator.trace.resolve_trace("chat")` finds them by bare name. Regenerate them with
+`sparksched trace bundle` (or `python -m simulator.generate --bundle`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUNDLED_DIR: Path = Path(__file__).resolve().parent
+
+__all__ = ["BUNDLED_DIR"]
