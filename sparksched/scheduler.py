@@ -1,0 +1,410 @@
+"""The hardware-aware, non-anticipating prefix scheduler (DSpark Algorithm 1, DESIGN.md section 1).
+
+For a batch of n requests with drafted blocks of up to g tokens, the scheduler picks verify lengths
+l_i in [0, drafted_i] that maximise the expected system token throughput
+
+    R(l) = (sum_i E_i) / step_time(B),   E_i = 1 + S_{i,1} + ... + S_{i,l_i},
+    B = extra_tokens + sum_i (1 + l_i),  S_{i,k} = c_{i,1} * ... * c_{i,k}
+
+by the greedy with early stop: candidates (i, k) with S_{i,k} > 0, sorted by S descending (ties:
+smaller k first, then smaller i), are admitted one at a time from l = 0 while admitting strictly
+improves R; the scheduler **stops at the first candidate that does not improve R**.
+
+Confidence contract (what keeps decoding lossless):
+    c_{i,k} is the predicted probability that draft token x_k survives verification given that
+    x_1..x_{k-1} survived. It may use the context, the target's and drafter's hidden states, the
+    draft distribution q_k and the earlier draft tokens x_{<k} (the Markov head uses x_{k-1}); it
+    must NEVER use x_k itself (e.g. the drawn token's own logit). With the early stop, [l_i >= k]
+    is a function of c_{i,1..k} and of the other requests' confidences only, so the realisation of
+    x_k never steers its own admission. A retrospective global search over all l, or a confidence
+    that reads x_k, breaks this and biases the output (tests/test_lossless.py shows both).
+
+Exact arithmetic (shared by all three implementations, so they agree bit for bit on CPU and CUDA):
+    S_{i,k} is the sequential float64 product c_{i,1} * c_{i,2} * ... (left to right). The
+    expected-token numerator is accumulated in fixed point: each admitted S contributes
+    floor(S * 2**40) (an int64), the base is n * 2**40, so the running sum is exact and
+    independent of summation order. R_j = float64(numerator_j) / step_time(B_j) (IEEE division),
+    compared as R_j > R_{j-1}. The 2**-40 quantum (about 1e-12 tokens) is far below anything a
+    throughput decision can see; it limits n * (g + 1) to 2**23 candidates.
+
+Three implementations: `schedule_reference` (plain Python, the spec), `schedule_numpy` (vectorised,
+partial selection of the top candidates), `schedule_torch` (on device, static shapes, no host
+synchronisation, capturable in a CUDA graph). `schedule` dispatches on the input type.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sparksched.curve import ThroughputCurve
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["schedule", "schedule_numpy", "schedule_reference", "schedule_torch", "step_time_table"]
+
+_SHIFT = 40
+SCALE = 1 << _SHIFT  # fixed-point quantum of the expected-token numerator: 2**-40 tokens
+_MAX_CANDIDATES = 1 << 23
+
+
+# ---------------------------------------------------------------------------------------- validation
+def _is_torch(x: Any) -> bool:
+    mod = type(x).__module__
+    return mod.startswith("torch") and type(x).__name__ == "Tensor"
+
+
+def check_conf(conf: Any) -> np.ndarray:
+    """conf as a float64 [n, g] array; ValueError naming the first bad entry."""
+    arr = np.asarray(conf, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"conf must be 2-D [n, g], got shape {arr.shape}")
+    lo, hi = (arr.min(), arr.max()) if arr.size else (0.0, 0.0)
+    if not (lo >= 0.0 and hi <= 1.0):  # NaN propagates through min/max and fails both
+        bad = ~((arr >= 0.0) & (arr <= 1.0))
+        i, k = np.argwhere(bad)[0]
+        raise ValueError(f"conf[{i}, {k}] = {arr[i, k]!r}: confidences must be numbers in [0, 1]")
+    if arr.shape[0] * (arr.shape[1] + 1) > _MAX_CANDIDATES:
+        raise ValueError(f"conf has shape {arr.shape}: n * (g + 1) must be <= {_MAX_CANDIDATES}")
+    return arr
+
+
+def check_drafted(drafted: Any, n: int, g: int) -> np.ndarray | None:
+    """drafted as an int64 [n] array in [0, g] (None stays None: every request drafted g)."""
+    if drafted is None:
+        return None
+    arr = np.asarray(drafted)
+    if arr.shape != (n,):
+        raise ValueError(f"drafted must have shape ({n},) to match conf, got {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        as_int = arr.astype(np.int64) if np.all(np.isfinite(arr)) else None
+        if as_int is None or np.any(as_int != arr):
+            i = int(np.argmax(~np.isfinite(arr))) if as_int is None else int(np.argmax(as_int != arr))
+            raise ValueError(f"drafted[{i}] = {arr[i]!r}: drafted counts must be integers")
+        arr = as_int
+    arr = arr.astype(np.int64)
+    bad = (arr < 0) | (arr > g)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"drafted[{i}] = {arr[i]}: must be in [0, g={g}]")
+    return arr
+
+
+def check_extra(extra_tokens: Any) -> int:
+    """extra_tokens as a non-negative int."""
+    if isinstance(extra_tokens, bool) or not isinstance(extra_tokens, (int, np.integer)) or extra_tokens < 0:
+        raise ValueError(f"extra_tokens must be an integer >= 0, got {extra_tokens!r}")
+    return int(extra_tokens)
+
+
+def _check_table(table: np.ndarray, need: int) -> np.ndarray:
+    t = np.asarray(table, dtype=np.float64)
+    if t.ndim != 1:
+        raise ValueError(f"step-time table must be 1-D [max_B + 1], got shape {t.shape}")
+    if t.size < need:
+        raise ValueError(f"step-time table has {t.size} entries, this batch needs B up to {need - 1}")
+    if np.any(np.isnan(t)) or np.any(t < 0):
+        j = int(np.argmax(np.isnan(t) | (t < 0)))
+        raise ValueError(f"step-time table[{j}] = {t[j]!r}: step times must be >= 0 (inf = infeasible)")
+    if np.any(np.diff(t) < 0):
+        j = int(np.argmax(np.diff(t) < 0))
+        raise ValueError(f"step-time table decreases from {t[j]!r} at B={j} to {t[j + 1]!r} at B={j + 1}; "
+                         "a curve must be non-decreasing")
+    return t
+
+
+def step_times(curve: ThroughputCurve | np.ndarray, batch_tokens: np.ndarray) -> np.ndarray:
+    """Step time (s) at integer batch sizes [m] for the scheduler: inf where the curve forbids B.
+
+    `curve` is a ThroughputCurve (with extrapolate="error", B outside the measured range is
+    infeasible: inf) or a 1-D table indexed by B (e.g. `curve.table(max_B)`).
+    """
+    b = np.asarray(batch_tokens, dtype=np.int64)
+    if isinstance(curve, ThroughputCurve):
+        xs = curve.tokens
+        x = b.astype(np.float64)
+        if x.size and x.min() >= xs[0] and x.max() <= xs[-1]:
+            return np.interp(x, xs, curve.seconds[0])  # inside the range: what step_time computes
+        if curve.extrapolate == "error":
+            lo, hi = curve.tokens[0], curve.tokens[-1]
+            inside = (b >= lo) & (b <= hi)
+            out = np.full(b.shape, np.inf)
+            out[inside] = curve.step_time(b[inside].astype(np.float64))
+            return out
+        return np.asarray(curve.step_time(b.astype(np.float64)), dtype=np.float64)
+    table = np.asarray(curve, dtype=np.float64)
+    return table[b]
+
+
+def _range_times(curve: ThroughputCurve | np.ndarray, start: int, count: int) -> np.ndarray:
+    """step_times at B = start, start + 1, ..., start + count - 1 (fast path for the schedulers)."""
+    if isinstance(curve, ThroughputCurve):
+        xs = curve.tokens
+        if start >= xs[0] and start + count - 1 <= xs[-1]:
+            return np.interp(np.arange(start, start + count, dtype=np.float64), xs, curve.seconds[0])
+        return step_times(curve, np.arange(start, start + count))
+    return curve[start:start + count]
+
+
+def step_time_table(curve: ThroughputCurve, max_tokens: int) -> np.ndarray:
+    """[max_tokens + 1] float64 step times at B = 0..max_tokens, inf where infeasible.
+
+    Same values as `step_times(curve, arange(max_tokens + 1))`; feed it (as a tensor on the
+    engine's device) to `schedule_torch`.
+    """
+    return step_times(curve, np.arange(max_tokens + 1))
+
+
+def _prepare_curve(curve: Any, need: int) -> ThroughputCurve | np.ndarray:
+    if isinstance(curve, ThroughputCurve):
+        return curve
+    if _is_torch(curve):
+        curve = curve.detach().cpu().numpy()
+    if isinstance(curve, (np.ndarray, list, tuple)):
+        return _check_table(np.asarray(curve), need)
+    raise ValueError(f"curve must be a ThroughputCurve or a 1-D step-time table, got {type(curve).__name__}")
+
+
+def _base_time(curve: ThroughputCurve | np.ndarray, b0: int) -> float:
+    t0 = float(step_times(curve, np.asarray([b0]))[0])
+    if not (math.isfinite(t0) and t0 > 0.0):
+        raise ValueError(f"step time at the base batch B = {b0} (n + extra_tokens, no drafts) is {t0}: "
+                         "the curve must give a finite time > 0 there")
+    return t0
+
+
+# ---------------------------------------------------------------------------------------- reference
+def schedule_reference(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any = None,
+                       extra_tokens: int = 0) -> np.ndarray:
+    """Plain-Python greedy with early stop: the specification the vectorised versions must match.
+
+    Args:
+        conf: [n, g] conditional survival probabilities c_{i,k} in [0, 1] (see module docstring
+            for the confidence contract).
+        curve: ThroughputCurve, or a 1-D step-time table [max_B + 1] (seconds, indexed by B).
+        drafted: [n] ints in [0, g], drafted tokens per request (default g for all).
+        extra_tokens: non-speculative tokens sharing the step (chunked prefill), >= 0.
+
+    Returns:
+        [n] int64 verify lengths l_i, prefix-closed, 0 <= l_i <= drafted_i.
+    """
+    arr = check_conf(conf)
+    n, g = arr.shape
+    dr = check_drafted(drafted, n, g)
+    extra = check_extra(extra_tokens)
+    rows = arr.tolist()
+    counts = [g] * n if dr is None else dr.tolist()
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    lengths = [0] * n
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = []
+    for i in range(n):
+        s = 1.0
+        for k in range(counts[i]):
+            s = rows[i][k] if k == 0 else s * rows[i][k]
+            if s > 0.0:
+                candidates.append((-s, k, i))
+    candidates.sort()  # S descending, then smaller k, then smaller i
+    batch = extra + n
+    numerator = n * SCALE
+    best = float(numerator) / _base_time(curve, batch)
+    # step_time(B) for every B the loop can reach, looked up once
+    times = step_times(curve, np.arange(batch, batch + len(candidates) + 1)).tolist()
+    for neg_s, k, i in candidates:
+        numerator += math.floor(-neg_s * 2.0 ** _SHIFT)
+        batch += 1
+        rate = float(numerator) / times[batch - extra - n]
+        if rate > best:
+            best = rate
+            lengths[i] = k + 1
+        else:
+            break  # early stop: never look past a non-improving candidate
+    return np.asarray(lengths, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------- numpy
+def _survival(arr: np.ndarray, dr: np.ndarray | None) -> np.ndarray:
+    """[n, g] S = sequential cumulative product, 0 beyond each request's drafted count."""
+    s = np.cumprod(arr, axis=1)
+    if dr is not None:
+        s[np.arange(arr.shape[1])[None, :] >= dr[:, None]] = 0.0
+    return s
+
+
+def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any = None,
+                   extra_tokens: int = 0) -> np.ndarray:
+    """Vectorised greedy with early stop; equal to `schedule_reference` bit for bit.
+
+    Selects the top-m candidates with `np.partition` (m doubling until the greedy stops inside
+    them), sorts only those (stable, so ties keep the (k, i) order), and finds the first
+    non-improving candidate from a cumulative sum. Same arguments and result as the reference:
+    conf [n, g] float in [0, 1], curve (ThroughputCurve or table [max_B + 1]), drafted [n] ints,
+    extra_tokens int >= 0; returns [n] int64 lengths.
+    """
+    arr = check_conf(conf)
+    n, g = arr.shape
+    dr = check_drafted(drafted, n, g)
+    extra = check_extra(extra_tokens)
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    lengths = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return lengths
+    b0 = extra + n
+    _base_time(curve, b0)  # raises when the curve does not cover the base batch
+    # S transposed: candidate (i, k) at flat index k * n + i, so index order is the tie order
+    flat = np.cumprod(arr.T, axis=0)
+    if dr is not None:
+        flat[np.arange(g)[:, None] >= dr[None, :]] = 0.0
+    flat = flat.ravel()
+    total = flat.size
+    m = min(total, 64)  # the greedy usually stops early: sort only the top-m values, grow m if not
+    while True:
+        if m < total:
+            top = np.partition(flat, total - m)[total - m:]  # the m largest values, unordered
+            top.sort()
+            if top[0] <= 0.0:  # fewer than m positive candidates: take them all
+                m = total
+                continue
+        else:
+            top = np.sort(flat)
+            top = top[top > 0.0]
+        s = top[::-1]  # candidate values in admission order (ties are equal values)
+        numerator = np.cumsum(np.floor(s * float(SCALE)).astype(np.int64))
+        numerator += n * SCALE
+        rate = np.empty(s.size + 1)
+        rate[0] = n * SCALE
+        rate[1:] = numerator
+        rate /= _range_times(curve, b0, s.size + 1)  # rate[j] = R after admitting j candidates
+        stop = 0
+        if s.size:
+            improves = rate[1:] > rate[:-1]
+            stop = int(improves.argmin())
+            if improves[stop]:
+                stop = s.size
+        if stop < s.size or m >= total:
+            break
+        m = min(total, 8 * m)
+    if stop == 0:
+        return np.zeros(n, dtype=np.int64)
+    # the admitted set is the top `stop` candidates in (S desc, k asc, i asc) order: everything
+    # above the last admitted value v, plus the first ties at v in flat index order (k, then i)
+    v = s[stop - 1]
+    mask = flat > v
+    need = stop - int(np.count_nonzero(mask))
+    mask[np.flatnonzero(flat == v)[:need]] = True
+    return mask.reshape(g, n).sum(axis=0, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------- torch
+def schedule_torch(conf: torch.Tensor, table: torch.Tensor, drafted: torch.Tensor | None = None,
+                   extra_tokens: int = 0, validate: bool = True) -> torch.Tensor:
+    """On-device greedy with early stop; equal to `schedule_reference` bit for bit.
+
+    Static shapes, no `.item()` / `.tolist()` / `nonzero()`: with `validate=False` it never
+    synchronises with the host and can be captured in a CUDA graph (shapes fixed by n and g).
+
+    Args:
+        conf: [n, g] float tensor of conditional survival probabilities in [0, 1], any device.
+        table: [>= extra_tokens + n * (g + 1) + 1] float64 step times (s) indexed by batch tokens B,
+            on conf's device (e.g. `torch.as_tensor(step_time_table(curve, max_B), device=dev)`);
+            inf marks infeasible B.
+        drafted: [n] integer tensor in [0, g] (default: g for all).
+        extra_tokens: int >= 0, non-speculative tokens in the step (a Python int: it sets B's base).
+        validate: check values (NaN, range, monotone table): reads values on the host, so pass
+            False inside a CUDA graph or a hot loop. Shapes are always checked.
+
+    Returns:
+        [n] int64 verify lengths on conf's device.
+    """
+    import torch
+
+    if conf.dim() != 2:
+        raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+    n, g = conf.shape
+    extra = check_extra(extra_tokens)
+    total = n * g
+    if n * (g + 1) > _MAX_CANDIDATES:
+        raise ValueError(f"conf has shape {tuple(conf.shape)}: n * (g + 1) must be <= {_MAX_CANDIDATES}")
+    if table.dim() != 1 or table.shape[0] < extra + n + total + 1:
+        raise ValueError(f"table must be 1-D with at least {extra + n + total + 1} entries "
+                         f"(B up to extra + n * (g + 1)), got shape {tuple(table.shape)}")
+    if drafted is not None and tuple(drafted.shape) != (n,):
+        raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
+    if validate:
+        check_conf(conf.detach().cpu().numpy())
+        if drafted is not None:
+            check_drafted(drafted.detach().cpu().numpy(), n, g)
+        _check_table(table.detach().cpu().numpy(), extra + n + total + 1)
+        _base_time(table.detach().cpu().numpy(), extra + n)
+    dev = conf.device
+    if n == 0 or g == 0:
+        return torch.zeros(n, dtype=torch.int64, device=dev)
+    c = conf.to(torch.float64)
+    if dev.type == "cpu":
+        s = torch.cumprod(c, dim=1)  # sequential on CPU: same rounding as np.cumprod
+    else:
+        cols = [c[:, 0]]
+        for k in range(1, g):  # explicit left-to-right product: a parallel scan would round differently
+            cols.append(cols[-1] * c[:, k])
+        s = torch.stack(cols, dim=1)
+    if drafted is not None:
+        ks = torch.arange(g, device=dev)
+        s = torch.where(ks[None, :] < drafted.to(dev)[:, None], s, torch.zeros((), dtype=s.dtype, device=dev))
+    flat = s.t().reshape(-1)  # candidate (i, k) at index k * n + i
+    s_sorted, order = torch.sort(flat, descending=True, stable=True)
+    quanta = torch.floor(s_sorted * float(SCALE)).to(torch.int64)
+    numerator = torch.cumsum(quanta, dim=0) + n * SCALE
+    tab = table.to(device=dev, dtype=torch.float64)
+    b0 = extra + n
+    rate = numerator.to(torch.float64) / tab[b0 + 1: b0 + 1 + total]
+    r0 = float(n * SCALE) / tab[b0: b0 + 1]
+    improves = (rate > torch.cat((r0, rate[:-1]))) & (s_sorted > 0.0)
+    stop = torch.cumprod(improves.to(torch.int64), dim=0).sum()  # leading improvements
+    admitted = torch.arange(total, device=dev) < stop
+    mask = torch.zeros(total, dtype=torch.bool, device=dev).scatter(0, order, admitted)
+    return mask.view(g, n).sum(dim=0, dtype=torch.int64)
+
+
+# ---------------------------------------------------------------------------------------- dispatch
+def schedule(conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0) -> Any:
+    """Verify lengths for one step by the non-anticipating greedy (DSpark Algorithm 1).
+
+    Args:
+        conf: [n, g] conditional survival probabilities c_{i,k} in [0, 1]: numpy array (or nested
+            list) -> numpy path; torch tensor (any device) -> torch path on that device.
+            Contract: c_{i,k} may use the context, hidden states, q_k and x_{<k}, never x_k.
+        curve: ThroughputCurve (step time in seconds vs batch tokens B) or a 1-D step-time table
+            [max_B + 1] indexed by B (numpy array, or a tensor for the torch path).
+        drafted: [n] drafted tokens per request, ints in [0, g] (default g).
+        extra_tokens: non-speculative tokens in the same step (chunked prefill), int >= 0;
+            B = extra_tokens + sum_i (1 + l_i).
+
+    Returns:
+        [n] int64 verify lengths l_i (numpy array, or tensor on conf's device).
+
+    Example:
+        >>> import numpy as np
+        >>> from sparksched import ThroughputCurve, schedule
+        >>> curve = ThroughputCurve.from_points([1, 64, 512], [0.010, 0.010, 0.040])
+        >>> schedule(np.array([[0.9, 0.8, 0.1], [0.5, 0.2, 0.2]]), curve).tolist()
+        [3, 3]
+    """
+    if _is_torch(conf):
+        import torch
+
+        n, g = conf.shape
+        need = check_extra(extra_tokens) + n * (g + 1)
+        if isinstance(curve, ThroughputCurve):
+            table = torch.as_tensor(step_time_table(curve, need), device=conf.device)
+        elif _is_torch(curve):
+            table = curve
+        else:
+            table = torch.as_tensor(np.asarray(curve, dtype=np.float64), device=conf.device)
+        dr = drafted if drafted is None or _is_torch(drafted) else torch.as_tensor(
+            np.asarray(drafted), device=conf.device)
+        return schedule_torch(conf, table, dr, extra_tokens)
+    return schedule_numpy(conf, curve, drafted, extra_tokens)
