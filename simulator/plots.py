@@ -1,0 +1,212 @@
+"""PNG figures for sweeps, readable without the table (the DSpark paper's Figures 2, 7 and 8).
+
+- `plot_frontier`: aggregate throughput against per-user speed, every operating point and the
+  frontier per policy, with the SLA line and the throughput each policy sells at it (Figure 7).
+- `plot_budget_vs_concurrency`: throughput (top) and verify budget per request, anchor included
+  (bottom), against the number of running requests (Figure 8: DSpark's budget expands when the
+  target is idle and contracts under load; MTP-1 stays at 2).
+- `plot_acceptance`: conditional acceptance per block position, one panel per domain (Figure 2).
+- `plot_step_time`: the profile's step-time curve with each sweep point's operating point.
+
+Every function takes polars frames (or a ThroughputCurve), writes one PNG atomically (a temporary
+file renamed into place) and returns its path. Matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from simulator.frontier import X_DEFAULT, Y_DEFAULT
+
+_KNOWN = {"dspark": "tab:red", "async-dspark": "tab:orange", "mtp1": "tab:blue", "static-3": "tab:green",
+          "verify-all": "tab:purple", "none": "tab:gray"}
+_CYCLE = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black", "gold"]
+
+
+def policy_colors(policies: list[str]) -> dict[str, str]:
+    """A stable colour per policy: known names fixed, others from a cycle in order of appearance."""
+    out, k = {}, 0
+    for p in policies:
+        if p in _KNOWN:
+            out[p] = _KNOWN[p]
+        else:
+            out[p] = _CYCLE[k % len(_CYCLE)]
+            k += 1
+    return out
+
+
+def _figure(nrows: int = 1, ncols: int = 1, **kw: Any):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, **kw)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _policies(df: pl.DataFrame) -> list[str]:
+    return df.get_column("policy").unique(maintain_order=True).to_list() if "policy" in df.columns else []
+
+
+def plot_frontier(rows: pl.DataFrame, front: pl.DataFrame, path: str | Path, *, sla: float | None = None,
+                  sla_rows: pl.DataFrame | None = None, x: str = X_DEFAULT, y: str = Y_DEFAULT,
+                  title: str | None = None) -> Path:
+    """Throughput (tokens/s) against per-user speed (tokens/s/user), one colour per policy.
+
+    Args:
+        rows: all sweep rows (drawn as faint points).
+        front: `frontier(rows)` (drawn as lines with markers).
+        sla: per-user SLA (tokens/s/user), drawn as a vertical dashed line.
+        sla_rows: `sla_table(front, sla)`: each policy's throughput at the SLA, marked and labelled
+            ("unreachable" in the legend where the SLA lies beyond its frontier).
+    """
+    fig, ax = _figure(figsize=(7.5, 5.0))
+    colors = policy_colors(_policies(rows))
+    at_sla = {} if sla_rows is None else {r["policy"]: r for r in sla_rows.to_dicts()}
+    for p, c in colors.items():
+        g = rows.filter(pl.col("policy") == p)
+        ax.scatter(g.get_column(x), g.get_column(y), color=c, alpha=0.35, s=18)
+        f = front.filter(pl.col("policy") == p).sort(x)
+        label = p
+        r = at_sla.get(p)
+        if r is not None:
+            label += (f": {r['throughput']:,.0f} tok/s at SLA" + (" (lower bound)" if r["status"] == "lower_bound" else "")
+                      if r["throughput"] is not None else ": SLA unreachable")
+        ax.plot(f.get_column(x), f.get_column(y), "-o", color=c, ms=4, lw=2, label=label)
+        if r is not None and r["throughput"] is not None and sla is not None:
+            ax.plot([sla], [r["throughput"]], marker="*", ms=14, color=c, mec="black", zorder=5)
+    if sla is not None:
+        ax.axvline(sla, ls="--", color="black", lw=1)
+        ax.text(sla, ax.get_ylim()[1], f" SLA {sla:g} tok/s/user", va="top", ha="left", fontsize=9)
+    ax.set_xlabel(f"per-user speed, tokens/s/user ({x})")
+    ax.set_ylabel(f"aggregate throughput, tokens/s ({y})")
+    ax.set_title(title or "Serving frontier: throughput vs per-user speed (points: sweep; lines: frontier)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_budget_vs_concurrency(rows: pl.DataFrame, budget: pl.DataFrame, path: str | Path, *,
+                               bins: int = 24, title: str | None = None) -> Path:
+    """Throughput (top) and verify budget per request incl. the anchor (bottom) vs concurrency.
+
+    Args:
+        rows: sweep rows with policy, mean_running (time-weighted running requests) and
+            throughput_tps.
+        budget: per-step aggregates with policy, running (requests in the step), steps (how many
+            steps had that many) and budget (mean verified tokens per request, anchor included).
+            Bins of `running` are averaged weighted by steps.
+    """
+    fig, (top, bot) = _figure(2, 1, figsize=(7.5, 7.0), sharex=True)
+    colors = policy_colors(_policies(rows) or _policies(budget))
+    for p, c in colors.items():
+        g = rows.filter(pl.col("policy") == p).sort("mean_running")
+        top.plot(g.get_column("mean_running"), g.get_column("throughput_tps"), "-o", color=c, ms=4, label=p)
+        b = budget.filter((pl.col("policy") == p) & (pl.col("steps") > 0))
+        if b.is_empty():
+            continue
+        run = b.get_column("running").to_numpy().astype(float)
+        w = b.get_column("steps").to_numpy().astype(float)
+        val = b.get_column("budget").to_numpy().astype(float)
+        edges = np.unique(np.geomspace(max(run.min(), 1.0), max(run.max(), 1.0) + 1.0, bins + 1).round())
+        which = np.clip(np.searchsorted(edges, run, side="right") - 1, 0, max(edges.size - 2, 0))
+        xs, ys = [], []
+        for j in np.unique(which):
+            m = which == j
+            xs.append(float(np.average(run[m], weights=w[m])))
+            ys.append(float(np.average(val[m], weights=w[m])))
+        bot.plot(xs, ys, "-o", color=c, ms=4, label=p)
+    top.set_ylabel("throughput, tokens/s")
+    top.set_ylim(bottom=0)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=9)
+    top.set_title(title or "Load-adaptive verification: throughput and verify budget vs concurrency")
+    bot.axhline(2.0, ls=":", color="gray", lw=1)
+    bot.text(bot.get_xlim()[0], 2.0, " MTP-1: anchor + 1 draft = 2", va="bottom", fontsize=8, color="gray")
+    bot.set_ylabel("verify budget per request\n(tokens per step, anchor included)")
+    bot.set_xlabel("concurrent running requests")
+    bot.set_ylim(bottom=0)
+    bot.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_acceptance(acc: pl.DataFrame, path: str | Path, *, title: str | None = None) -> Path:
+    """Conditional acceptance per block position, one panel per domain, one line per series.
+
+    Args:
+        acc: columns domain, series (e.g. policy or drafter), position (1-based), acceptance
+            (P(x_k accepted | x_1..x_{k-1} accepted), in [0, 1]) and optionally n (trials).
+    """
+    domains = acc.get_column("domain").unique(maintain_order=True).to_list() if not acc.is_empty() else []
+    ncols = max(1, len(domains))
+    fig, axes = _figure(1, ncols, figsize=(4.2 * ncols, 3.8), sharey=True, squeeze=False)
+    series = acc.get_column("series").unique(maintain_order=True).to_list() if not acc.is_empty() else []
+    colors = policy_colors(series)
+    for ax, d in zip(axes[0], domains or ["(no data)"]):
+        for s in series:
+            g = acc.filter((pl.col("domain") == d) & (pl.col("series") == s)).sort("position")
+            if g.is_empty():
+                continue
+            ax.plot(g.get_column("position"), g.get_column("acceptance"), "-o", color=colors[s], ms=4, label=s)
+        ax.set_title(d)
+        ax.set_xlabel("block position k")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("acceptance of x_k given x_1..x_{k-1} accepted")
+    if series:
+        axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(title or "Conditional acceptance per block position")
+    return _save(fig, path)
+
+
+def plot_step_time(curve: Any, rows: pl.DataFrame, path: str | Path, *, max_tokens: float | None = None,
+                   title: str | None = None) -> Path:
+    """The step-time curve (ms vs verify batch tokens B) with each sweep point's operating point.
+
+    Args:
+        curve: a `sparksched.curve.ThroughputCurve` (its first context when it has several).
+        rows: sweep rows with policy, mean_batch_tokens and mean_step_s (the operating points).
+    """
+    fig, ax = _figure(figsize=(7.5, 4.8))
+    hi = max_tokens or max(float(curve.max_tokens),
+                           float(rows.get_column("mean_batch_tokens").max() or 0) * 1.1 if not rows.is_empty() else 0)
+    b = np.linspace(1.0, hi, 400)
+    ax.plot(b, 1e3 * curve.step_time(b), color="black", lw=1.5, label="profile: step_time(B)")
+    ax.plot(curve.tokens[curve.tokens <= hi], 1e3 * curve.seconds[0][curve.tokens <= hi], "k.", ms=4)
+    colors = policy_colors(_policies(rows))
+    for p, c in colors.items():
+        g = rows.filter(pl.col("policy") == p)
+        ax.scatter(g.get_column("mean_batch_tokens"), 1e3 * g.get_column("mean_step_s"), color=c, s=28,
+                   edgecolor="black", lw=0.5, zorder=4, label=f"{p}: operating points")
+    ax.set_xlabel("verify batch tokens B per step (anchors + verified drafts + prefill)")
+    ax.set_ylabel("step time, ms")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Step-time curve and the sweep's operating points (mean per run)")
+    return _save(fig, path)

@@ -1,0 +1,242 @@
+"""Load sweeps: one simulation per (policy, load), run in parallel local processes or on Ray.
+
+Covers: the operator's "what happens as load grows" question. Load is a concurrency cap
+(`max_running`) and/or an arrival-rate multiplier (`rate_scale`); every (policy, max_running,
+rate_scale) combination is one `simulate` run, and one row of the result.
+
+Scenario: the trace is loaded once by the caller and shipped to every worker once (a pool
+initializer for local processes, one `ray.put` for Ray), each worker runs `simulate` for its
+configs and sends back a summary row plus two small tables (verify budget by concurrency,
+acceptance by block position). Every run is seeded by its config, so the rows are identical
+whichever backend ran them and in whatever order the runs finished.
+
+Backends:
+- "local" (default): `concurrent.futures.ProcessPoolExecutor` with the "spawn" start method (polars
+  runs thread pools, and forking a process with live threads can deadlock); `workers=1` runs
+  in-process, which is also the way to debug.
+- "ray": a local Ray instance (`num_cpus=workers`) or an existing cluster (`ray_address`); Ray is an
+  optional extra (`pip install sparksched[ray]`). If Ray is already initialised, it is reused and
+  left running.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import polars as pl
+
+Backend = Literal["local", "ray"]
+BACKENDS = ("local", "ray")
+
+# ------------------------------------------------------------------------------------------ generic map
+
+_SHARED: Any = None  # the per-worker copy of the shared argument (set by the pool initializer)
+
+
+def _set_shared(shared: Any) -> None:
+    global _SHARED
+    _SHARED = shared
+
+
+def _call_with_shared(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    return fn(_SHARED, *args)
+
+
+def _ray_call(fn: Callable[..., Any], shared: Any, args: tuple[Any, ...]) -> Any:
+    return fn(shared, *args)
+
+
+def default_workers(n_tasks: int | None = None) -> int:
+    """CPUs this process may use (its affinity mask), at most `n_tasks`; at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, n_tasks) if n_tasks else cpus)
+
+
+def _bar(total: int, progress: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not progress, desc=desc, unit="run", leave=False)
+
+
+def map_tasks(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]], shared: Any = None, *,
+              backend: Backend = "local", workers: int | None = None, ray_address: str | None = None,
+              progress: bool = False, desc: str = "sweep") -> list[Any]:
+    """[fn(shared, *item) for item in items], in parallel; results in the order of `items`.
+
+    Args:
+        fn: a module-level (picklable) function; it must be deterministic given its arguments for
+            backends to agree.
+        items: per-task argument tuples.
+        shared: one argument every task receives first (e.g. the trace), sent to each worker once.
+        backend: "local" (process pool; in-process when workers == 1) or "ray".
+        workers: parallel workers (local processes or Ray CPUs); default `default_workers`.
+        ray_address: connect to this Ray cluster instead of starting a local instance.
+        progress: show a progress bar over finished tasks (stderr).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    n = len(items)
+    if n == 0:
+        return []
+    workers = workers or default_workers(n)
+    if backend == "ray" or ray_address:
+        return _ray_map(fn, items, shared, workers, ray_address, progress, desc)
+    out: list[Any] = [None] * n
+    with _bar(n, progress, desc) as bar:
+        if workers == 1:
+            for i, item in enumerate(items):
+                out[i] = fn(shared, *item)
+                bar.update()
+            return out
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, n), mp_context=ctx,
+                                 initializer=_set_shared, initargs=(shared,)) as pool:
+            futures = {pool.submit(_call_with_shared, fn, item): i for i, item in enumerate(items)}
+            for fut in as_completed(futures):
+                out[futures[fut]] = fut.result()
+                bar.update()
+    return out
+
+
+def _ray_map(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]], shared: Any, workers: int,
+             address: str | None, progress: bool, desc: str) -> list[Any]:
+    try:
+        import ray
+    except ImportError as e:
+        raise ValueError("backend 'ray' needs Ray: pip install 'sparksched[ray]' (or pip install ray)") from e
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(_ray_call)
+        shared_ref = ray.put(shared)
+        refs = [remote.remote(fn, shared_ref, item) for item in items]
+        index = {ref: i for i, ref in enumerate(refs)}
+        out: list[Any] = [None] * len(items)
+        pending = list(refs)
+        with _bar(len(items), progress, desc) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    out[index[ref]] = ray.get(ref)
+                    bar.update()
+        return out
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+
+# configuration fields copied into every row (what identifies a run)
+CONFIG_COLUMNS = ("policy", "drafter", "block", "max_running", "rate_scale", "max_requests", "horizon_s",
+                  "seed", "profile")
+
+
+def sweep_configs(base: Any, policies: Sequence[str], max_running: Sequence[int],
+                  rate_scales: Sequence[float]) -> list[Any]:
+    """Every (policy, max_running, rate_scale) combination as a validated `SimConfig` copy of `base`.
+
+    Order: policy-major, then max_running, then rate_scale (the order of the rows).
+    """
+    if not policies or not max_running or not rate_scales:
+        raise ValueError("a sweep needs at least one policy, one max_running and one rate_scale")
+    return [base.replace(policy=p, max_running=int(m), rate_scale=float(r))
+            for p, m, r in itertools.product(policies, max_running, rate_scales)]
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A sweep's tables (polars), one run per config.
+
+    Attributes:
+        rows: one row per run: config columns, the simulator's summary scalars, and
+            mean_running (time-weighted running requests), mean_batch_tokens and mean_step_s
+            (step-weighted), budget_per_request (mean verified tokens per request per decode step,
+            anchor included).
+        budget: per run and per number of running requests: steps, budget (as above).
+        acceptance: per run, domain and block position: trials, accepted, acceptance.
+    """
+
+    rows: pl.DataFrame
+    budget: pl.DataFrame
+    acceptance: pl.DataFrame
+
+
+def run_sweep(trace: pl.DataFrame | str, configs: Sequence[Any], *, backend: Backend = "local",
+              workers: int | None = None, ray_address: str | None = None,
+              progress: bool = False) -> SweepResult:
+    """Simulate every config on `trace` (loaded once here) and collect the tables.
+
+    Rows come back in the order of `configs`, identical for the same configs whichever backend
+    ran them. The local backend spawns processes: call it from under `if __name__ == "__main__":`
+    in a script.
+    """
+    from simulator.trace import load_trace, resolve_trace
+
+    df = trace if isinstance(trace, pl.DataFrame) else load_trace(resolve_trace(trace))
+    items = [(i, c) for i, c in enumerate(configs)]
+    results = map_tasks(simulate_point, items, df, backend=backend, workers=workers,
+                        ray_address=ray_address, progress=progress, desc="simulate")
+    rows = pl.DataFrame([r["row"] for r in results])
+    budget = pl.concat([pl.DataFrame(r["budget"], schema=_BUDGET_SCHEMA) for r in results])
+    acceptance = pl.concat([pl.DataFrame(r["acceptance"], schema=_ACC_SCHEMA) for r in results])
+    return SweepResult(rows, budget, acceptance)
+
+
+_BUDGET_SCHEMA = {"run": pl.Int64, "policy": pl.Utf8, "running": pl.Int64, "steps": pl.Int64,
+                  "budget": pl.Float64}
+_ACC_SCHEMA = {"run": pl.Int64, "policy": pl.Utf8, "domain": pl.Utf8, "position": pl.Int64,
+               "trials": pl.Int64, "accepted": pl.Int64, "acceptance": pl.Float64}
+
+
+def simulate_point(trace: pl.DataFrame, run: int, config: Any) -> dict[str, Any]:
+    """One sweep run: `simulate(trace, config)` reduced to a row and two small tables (picklable).
+
+    Returns {"row": dict, "budget": list[dict], "acceptance": list[dict]} (see `SweepResult`).
+    """
+    from simulator.run import simulate
+
+    res = simulate(trace, config)
+    row: dict[str, Any] = {"run": run}
+    row.update({k: getattr(config, k) for k in CONFIG_COLUMNS})
+    row.update({k: v for k, v in res.summary.items() if k not in row and _is_scalar(v)})
+    row.update(step_stats(res.steps))
+    budget = [{"run": run, "policy": config.policy, **b} for b in budget_by_running(res.steps)]
+    acc = [{"run": run, "policy": config.policy, **a} for a in acceptance_by_position(res)]
+    return {"row": row, "budget": budget, "acceptance": acc}
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def step_stats(steps: pl.DataFrame) -> dict[str, float]:
+    """Means over a run's steps: time-weighted running requests, batch tokens, step time, budget."""
+    raise NotImplementedError
+
+
+def budget_by_running(steps: pl.DataFrame) -> list[dict[str, Any]]:
+    """Per number of running requests: steps and the mean verify budget per request (anchor incl.)."""
+    raise NotImplementedError
+
+
+def acceptance_by_position(res: Any) -> list[dict[str, Any]]:
+    """Per domain and block position: trials, accepted, conditional acceptance."""
+    raise NotImplementedError

@@ -1,0 +1,395 @@
+"""`sparksched pareto` and `sparksched whatif`: load sweeps, the serving frontier and SLA questions.
+
+Thin shells over `simulator.sweep` (runs), `simulator.frontier` (maths) and `simulator.plots`
+(figures). Library errors become one-line `click.ClickException`s. Outputs are written to a
+temporary file beside the target and renamed into place, so a failed run leaves no half-written
+file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+# Defaults sized to finish in a few minutes on 2 CPU cores with the bundled chat trace.
+DEFAULT_POLICIES = "dspark,mtp1,static-3"
+DEFAULT_LOAD = "4,8,16,32,64,128"  # concurrency caps (max_running)
+DEFAULT_RATE_SCALES = "16"  # arrival-rate multiplier: 16x the chat trace keeps every cap above saturated
+DEFAULT_MAX_REQUESTS = 600  # first N requests of the trace per run (the duration cap of the defaults)
+DEFAULT_SLA = 80.0  # tokens/s/user, the paper's V4-Flash moderate anchor
+SPEED_COLUMNS = {"p50": "user_tps_p50", "p90": "user_tps_p90"}
+
+PNG_NAMES = {"frontier": "frontier.png", "budget": "verify_budget_vs_concurrency.png",
+             "acceptance": "acceptance_by_position.png", "step_time": "step_time.png"}
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+def _parse_list(text: str, kind: Callable[[str], Any], option: str) -> list[Any]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = kind(part)
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not a valid {kind.__name__}", param_hint=option) from None
+        if isinstance(v, (int, float)) and not v > 0:
+            raise click.BadParameter(f"{part!r} must be > 0", param_hint=option)
+        out.append(v)
+    if not out:
+        raise click.BadParameter("needs at least one value", param_hint=option)
+    return out
+
+
+def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by `pareto` and `whatif`: what to sweep and where to run it."""
+    opts = [
+        click.option("--trace", default="chat.jsonl", show_default=True,
+                     help="Trace file (JSON Lines) or bundled name (chat, code, math, mixed)."),
+        click.option("--policies", default=DEFAULT_POLICIES, show_default=True,
+                     help="Comma-separated policies: dspark, mtp1, static-K, threshold-TAU, verify-all, none, ..."),
+        click.option("--load", "loads", default=DEFAULT_LOAD, show_default=True,
+                     help="Concurrency caps (max running requests) to sweep, comma-separated."),
+        click.option("--rate-scales", default=DEFAULT_RATE_SCALES, show_default=True,
+                     help="Arrival-rate multipliers to sweep, comma-separated (crossed with --load). The "
+                          "default overloads the chat trace so each cap is the concurrency; use values "
+                          "around 1 to sweep offered load instead."),
+        click.option("--profile", default=None,
+                     help="Profile JSON (or bundled name) for step times; default: the simulator's."),
+        click.option("--drafter", default="dspark", show_default=True, help="Drafter acceptance preset."),
+        click.option("--block", default=7, show_default=True, type=int, help="Drafted tokens per round."),
+        click.option("--max-requests", default=DEFAULT_MAX_REQUESTS, show_default=True, type=int,
+                     help="Simulate the first N requests of the trace in every run (0: all)."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed of every run."),
+        click.option("--sla", default=DEFAULT_SLA, show_default=True, type=float,
+                     help="Per-user speed SLA, tokens/s/user."),
+        click.option("--speed", "speed", default="p50", show_default=True, type=click.Choice(sorted(SPEED_COLUMNS)),
+                     help="Which per-user speed percentile the frontier and SLA use."),
+        click.option("--baseline", default=None,
+                     help="Policy to compare against (default: mtp1 if swept, else the last policy)."),
+        click.option("--workers", default=None, type=click.IntRange(min=1),
+                     help="Parallel workers (local processes or Ray CPUs); default: CPUs available."),
+        click.option("--ray", "use_ray", is_flag=True, help="Run on a local Ray instance."),
+        click.option("--ray-address", default=None, help="Run on this Ray cluster (implies --ray)."),
+        click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _base_config(profile: str | None, drafter: str, block: int, max_requests: int, seed: int, sla: float) -> Any:
+    from simulator.config import SimConfig
+
+    kw: dict[str, Any] = {"drafter": drafter, "block": block, "seed": seed, "sla_tps": sla,
+                          "max_requests": max_requests or None}
+    if profile is not None:
+        kw["profile"] = profile
+    return SimConfig(**kw)
+
+
+def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str | None, drafter: str,
+         block: int, max_requests: int, seed: int, sla: float, workers: int | None, use_ray: bool,
+         ray_address: str | None, progress: bool) -> tuple[Any, Any, list[str], float]:
+    """Build the configs, run the sweep; (SweepResult, base config, policy list, wall seconds)."""
+    from simulator.sweep import run_sweep, sweep_configs
+    from simulator.trace import load_trace, resolve_trace
+
+    pols = _parse_list(policies, str, "--policies")
+    caps = _parse_list(loads, int, "--load")
+    rates = _parse_list(rate_scales, float, "--rate-scales")
+    if max_requests < 0:
+        raise click.BadParameter(f"{max_requests} must be >= 0", param_hint="--max-requests")
+    try:
+        base = _base_config(profile, drafter, block, max_requests, seed, sla)
+        configs = sweep_configs(base, pols, caps, rates)
+        df = load_trace(resolve_trace(trace))
+        backend = "ray" if (use_ray or ray_address) else "local"
+        t0 = time.perf_counter()
+        result = run_sweep(df, configs, backend=backend, workers=workers, ray_address=ray_address,
+                           progress=progress)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    return result, base, pols, time.perf_counter() - t0
+
+
+def _baseline(pols: list[str], baseline: str | None) -> str:
+    if baseline is not None:
+        if baseline not in pols:
+            raise click.BadParameter(f"{baseline!r} is not one of the swept policies {pols}",
+                                     param_hint="--baseline")
+        return baseline
+    return "mtp1" if "mtp1" in pols else pols[-1]
+
+
+# ------------------------------------------------------------------------------------------ output
+
+def _fmt(v: Any, spec: str = ",.0f") -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return format(v, spec)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def frontier_text(front: Any, speed_col: str) -> str:
+    """The frontier table: one line per frontier point, policy by policy, fastest users last."""
+    rows = []
+    for r in front.iter_rows(named=True):
+        rows.append([r["policy"], _fmt(r.get("max_running"), "d"), _fmt(r.get("rate_scale"), "g"),
+                     _fmt(r.get("mean_running"), ".1f"), _fmt(r.get(speed_col), ".1f"),
+                     _fmt(r.get("user_tps_p90"), ".1f"), _fmt(r.get("throughput_tps")),
+                     _fmt(r.get("ttft_p90_s"), ".2f"), _fmt(r.get("budget_per_request"), ".2f")])
+    return _table(["policy", "max_running", "rate_scale", "mean_running", f"user tok/s ({speed_col})",
+                   "user_tps_p90", "throughput tok/s", "TTFT P90 s", "verify budget/req"], rows)
+
+
+def sla_text(sla_rows: Any, front: Any, sla: float, baseline: str, speed_col: str) -> str:
+    lines = [f"Throughput at per-user speed >= {sla:g} tok/s/user ({speed_col}), on each frontier:"]
+    for r in sla_rows.iter_rows(named=True):
+        p = r["policy"]
+        if r["throughput"] is None:
+            fastest = front.filter(front["policy"] == p)[speed_col].max()
+            lines.append(f"  {p:<14} unreachable: its fastest operating point is {_fmt(fastest, '.1f')} tok/s/user")
+            continue
+        note = {"lower_bound": "lower bound: the SLA holds even at the heaviest load swept",
+                "exact": "at a swept point", "interpolated": "interpolated between swept points"}[r["status"]]
+        ratio = ""
+        if p != baseline and r["ratio"] is not None:
+            ratio = (f"  {r['ratio']:.2f}x {baseline}" if r["ratio"] != float("inf")
+                     else f"  ({baseline} cannot meet it)")
+        lines.append(f"  {p:<14} {r['throughput']:>10,.0f} tok/s  ({note}){ratio}")
+    return "\n".join(lines)
+
+
+def gain_text(gain: Any) -> str:
+    if gain.overlap is None:
+        return (f"Per-user speed at matched throughput ({gain.policy} vs {gain.baseline}): the two frontiers "
+                "cover no common throughput range; sweep more loads.")
+    rows = [[_fmt(r["throughput"]), _fmt(r["speed"], ".1f"), _fmt(r["baseline_speed"], ".1f"),
+             f"{100 * r['gain']:+.0f} %"] for r in gain.table.iter_rows(named=True)]
+    head = (f"Per-user speed at matched throughput ({gain.policy} vs {gain.baseline}, "
+            f"{gain.overlap[0]:,.0f}-{gain.overlap[1]:,.0f} tok/s): gain {100 * gain.min_gain:+.0f} % "
+            f"to {100 * gain.max_gain:+.0f} %")
+    return head + "\n" + _table(["throughput tok/s", gain.policy, gain.baseline, "gain"], rows)
+
+
+def breaking_text(brk: Any, sla: float, load: str) -> str:
+    lines = [f"Load ({load}) at which per-user speed falls below {sla:g} tok/s/user:"]
+    for r in brk.iter_rows(named=True):
+        if r["status"] == "met_at_all_loads":
+            msg = f"met at every load swept (up to {r['last_ok_load']:g})"
+        elif r["status"] == "never_met":
+            msg = f"not met even at the lightest load ({r['first_fail_load']:g})"
+        else:
+            msg = (f"breaks at about {r['crossing_load']:.1f} (met at {r['last_ok_load']:g}, "
+                   f"missed at {r['first_fail_load']:g})")
+        lines.append(f"  {r['policy']:<14} {msg}")
+    return "\n".join(lines)
+
+
+def _atomic_parquet(df: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        df.write_parquet(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".txt", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _load_column(rows: Any) -> str:
+    """The load axis that varies in a sweep (max_running unless only rate_scale varies)."""
+    if rows.get_column("max_running").n_unique() == 1 and rows.get_column("rate_scale").n_unique() > 1:
+        return "rate_scale"
+    return "max_running"
+
+
+def analyse(rows: Any, sla: float, baseline: str, speed_col: str) -> dict[str, Any]:
+    """Frontier, SLA table, speed gains vs the baseline and SLA-breaking loads of sweep rows."""
+    from simulator.frontier import frontier, sla_breaking_load, sla_table, speed_gain
+
+    front = frontier(rows, x=speed_col)
+    pols = rows.get_column("policy").unique(maintain_order=True).to_list()
+    load = _load_column(rows)
+    # the SLA-breaking load needs one load axis: with a cross product, read it at each rate_scale
+    brk_rows = rows if load == "rate_scale" or rows.get_column("rate_scale").n_unique() == 1 else \
+        rows.filter(rows["rate_scale"] == rows["rate_scale"].max())
+    return {
+        "front": front,
+        "sla": sla_table(front, sla, baseline=baseline, x=speed_col),
+        "gains": [speed_gain(front, p, baseline, x=speed_col) for p in pols if p != baseline],
+        "breaking": sla_breaking_load(brk_rows, sla, load=load, x=speed_col),
+        "load": load,
+    }
+
+
+def report_text(a: dict[str, Any], sla: float, baseline: str, speed_col: str) -> str:
+    parts = ["Frontier (operating points no other load of the same policy beats on both axes):",
+             frontier_text(a["front"], speed_col), "",
+             sla_text(a["sla"], a["front"], sla, baseline, speed_col), ""]
+    for g in a["gains"]:
+        parts += [gain_text(g), ""]
+    parts.append(breaking_text(a["breaking"], sla, a["load"]))
+    return "\n".join(parts)
+
+
+def write_outputs(out: Path, result: Any, a: dict[str, Any], base: Any, sla: float, speed_col: str,
+                  text: str) -> list[Path]:
+    """Parquet tables, PNGs and the printed report in `out` (each file written atomically)."""
+    import polars as pl
+
+    from simulator.plots import plot_acceptance, plot_budget_vs_concurrency, plot_frontier, plot_step_time
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    gains = [g.table.with_columns(policy=pl.lit(g.policy), baseline=pl.lit(g.baseline)) for g in a["gains"]]
+    tables = {"sweep.parquet": result.rows, "frontier.parquet": a["front"], "sla.parquet": a["sla"],
+              "budget.parquet": result.budget, "acceptance.parquet": result.acceptance,
+              "sla_breaking_load.parquet": a["breaking"]}
+    if gains:
+        tables["speed_gain.parquet"] = pl.concat(gains)
+    for name, df in tables.items():
+        _atomic_parquet(df, out / name)
+        written.append(out / name)
+    written.append(plot_frontier(result.rows, a["front"], out / PNG_NAMES["frontier"], sla=sla,
+                                 sla_rows=a["sla"], x=speed_col))
+    written.append(plot_budget_vs_concurrency(result.rows, result.budget, out / PNG_NAMES["budget"]))
+    acc = result.acceptance
+    if not acc.is_empty():
+        acc = _pool_acceptance(acc)
+    written.append(plot_acceptance(acc, out / PNG_NAMES["acceptance"]))
+    curve = _curve(base)
+    if curve is not None:
+        written.append(plot_step_time(curve, result.rows, out / PNG_NAMES["step_time"]))
+    _atomic_text(text + "\n", out / "report.txt")
+    written.append(out / "report.txt")
+    return written
+
+
+def _pool_acceptance(acc: Any) -> Any:
+    """Acceptance per (policy, domain, position) pooled over all runs of the sweep."""
+    import polars as pl
+
+    return (acc.group_by("policy", "domain", "position", maintain_order=True)
+            .agg(pl.col("trials").sum(), pl.col("accepted").sum())
+            .filter(pl.col("trials") > 0)
+            .with_columns(acceptance=pl.col("accepted") / pl.col("trials"))
+            .rename({"policy": "series"}))
+
+
+def _curve(base: Any) -> Any:
+    """The profile's step-time curve, or None when it cannot be read (the plot is then skipped)."""
+    try:
+        from sparksched.curve import ThroughputCurve
+        from sparksched.profile import resolve_profile
+
+        return ThroughputCurve.from_profile(resolve_profile(base.profile))
+    except (ValueError, OSError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+@click.command()
+@sweep_options
+@click.option("-o", "--out", "out_dir", default="pareto-out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for Parquet tables, PNG plots and report.txt.")
+def pareto(trace: str, policies: str, loads: str, rate_scales: str, profile: str | None, drafter: str,
+           block: int, max_requests: int, seed: int, sla: float, speed: str, baseline: str | None,
+           workers: int | None, use_ray: bool, ray_address: str | None, progress: bool, out_dir: str) -> None:
+    """Sweep load for each policy; print the frontier and SLA answers; write tables and plots.
+
+    One simulation per (policy, --load cap, --rate-scales multiplier). With the defaults (3 policies
+    x 6 caps, the first 600 chat requests at 16x their arrival rate) it takes a few minutes on 2
+    cores. Writes sweep.parquet (one row per run), frontier.parquet, sla.parquet, speed_gain.parquet,
+    budget.parquet, acceptance.parquet, sla_breaking_load.parquet, frontier.png,
+    verify_budget_vs_concurrency.png, acceptance_by_position.png, step_time.png and report.txt.
+    """
+    pols = _parse_list(policies, str, "--policies")
+    base_name = _baseline(pols, baseline)
+    speed_col = SPEED_COLUMNS[speed]
+    result, base, pols, wall = _run(trace, policies, loads, rate_scales, profile, drafter, block, max_requests,
+                                    seed, sla, workers, use_ray, ray_address, progress)
+    a = analyse(result.rows, sla, base_name, speed_col)
+    backend = "Ray" if (use_ray or ray_address) else "local processes"
+    head = (f"Swept {result.rows.height} runs ({len(pols)} policies) on {trace} "
+            f"(max_requests={max_requests or 'all'}, profile={base.profile}, seed={seed}) in {wall:.1f} s "
+            f"on {backend}.")
+    text = head + "\n\n" + report_text(a, sla, base_name, speed_col)
+    click.echo(text)
+    try:
+        written = write_outputs(Path(out_dir), result, a, base, sla, speed_col, text)
+    except OSError as e:
+        raise click.ClickException(f"{out_dir}: cannot write outputs: {e}") from None
+    click.echo("\nWrote " + ", ".join(str(p) for p in written))
+
+
+@click.command()
+@sweep_options
+@click.option("--throughput", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Also answer: how fast is each user at this aggregate throughput (tok/s)?")
+@click.option("--from", "from_dir", default=None, type=click.Path(file_okay=False),
+              help="Answer from a previous `pareto -o DIR` sweep (its sweep.parquet) instead of simulating.")
+def whatif(trace: str, policies: str, loads: str, rate_scales: str, profile: str | None, drafter: str,
+           block: int, max_requests: int, seed: int, sla: float, speed: str, baseline: str | None,
+           workers: int | None, use_ray: bool, ray_address: str | None, progress: bool,
+           throughput: float | None, from_dir: str | None) -> None:
+    """What throughput can we sell at --sla tokens/s per user, and how much faster is each user?
+
+    Sweeps like `pareto` (or reads `--from DIR`) and prints only the answers.
+    """
+    from simulator.frontier import speed_at_throughput
+
+    speed_col = SPEED_COLUMNS[speed]
+    if from_dir is not None:
+        import polars as pl
+
+        path = Path(from_dir) / "sweep.parquet"
+        try:
+            rows = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            raise click.ClickException(f"{path}: cannot read a sweep: {e}") from None
+        missing = {"policy", "max_running", "rate_scale", "throughput_tps", speed_col} - set(rows.columns)
+        if missing:
+            raise click.ClickException(f"{path}: not a sweep table, missing columns {sorted(missing)}")
+        pols = rows.get_column("policy").unique(maintain_order=True).to_list()
+    else:
+        result, _, pols, _ = _run(trace, policies, loads, rate_scales, profile, drafter, block, max_requests,
+                                  seed, sla, workers, use_ray, ray_address, progress)
+        rows = result.rows
+    base_name = _baseline(pols, baseline)
+    a = analyse(rows, sla, base_name, speed_col)
+    click.echo(sla_text(a["sla"], a["front"], sla, base_name, speed_col))
+    for g in a["gains"]:
+        click.echo(gain_text(g).splitlines()[0])
+    click.echo(breaking_text(a["breaking"], sla, a["load"]))
+    if throughput is not None:
+        click.echo(f"Per-user speed ({speed_col}) at {throughput:,.0f} tok/s aggregate:")
+        front = a["front"]
+        for p in pols:
+            f = front.filter(front["policy"] == p).sort(speed_col)
+            v, st = speed_at_throughput(f[speed_col].to_numpy(), f["throughput_tps"].to_numpy(), throughput)
+            msg = ("unreachable (above its highest throughput)" if v is None else
+                   f"{v:.1f} tok/s/user" + (" (at least: below the lightest load swept)" if st == "lower_bound" else ""))
+            click.echo(f"  {p:<14} {msg}")
