@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 Backend = Literal["local", "ray"]
@@ -194,7 +195,7 @@ def run_sweep(trace: pl.DataFrame | str, configs: Sequence[Any], *, backend: Bac
     items = [(i, c) for i, c in enumerate(configs)]
     results = map_tasks(simulate_point, items, df, backend=backend, workers=workers,
                         ray_address=ray_address, progress=progress, desc="simulate")
-    rows = pl.DataFrame([r["row"] for r in results])
+    rows = pl.DataFrame([r["row"] for r in results], infer_schema_length=None)
     budget = pl.concat([pl.DataFrame(r["budget"], schema=_BUDGET_SCHEMA) for r in results])
     acceptance = pl.concat([pl.DataFrame(r["acceptance"], schema=_ACC_SCHEMA) for r in results])
     return SweepResult(rows, budget, acceptance)
@@ -219,7 +220,8 @@ def simulate_point(trace: pl.DataFrame, run: int, config: Any) -> dict[str, Any]
     row.update({k: v for k, v in res.summary.items() if k not in row and _is_scalar(v)})
     row.update(step_stats(res.steps))
     budget = [{"run": run, "policy": config.policy, **b} for b in budget_by_running(res.steps)]
-    acc = [{"run": run, "policy": config.policy, **a} for a in acceptance_by_position(res)]
+    acc = [{"run": run, "policy": config.policy, **a}
+           for a in acceptance_by_position(res, config.draft_block)]
     return {"row": row, "budget": budget, "acceptance": acc}
 
 
@@ -227,16 +229,50 @@ def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def step_stats(steps: pl.DataFrame) -> dict[str, float]:
-    """Means over a run's steps: time-weighted running requests, batch tokens, step time, budget."""
-    raise NotImplementedError
+def step_stats(steps: pl.DataFrame) -> dict[str, float | None]:
+    """Means over a run's steps (columns of the engine's step table).
+
+    mean_running: running requests weighted by step time (the concurrency a user sees);
+    mean_decode_requests: decoding requests, time-weighted; mean_batch_tokens, mean_step_s,
+    mean_verify_s (step time less drafting): per step; budget_per_request: verified tokens per
+    decoding request per step, anchor included (the paper's Figure 8 budget).
+    """
+    keys = ("mean_running", "mean_decode_requests", "mean_batch_tokens", "mean_step_s", "mean_verify_s",
+            "budget_per_request")
+    if steps.height == 0:
+        return dict.fromkeys(keys)
+    dur = steps.get_column("duration_s").to_numpy()
+    w = dur / dur.sum() if dur.sum() > 0 else np.full(dur.size, 1.0 / dur.size)
+    dec = steps.get_column("decode_requests").to_numpy().astype(np.float64)
+    ver = steps.get_column("verified").to_numpy().astype(np.float64)
+    return {
+        "mean_running": float((steps.get_column("running").to_numpy() * w).sum()),
+        "mean_decode_requests": float((dec * w).sum()),
+        "mean_batch_tokens": float(steps.get_column("batch_tokens").to_numpy().mean()),
+        "mean_step_s": float(dur.mean()),
+        "mean_verify_s": float((dur - steps.get_column("draft_s").to_numpy()).mean()),
+        "budget_per_request": float((ver.sum() + dec.sum()) / dec.sum()) if dec.sum() > 0 else None,
+    }
 
 
 def budget_by_running(steps: pl.DataFrame) -> list[dict[str, Any]]:
-    """Per number of running requests: steps and the mean verify budget per request (anchor incl.)."""
-    raise NotImplementedError
+    """Per number of decoding requests in a step: steps and the mean verify budget per request
+    (anchor included), as plain dicts {running, steps, budget}."""
+    from simulator.metrics import budget_by_running as by_running
+
+    t = by_running(steps)
+    return [{"running": int(r["decode_requests"]), "steps": int(r["steps"]), "budget": float(r["verify_budget"])}
+            for r in t.iter_rows(named=True)]
 
 
-def acceptance_by_position(res: Any) -> list[dict[str, Any]]:
-    """Per domain and block position: trials, accepted, conditional acceptance."""
-    raise NotImplementedError
+def acceptance_by_position(res: Any, block: int) -> list[dict[str, Any]]:
+    """Per domain and block position: trials, accepted, conditional acceptance (plain dicts)."""
+    from simulator.metrics import acceptance_by_position as by_position
+
+    if block == 0 or res.rounds.height == 0:
+        return []
+    t = by_position(res.rounds, block, res.requests.get_column("domain"))
+    return [{"domain": r["domain"], "position": int(r["position"]), "trials": int(r["trials"]),
+             "accepted": int(r["accepted"]),
+             "acceptance": float(r["acceptance"]) if r["trials"] else None}
+            for r in t.iter_rows(named=True)]
