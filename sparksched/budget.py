@@ -156,7 +156,14 @@ def assign_budget(conf: torch.Tensor, budget: int | torch.Tensor,
         raise ValueError(f"conf must be [n, g], got shape {tuple(conf.shape)}")
     n, g = conf.shape
     device = conf.device
-    s = torch.cumprod(conf.to(torch.float64), dim=1)                         # [n, g]
+    c = conf.to(torch.float64)
+    if device.type == "cpu" or g == 0:
+        s = torch.cumprod(c, dim=1)                                          # [n, g], sequential
+    else:  # left-to-right products, as on CPU: a parallel scan could round ties apart
+        cols = [c[:, 0]]
+        for k in range(1, g):
+            cols.append(cols[-1] * c[:, k])
+        s = torch.stack(cols, dim=1)
     pos = torch.arange(g, device=device)
     valid = s > 0
     if drafted is not None:
