@@ -32,7 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from sparksched.async_scheduler import _sorted_survival_np, admit_top_k
 from sparksched.curve import ThroughputCurve
+from sparksched.scheduler import (
+    SCALE,
+    _base_time,
+    _prepare_curve,
+    _range_times,
+    check_conf,
+    check_drafted,
+    check_extra,
+)
 
 
 def _host_array(x: Any, name: str) -> np.ndarray:
@@ -44,49 +54,50 @@ def _host_array(x: Any, name: str) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _survival_host(conf: np.ndarray, drafted: np.ndarray | None) -> np.ndarray:
-    """S [n, g] with positions past `drafted` zeroed; validates ranges."""
-    if conf.ndim != 2:
-        raise ValueError(f"stale_conf must be [n, g], got shape {conf.shape}")
-    if not np.all(np.isfinite(conf)) or np.any(conf < 0) or np.any(conf > 1):
-        bad = conf[~(np.isfinite(conf) & (conf >= 0) & (conf <= 1))].ravel()[0]
-        raise ValueError(f"stale_conf must be probabilities in [0, 1], got {bad}")
-    n, g = conf.shape
-    s = np.cumprod(conf, axis=1)
-    if drafted is not None:
-        d = np.asarray(drafted)
-        if d.shape != (n,) or np.any(d < 0) or np.any(d > g):
-            raise ValueError(f"drafted must be [n={n}] with values in [0, {g}], got {d.tolist()}")
-        s = np.where(np.arange(g)[None, :] < d[:, None], s, 0.0)
-    return s
+def _scaled_rates(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve | np.ndarray,
+                  drafted: Any, extra_tokens: int, draft_seconds: float, max_budget: int | None,
+                  context: float | None) -> np.ndarray:
+    """R(K) * SCALE for K = 0..K_max, in `plan_capacity`'s exact arithmetic (fixed-point sums)."""
+    arr = check_conf(_host_array(stale_conf, "stale_conf"))
+    n, g = arr.shape
+    dr = check_drafted(None if drafted is None else np.asarray(drafted), n, g)
+    extra = check_extra(extra_tokens)
+    if not (isinstance(draft_seconds, (int, float)) and np.isfinite(draft_seconds) and draft_seconds >= 0):
+        raise ValueError(f"draft_seconds must be a finite number >= 0, got {draft_seconds!r}")
+    if max_budget is not None and (isinstance(max_budget, bool) or not isinstance(max_budget, (int, np.integer))
+                                   or max_budget < 0):
+        raise ValueError(f"max_budget must be an int >= 0 or None, got {max_budget!r}")
+    if n == 0:
+        return np.ones(1)
+    if isinstance(curve, ThroughputCurve) and context is not None:
+        curve = curve.at_context(context)
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    _base_time(curve, extra + n)
+    _, s = _sorted_survival_np(arr, dr)
+    if max_budget is not None:
+        s = s[:max_budget]
+    numerator = np.empty(s.size + 1)
+    numerator[0] = n * SCALE
+    numerator[1:] = np.cumsum(np.floor(s * float(SCALE)).astype(np.int64)) + n * SCALE
+    return numerator / (float(draft_seconds) + _range_times(curve, extra + n, s.size + 1))
 
 
-def budget_rates(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve,
+def budget_rates(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve | np.ndarray,
                  drafted: np.ndarray | None = None, extra_tokens: int = 0,
                  draft_seconds: float = 0.0, max_budget: int | None = None,
                  context: float | None = None) -> np.ndarray:
     """Expected throughput R(K) (tokens/s) for every budget K = 0..K_max, on stale confidences.
 
-    R(K) = (n + sum of the K largest stale survivals) / (draft_seconds + step_time(extra + n + K)).
-    K_max = number of candidates with S > 0, capped by `max_budget`.
+    R(K) = (n + sum of the K largest stale survivals) / (draft_seconds + step_time(extra + n + K)),
+    float64 [K_max + 1]. K_max = number of candidates with S > 0, capped by `max_budget`. Same
+    exact arithmetic as `sparksched.async_scheduler.plan_capacity` (sums in fixed point).
 
     Example:
         >>> c = ThroughputCurve.from_points([1, 2, 3], [1.0, 1.0, 2.0])
         >>> budget_rates(np.array([[0.9, 0.5]]), c).round(3).tolist()
         [1.0, 1.9, 1.175]
     """
-    s = _survival_host(_host_array(stale_conf, "stale_conf"), drafted)
-    n = s.shape[0]
-    scores = np.sort(s[s > 0])[::-1]
-    if max_budget is not None:
-        if max_budget < 0:
-            raise ValueError(f"max_budget must be >= 0, got {max_budget}")
-        scores = scores[:max_budget]
-    if extra_tokens < 0 or draft_seconds < 0:
-        raise ValueError(f"extra_tokens and draft_seconds must be >= 0, got {extra_tokens}, {draft_seconds}")
-    gain = n + np.concatenate([[0.0], np.cumsum(scores)])
-    batch = extra_tokens + n + np.arange(scores.size + 1, dtype=np.float64)
-    return gain / (draft_seconds + curve.step_time(batch, context))
+    return _scaled_rates(stale_conf, curve, drafted, extra_tokens, draft_seconds, max_budget, context) / SCALE
 
 
 def plan_budget(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve,
@@ -121,11 +132,11 @@ def plan_budget(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve,
         >>> plan_budget(np.array([[0.9, 0.9, 0.9]]), jagged, draft_seconds=2.0, plain_fallback=True)
         0
     """
-    rates = budget_rates(stale_conf, curve, drafted, extra_tokens, draft_seconds, max_budget, context)
-    k = int(np.flatnonzero(rates >= rates.max())[0])
-    if plain_fallback:
-        n = int(np.asarray(stale_conf.shape)[0])
-        plain = n / float(curve.step_time(extra_tokens + n, context)) if n else 0.0
+    rates = _scaled_rates(stale_conf, curve, drafted, extra_tokens, draft_seconds, max_budget, context)
+    k = int(np.argmax(rates))  # first maximum: the smallest K on ties (as plan_capacity)
+    n = int(stale_conf.shape[0])
+    if plain_fallback and n and draft_seconds > 0:
+        plain = _scaled_rates(np.ones((n, 0)), curve, None, extra_tokens, 0.0, None, context)[0]
         if plain >= rates[k]:
             return 0
     return k
@@ -152,29 +163,12 @@ def assign_budget(conf: torch.Tensor, budget: int | torch.Tensor,
         >>> assign_budget(torch.tensor([[0.9, 0.5], [0.8, 0.8]]), 3).tolist()
         [1, 2]
     """
-    if conf.ndim != 2:
-        raise ValueError(f"conf must be [n, g], got shape {tuple(conf.shape)}")
-    n, g = conf.shape
-    device = conf.device
-    c = conf.to(torch.float64)
-    if device.type == "cpu" or g == 0:
-        s = torch.cumprod(c, dim=1)                                          # [n, g], sequential
-    else:  # left-to-right products, as on CPU: a parallel scan could round ties apart
-        cols = [c[:, 0]]
-        for k in range(1, g):
-            cols.append(cols[-1] * c[:, k])
-        s = torch.stack(cols, dim=1)
-    pos = torch.arange(g, device=device)
-    valid = s > 0
-    if drafted is not None:
-        if drafted.shape != (n,):
-            raise ValueError(f"drafted must be [n={n}], got shape {tuple(drafted.shape)}")
-        valid = valid & (pos[None, :] < drafted.to(device)[:, None])
-    # k-major flattening: a stable sort by -S then breaks ties by smaller k, then smaller i
-    key = torch.where(valid, -s, torch.full_like(s, float("inf"))).t().reshape(-1)   # [g * n]
-    order = torch.sort(key, stable=True).indices
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=device)
-    budget_t = torch.as_tensor(budget, device=device)
-    admitted = (rank < budget_t) & valid.t().reshape(-1)
-    return admitted.reshape(g, n).sum(dim=0).to(torch.int64)
+    if not isinstance(conf, torch.Tensor) or conf.ndim != 2:
+        raise ValueError(f"conf must be a 2-D [n, g] tensor, got {getattr(conf, 'shape', type(conf).__name__)}")
+    if drafted is not None and tuple(drafted.shape) != (conf.shape[0],):
+        raise ValueError(f"drafted must be [n={conf.shape[0]}], got shape {tuple(drafted.shape)}")
+    if isinstance(budget, torch.Tensor) and budget.ndim != 0:
+        raise ValueError(f"budget must be an int or a 0-dim tensor, got shape {tuple(budget.shape)}")
+    if not isinstance(budget, torch.Tensor) and (isinstance(budget, bool) or int(budget) != budget or budget < 0):
+        raise ValueError(f"budget must be an int >= 0, got {budget!r}")
+    return admit_top_k(conf, budget, drafted)

@@ -9,6 +9,7 @@ from host_sync_guard import forbid_host_sync
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sparksched.async_scheduler import admit_top_k, plan_capacity
 from sparksched.budget import assign_budget, budget_rates, plan_budget
 from sparksched.curve import ThroughputCurve
 from sparksched.scheduler import schedule_reference
@@ -62,6 +63,17 @@ def test_plan_budget_is_the_global_argmax(args, curve, draft_s):
     assert plan_budget(conf, curve, draft_seconds=draft_s) == _brute_force_budget(conf, curve, draft_s)
 
 
+@settings(max_examples=40, deadline=None)
+@given(confs, st.sampled_from([JAGGED, SMOOTH]), st.integers(0, 5))
+def test_plan_budget_is_the_async_schedulers_plan_capacity_when_no_engine_options(args, curve, extra):
+    """No duplicated logic: with no drafter cost / cap it is `plan_capacity`, and assign_budget is
+    `admit_top_k`, exactly."""
+    conf = _conf(*args)
+    k = plan_budget(conf, curve, extra_tokens=extra)
+    assert k == plan_capacity(conf, curve, extra_tokens=extra)
+    assert assign_budget(torch.as_tensor(conf), k).tolist() == admit_top_k(conf, k).tolist()
+
+
 def test_plan_budget_jumps_a_cliff_the_greedy_stops_at():
     """Section 5.2: the unconstrained search is not trapped by a cliff; the early stop is."""
     conf = np.full((6, 4), 0.95)
@@ -99,8 +111,10 @@ def _brute_force_budget_extra(conf, curve, extra):
 def test_plan_budget_refuses_device_tensors_and_bad_values():
     with pytest.raises(ValueError, match="must not read a device tensor"):
         plan_budget(torch.empty(2, 2, device="meta"), JAGGED)
-    with pytest.raises(ValueError, match="stale_conf"):
+    with pytest.raises(ValueError, match=r"conf\[0, 1\]"):
         plan_budget(np.array([[0.5, 1.5]]), JAGGED)
+    with pytest.raises(ValueError, match="draft_seconds"):
+        plan_budget(np.array([[0.5, 0.5]]), JAGGED, draft_seconds=-1.0)
     with pytest.raises(ValueError, match="drafted"):
         plan_budget(np.array([[0.5, 0.5]]), JAGGED, drafted=np.array([3]))
     with pytest.raises(ValueError, match="max_budget"):
@@ -173,5 +187,9 @@ def test_assign_budget_with_the_planned_budget_matches_the_greedy_on_a_smooth_cu
 def test_assign_budget_bad_shapes():
     with pytest.raises(ValueError, match="conf"):
         assign_budget(torch.rand(3), 1)
+    with pytest.raises(ValueError, match="budget"):
+        assign_budget(torch.rand(3, 2), -1)
+    with pytest.raises(ValueError, match="budget"):
+        assign_budget(torch.rand(3, 2), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="drafted"):
         assign_budget(torch.rand(3, 2), 1, torch.tensor([1, 1]))
