@@ -1,0 +1,186 @@
+"""Asynchronous top-K scheduler (the paper's production scheduler, section 5.2; DESIGN.md).
+
+Engines that overlap scheduling with the previous step (CUDA-graph replay, zero-overhead
+scheduling) must fix a step's batch size before the step's confidences exist. The decision is
+split in two:
+
+1. `plan_capacity(stale_conf, curve)` -> K, the total number of draft tokens the step verifies.
+   An unconstrained global search over K (no early stop, so a jagged step-time curve cannot trap it
+   in a local optimum before a cliff): candidates in top-S order, K = the admitted count that
+   maximises R = (n + sum of the top-K S) / step_time(extra + n + K), smallest K on ties.
+   **K must be computed from confidences of two steps earlier** (or any information that does not
+   depend on the current step's draft tokens). That is the causal barrier that keeps decoding
+   lossless: the global search never sees the current x_k.
+2. `admit_top_k(conf, K)` -> lengths: the current step admits the top-K candidates (i, k) by their
+   current survival S_{i,k} = c_{i,1} * ... * c_{i,k} (ties: smaller k, then smaller i; only S > 0;
+   fewer than K positive candidates admits them all). Because S is non-increasing along a block
+   and ties favour smaller k, (i, k) is ranked before every (i, k') with k' > k, so [l_i >= k]
+   depends only on c_{i,1..k}, the other requests' confidences and K: non-anticipating, lossless
+   under the confidence contract of `sparksched.scheduler`.
+
+Both use the scheduler's exact arithmetic (sequential float64 products, fixed-point sums,
+float64 division), so the numpy and torch versions agree bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sparksched.curve import ThroughputCurve
+from sparksched.scheduler import (
+    SCALE,
+    _base_time,
+    _is_torch,
+    _prepare_curve,
+    _range_times,
+    check_conf,
+    check_drafted,
+    check_extra,
+    step_time_table,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["admit_top_k", "plan_capacity"]
+
+
+def _sorted_survival_np(arr: np.ndarray, dr: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(flat S in (k, i) index order [g * n], positive S sorted descending)."""
+    g = arr.shape[1]
+    flat = np.cumprod(arr.T, axis=0)
+    if dr is not None:
+        flat[np.arange(g)[:, None] >= dr[None, :]] = 0.0
+    flat = flat.ravel()
+    s = np.sort(flat)[::-1]
+    return flat, s[s > 0.0]
+
+
+def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0) -> Any:
+    """Capacity K (total draft tokens to verify next step) by global search on stale confidences.
+
+    Args:
+        stale_conf: [n, g] confidences in [0, 1] from two steps earlier (numpy, or a torch tensor:
+            then the result is a 0-dim int64 tensor on its device, computed without host sync).
+        curve: ThroughputCurve or step-time table [>= extra + n * (g + 1) + 1] indexed by B
+            (a tensor on the device for the torch path).
+        drafted: [n] drafted counts in [0, g] (default g).
+        extra_tokens: non-speculative tokens in the step, int >= 0.
+
+    Returns:
+        K >= 0: argmax over K of R(K) with no early stop (smallest K among equal maxima).
+    """
+    if _is_torch(stale_conf):
+        return _plan_capacity_torch(stale_conf, curve, drafted, extra_tokens)
+    arr = check_conf(stale_conf)
+    n, g = arr.shape
+    dr = check_drafted(drafted, n, g)
+    extra = check_extra(extra_tokens)
+    if n == 0:
+        return 0
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    _base_time(curve, extra + n)
+    _, s = _sorted_survival_np(arr, dr)
+    rate = np.empty(s.size + 1)
+    rate[0] = n * SCALE
+    rate[1:] = np.cumsum(np.floor(s * float(SCALE)).astype(np.int64)) + n * SCALE
+    rate /= _range_times(curve, extra + n, s.size + 1)
+    return int(np.argmax(rate))  # first maximum: the smallest K on ties
+
+
+def _plan_capacity_torch(conf: torch.Tensor, table: Any, drafted: Any, extra_tokens: int) -> torch.Tensor:
+    import torch
+
+    n, g = conf.shape
+    extra = check_extra(extra_tokens)
+    dev = conf.device
+    if isinstance(table, ThroughputCurve):
+        table = torch.as_tensor(step_time_table(table, extra + n * (g + 1)), device=dev)
+    s_sorted = _sorted_survival_torch(conf, drafted)
+    total = s_sorted.shape[0]
+    if table.dim() != 1 or table.shape[0] < extra + n + total + 1:
+        raise ValueError(f"table must be 1-D with at least {extra + n + total + 1} entries, "
+                         f"got shape {tuple(table.shape)}")
+    quanta = torch.floor(s_sorted * float(SCALE)).to(torch.int64)
+    numerator = torch.cat((torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(quanta, 0))) + n * SCALE
+    rate = numerator.to(torch.float64) / table.to(device=dev, dtype=torch.float64)[extra + n: extra + n + total + 1]
+    # zero-S candidates never change the numerator and are sorted last: they cannot win strictly,
+    # and argmax's first maximum keeps K on the positive ones
+    return torch.argmax(rate)
+
+
+def _sorted_survival_torch(conf: torch.Tensor, drafted: Any) -> torch.Tensor:
+    import torch
+
+    if conf.dim() != 2:
+        raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+    s = _survival_torch(conf, drafted)
+    return torch.sort(s.t().reshape(-1), descending=True, stable=True)[0]
+
+
+def _survival_torch(conf: torch.Tensor, drafted: Any) -> torch.Tensor:
+    """[n, g] float64 S with the scheduler's rounding, 0 beyond drafted."""
+    import torch
+
+    n, g = conf.shape
+    dev = conf.device
+    c = conf.to(torch.float64)
+    if g == 0:
+        return c
+    if dev.type == "cpu":
+        s = torch.cumprod(c, dim=1)
+    else:
+        cols = [c[:, 0]]
+        for k in range(1, g):
+            cols.append(cols[-1] * c[:, k])
+        s = torch.stack(cols, dim=1)
+    if drafted is not None:
+        if tuple(drafted.shape) != (n,):
+            raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
+        ks = torch.arange(g, device=dev)
+        s = torch.where(ks[None, :] < drafted.to(dev)[:, None], s, torch.zeros((), dtype=s.dtype, device=dev))
+    return s
+
+
+def admit_top_k(conf: Any, k_total: Any, drafted: Any = None) -> Any:
+    """Verify lengths admitting the top-K candidates by current survival S (ties: smaller k, then i).
+
+    Args:
+        conf: [n, g] current confidences in [0, 1] (numpy, or torch on any device: then no host
+            synchronisation, static shapes, CUDA-graph capturable).
+        k_total: K >= 0, from `plan_capacity` on confidences of two steps earlier (int, or a 0-dim
+            integer tensor on conf's device). It must not depend on the current draft tokens.
+        drafted: [n] drafted counts in [0, g] (default g).
+
+    Returns:
+        [n] int64 verify lengths, prefix-closed, summing to min(K, number of candidates with S > 0).
+    """
+    if _is_torch(conf):
+        import torch
+
+        n, g = conf.shape
+        dev = conf.device
+        s = _survival_torch(conf, drafted)
+        flat = s.t().reshape(-1)
+        total = flat.shape[0]
+        s_sorted, order = torch.sort(flat, descending=True, stable=True)
+        kk = k_total.to(dev) if _is_torch(k_total) else torch.tensor(int(k_total), device=dev)
+        admitted = (torch.arange(total, device=dev) < kk) & (s_sorted > 0.0)
+        mask = torch.zeros(total, dtype=torch.bool, device=dev).scatter(0, order, admitted)
+        return mask.view(g, n).sum(dim=0, dtype=torch.int64)
+    arr = check_conf(conf)
+    n, g = arr.shape
+    dr = check_drafted(drafted, n, g)
+    k = int(k_total)
+    if k < 0:
+        raise ValueError(f"k_total must be >= 0, got {k_total!r}")
+    flat, s = _sorted_survival_np(arr, dr)
+    k = min(k, s.size)
+    if k == 0:
+        return np.zeros(n, dtype=np.int64)
+    v = s[k - 1]
+    mask = flat > v
+    mask[np.flatnonzero(flat == v)[:k - int(np.count_nonzero(mask))]] = True
+    return mask.reshape(g, n).sum(axis=0, dtype=np.int64)

@@ -1,0 +1,100 @@
+"""Baseline verify-length policies with the scheduler's call shape.
+
+Each factory returns a callable `(conf, curve, drafted=None, extra_tokens=0) -> lengths` that
+accepts the same inputs as `sparksched.schedule` (numpy arrays or torch tensors: conf [n, g],
+drafted [n]) and returns [n] int64 verify lengths of the same kind (a tensor stays on its
+device, no host synchronisation). `curve` and `extra_tokens` are accepted and ignored: these
+policies are load-blind, which is what the scheduler is compared against.
+
+    static(k)       l_i = min(k, drafted_i)  (MTP-1 is static(1) with a one-token drafter)
+    threshold(tau)  l_i = largest k <= drafted_i with S_{i,k} = c_{i,1} * ... * c_{i,k} >= tau
+    verify_all      l_i = drafted_i
+
+All three are non-anticipating (l_i >= k depends only on c_{i,1..k}), so they are lossless under
+the same confidence contract as the scheduler.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from sparksched.scheduler import _is_torch, check_conf, check_drafted
+
+__all__ = ["Policy", "static", "threshold", "verify_all"]
+
+Policy = Callable[..., Any]
+
+
+def _drafted_np(drafted: Any, n: int, g: int) -> np.ndarray:
+    dr = check_drafted(drafted, n, g)
+    return np.full(n, g, dtype=np.int64) if dr is None else dr
+
+
+def _drafted_torch(conf: Any, drafted: Any) -> Any:
+    import torch
+
+    n, g = conf.shape
+    if drafted is None:
+        return torch.full((n,), g, dtype=torch.int64, device=conf.device)
+    if tuple(drafted.shape) != (n,):
+        raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
+    return drafted.to(device=conf.device, dtype=torch.int64)
+
+
+def static(k: int) -> Policy:
+    """Verify min(k, drafted_i) tokens for every request (k >= 0)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"static(k): k must be an integer >= 0, got {k!r}")
+    k = int(k)
+
+    def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0) -> Any:
+        if _is_torch(conf):
+            import torch
+
+            if conf.dim() != 2:
+                raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+            return torch.clamp(_drafted_torch(conf, drafted), max=k)
+        arr = check_conf(conf)
+        return np.minimum(_drafted_np(drafted, *arr.shape), k)
+
+    policy.__name__ = f"static_{k}"
+    return policy
+
+
+def threshold(tau: float) -> Policy:
+    """Verify the longest drafted prefix whose survival S_{i,k} is >= tau (tau in [0, 1])."""
+    if not isinstance(tau, (int, float, np.floating)) or not math.isfinite(tau) or not 0.0 <= tau <= 1.0:
+        raise ValueError(f"threshold(tau): tau must be a number in [0, 1], got {tau!r}")
+    tau = float(tau)
+
+    def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0) -> Any:
+        if _is_torch(conf):
+            import torch
+
+            if conf.dim() != 2:
+                raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+            n, g = conf.shape
+            s = torch.cumprod(conf.to(torch.float64), dim=1)
+            live = torch.arange(g, device=conf.device)[None, :] < _drafted_torch(conf, drafted)[:, None]
+            return ((s >= tau) & live).sum(dim=1, dtype=torch.int64)
+        arr = check_conf(conf)
+        n, g = arr.shape
+        live = np.arange(g)[None, :] < _drafted_np(drafted, n, g)[:, None]
+        return ((np.cumprod(arr, axis=1) >= tau) & live).sum(axis=1, dtype=np.int64)
+
+    policy.__name__ = f"threshold_{tau:g}"
+    return policy
+
+
+def verify_all(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0) -> Any:
+    """Verify every drafted token: l_i = drafted_i (default g)."""
+    if _is_torch(conf):
+        if conf.dim() != 2:
+            raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+        return _drafted_torch(conf, drafted).clone()
+    arr = check_conf(conf)
+    return _drafted_np(drafted, *arr.shape).copy()
