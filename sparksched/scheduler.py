@@ -66,7 +66,7 @@ def check_conf(conf: Any) -> np.ndarray:
     if not (lo >= 0.0 and hi <= 1.0):  # NaN propagates through min/max and fails both
         bad = ~((arr >= 0.0) & (arr <= 1.0))
         i, k = np.argwhere(bad)[0]
-        raise ValueError(f"conf[{i}, {k}] = {arr[i, k]!r}: confidences must be numbers in [0, 1]")
+        raise ValueError(f"conf[{i}, {k}] = {float(arr[i, k])!r}: confidences must be numbers in [0, 1]")
     if arr.shape[0] * (arr.shape[1] + 1) > _MAX_CANDIDATES:
         raise ValueError(f"conf has shape {arr.shape}: n * (g + 1) must be <= {_MAX_CANDIDATES}")
     return arr
@@ -83,7 +83,7 @@ def check_drafted(drafted: Any, n: int, g: int) -> np.ndarray | None:
         as_int = arr.astype(np.int64) if np.all(np.isfinite(arr)) else None
         if as_int is None or np.any(as_int != arr):
             i = int(np.argmax(~np.isfinite(arr))) if as_int is None else int(np.argmax(as_int != arr))
-            raise ValueError(f"drafted[{i}] = {arr[i]!r}: drafted counts must be integers")
+            raise ValueError(f"drafted[{i}] = {arr[i].item()!r}: drafted counts must be integers")
         arr = as_int
     arr = arr.astype(np.int64)
     bad = (arr < 0) | (arr > g)
@@ -108,11 +108,13 @@ def _check_table(table: np.ndarray, need: int) -> np.ndarray:
         raise ValueError(f"step-time table has {t.size} entries, this batch needs B up to {need - 1}")
     if np.any(np.isnan(t)) or np.any(t < 0):
         j = int(np.argmax(np.isnan(t) | (t < 0)))
-        raise ValueError(f"step-time table[{j}] = {t[j]!r}: step times must be >= 0 (inf = infeasible)")
-    if np.any(np.diff(t) < 0):
-        j = int(np.argmax(np.diff(t) < 0))
-        raise ValueError(f"step-time table decreases from {t[j]!r} at B={j} to {t[j + 1]!r} at B={j + 1}; "
-                         "a curve must be non-decreasing")
+        raise ValueError(f"step-time table[{j}] = {float(t[j])!r}: step times must be >= 0 (inf = infeasible)")
+    finite = np.flatnonzero(np.isfinite(t))  # inf marks infeasible B (e.g. outside a measured range)
+    down = t[finite[1:]] < t[finite[:-1]]
+    if np.any(down):
+        j, j1 = finite[int(np.argmax(down))], finite[int(np.argmax(down)) + 1]
+        raise ValueError(f"step-time table decreases from {float(t[j])!r} at B={j} to {float(t[j1])!r} "
+                         f"at B={j1}; a curve must be non-decreasing")
     return t
 
 
@@ -396,6 +398,8 @@ def schedule(conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0) 
     if _is_torch(conf):
         import torch
 
+        if conf.dim() != 2:
+            raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
         n, g = conf.shape
         need = check_extra(extra_tokens) + n * (g + 1)
         if isinstance(curve, ThroughputCurve):
