@@ -167,20 +167,25 @@ def plot_acceptance(acc: pl.DataFrame, path: str | Path, *, title: str | None = 
     fig, axes = _figure(1, ncols, figsize=(4.2 * ncols, 3.8), sharey=True, squeeze=False)
     series = acc.get_column("series").unique(maintain_order=True).to_list() if not acc.is_empty() else []
     colors = policy_colors(series)
+    vals = acc.get_column("acceptance").drop_nulls().drop_nans() if not acc.is_empty() else pl.Series([1.0])
+    lo = max(0.0, min(0.5, np.floor(10 * (float(vals.min()) if vals.len() else 1.0)) / 10 - 0.1))
     for ax, d in zip(axes[0], domains or ["(no data)"]):
         for s in series:
             g = acc.filter((pl.col("domain") == d) & (pl.col("series") == s)).sort("position")
             if g.is_empty():
                 continue
-            ax.plot(g.get_column("position"), g.get_column("acceptance"), "-o", color=colors[s], ms=4, label=s)
+            preset = "preset" in s  # a drafter's raw rates (reference), drawn dashed black
+            ax.plot(g.get_column("position"), g.get_column("acceptance"), "--" if preset else "-o",
+                    color="black" if preset else colors[s], ms=4, label=s)
         ax.set_title(d)
         ax.set_xlabel("block position k")
-        ax.set_ylim(0, 1)
+        ax.set_ylim(lo, 1)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("acceptance of x_k given x_1..x_{k-1} accepted")
+    axes[0][0].set_ylabel("P(draft k accepted | drafts 1..k-1 accepted)")
     if series:
         axes[0][-1].legend(fontsize=8, loc="lower right")
-    fig.suptitle(title or "Conditional acceptance per block position")
+    fig.suptitle(title or "Conditional acceptance per block position\n(observed on verified drafts: a "
+                          "confidence scheduler verifies the likelier ones)", fontsize=10, y=1.06)
     return _save(fig, path)
 
 
@@ -189,24 +194,34 @@ def plot_step_time(curve: Any, rows: pl.DataFrame, path: str | Path, *, max_toke
     """The step-time curve (ms vs verify batch tokens B) with each sweep point's operating point.
 
     Args:
-        curve: a `sparksched.curve.ThroughputCurve` (its first context when it has several).
-        rows: sweep rows with policy, mean_batch_tokens and mean_step_s (the operating points).
+        curve: a `sparksched.curve.ThroughputCurve`; one line per measured context length.
+        rows: sweep rows with policy, max_running, mean_batch_tokens and mean_verify_s (step time
+            less drafting, so comparable with the curve; mean_step_s when absent).
     """
     fig, ax = _figure(figsize=(7.5, 4.8))
-    hi = max_tokens or max(float(curve.max_tokens),
-                           float(rows.get_column("mean_batch_tokens").max() or 0) * 1.1 if not rows.is_empty() else 0)
+    t_col = "mean_verify_s" if "mean_verify_s" in rows.columns else "mean_step_s"
+    top = float(rows.get_column("mean_batch_tokens").max() or 0.0) if not rows.is_empty() else 0.0
+    hi = max_tokens or max(min(float(curve.max_tokens), 1.5 * top), top * 1.1, 8.0)
     b = np.linspace(1.0, hi, 400)
-    ax.plot(b, 1e3 * curve.step_time(b), color="black", lw=1.5, label="profile: step_time(B)")
-    ax.plot(curve.tokens[curve.tokens <= hi], 1e3 * curve.seconds[0][curve.tokens <= hi], "k.", ms=4)
+    shades = np.linspace(0.0, 0.6, curve.contexts.size)
+    for ctx, g in zip(curve.contexts, shades):
+        label = f"profile, context {ctx:g}" if curve.has_context else "profile"
+        ax.plot(b, 1e3 * curve.step_time(b, float(ctx)), color=str(g), lw=1.3, label=label)
     colors = policy_colors(_policies(rows))
     for p, c in colors.items():
         g = rows.filter(pl.col("policy") == p)
-        ax.scatter(g.get_column("mean_batch_tokens"), 1e3 * g.get_column("mean_step_s"), color=c, s=28,
-                   edgecolor="black", lw=0.5, zorder=4, label=f"{p}: operating points")
-    ax.set_xlabel("verify batch tokens B per step (anchors + verified drafts + prefill)")
-    ax.set_ylabel("step time, ms")
-    ax.set_ylim(bottom=0)
+        xs, ys = g.get_column("mean_batch_tokens").to_numpy(), 1e3 * g.get_column(t_col).to_numpy()
+        ax.scatter(xs, ys, color=c, s=30, edgecolor="black", lw=0.5, zorder=4, label=f"{p}: operating points")
+        if "max_running" in g.columns and p == next(iter(colors)):  # label one policy: caps coincide
+            for x_, y_, m in zip(xs, ys, g.get_column("max_running").to_list()):
+                ax.annotate(f"{m}", (x_, y_), textcoords="offset points", xytext=(4, -9), fontsize=7, color=c)
+    y_top = max(1e3 * float(curve.step_time(hi, float(curve.contexts[0]))),
+                1e3 * float(rows.get_column(t_col).max() or 0.0) if not rows.is_empty() else 0.0)
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, 1.4 * y_top)
+    ax.set_xlabel("verify batch tokens B per step (anchors + verified drafts + prefill), mean per run")
+    ax.set_ylabel(f"step time, ms ({'verify pass, drafting excluded' if t_col == 'mean_verify_s' else 'step'})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "Step-time curve and the sweep's operating points (mean per run)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or "Step-time curve and the sweep's operating points (labels: max_running)")
     return _save(fig, path)

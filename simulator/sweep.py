@@ -145,6 +145,9 @@ def _ray_map(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]], shared: A
 
 # ------------------------------------------------------------------------------------------ sweeps
 
+# summary keys left out of rows: wall-clock facts differ from run to run (rows must not)
+NONDETERMINISTIC = frozenset({"wall_s", "sim_per_wall"})
+
 # configuration fields copied into every row (what identifies a run)
 CONFIG_COLUMNS = ("policy", "drafter", "block", "max_running", "rate_scale", "max_requests", "horizon_s",
                   "seed", "profile")
@@ -217,7 +220,8 @@ def simulate_point(trace: pl.DataFrame, run: int, config: Any) -> dict[str, Any]
     res = simulate(trace, config)
     row: dict[str, Any] = {"run": run}
     row.update({k: getattr(config, k) for k in CONFIG_COLUMNS})
-    row.update({k: v for k, v in res.summary.items() if k not in row and _is_scalar(v)})
+    row.update({k: v for k, v in res.summary.items()
+                if k not in row and k not in NONDETERMINISTIC and _is_scalar(v)})
     row.update(step_stats(res.steps))
     budget = [{"run": run, "policy": config.policy, **b} for b in budget_by_running(res.steps)]
     acc = [{"run": run, "policy": config.policy, **a}

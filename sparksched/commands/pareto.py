@@ -277,7 +277,7 @@ def write_outputs(out: Path, result: Any, a: dict[str, Any], base: Any, sla: flo
     written.append(plot_budget_vs_concurrency(result.rows, result.budget, out / PNG_NAMES["budget"]))
     acc = result.acceptance
     if not acc.is_empty():
-        acc = _pool_acceptance(acc)
+        acc = pl.concat([_pool_acceptance(acc), _preset_acceptance(acc, base)], how="diagonal_relaxed")
     written.append(plot_acceptance(acc, out / PNG_NAMES["acceptance"]))
     curve = _curve(base)
     if curve is not None:
@@ -296,6 +296,22 @@ def _pool_acceptance(acc: Any) -> Any:
             .filter(pl.col("trials") > 0)
             .with_columns(acceptance=pl.col("accepted") / pl.col("trials"))
             .rename({"policy": "series"}))
+
+
+def _preset_acceptance(acc: Any, base: Any) -> Any:
+    """The drafter preset's raw conditional rates per domain (the paper's Figure 2 where it has them)."""
+    import polars as pl
+
+    try:
+        from simulator.acceptance import conditional_rates
+    except ImportError:
+        return pl.DataFrame()
+    rows = []
+    for d in acc.get_column("domain").unique(maintain_order=True).to_list():
+        rates = conditional_rates(base.drafter, d, base.block)
+        rows += [{"series": f"{base.drafter} drafter preset", "domain": d, "position": k + 1,
+                  "acceptance": float(r)} for k, r in enumerate(rates)]
+    return pl.DataFrame(rows)
 
 
 def _curve(base: Any) -> Any:
