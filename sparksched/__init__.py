@@ -4,24 +4,58 @@ The public API is what this module exports (see `__all__`); everything else is p
 """
 
 from sparksched.async_scheduler import admit_top_k, plan_capacity
+from sparksched.budget import assign_budget, budget_rates, plan_budget
 from sparksched.curve import ThroughputCurve
+from sparksched.export import vllm_cost_curves, vllm_cost_table, vllm_dynamic_k_table
+from sparksched.layouts import (
+    PaddedBatch,
+    compact_vllm_flat,
+    mrv2_cu_num_logits,
+    mrv2_to_padded,
+    schedule_mrv2,
+    schedule_sglang,
+    schedule_vllm_flat,
+    sglang_to_padded,
+    verify_mrv2,
+    verify_sglang,
+    verify_vllm_flat,
+    vllm_flat_to_padded,
+)
 from sparksched.policies import static, threshold, verify_all
 from sparksched.scheduler import schedule, schedule_numpy, schedule_reference, schedule_torch, step_time_table
 from sparksched.verify import VerifyResult, verify
 
 __all__ = [
+    "PaddedBatch",
     "ThroughputCurve",
     "VerifyResult",
     "admit_top_k",
+    "assign_budget",
+    "budget_rates",
+    "compact_vllm_flat",
+    "mrv2_cu_num_logits",
+    "mrv2_to_padded",
+    "plan_budget",
     "plan_capacity",
     "schedule",
+    "schedule_mrv2",
     "schedule_numpy",
     "schedule_reference",
+    "schedule_sglang",
     "schedule_torch",
+    "schedule_vllm_flat",
+    "sglang_to_padded",
     "static",
     "step_time_table",
     "threshold",
     "verify",
     "verify_all",
+    "verify_mrv2",
+    "verify_sglang",
+    "verify_vllm_flat",
+    "vllm_cost_curves",
+    "vllm_cost_table",
+    "vllm_dynamic_k_table",
+    "vllm_flat_to_padded",
 ]
 __version__ = "0.1.0"
