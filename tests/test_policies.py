@@ -1,0 +1,105 @@
+"""Baseline policies: static-k, confidence threshold, verify-all (numpy and torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparksched import ThroughputCurve, static, threshold, verify_all
+
+CURVE = ThroughputCurve.from_points([1, 1000], [1.0, 2.0])
+
+
+def threshold_reference(conf, tau, drafted):
+    out = []
+    for row, d in zip(conf, drafted):
+        s, length = 1.0, 0
+        for k in range(d):
+            s *= row[k]
+            if s >= tau:
+                length = k + 1
+            else:
+                break
+        out.append(length)
+    return np.asarray(out)
+
+
+@st.composite
+def inputs(draw):
+    n = draw(st.integers(1, 20))
+    g = draw(st.integers(1, 8))
+    r = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    conf = np.where(r.random((n, g)) < 0.3, r.choice([0.0, 0.5, 1.0], (n, g)), r.random((n, g)))
+    drafted = r.integers(0, g + 1, n) if draw(st.booleans()) else None
+    return conf, drafted
+
+
+def both(policy, conf, drafted):
+    """Run numpy and torch; assert they agree and return the numpy result."""
+    a = policy(conf, CURVE, drafted)
+    b = policy(torch.as_tensor(conf), CURVE, None if drafted is None else torch.as_tensor(drafted))
+    assert isinstance(b, torch.Tensor) and b.dtype == torch.int64
+    np.testing.assert_array_equal(a, b.numpy())
+    assert a.dtype == np.int64
+    return a
+
+
+@settings(max_examples=60, deadline=None)
+@given(inputs(), st.integers(0, 9), st.sampled_from([0.0, 0.3, 0.5, 0.9, 1.0]))
+def test_policies_match_their_definitions(data, k, tau):
+    conf, drafted = data
+    n, g = conf.shape
+    dr = np.full(n, g) if drafted is None else drafted
+    np.testing.assert_array_equal(both(static(k), conf, drafted), np.minimum(k, dr))
+    np.testing.assert_array_equal(both(verify_all, conf, drafted), dr)
+    np.testing.assert_array_equal(both(threshold(tau), conf, drafted), threshold_reference(conf, tau, dr))
+
+
+@settings(max_examples=40, deadline=None)
+@given(inputs(), st.data())
+def test_threshold_is_non_anticipating(data, draw):
+    conf, drafted = data
+    n, g = conf.shape
+    i, k = draw.draw(st.integers(0, n - 1)), draw.draw(st.integers(0, g - 1))
+    pol = threshold(0.4)
+    before = pol(conf, CURVE, drafted)
+    changed = conf.copy()
+    changed[i, k + 1:] = np.random.default_rng(k).random(g - k - 1)
+    after = pol(changed, CURVE, drafted)
+    for kk in range(1, k + 2):
+        assert (before[i] >= kk) == (after[i] >= kk)
+
+
+def test_negative_control_definition_check_catches_a_wrong_threshold():
+    """Thresholding c_k instead of the cumulative S_k gives different lengths: the check has teeth."""
+    conf = np.array([[0.9, 0.9, 0.9, 0.9]])
+    per_token = (conf >= 0.7).cumprod(axis=1).sum(axis=1)
+    assert not np.array_equal(per_token, threshold(0.7)(conf, CURVE))
+
+
+def test_mtp1_is_static_one():
+    conf = np.array([[0.9], [0.1]])
+    np.testing.assert_array_equal(static(1)(conf, CURVE), [1, 1])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: static(-1), r"static\(k\): k must be an integer >= 0, got -1"),
+    (lambda: static(1.5), r"got 1.5"),
+    (lambda: threshold(1.2), r"threshold\(tau\): tau must be a number in \[0, 1\], got 1.2"),
+    (lambda: threshold(float("nan")), r"got nan"),
+])
+def test_bad_parameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"conf\[0, 0\] = 2.0"):
+        verify_all([[2.0]], CURVE)
+    with pytest.raises(ValueError, match=r"drafted\[0\] = 5"):
+        static(1)([[0.5, 0.5]], CURVE, [5])
+    with pytest.raises(ValueError, match=r"drafted must have shape \(1,\)"):
+        threshold(0.5)(torch.ones(1, 2), CURVE, torch.ones(2, dtype=torch.int64))
