@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 from scipy import optimize, special, stats
 
-from simulator.trace import write_trace
+from simulator.trace import bundled_dir, write_trace
 
 ARRIVALS = ("gamma", "weibull")
 MODULATIONS = ("none", "sine", "diurnal")
@@ -330,11 +330,7 @@ BUNDLE: tuple[tuple[str, str, int, int], ...] = (
 
 def bundle(out_dir: str | Path | None = None) -> list[Path]:
     """(Re)write the bundled traces into `out_dir` (default: the `traces` package directory)."""
-    if out_dir is None:
-        from traces import BUNDLED_DIR
-
-        out_dir = BUNDLED_DIR
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else bundled_dir()
     paths = []
     for stem, domain, requests, seed in BUNDLE:
         path = out / f"{stem}.jsonl"

@@ -347,10 +347,23 @@ def write_trace(records_or_df: pl.DataFrame | Iterable[TraceRecord], path: str |
     return _atomic_write(path, (rec.to_json() for rec in records))
 
 
+def bundled_dir() -> Path:
+    """The directory of the bundled traces (the `traces` package)."""
+    import traces
+
+    found = getattr(traces, "BUNDLED_DIR", None)  # absent when an old editable install maps a namespace
+    if found is not None:
+        return Path(found)
+    for entry in getattr(traces, "__path__", []):
+        if Path(entry).is_dir():
+            return Path(entry)
+    return Path(str(resources.files("traces")))
+
+
 def bundled_traces() -> dict[str, Path]:
     """Traces shipped in the `traces` package: file stem -> path."""
-    root = resources.files("traces")
-    return {p.name[: -len(".jsonl")]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".jsonl")}
+    root = bundled_dir()
+    return {p.name[: -len(".jsonl")]: p for p in sorted(root.glob("*.jsonl"))}
 
 
 def resolve_trace(name: str | Path) -> Path:

@@ -1,0 +1,331 @@
+"""Converters from public LLM-inference trace formats to the trace schema (DESIGN.md section 3).
+
+Each converter reads one file and returns `(frame, report)`: a DataFrame in the trace schema
+(sorted by arrival, arrival_s from 0 at the first request) and a `ConvertReport` counting the rows
+read, kept and dropped by reason. Bad input is a one-line ValueError naming file, line and field.
+
+Formats:
+- `azure`: Azure LLM inference trace CSV `TIMESTAMP,ContextTokens,GeneratedTokens`
+  (timestamps like `2023-11-16 18:15:46.6805900`). Rows with 0 tokens are dropped and counted.
+- `mooncake`: Mooncake JSONL `{"timestamp": ms, "input_length", "output_length", "hash_ids"}`;
+  hash_ids (512-token prefix blocks) are kept. Timestamps are quantised (about 3 s), so by default
+  requests sharing a timestamp are spread uniformly at random over [t, t + w), w = min(bucket width,
+  gap to the next distinct timestamp), keeping file order; the bucket width is the median gap
+  between distinct timestamps unless given. Jitter is seeded (`seed`) and can be turned off.
+- `burstgpt`: BurstGPT CSV `Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`
+  (optionally `Session ID,Elapsed time`). Failed requests (0 response tokens) are DROPPED by
+  default and counted; `keep_failed=True` keeps them as 1-token outputs (the schema needs >= 1).
+- `lengths`: a length-only statistics CSV `num_prefill_tokens,num_decode_tokens[,...]` (e.g.
+  etalon's ShareGPT stats) plus a renewal arrival process given by rate, cv and distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from simulator.generate import arrival_times
+from simulator.trace import SCHEMA
+
+FORMATS = ("azure", "mooncake", "burstgpt", "lengths")
+
+
+@dataclass
+class ConvertReport:
+    """What a conversion did: rows read, rows written and rows dropped by reason."""
+
+    source: str
+    fmt: str
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        drops = ", ".join(f"{n} {why}" for why, n in self.dropped.items() if n) or "none"
+        notes = f"; {'; '.join(self.notes)}" if self.notes else ""
+        return f"{self.fmt}: {self.rows_in} rows read, {self.rows_out} requests written, dropped: {drops}{notes}"
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
+    """All columns as strings; the header must name every required column."""
+    try:
+        df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: unreadable CSV: {first[:160]}") from None
+    df = df.rename({c: c.strip() for c in df.columns})
+    for col in required:
+        if col not in df.columns:
+            raise ValueError(f"{path}: line 1: field '{col}': missing column (got header {df.columns})")
+    if df.height == 0:
+        raise ValueError(f"{path}: line 1: field '<file>': no data rows (got only a header)")
+    return df
+
+
+def _first_bad(mask: pl.Series) -> int | None:
+    idx = mask.arg_true()
+    return int(idx[0]) if idx.len() else None
+
+
+def _int_col(df: pl.DataFrame, col: str, path: Path) -> np.ndarray:
+    """(n,) int64 of a string column of integers >= 0; line numbers count the header as line 1."""
+    raw = df[col].str.strip_chars()
+    parsed = raw.cast(pl.Float64, strict=False)
+    bad = parsed.is_null() | ~parsed.is_finite() | (parsed < 0) | (parsed != parsed.floor()) | (parsed > 1e9)
+    i = _first_bad(bad.fill_null(True))
+    if i is not None:
+        raise ValueError(f"{path}: line {i + 2}: field '{col}': must be an integer >= 0 (got {raw[i]!r})")
+    return parsed.cast(pl.Int64).to_numpy()
+
+
+def _float_col(df: pl.DataFrame, col: str, path: Path) -> np.ndarray:
+    raw = df[col].str.strip_chars()
+    parsed = raw.cast(pl.Float64, strict=False)
+    bad = parsed.is_null() | ~parsed.is_finite() | (parsed < 0)
+    i = _first_bad(bad.fill_null(True))
+    if i is not None:
+        raise ValueError(f"{path}: line {i + 2}: field '{col}': must be a number >= 0 (got {raw[i]!r})")
+    return parsed.to_numpy()
+
+
+def _build(times_s: np.ndarray, prompt: np.ndarray, output: np.ndarray, domain: str, prefix: str,
+           extra: dict[str, Any] | None = None) -> pl.DataFrame:
+    """Sort by time (stable), start at 0, number the ids; extra: optional columns (same length)."""
+    order = np.argsort(times_s, kind="stable")
+    times = times_s[order] - (times_s[order][0] if times_s.size else 0.0)
+    n = times.size
+    width = max(6, len(str(n)))
+    cols: dict[str, Any] = {
+        "id": [f"{prefix}-{i:0{width}d}" for i in range(1, n + 1)],
+        "arrival_s": np.maximum(times, 0.0),
+        "prompt_tokens": prompt[order],
+        "output_tokens": output[order],
+        "domain": [domain] * n,
+    }
+    for name, values in (extra or {}).items():
+        cols[name] = [values[i] for i in order.tolist()]
+    return pl.DataFrame(cols, schema={c: SCHEMA[c] for c in cols})
+
+
+def _drop(report: ConvertReport, keep: np.ndarray, reason: str) -> None:
+    report.dropped[reason] = report.dropped.get(reason, 0) + int((~keep).sum())
+
+
+def _no_rows(path: Path, report: ConvertReport) -> ValueError:
+    return ValueError(f"{path}: line 1: field '<file>': no valid request left after conversion "
+                      f"(got {report.summary()})")
+
+
+def convert_azure(path: str | Path, *, domain: str | None = None) -> tuple[pl.DataFrame, ConvertReport]:
+    """Azure LLM inference trace CSV -> trace. domain: default 'code' if the file name says code, else 'chat'."""
+    path = Path(path)
+    domain = domain or ("code" if "code" in path.name.lower() else "chat")
+    df = _read_csv(path, ("TIMESTAMP", "ContextTokens", "GeneratedTokens"))
+    report = ConvertReport(str(path), "azure", rows_in=df.height)
+    raw = df["TIMESTAMP"].str.strip_chars()
+    stamp = raw.str.replace("T", " ", literal=True).str.to_datetime(
+        "%Y-%m-%d %H:%M:%S%.f", time_unit="ns", strict=False)
+    i = _first_bad(stamp.is_null())
+    if i is not None:
+        raise ValueError(f"{path}: line {i + 2}: field 'TIMESTAMP': not a time like "
+                         f"'2023-11-16 18:15:46.6805900' (got {raw[i]!r})")
+    ns = stamp.cast(pl.Int64).to_numpy()
+    seconds = (ns - ns.min()) / 1e9
+    prompt = _int_col(df, "ContextTokens", path)
+    output = _int_col(df, "GeneratedTokens", path)
+    keep = (prompt >= 1) & (output >= 1)
+    _drop(report, keep, "with 0 tokens")
+    if np.any(np.diff(seconds) < 0):
+        report.notes.append("rows were not in time order: sorted")
+    out = _build(seconds[keep], prompt[keep], output[keep], domain, "az")
+    report.rows_out = out.height
+    if out.height == 0:
+        raise _no_rows(path, report)
+    return out, report
+
+
+def _jitter(ms: np.ndarray, rng: np.random.Generator, bucket_s: float | None) -> tuple[np.ndarray, float]:
+    """Spread equal timestamps (ms) over [t, t + w); returns seconds (sorted) and the bucket width used."""
+    seconds = ms / 1000.0
+    order = np.argsort(seconds, kind="stable")
+    t = seconds[order]
+    distinct, start, counts = np.unique(t, return_index=True, return_counts=True)
+    gaps = np.diff(distinct)
+    width = float(bucket_s) if bucket_s is not None else (float(np.median(gaps)) if gaps.size else 0.0)
+    window = np.minimum(np.append(gaps, np.inf), width)  # never spill into the next bucket
+    offsets = np.empty_like(t)
+    for k in range(distinct.size):  # sorted uniform offsets keep the file order within a bucket
+        c = counts[k]
+        offsets[start[k]:start[k] + c] = np.sort(rng.random(c)) * window[k]
+    out = np.empty_like(seconds)
+    out[order] = t + offsets
+    return out, width
+
+
+def convert_mooncake(path: str | Path, *, domain: str = "chat", jitter: bool = True, seed: int = 0,
+                     bucket_s: float | None = None) -> tuple[pl.DataFrame, ConvertReport]:
+    """Mooncake JSONL -> trace, keeping hash_ids; seeded jitter within timestamp buckets (on by default)."""
+    path = Path(path)
+    report = ConvertReport(str(path), "mooncake")
+    stamps: list[float] = []
+    prompt: list[int] = []
+    output: list[int] = []
+    hashes: list[list[int] | None] = []
+
+    def bad(line: int, name: str, what: str, value: Any) -> ValueError:
+        text = repr(value)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        return ValueError(f"{path}: line {line}: field '{name}': {what} (got {text})")
+
+    try:
+        stream = open(path, "rb")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    with stream:
+        for line, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise bad(line, "<line>", "is not valid UTF-8", raw) from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                raise bad(line, "<line>", "bad JSON", text.rstrip()) from None
+            if not isinstance(obj, dict):
+                raise bad(line, "<line>", "must be a JSON object", obj)
+            for name in ("timestamp", "input_length", "output_length"):
+                value = obj.get(name)
+                if name not in obj:
+                    raise bad(line, name, "missing", None)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value < 0:
+                    raise bad(line, name, "must be a number >= 0", value)
+                if name != "timestamp" and (not isinstance(value, int) or value > 10**9):
+                    raise bad(line, name, "must be an integer in [0, 1e9]", value)
+            ids = obj.get("hash_ids")
+            if ids is not None and (not isinstance(ids, list) or not all(
+                    isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 2**63 for h in ids)):
+                raise bad(line, "hash_ids", "must be a list of integers >= 0", ids)
+            stamps.append(float(obj["timestamp"]))
+            prompt.append(obj["input_length"])
+            output.append(obj["output_length"])
+            hashes.append(ids)
+    report.rows_in = len(stamps)
+    p, o, ms = np.array(prompt, dtype=np.int64), np.array(output, dtype=np.int64), np.array(stamps)
+    keep = (p >= 1) & (o >= 1)
+    _drop(report, keep, "with 0 tokens")
+    if not keep.any():
+        raise _no_rows(path, report)
+    ms = ms[keep]
+    if jitter:
+        seconds, width = _jitter(ms, np.random.default_rng(seed), bucket_s)
+        report.notes.append(f"jitter on (seed {seed}, bucket {width:g} s)")
+    else:
+        seconds = ms / 1000.0
+        report.notes.append("jitter off")
+    kept_hashes = [h for h, k in zip(hashes, keep.tolist()) if k]
+    extra = {"hash_ids": kept_hashes} if any(h is not None for h in kept_hashes) else None
+    out = _build(seconds, p[keep], o[keep], domain, "mc", extra)
+    report.rows_out = out.height
+    return out, report
+
+
+def convert_burstgpt(path: str | Path, *, domain: str = "chat", keep_failed: bool = False,
+                     model: str | None = None) -> tuple[pl.DataFrame, ConvertReport]:
+    """BurstGPT CSV -> trace. Failed requests (0 response tokens): dropped unless keep_failed (-> 1 token)."""
+    path = Path(path)
+    df = _read_csv(path, ("Timestamp", "Request tokens", "Response tokens"))
+    report = ConvertReport(str(path), "burstgpt", rows_in=df.height)
+    seconds = _float_col(df, "Timestamp", path)
+    prompt = _int_col(df, "Request tokens", path)
+    output = _int_col(df, "Response tokens", path)
+    keep = np.ones(df.height, dtype=bool)
+    if model is not None:
+        if "Model" not in df.columns:
+            raise ValueError(f"{path}: line 1: field 'Model': missing column (got header {df.columns})")
+        keep = (df["Model"].str.strip_chars() == model).fill_null(False).to_numpy()
+        _drop(report, keep, f"of other models than {model}")
+    empty_prompt = keep & (prompt < 1)
+    _drop(report, ~empty_prompt, "with 0 request tokens")
+    keep &= prompt >= 1
+    failed = keep & (output < 1)
+    if keep_failed:
+        output = np.maximum(output, 1)
+        if failed.any():
+            report.notes.append(f"{int(failed.sum())} failed requests kept as 1-token outputs")
+    else:
+        _drop(report, ~failed, "failed (0 response tokens)")
+        keep &= ~failed
+    extra = None
+    if "Session ID" in df.columns:
+        sessions = df["Session ID"].str.strip_chars().to_list()
+        extra = {"session": [s or None for s, k in zip(sessions, keep.tolist()) if k]}
+    if not keep.any():
+        raise _no_rows(path, report)
+    out = _build(seconds[keep], prompt[keep], output[keep], domain, "bg", extra)
+    if np.any(np.diff(seconds[keep]) < 0):
+        report.notes.append("rows were not in time order: sorted")
+    report.rows_out = out.height
+    return out, report
+
+
+def convert_lengths(path: str | Path, *, rate: float, cv: float = 1.0, arrival: str = "gamma", seed: int = 0,
+                    domain: str = "chat", limit: int | None = None,
+                    shuffle: bool = False) -> tuple[pl.DataFrame, ConvertReport]:
+    """Length-only CSV (num_prefill_tokens, num_decode_tokens) + renewal arrivals (rate req/s, cv) -> trace.
+
+    Rows keep file order unless shuffle (seeded); limit keeps the first `limit` rows (after shuffling).
+    """
+    path = Path(path)
+    df = _read_csv(path, ("num_prefill_tokens", "num_decode_tokens"))
+    report = ConvertReport(str(path), "lengths", rows_in=df.height)
+    prompt = _int_col(df, "num_prefill_tokens", path)
+    output = _int_col(df, "num_decode_tokens", path)
+    keep = (prompt >= 1) & (output >= 1)
+    _drop(report, keep, "with 0 tokens")
+    prompt, output = prompt[keep], output[keep]
+    rng_order, rng_arrival = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    if shuffle:
+        perm = rng_order.permutation(prompt.size)
+        prompt, output = prompt[perm], output[perm]
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"lengths: limit must be >= 1 (got {limit})")
+        if limit < prompt.size:
+            report.dropped["beyond the limit"] = prompt.size - limit
+        prompt, output = prompt[:limit], output[:limit]
+    if prompt.size == 0:
+        raise _no_rows(path, report)
+    times = arrival_times(rng_arrival, rate, cv, arrival, requests=int(prompt.size))
+    report.notes.append(f"arrivals: {arrival}, rate {rate:g} req/s, cv {cv:g}, seed {seed}")
+    out = _build(times, prompt, output, domain, "ln")
+    report.rows_out = out.height
+    return out, report
+
+
+CONVERTERS: dict[str, Callable[..., tuple[pl.DataFrame, ConvertReport]]] = {
+    "azure": convert_azure,
+    "mooncake": convert_mooncake,
+    "burstgpt": convert_burstgpt,
+    "lengths": convert_lengths,
+}
+
+
+def convert(fmt: str, path: str | Path, **options: Any) -> tuple[pl.DataFrame, ConvertReport]:
+    """Dispatch to the converter of `fmt` (one of FORMATS) with its keyword options."""
+    if fmt not in CONVERTERS:
+        raise ValueError(f"convert: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    return CONVERTERS[fmt](path, **options)

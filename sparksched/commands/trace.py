@@ -1,0 +1,239 @@
+"""`sparksched trace`: convert, generate, inspect and transform request traces.
+
+A thin shell over `simulator.trace`, `simulator.convert`, `simulator.generate` and
+`simulator.trace_tools`. Library ValueErrors become one-line click errors; outputs are written
+atomically (temp file + rename), so a failed command never leaves a half-written trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors(fn: F) -> F:
+    """Turn library errors into one-line ClickExceptions (no traceback, non-zero exit)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as exc:
+            raise click.ClickException(" ".join(str(exc).split())) from None
+        except OSError as exc:
+            raise click.ClickException(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(name: str):
+    from simulator.trace import load_trace, resolve_trace
+
+    return load_trace(resolve_trace(name))
+
+
+def _write(df, out: str) -> int:
+    from simulator.trace import write_trace
+
+    return write_trace(df, out)
+
+
+def _fmt(value: Any, key: str) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if key in ("mean_rate", "peak_rate", "ia_cv"):
+            return f"{value:.2f}"
+        if key == "span_s":
+            return f"{value:.1f}"
+        return f"{value:.0f}"
+    return str(value)
+
+
+def format_stats(stats) -> str:
+    """The stats frame as a text table: one line per metric, one column per domain row."""
+    rows = stats.to_dicts()
+    labels = {"requests": "requests", "span_s": "span (s)", "mean_rate": "mean rate (req/s)",
+              "peak_rate": "peak rate (req/s, 60 s)", "ia_cv": "inter-arrival CV"}
+    keys = [k for k in stats.columns if k != "domain"]
+    header = ["metric"] + [str(r["domain"]) for r in rows]
+    body = [[labels.get(k, k.replace("_", " "))] + [_fmt(r[k], k) for r in rows] for k in keys]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in [header, *body]]
+    return "\n".join(lines)
+
+
+@click.group()
+def trace() -> None:
+    """Request traces (JSON Lines): convert public formats, generate, inspect, transform."""
+
+
+@trace.command()
+@click.option("--from", "fmt", required=True, type=click.Choice(["azure", "mooncake", "burstgpt", "lengths"]),
+              help="Input format.")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--domain", default=None, help="Domain label (azure: 'code' if the file name says so, else chat).")
+@click.option("--seed", default=0, show_default=True, help="Seed for mooncake jitter / lengths arrivals.")
+@click.option("--jitter/--no-jitter", default=True, show_default=True,
+              help="mooncake: spread requests within a quantised timestamp bucket.")
+@click.option("--bucket", "bucket_s", type=float, default=None,
+              help="mooncake: bucket width in s (default: median gap between distinct timestamps).")
+@click.option("--keep-failed", is_flag=True, help="burstgpt: keep 0-token responses as 1-token outputs "
+              "(default: drop and count them).")
+@click.option("--model", default=None, help="burstgpt: keep only this Model (e.g. ChatGPT).")
+@click.option("--rate", type=float, default=None, help="lengths: arrival rate in requests/s (required).")
+@click.option("--cv", type=float, default=1.0, show_default=True, help="lengths: inter-arrival CV.")
+@click.option("--arrival", type=click.Choice(["gamma", "weibull"]), default="gamma", show_default=True,
+              help="lengths: inter-arrival distribution.")
+@click.option("--limit", type=int, default=None, help="lengths: keep the first N rows.")
+@click.option("--shuffle", is_flag=True, help="lengths: shuffle rows (seeded) before assigning arrivals.")
+@_errors
+def convert(fmt: str, src: str, out: str, domain: str | None, seed: int, jitter: bool, bucket_s: float | None,
+            keep_failed: bool, model: str | None, rate: float | None, cv: float, arrival: str,
+            limit: int | None, shuffle: bool) -> None:
+    """Convert SRC in a public trace format into the trace schema at OUT."""
+    from simulator.convert import convert as run
+
+    options: dict[str, Any] = {}
+    if fmt == "azure":
+        options = {"domain": domain}
+    elif fmt == "mooncake":
+        options = {"domain": domain or "chat", "jitter": jitter, "seed": seed, "bucket_s": bucket_s}
+    elif fmt == "burstgpt":
+        options = {"domain": domain or "chat", "keep_failed": keep_failed, "model": model}
+    else:
+        if rate is None:
+            raise click.UsageError("--from lengths needs --rate (requests/s)")
+        options = {"rate": rate, "cv": cv, "arrival": arrival, "seed": seed, "domain": domain or "chat",
+                   "limit": limit, "shuffle": shuffle}
+    df, report = run(fmt, src, **options)
+    n = _write(df, out)
+    click.echo(f"{report.summary()} -> {out} ({n} requests)")
+
+
+@trace.command()
+@click.option("--domain", type=click.Choice(["chat", "code", "math", "mixed"]), default="chat", show_default=True)
+@click.option("--rate", type=float, default=None, help="Mean arrival rate, requests/s (default: the domain's).")
+@click.option("--duration", type=float, default=None, help="Seconds of traffic (default 3600 unless --requests).")
+@click.option("--requests", type=int, default=None, help="Exactly this many requests instead of a duration.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="Output .jsonl.")
+@click.option("--cv", type=float, default=None, help="Inter-arrival coefficient of variation (default: the domain's).")
+@click.option("--arrival", type=click.Choice(["gamma", "weibull"]), default="gamma", show_default=True)
+@click.option("--modulation", type=click.Choice(["none", "sine", "diurnal"]), default="none", show_default=True,
+              help="Rate modulation over time (time-warped renewal process).")
+@click.option("--mod-amplitude", type=float, default=0.5, show_default=True, help="Relative amplitude in [0, 1).")
+@click.option("--mod-period", type=float, default=3600.0, show_default=True, help="sine: period in s.")
+@click.option("--mix", "mix_text", default=None, help="mixed: weights, e.g. chat=0.6,code=0.25,math=0.15.")
+@_errors
+def generate(domain: str, rate: float | None, duration: float | None, requests: int | None, seed: int, out: str,
+             cv: float | None, arrival: str, modulation: str, mod_amplitude: float, mod_period: float,
+             mix_text: str | None) -> None:
+    """Generate a synthetic trace with renewal arrivals and the domain's length distributions."""
+    from simulator.generate import Modulation, generate_trace, parse_mix
+
+    if duration is not None and requests is not None:
+        raise click.UsageError("give --duration or --requests, not both")
+    if duration is None and requests is None:
+        duration = 3600.0
+    if mix_text is not None and domain != "mixed":
+        raise click.UsageError("--mix needs --domain mixed")
+    mod = Modulation.named(modulation, mod_amplitude, mod_period)
+    df = generate_trace(domain, rate=rate, duration_s=duration, requests=requests, seed=seed, cv=cv,
+                        arrival=arrival, modulation=mod, mix=parse_mix(mix_text) if mix_text else None)
+    n = _write(df, out)
+    click.echo(f"{domain}: {n} requests over {df['arrival_s'].max():.1f} s -> {out}")
+
+
+@trace.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--window", type=float, default=60.0, show_default=True, help="Peak-rate window in s.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
+@_errors
+def stats(files: tuple[str, ...], window: float, as_csv: bool) -> None:
+    """Print requests, span, mean/peak rate, inter-arrival CV and length percentiles by domain.
+
+    FILES are paths or bare names of bundled traces (chat, code, math, mixed).
+    """
+    from simulator.trace import resolve_trace
+    from simulator.trace_tools import trace_stats
+
+    for i, name in enumerate(files):
+        table = trace_stats(_load(name), window_s=window)
+        if as_csv:
+            click.echo(table.write_csv(), nl=False)
+            continue
+        if i:
+            click.echo()
+        click.echo(f"{resolve_trace(name)}")
+        click.echo(format_stats(table))
+
+
+@trace.command()
+@click.argument("src")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@click.option("--rate-scale", type=float, default=None, help="Multiply the arrival rate (divide times) by this.")
+@click.option("--clip-prompt", type=int, default=None, help="Cap prompt tokens.")
+@click.option("--clip-output", type=int, default=None, help="Cap output tokens.")
+@_errors
+def transform(src: str, out: str, rate_scale: float | None, clip_prompt: int | None,
+              clip_output: int | None) -> None:
+    """Rescale the rate and/or clip lengths of SRC (a path or bundled name) into OUT."""
+    from simulator.trace_tools import clip_lengths, scale_rate
+
+    df = _load(src)
+    notes = []
+    if rate_scale is not None:
+        df = scale_rate(df, rate_scale)
+        notes.append(f"rate x{rate_scale:g}")
+    if clip_prompt is not None or clip_output is not None:
+        df, counts = clip_lengths(df, clip_prompt, clip_output)
+        notes.append(f"clipped {counts['requests']} requests ({counts['prompt']} prompts, "
+                     f"{counts['output']} outputs)")
+    n = _write(df, out)
+    click.echo(f"{n} requests{': ' + ', '.join(notes) if notes else ''} -> {out}")
+
+
+@trace.command(name="mix")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@click.option("--weights", default=None, help="Shares of requests per source, e.g. 0.6,0.3,0.1 (thins sources).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--align/--no-align", default=True, show_default=True,
+              help="Cut every source to the shortest span first.")
+@_errors
+def mix_command(sources: tuple[str, ...], out: str, weights: str | None, seed: int, align: bool) -> None:
+    """Superpose several traces (paths or bundled names) into one, merged by arrival time."""
+    from simulator.trace_tools import mix
+
+    w = None
+    if weights is not None:
+        try:
+            w = [float(x) for x in weights.split(",")]
+        except ValueError:
+            raise click.UsageError(f"--weights: expected numbers separated by commas, got {weights!r}") from None
+    df = mix([_load(s) for s in sources], w, seed=seed, align=align)
+    n = _write(df, out)
+    counts = df.group_by("domain").len().sort("domain")
+    parts = ", ".join(f"{d} {c}" for d, c in counts.iter_rows())
+    click.echo(f"{n} requests ({parts}) -> {out}")
+
+
+@trace.command()
+@click.option("--dir", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Write here instead of the bundled traces directory.")
+@_errors
+def bundle(out_dir: str | None) -> None:
+    """Regenerate the bundled traces (chat, code, math, mixed) from their fixed seeds."""
+    from simulator.generate import bundle as run
+
+    for path in run(out_dir):
+        click.echo(str(path))
