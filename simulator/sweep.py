@@ -16,7 +16,9 @@ Backends:
   in-process, which is also the way to debug.
 - "ray": a local Ray instance (`num_cpus=workers`) or an existing cluster (`ray_address`); Ray is an
   optional extra (`pip install sparksched[ray]`). If Ray is already initialised, it is reused and
-  left running.
+  left running. On a multi-node cluster every node needs sparksched installed (the same version),
+  and a `--profile` given as a file path must exist at that path on every node (bundled profile
+  names always do).
 """
 
 from __future__ import annotations
@@ -120,7 +122,13 @@ def _ray_map(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]], shared: A
     started = False
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError) as e:
+                raise ValueError(
+                    f"cannot connect to the Ray cluster at {address}: {e}. Clusters with token "
+                    "authentication (the default for local clusters since Ray 2.59) need RAY_AUTH_MODE=token "
+                    "and the cluster's token (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)") from None
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         started = True

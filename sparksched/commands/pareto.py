@@ -78,7 +78,9 @@ def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--workers", default=None, type=click.IntRange(min=1),
                      help="Parallel workers (local processes or Ray CPUs); default: CPUs available."),
         click.option("--ray", "use_ray", is_flag=True, help="Run on a local Ray instance."),
-        click.option("--ray-address", default=None, help="Run on this Ray cluster (implies --ray)."),
+        click.option("--ray-address", default=None,
+                     help="Run on this Ray cluster, host:port (implies --ray). Clusters with token "
+                          "authentication need RAY_AUTH_MODE=token in the environment."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
     ]
     for opt in reversed(opts):
