@@ -120,30 +120,70 @@ def test_throughput_at_sla_interpolates_exact_and_bounds():
         throughput_at_sla([100.0, 150.0], [600.0, 800.0], 120.0)
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.floats(1, 1000), min_size=2, max_size=8, unique=True),
-       st.lists(st.floats(1, 1e5), min_size=8, max_size=8, unique=True), st.floats(1, 1000))
-def test_interpolation_is_monotone_and_bracketed(xs, ys, sla):
-    fx = np.sort(np.asarray(xs))
-    fy = np.sort(np.asarray(ys[: fx.size]))[::-1]
-    if np.any(np.diff(fy) >= 0):
-        return
-    thr, status = throughput_at_sla(fx, fy, sla)
-    if status == "unreachable":
-        assert sla > fx[-1] and thr is None
-        return
-    assert thr is not None
-    # never above the best throughput, never below the throughput of the next faster point
-    assert fy[-1] - 1e-9 <= thr <= fy[0] + 1e-9
-    j = np.searchsorted(fx, sla)
+def sla_violations(fx: np.ndarray, fy: np.ndarray, sla: float, answer) -> list[str]:
+    """Everything wrong with `answer(fx, fy, sla) -> (throughput, status)` on one frontier."""
+    thr, status = answer(fx, fy, sla)
+    bad = []
+    if sla > fx[-1]:
+        if thr is not None or status != "unreachable":
+            bad.append(f"SLA {sla} beyond the fastest point {fx[-1]} must be unreachable, got {thr}")
+        return bad
+    if thr is None:
+        return [f"SLA {sla} within reach, got None"]
+    if not fy[-1] - 1e-9 <= thr <= fy[0] + 1e-9:
+        bad.append(f"throughput {thr} outside the frontier's range")
+    j = int(np.searchsorted(fx, sla))
     if 0 < j < fx.size:
-        assert fy[j] - 1e-6 <= thr <= fy[j - 1] + 1e-6
+        # (sla, thr) lies on the segment between the two neighbouring frontier points
+        expect = fy[j - 1] + (fy[j] - fy[j - 1]) * (sla - fx[j - 1]) / (fx[j] - fx[j - 1])
+        if abs(thr - expect) > 1e-6 * max(1.0, abs(expect)):
+            bad.append(f"throughput {thr} is not on the segment ({expect})")
     # a stricter SLA never sells more throughput
-    thr2, _ = throughput_at_sla(fx, fy, min(sla * 1.01, fx[-1]))
-    assert thr2 is not None and thr2 <= thr + 1e-6
-    # round trip: the speed at that throughput is at least the SLA (equal when interpolated)
-    sp, st2 = speed_at_throughput(fx, fy, thr)
-    assert sp is not None and sp >= min(sla, fx[-1]) - 1e-6 * max(1.0, sla)
+    thr2, _ = answer(fx, fy, min(sla * 1.01, fx[-1]))
+    if thr2 is None or thr2 > thr + 1e-6:
+        bad.append("a stricter SLA sold more")
+    return bad
+
+
+def wrong_extrapolating(fx, fy, sla):
+    """Negative control: extends the last segment past the fastest point instead of refusing."""
+    if sla > fx[-1]:
+        return float(fy[-1] + (fy[-1] - fy[-2]) * (sla - fx[-1]) / (fx[-1] - fx[-2])), "interpolated"
+    return throughput_at_sla(fx, fy, sla)
+
+
+def wrong_step(fx, fy, sla):
+    """Negative control: the slower neighbour's throughput (a point that misses the SLA)."""
+    if sla > fx[-1]:
+        return None, "unreachable"
+    j = int(np.searchsorted(fx, sla))
+    return float(fy[max(j - 1, 0)]), "interpolated"
+
+
+frontiers = st.integers(2, 8).flatmap(lambda m: st.tuples(
+    st.lists(st.floats(1, 1000), min_size=m, max_size=m, unique=True),
+    st.lists(st.floats(1, 1e5), min_size=m, max_size=m, unique=True)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(frontiers, st.floats(1, 1000))
+def test_interpolation_is_on_the_frontier(front, sla):
+    fx = np.sort(np.asarray(front[0]))
+    fy = np.sort(np.asarray(front[1]))[::-1]
+    assert sla_violations(fx, fy, sla, throughput_at_sla) == []
+    thr, status = throughput_at_sla(fx, fy, sla)
+    if thr is not None:
+        # round trip: the speed at that throughput is at least the SLA (equal when interpolated)
+        sp, _ = speed_at_throughput(fx, fy, thr)
+        assert sp is not None and sp >= min(sla, fx[-1]) - 1e-6 * max(1.0, sla)
+
+
+def test_interpolation_negative_controls():
+    fx, fy = np.array([100.0, 150.0, 180.0, 200.0]), np.array([800.0, 600.0, 360.0, 200.0])
+    assert sla_violations(fx, fy, 165.0, throughput_at_sla) == []
+    assert sla_violations(fx, fy, 250.0, throughput_at_sla) == []
+    assert sla_violations(fx, fy, 250.0, wrong_extrapolating)
+    assert sla_violations(fx, fy, 165.0, wrong_step)
 
 
 def test_speed_at_throughput():

@@ -72,7 +72,8 @@ def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sla", default=DEFAULT_SLA, show_default=True, type=float,
                      help="Per-user speed SLA, tokens/s/user."),
         click.option("--speed", "speed", default="p50", show_default=True, type=click.Choice(sorted(SPEED_COLUMNS)),
-                     help="Which per-user speed percentile the frontier and SLA use."),
+                     help="Per-user speed the frontier and SLA use: p50 = the median user, p90 = the speed "
+                          "90 % of users reach or beat (1 / P90 of TPOT)."),
         click.option("--baseline", default=None,
                      help="Policy to compare against (default: mtp1 if swept, else the last policy)."),
         click.option("--workers", default=None, type=click.IntRange(min=1),
@@ -343,6 +344,10 @@ def pareto(trace: str, policies: str, loads: str, rate_scales: str, profile: str
     cores. Writes sweep.parquet (one row per run), frontier.parquet, sla.parquet, speed_gain.parquet,
     budget.parquet, acceptance.parquet, sla_breaking_load.parquet, frontier.png,
     verify_budget_vs_concurrency.png, acceptance_by_position.png, step_time.png and report.txt.
+
+    The default load overloads the trace, so each cap is the concurrency (the paper's Figure 8
+    axis) and TTFT is mostly queueing; `--load 256 --rate-scales 0.5,1,2,4,8` sweeps offered load
+    instead, with meaningful TTFT.
     """
     pols = _parse_list(policies, str, "--policies")
     base_name = _baseline(pols, baseline)
