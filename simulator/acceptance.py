@@ -1,0 +1,361 @@
+"""Synthetic acceptance model: per-family, per-domain presets anchored to the DSpark paper's Figure 2.
+
+Covers: how many drafted tokens the target accepts, and what the drafter's confidence head says
+about them, without running any model.
+
+Scenario. Request i in round t drafts g tokens. Token k's true acceptance probability is
+alpha = sigmoid(b_k + z_i + e_{i,t,k}): b_k is the preset's base logit at block position k, z_i ~
+N(0, SIGMA_REQUEST^2) the request's difficulty (drawn once per request), e ~ N(0, SIGMA_TOKEN^2)
+per-token variation (token-level acceptance is strongly bimodal in practice, hence a wide spread).
+The target accepts token k when a uniform draw falls below alpha; the round accepts the leading run.
+
+Presets. `FIGURE2` is the paper's Figure 2 digitised (Qwen3-4B, position-wise conditional
+acceptance r_k: among rounds whose first k-1 drafts survived, the share whose k-th survived, pooled
+over the domain's benchmarks). The prefix survival of the population is S_k = r_1 * ... * r_k
+whatever the heterogeneity, so b_k is solved (position by position, Gauss-Hermite over z) to make
+E_z[prod_j E_e sigmoid(b_j + z + e_j)] equal S_k exactly: the preset reproduces Figure 2's
+conditional acceptance and hence the mean accepted length per round 1 + S_1 + ... + S_g with a fixed
+block and no scheduler, which the paper's Table 1 reports per benchmark (e.g. DSpark, chat:
+3.51 from Figure 2 against 3.64 MT-Bench / 3.54 Alpaca / 3.29 Arena-Hard). Blocks longer than 7
+repeat position 7's rate. MTP-1 is a one-token drafter with acceptance `MTP1` (DeepSeek reports
+85-90 % for its second-token MTP; we put chat at the low end and math at the high end).
+
+Confidence. The head observes o = logit(alpha) + eta, eta ~ N(0, s^2), and knows the request's
+prior mean b_k + z_i; it reports the posterior mean of alpha (a calibrated estimate of the
+conditional acceptance), then an overconfidence temperature T >= 1 is applied:
+c = sigmoid(T * logit(c_calibrated)). The noise s is solved so that the ROC-AUC of c against
+acceptance (pooled over positions whose prefix survived) hits `auc`, and T so that the expected
+calibration error (15 equal-width bins, same pool) hits `ece`; the paper reports AUC 0.81-0.90,
+ECE 3-8 % raw and about 1 % after STS (defaults: auc 0.85, ece 0.01; use ECE_RAW for raw heads).
+
+Randomness is per request: a request's difficulty is a hash of (seed, request) and its rounds come
+from its own PCG64 stream addressed by round, so a request's acceptance does not depend on which
+other requests share its batch, and results are identical for the same seed on any batch schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import expit, logit, ndtri
+
+from simulator.backend import Requests
+from simulator.predrawn import PredrawnBackend
+
+# Figure 2 of the DSpark paper, digitised (+-0.005): conditional acceptance at block positions 1..7,
+# Qwen3-4B target, temperature 1. Keys (family, domain).
+FIGURE2: dict[tuple[str, str], tuple[float, ...]] = {
+    ("dflash", "math"): (0.885, 0.827, 0.820, 0.834, 0.841, 0.839, 0.828),
+    ("eagle3", "math"): (0.811, 0.823, 0.838, 0.844, 0.851, 0.856, 0.850),
+    ("dspark", "math"): (0.905, 0.890, 0.888, 0.885, 0.887, 0.891, 0.882),
+    ("dflash", "code"): (0.865, 0.815, 0.797, 0.801, 0.810, 0.801, 0.777),
+    ("eagle3", "code"): (0.771, 0.774, 0.781, 0.791, 0.787, 0.794, 0.784),
+    ("dspark", "code"): (0.886, 0.872, 0.860, 0.861, 0.858, 0.859, 0.851),
+    ("dflash", "chat"): (0.718, 0.648, 0.638, 0.661, 0.682, 0.692, 0.688),
+    ("eagle3", "chat"): (0.534, 0.589, 0.642, 0.678, 0.709, 0.729, 0.733),
+    ("dspark", "chat"): (0.735, 0.738, 0.740, 0.744, 0.758, 0.766, 0.761),
+}
+# MTP-1 (one-token drafter): acceptance of its single draft token per domain (DeepSeek: 85-90 %)
+MTP1: dict[str, float] = {"chat": 0.85, "code": 0.88, "math": 0.90}
+# The paper's Table 1, Qwen3-4B, accepted length per round (bonus included), fixed block 7:
+# {family: {domain: (benchmark values...)}}; the preset targets each domain's macro average.
+TABLE1_QWEN3_4B: dict[str, dict[str, dict[str, float]]] = {
+    "dspark": {"math": {"GSM8K": 6.11, "MATH": 5.70, "AIME25": 4.89},
+               "code": {"MBPP": 5.13, "HumanEval": 5.38, "LCB": 4.86},
+               "chat": {"MT-Bench": 3.64, "Alpaca": 3.54, "Arena-Hard": 3.29}},
+    "dflash": {"math": {"GSM8K": 5.40, "MATH": 4.85, "AIME25": 4.15},
+               "code": {"MBPP": 4.40, "HumanEval": 4.74, "LCB": 4.18},
+               "chat": {"MT-Bench": 3.07, "Alpaca": 2.96, "Arena-Hard": 2.83}},
+    "eagle3": {"math": {"GSM8K": 5.14, "MATH": 4.62, "AIME25": 3.92},
+               "code": {"MBPP": 3.69, "HumanEval": 4.16, "LCB": 3.77},
+               "chat": {"MT-Bench": 2.39, "Alpaca": 2.26, "Arena-Hard": 2.55}},
+}
+FAMILIES = ("dspark", "dflash", "eagle3", "mtp1")
+DOMAINS = ("chat", "code", "math")
+FALLBACK_DOMAIN = "chat"  # trace domains without a preset use chat (the hardest, most conservative)
+
+SIGMA_REQUEST = 0.5  # logit std of per-request difficulty z
+SIGMA_TOKEN = 3.0  # logit std of per-token variation e (oracle ROC-AUC about 0.92 with this spread)
+ECE_RAW = 0.055  # calibration error of a raw (uncalibrated) head, middle of the paper's 3-8 %
+_MC_ROUNDS = 6000  # Monte Carlo rounds used to fit the confidence noise and temperature
+_ECE_BINS = 15
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(48)  # probabilists' Gauss-Hermite
+_GH_W = _GH_W / _GH_W.sum()
+
+
+def domain_key(domain: str) -> str:
+    """The preset domain used for a trace domain (unknown domains fall back to FALLBACK_DOMAIN)."""
+    return domain if domain in DOMAINS else FALLBACK_DOMAIN
+
+
+def conditional_rates(family: str, domain: str, block: int, mtp1_acceptance: float | None = None) -> np.ndarray:
+    """Preset conditional acceptance r_k at positions 1..block ([block] float64).
+
+    Figure 2 values for dspark/dflash/eagle3 (position 7's value repeated past 7); MTP-1's single
+    acceptance (repeated, as for a chain of MTP heads) for mtp1.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"drafter {family!r} is not one of {', '.join(FAMILIES)}")
+    d = domain_key(domain)
+    if family == "mtp1":
+        a = MTP1[d] if mtp1_acceptance is None else float(mtp1_acceptance)
+        return np.full(block, a)
+    r = np.asarray(FIGURE2[(family, d)], dtype=np.float64)
+    return np.concatenate([r, np.full(max(block - r.size, 0), r[-1])])[:block]
+
+
+def expected_accepted_length(family: str, domain: str, block: int, mtp1_acceptance: float | None = None) -> float:
+    """Mean tokens per round (bonus included) verifying the full block: 1 + S_1 + ... + S_g."""
+    return float(1.0 + np.cumprod(conditional_rates(family, domain, block, mtp1_acceptance)).sum())
+
+
+class _LogisticNormalMean:
+    """x -> E[sigmoid(x + sd * Z)], Z ~ N(0, 1), tabulated on a fine grid (vectorised lookup).
+
+    With `temperature` T != 1 the table holds sigmoid(T * logit(mean)) (an overconfident head).
+    """
+
+    def __init__(self, sd: float, temperature: float = 1.0) -> None:
+        self.grid = np.linspace(-40.0, 40.0, 8001)
+        self.values = expit(self.grid[:, None] + sd * _GH_X[None, :]) @ _GH_W if sd > 0 else expit(self.grid)
+        if temperature != 1.0:
+            self.values = expit(temperature * logit(np.clip(self.values, 1e-300, 1 - 1e-16)))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.interp(x, self.grid, self.values)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A solved synthetic preset for one (family, domain, block).
+
+    Attributes:
+        family, domain: the preset's drafter family and domain.
+        rates: [g] target conditional acceptance r_k (Figure 2 / MTP-1).
+        base_logit: [g] b_k solved so the population survival equals prod(r_1..r_k).
+        obs_noise: std of the confidence head's observation noise on logit(alpha).
+        temperature: overconfidence temperature T applied to the calibrated confidence.
+        auc, ece: the ROC-AUC and calibration error measured on the fitting sample.
+    """
+
+    family: str
+    domain: str
+    rates: np.ndarray
+    base_logit: np.ndarray
+    obs_noise: float
+    temperature: float
+    auc: float
+    ece: float
+
+    @property
+    def shrink(self) -> float:
+        """Posterior weight on the observation: SIGMA_TOKEN^2 / (SIGMA_TOKEN^2 + s^2)."""
+        return SIGMA_TOKEN**2 / (SIGMA_TOKEN**2 + self.obs_noise**2)
+
+    @property
+    def posterior_sd(self) -> float:
+        """Posterior std of logit(alpha) given the observation."""
+        return float(np.sqrt(self.shrink * self.obs_noise**2))
+
+
+def solve_base_logits(rates: np.ndarray) -> np.ndarray:
+    """b [g] with E_z[prod_{j<=k} E_e sigmoid(b_j + z + e_j)] = prod_{j<=k} r_j for every k."""
+    from scipy.optimize import brentq
+
+    mean_e = _LogisticNormalMean(SIGMA_TOKEN)
+    z = SIGMA_REQUEST * _GH_X
+    prefix = np.ones_like(z)  # prod over earlier positions, per quadrature node
+    target, out = 1.0, []
+    for r in rates:
+        target *= r
+        f = lambda b, prefix=prefix, target=target: float(_GH_W @ (prefix * mean_e(b + z))) - target
+        b = brentq(f, -39.0, 39.0, xtol=1e-10)
+        out.append(b)
+        prefix = prefix * mean_e(b + z)
+    return np.asarray(out)
+
+
+def _roc_auc(score: np.ndarray, label: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    n1 = int(label.sum())
+    n0 = label.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def expected_calibration_error(conf: np.ndarray, label: np.ndarray, bins: int = _ECE_BINS) -> float:
+    """ECE with equal-width bins: sum over bins of (share of samples) * |mean conf - mean label|."""
+    idx = np.minimum((conf * bins).astype(np.int64), bins - 1)
+    n = np.bincount(idx, minlength=bins)
+    sc = np.bincount(idx, weights=conf, minlength=bins)
+    sl = np.bincount(idx, weights=label.astype(np.float64), minlength=bins)
+    keep = n > 0
+    return float(np.sum(np.abs(sc[keep] - sl[keep])) / conf.size)
+
+
+@lru_cache(maxsize=128)
+def build_preset(family: str, domain: str, block: int, auc: float = 0.85, ece: float = 0.01,
+                 mtp1_acceptance: float | None = None) -> Preset:
+    """Solve the preset for (family, domain, block) with confidences at the target AUC and ECE.
+
+    Deterministic (fixed Monte Carlo seed). ValueError when the AUC is out of reach of the preset's
+    acceptance spread.
+    """
+    d = domain_key(domain)
+    rates = conditional_rates(family, d, block, mtp1_acceptance)
+    b = solve_base_logits(rates)
+    rng = np.random.default_rng(20260123)
+    m = _MC_ROUNDS
+    z = SIGMA_REQUEST * rng.standard_normal((m, 1))
+    e = SIGMA_TOKEN * rng.standard_normal((m, block))
+    eta_unit = rng.standard_normal((m, block))
+    prior = b[None, :] + z
+    x = prior + e
+    accept = rng.random((m, block)) < expit(x)
+    alive = np.ones((m, block), dtype=bool)  # prefix 1..k-1 survived
+    alive[:, 1:] = np.cumprod(accept[:, :-1], axis=1).astype(bool)
+    label = accept[alive]
+
+    def calibrated(s: float) -> np.ndarray:
+        w = SIGMA_TOKEN**2 / (SIGMA_TOKEN**2 + s**2)
+        post = prior + w * (e + s * eta_unit)
+        return _posterior_mean(float(np.sqrt(w * s**2)))(post)
+
+    e_alive, eta_alive, prior_alive = e[alive], eta_unit[alive], prior[alive]
+
+    def auc_at(s: float) -> float:  # the posterior mean is monotone in `post`: rank that directly
+        w = SIGMA_TOKEN**2 / (SIGMA_TOKEN**2 + s**2)
+        return _roc_auc(prior_alive + w * (e_alive + s * eta_alive), label)
+
+    hi_auc, lo_auc = auc_at(0.0), auc_at(30.0)
+    where = f"synthetic preset {family}/{d}"
+    if not lo_auc <= auc <= hi_auc:
+        raise ValueError(f"{where}: conf_auc {auc} is outside what its acceptance spread allows "
+                         f"[{lo_auc:.3f}, {hi_auc:.3f}]")
+    lo, hi = 0.0, 30.0
+    for _ in range(24):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if auc_at(mid) > auc else (lo, mid)
+    s = 0.5 * (lo + hi)
+    cal = calibrated(s)[alive]
+    lcal = logit(np.clip(cal, 1e-12, 1 - 1e-12))
+    ece_at = lambda t: expected_calibration_error(expit(t * lcal), label)
+    t_lo, t_hi = 1.0, 1.0
+    if ece_at(1.0) < ece:
+        while ece_at(t_hi) < ece and t_hi < 64:
+            t_hi *= 2.0
+        for _ in range(30):
+            mid = 0.5 * (t_lo + t_hi)
+            t_lo, t_hi = (mid, t_hi) if ece_at(mid) < ece else (t_lo, mid)
+    t = 0.5 * (t_lo + t_hi)
+    return Preset(family, d, rates, b, s, t, _roc_auc(cal, label), ece_at(t))
+
+
+# ---------------------------------------------------------------- counter-based random numbers
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = (x ^ (x >> _S30)) * _M1
+    x = (x ^ (x >> _S27)) * _M2
+    return x ^ (x >> _S31)
+
+
+def counter_uniform(seed: int, request: np.ndarray, round_: np.ndarray, position: np.ndarray,
+                    stream: int) -> np.ndarray:
+    """Uniforms in (0, 1) keyed by (seed, request, round, position, stream); inputs broadcast.
+
+    A pure function of its keys: the same key gives the same number in any batch, in any order.
+    """
+    with np.errstate(over="ignore"):
+        h = _mix(np.uint64(seed) * _GOLD + np.uint64(stream + 1) * _M2)
+        h = _mix(h ^ (np.asarray(request, dtype=np.uint64) * _GOLD))
+        h = _mix(h ^ (np.asarray(round_, dtype=np.uint64) * _M1))
+        h = _mix(h ^ (np.asarray(position, dtype=np.uint64) + np.uint64(0x632BE59BD9B4E019)))
+    return ((h >> _S11).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+_STREAM_REQUEST = 0  # counter_uniform stream of the per-request difficulty
+
+
+class SyntheticAcceptance(PredrawnBackend):
+    """Backend drawing acceptance and confidences from the presets (see the module docstring).
+
+    Pre-drawn (simulator.predrawn): each slot holds CHUNK rounds, drawn vectorised from
+    counter-based uniforms, so `draft`/`verify` are gathers and the engine can `peek` ahead.
+    """
+
+    def __init__(self, family: str, block: int, slots: int, seed: int = 0, auc: float = 0.85,
+                 ece: float = 0.01, mtp1_acceptance: float | None = None) -> None:
+        if family not in FAMILIES:
+            raise ValueError(f"drafter {family!r} is not one of {', '.join(FAMILIES)}")
+        super().__init__(block, slots)
+        self.family, self.seed = family, int(seed)
+        self.auc, self.ece, self.mtp1_acceptance = auc, ece, mtp1_acceptance
+        self.name = f"synthetic {family} (auc {auc:g}, ece {ece:g})"
+        self._presets: list[Preset] = []
+        self._preset_index: dict[str, int] = {}
+        self._preset = np.zeros(slots, dtype=np.int64)
+        self._z = np.zeros(slots)
+
+    def preset(self, domain: str) -> Preset:
+        """The solved preset for a trace domain (built on first use, cached)."""
+        d = domain_key(domain)
+        if d not in self._preset_index:
+            self._preset_index[d] = len(self._presets)
+            self._presets.append(build_preset(self.family, d, max(self.block, 1), self.auc, self.ece,
+                                              self.mtp1_acceptance))
+        return self._presets[self._preset_index[d]]
+
+    def _bind(self, slots: np.ndarray, requests: Requests) -> None:
+        for d in set(requests.domains):
+            self.preset(d)
+        self._preset[slots] = [self._preset_index[domain_key(d)] for d in requests.domains]
+        u = counter_uniform(self.seed, requests.index, 0, 0, _STREAM_REQUEST)
+        self._z[slots] = SIGMA_REQUEST * ndtri(u)
+
+    def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rounds [r, R] of each slot: confidences [r, R, g] and the leading-accept count [r, R].
+
+        Each request's uniforms come from its own PCG64 stream (SeedSequence([seed, request])),
+        laid out round-major (round t uses draws [3 g t, 3 g (t + 1))), so any round range is
+        reached by `advance` and draws never depend on the batch.
+        """
+        g = max(self.block, 1)
+        r, n_rounds = rounds.shape
+        u = np.empty((r, n_rounds, 3, g))
+        for j, (req, first) in enumerate(zip(self._req[slots].tolist(), rounds[:, 0].tolist())):
+            bits = np.random.PCG64(np.random.SeedSequence([self.seed, req]))
+            if first:
+                bits.advance(3 * g * first)
+            u[j] = np.random.Generator(bits).random((n_rounds, 3, g))
+        normal = ndtri(u[:, :, :2])
+        e = SIGMA_TOKEN * normal[:, :, 0]
+        eta = normal[:, :, 1]
+        u = u[:, :, 2]
+        conf = np.empty(e.shape)
+        lead = np.empty(e.shape[:2], dtype=np.int64)
+        presets = self._preset[slots]
+        for p in np.unique(presets).tolist():
+            preset = self._presets[p]
+            sel = presets == p if len(self._presets) > 1 else slice(None)
+            prior = preset.base_logit[None, None, :] + self._z[slots[sel]][:, None, None]
+            accept = u[sel] < expit(prior + e[sel])
+            post = prior + preset.shrink * (e[sel] + preset.obs_noise * eta[sel])
+            conf[sel] = _posterior_mean(preset.posterior_sd, preset.temperature)(post)
+            lead[sel] = np.where(accept.all(axis=2), g, np.argmin(accept, axis=2))
+        return conf, lead
+
+
+@lru_cache(maxsize=64)
+def _posterior_mean(sd: float, temperature: float = 1.0) -> _LogisticNormalMean:
+    return _LogisticNormalMean(sd, temperature)

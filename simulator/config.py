@@ -1,0 +1,148 @@
+"""SimConfig: every knob of one simulation, with defaults that explain themselves.
+
+A config is frozen and validated at construction (one-line ValueError naming the field and the
+value). `SimConfig.replace(**changes)` returns a validated copy; sweeps build many of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+POLICIES = ("dspark", "mtp1", "static-K", "threshold-TAU", "verify-all", "none", "async-dspark",
+            "vllm-adaptive", "sglang-adaptive")
+DRAFTERS = ("dspark", "dflash", "eagle3", "mtp1")
+CLOCKS = ("profile", "measured")
+
+_STATIC = re.compile(r"^static-(\d+)$")
+_THRESHOLD = re.compile(r"^threshold-([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)$")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulation's settings (times in seconds, sizes in tokens unless said otherwise)."""
+
+    # --- method
+    policy: str = "dspark"  # dspark (greedy, early stop) | mtp1 | static-K | threshold-TAU | verify-all | none
+    #                         | async-dspark (stale-capacity top-K) | vllm-adaptive | sglang-adaptive
+    drafter: str = "dspark"  # acceptance preset family: dspark | dflash | eagle3 | mtp1 (one-token)
+    block: int = 7  # drafted tokens per round g (the paper's offline tables use 7; production 5)
+    # --- engine
+    max_running: int = 128  # cap on resident (prefilling + decoding) requests
+    kv_blocks: int | None = None  # paged KV capacity in blocks; None derives it from the profile
+    kv_block_size: int = 16  # tokens per KV block (vLLM's default)
+    kv_watermark: float = 0.01  # share of KV blocks kept free when admitting (vLLM's default)
+    prefill_chunk: int = 2048  # prefill tokens per step (chunked prefill budget, mixed into decode)
+    # --- workload
+    rate_scale: float = 1.0  # arrival rate multiplier: arrival_s is divided by this
+    max_requests: int | None = None  # simulate only the first N requests of the trace
+    horizon_s: float | None = None  # stop the clock here; still-open requests are reported unfinished
+    seed: int = 0  # seeds every random draw (acceptance, confidences)
+    # --- timing
+    profile: str = "h100-qwen3-8b-roofline"  # bundled profile name or path to a profile JSON
+    clock: str = "profile"  # profile (step time from the curve) | measured (backend's wall times)
+    # --- acceptance model
+    acceptance: str = "synthetic"  # synthetic presets, or a path to a recorded-rounds file
+    conf_auc: float = 0.85  # synthetic confidences' target ROC-AUC (paper: 0.81-0.90)
+    conf_ece: float = 0.01  # synthetic confidences' target calibration error (paper: ~1% after STS)
+    mtp1_acceptance: float | None = None  # override the MTP-1 preset acceptance (DeepSeek: 0.85-0.9)
+    # --- SLA for goodput
+    sla_tps: float = 20.0  # per-user tokens/s a request must reach (1 / TPOT); trace slo_tps overrides
+    sla_ttft_s: float = 2.0  # time to first token a request must not exceed
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def draft_block(self) -> int:
+        """Tokens drafted per round: 1 for the MTP-1 policy/drafter, 0 for plain decoding."""
+        if self.policy == "none":
+            return 0
+        if self.policy == "mtp1" or self.drafter == "mtp1":
+            return 1
+        return self.block
+
+    @property
+    def drafter_family(self) -> str:
+        """The acceptance preset family actually used (the mtp1 policy implies the mtp1 drafter)."""
+        return "mtp1" if self.policy == "mtp1" else self.drafter
+
+    def replace(self, **changes: Any) -> SimConfig:
+        """A validated copy with `changes` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+def parse_policy(name: str) -> tuple[str, float | None]:
+    """Split a policy name into (kind, parameter): "static-3" -> ("static", 3.0); ValueError if unknown."""
+    if name in ("dspark", "mtp1", "verify-all", "none", "async-dspark", "vllm-adaptive", "sglang-adaptive"):
+        return name, None
+    m = _STATIC.match(name)
+    if m:
+        return "static", float(m.group(1))
+    m = _THRESHOLD.match(name)
+    if m:
+        return "threshold", float(m.group(1))
+    raise ValueError(f"policy {name!r} is not one of {', '.join(POLICIES)} (e.g. static-3, threshold-0.5)")
+
+
+def _validate(c: SimConfig) -> None:
+    kind, param = parse_policy(c.policy)
+    if kind == "threshold" and not (param is not None and 0.0 <= param <= 1.0):
+        raise ValueError(f"policy {c.policy!r}: threshold must lie in [0, 1]")
+    if c.drafter not in DRAFTERS:
+        raise ValueError(f"drafter {c.drafter!r} is not one of {', '.join(DRAFTERS)}")
+    if c.clock not in CLOCKS:
+        raise ValueError(f"clock {c.clock!r} is not one of {', '.join(CLOCKS)}")
+    _int_at_least("block", c.block, 1)
+    if c.block > 64:
+        raise ValueError(f"block must be <= 64, got {c.block}")
+    if kind == "static" and param is not None and param > c.draft_block:
+        raise ValueError(f"policy {c.policy!r} verifies more than the block drafts ({c.draft_block})")
+    _int_at_least("max_running", c.max_running, 1)
+    if c.kv_blocks is not None:
+        _int_at_least("kv_blocks", c.kv_blocks, 1)
+    _int_at_least("kv_block_size", c.kv_block_size, 1)
+    _int_at_least("prefill_chunk", c.prefill_chunk, 1)
+    _int_at_least("seed", c.seed, 0)
+    if c.max_requests is not None:
+        _int_at_least("max_requests", c.max_requests, 1)
+    _number_in("kv_watermark", c.kv_watermark, 0.0, 0.5)
+    _positive("rate_scale", c.rate_scale)
+    if c.horizon_s is not None:
+        _positive("horizon_s", c.horizon_s)
+    _number_in("conf_auc", c.conf_auc, 0.5, 0.999)
+    _number_in("conf_ece", c.conf_ece, 0.0, 0.3)
+    if c.mtp1_acceptance is not None:
+        _number_in("mtp1_acceptance", c.mtp1_acceptance, 0.0, 0.999)
+    _positive("sla_tps", c.sla_tps)
+    _positive("sla_ttft_s", c.sla_ttft_s)
+    if not isinstance(c.profile, str) or not c.profile:
+        raise ValueError(f"profile must be a bundled name or a path, got {c.profile!r}")
+    if not isinstance(c.acceptance, str) or not c.acceptance:
+        raise ValueError(f"acceptance must be 'synthetic' or a recorded-rounds path, got {c.acceptance!r}")
+
+
+def _int_at_least(name: str, v: Any, lo: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _positive(name: str, v: Any) -> None:
+    if not _is_number(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+
+
+def _number_in(name: str, v: Any, lo: float, hi: float) -> None:
+    if not _is_number(v) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")

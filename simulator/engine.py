@@ -1,0 +1,583 @@
+"""The serving engine as SimPy processes: continuous batching with confidence-scheduled speculation.
+
+Covers: one GPU replica serving a trace, vLLM-style, with speculative decoding in every decode step.
+
+Scenario. An arrival process releases requests at their trace times into a FCFS waiting queue. One
+engine process runs steps back to back while there is work (and sleeps until the next arrival when
+there is none). Each step:
+
+1. reserve KV for every decoding request: its anchor plus all drafted tokens (the lookahead); when
+   blocks run out, preempt the most recently admitted requests (recompute, counted);
+2. admit waiting requests into free slots (at most `max_running` resident) while their whole
+   prefill fits in KV above the watermark (none when this step preempted);
+3. chunked prefill: up to `prefill_chunk` prompt tokens, oldest admission first;
+4. decode: draft for every decoding request, the policy picks verify lengths (the step's prefill
+   tokens are `extra_tokens`), the backend verifies;
+5. the clock advances by the profiled step time at the batch's mean context for
+   B = prefill tokens + sum(1 + l_i), plus the drafter's latency for (decoding requests, block);
+6. results land at the step's end: emitted tokens (clipped at the trace's output length), first
+   tokens of finished prefills, finished requests leave and free their blocks.
+
+Running-request state is numpy arrays indexed by slot; a step costs a fixed number of vectorised
+calls whatever the batch size, and one SimPy timeout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from simulator.backend import Backend, Requests
+from simulator.config import SimConfig, parse_policy
+from simulator.fastpath import STATELESS, batched_lengths
+from simulator.kv import KVBlocks, blocks_for, lifo_victims
+from simulator.policies import Policy
+from simulator.predrawn import MAX_PEEK
+from sparksched.curve import ThroughputCurve
+
+# request status codes (SimResult.requests "status" column uses the names)
+PENDING, WAITING, RUNNING, DONE, REJECTED, UNFINISHED = 0, 1, 2, 3, 4, 5
+STATUS_NAMES = ("pending", "waiting", "running", "finished", "rejected", "unfinished")
+CONTEXT_BUCKET = 128  # tokens: the step-time curve is evaluated at the mean context rounded to this
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The trace as arrays (all [N], arrival-sorted; times in seconds, lengths in tokens)."""
+
+    ids: list[str]
+    arrival: np.ndarray
+    prompt: np.ndarray
+    output: np.ndarray
+    domains: list[str]
+    prompts: list[str | None] | None = None
+
+
+class _Growable:
+    """Columns of numpy arrays appended to in place (amortised doubling)."""
+
+    def __init__(self, dtypes: dict[str, type], capacity: int = 4096) -> None:
+        self.cols = {k: np.zeros(capacity, dtype=t) for k, t in dtypes.items()}
+        self.n = 0
+
+    def reserve(self, m: int) -> int:
+        """Make room for m more rows; return the start row."""
+        if self.n + m > next(iter(self.cols.values())).size:
+            cap = max(2 * (self.n + m), 4096)
+            for k, v in self.cols.items():
+                grown = np.zeros(cap, dtype=v.dtype)
+                grown[: self.n] = v[: self.n]
+                self.cols[k] = grown
+        start = self.n
+        self.n += m
+        return start
+
+    def frozen(self) -> dict[str, np.ndarray]:
+        """The filled part of every column."""
+        return {k: v[: self.n] for k, v in self.cols.items()}
+
+
+class StepClock:
+    """Step time (s) by batch tokens at a context bucket, from cached lookup tables."""
+
+    def __init__(self, curve: ThroughputCurve, max_tokens: int, draft_latency: np.ndarray) -> None:
+        self.curve = curve if curve.extrapolate != "error" else ThroughputCurve(
+            curve.tokens, curve.seconds, curve.contexts, "linear", curve.meta)
+        self.max_tokens = int(max_tokens)
+        self.draft_latency = draft_latency  # [max_running + 1] seconds by decoding requests
+        self._cache: dict[int, tuple[ThroughputCurve, np.ndarray]] = {}
+
+    def at(self, context: float) -> tuple[ThroughputCurve, np.ndarray]:
+        """(1-D curve, table [max_tokens + 1]) at the bucketed context."""
+        key = int(context) // CONTEXT_BUCKET
+        hit = self._cache.get(key)
+        if hit is None:
+            c1 = self.curve.at_context(key * CONTEXT_BUCKET + CONTEXT_BUCKET / 2)
+            hit = (c1, c1.table(self.max_tokens))
+            self._cache[key] = hit
+        return hit
+
+
+class Engine:
+    """One replica: SimPy arrival and engine processes over slot-indexed numpy state."""
+
+    def __init__(self, env: simpy.Environment, work: Workload, config: SimConfig, backend: Backend,
+                 policy: Policy, clock: StepClock, kv_blocks: int, progress=None) -> None:
+        self.env, self.work, self.cfg = env, work, config
+        self.backend, self.policy, self.clock = backend, policy, clock
+        self.g = config.draft_block
+        n, s = len(work.ids), config.max_running
+        self.n_requests = n
+        # per request
+        self.status = np.zeros(n, dtype=np.int8)
+        self.reason: dict[int, str] = {}
+        self.emitted = np.zeros(n, dtype=np.int64)
+        self.first_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.admit_s = np.full(n, np.nan)
+        self.rounds = np.zeros(n, dtype=np.int64)
+        self.drafted = np.zeros(n, dtype=np.int64)
+        self.verified = np.zeros(n, dtype=np.int64)
+        self.accepted = np.zeros(n, dtype=np.int64)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        # per slot
+        self.slot_req = np.full(s, -1, dtype=np.int64)
+        self.slot_prefill = np.zeros(s, dtype=np.int64)  # tokens still to prefill
+        self.slot_ctx = np.zeros(s, dtype=np.int64)  # prompt + emitted tokens (KV incl. the anchor)
+        self.slot_seq = np.zeros(s, dtype=np.int64)  # admission order (preemption: newest first)
+        self.free_slots = list(range(s - 1, -1, -1))
+        self.kv = KVBlocks(kv_blocks, config.kv_block_size, config.kv_watermark, s)
+        self.waiting: deque[int] = deque()
+        self.closed = 0  # finished + rejected + unfinished
+        self._seq = 0
+        self._wake: simpy.Event | None = None
+        self.progress = progress
+        kind, param = parse_policy(config.policy)
+        # stateless policies run through the batched form (bit-equal to the library, simulator.fastpath)
+        self.batched = (kind, param) if kind in STATELESS else None
+        self.fast = (self.batched is not None and config.clock == "profile"
+                     and (self.g == 0 or hasattr(backend, "peek")))
+        self.next_arrival = 0  # index of the next request the arrival process will release
+        self.horizon = config.horizon_s
+        self.steps = _Growable({"t_start": np.float64, "duration_s": np.float64, "draft_s": np.float64,
+                                "decode_requests": np.int32, "prefill_requests": np.int32,
+                                "prefill_tokens": np.int32, "batch_tokens": np.int32,
+                                "verified": np.int32, "accepted": np.int32, "emitted": np.int32,
+                                "mean_context": np.float32, "running": np.int32, "waiting": np.int32,
+                                "kv_free_blocks": np.int32, "preempted": np.int32})
+        self.log = _Growable({"step": np.int32, "request": np.int32, "verified": np.int16,
+                              "accepted": np.int16, "emitted": np.int16}, 16384)
+
+    # ---------------------------------------------------------------- processes
+    def arrivals(self):
+        """Release requests into the waiting queue at their (scaled) arrival times."""
+        arrival = self.work.arrival
+        i, n = 0, self.n_requests
+        while i < n:
+            t = arrival[i]
+            if t > self.env.now:
+                yield self.env.timeout(t - self.env.now)
+            j = i
+            while j < n and arrival[j] <= self.env.now:
+                self.status[j] = WAITING
+                self.waiting.append(j)
+                j += 1
+            i = j
+            self.next_arrival = i
+            if self._wake is not None and not self._wake.triggered:
+                self._wake.succeed()
+
+    def run(self):
+        """The engine loop: one SimPy timeout per step; sleeps when idle."""
+        while self.closed < self.n_requests:
+            if not self.waiting and not (self.slot_req >= 0).any():
+                self._wake = self.env.event()
+                yield self._wake
+                self._wake = None
+                continue
+            plan = self._epoch_plan() if self.fast else None
+            if plan is not None:
+                waits = []
+                for d in plan["dt"].tolist():
+                    yield self.env.timeout(d)
+                    waits.append(len(self.waiting))
+                self._finish_epoch(plan, waits)
+                continue
+            dt = self._step()
+            if dt is None:  # nothing could run (all waiting requests were rejected)
+                continue
+            yield self.env.timeout(dt)
+            self._finish_step()
+
+    # ---------------------------------------------------------------- one step
+    def _step(self) -> float | None:
+        now = self.env.now
+        g, kv, cfg = self.g, self.kv, self.cfg
+        occupied = self.slot_req >= 0
+        dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
+        preempted = 0
+        if dec.size:
+            want = self.slot_ctx[dec] + g
+            growth = kv.growth(dec, want)
+            if int(growth.sum()) > kv.free:
+                preempted = self._preempt(dec, growth)
+                occupied = self.slot_req >= 0
+                dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
+                want = self.slot_ctx[dec] + g
+            if dec.size:
+                kv.resize(dec, np.maximum(want, kv.held[dec] * kv.block_size))
+        if not preempted and self.waiting and self.free_slots:
+            self._admit(now)
+        # chunked prefill, oldest admission first
+        pre = np.flatnonzero(self.slot_prefill > 0)
+        p_tokens = 0
+        if pre.size:
+            pre = pre[np.argsort(self.slot_seq[pre], kind="stable")]
+            left = self.slot_prefill[pre]
+            before = np.cumsum(left) - left
+            chunk = np.clip(cfg.prefill_chunk - before, 0, left)
+            keep = chunk > 0
+            pre, chunk = pre[keep], chunk[keep]
+            p_tokens = int(chunk.sum())
+        n = dec.size
+        if n == 0 and p_tokens == 0:
+            return None
+        draft_s = 0.0
+        if n:
+            ctx = float(self.slot_ctx[dec].mean())
+        else:
+            ctx = float(self.slot_ctx[pre].mean())
+        curve, table = self.clock.at(ctx)
+        if n and g > 0:
+            draft = self.backend.draft(dec, g)
+            draft_s = float(self.clock.draft_latency[n])
+            if self.batched is not None:
+                lengths = batched_lengths(self.batched[0], self.batched[1], draft.conf[None], draft.drafted,
+                                          table, p_tokens)[0]
+            else:
+                lengths = self.policy.lengths(dec, draft.conf, draft.drafted, curve, p_tokens, draft_s)
+            verdict = self.backend.verify(dec, lengths)
+            acc = verdict.accepted
+            drafted = draft.drafted
+            if cfg.clock == "measured" and draft.seconds is not None and verdict.seconds is not None:
+                measured = draft.seconds + verdict.seconds
+            else:
+                measured = None
+        else:
+            lengths = np.zeros(n, dtype=np.int64)
+            acc = lengths
+            drafted = lengths
+            measured = None
+        batch = p_tokens + n + int(lengths.sum())
+        if batch > self.clock.max_tokens:
+            raise RuntimeError(f"batch of {batch} tokens exceeds the step-time table ({self.clock.max_tokens})")
+        if measured is not None:
+            dt = measured + float(table[batch] - table[batch - p_tokens]) if p_tokens else measured
+        else:
+            dt = float(table[batch]) + draft_s
+        self._pending = (now, dt, draft_s, dec, lengths, acc, drafted, pre, chunk if pre.size else None,
+                         p_tokens, ctx, preempted)
+        return dt
+
+    def _finish_step(self) -> None:
+        (t0, dt, draft_s, dec, lengths, acc, drafted, pre, chunk, p_tokens, ctx,
+         preempted) = self._pending
+        now = self.env.now
+        done_slots = []
+        emitted_total = 0
+        step_index = self.steps.n
+        if dec.size:
+            req = self.slot_req[dec]
+            if self.g > 0:
+                self.policy.observe(dec, lengths, acc)
+            e = np.minimum(acc + 1, self.work.output[req] - self.emitted[req])
+            self.emitted[req] += e
+            self.rounds[req] += 1
+            self.drafted[req] += drafted
+            self.verified[req] += lengths
+            self.accepted[req] += acc
+            self.slot_ctx[dec] += e
+            self.kv.resize(dec, self.slot_ctx[dec])
+            emitted_total = int(e.sum())
+            start = self.log.reserve(dec.size)
+            cols = self.log.cols
+            cols["step"][start:start + dec.size] = step_index
+            cols["request"][start:start + dec.size] = req
+            cols["verified"][start:start + dec.size] = lengths
+            cols["accepted"][start:start + dec.size] = acc
+            cols["emitted"][start:start + dec.size] = e
+            fin = self.emitted[req] >= self.work.output[req]
+            if fin.any():
+                done_slots.append(dec[fin])
+        if pre.size:
+            self.slot_prefill[pre] -= chunk
+            ready = pre[self.slot_prefill[pre] == 0]
+            if ready.size:
+                req = self.slot_req[ready]
+                self.emitted[req] += 1
+                emitted_total += int(ready.size)
+                self.slot_ctx[ready] += 1
+                first = np.isnan(self.first_s[req])
+                self.first_s[req[first]] = now
+                fin = self.emitted[req] >= self.work.output[req]
+                if fin.any():
+                    done_slots.append(ready[fin])
+        if done_slots:
+            slots = np.concatenate(done_slots)
+            req = self.slot_req[slots]
+            self.finish_s[req] = now
+            self.status[req] = DONE
+            self._release(slots)
+            self.closed += int(slots.size)
+        st = self.steps
+        i = st.reserve(1)
+        c = st.cols
+        c["t_start"][i] = t0
+        c["duration_s"][i] = dt
+        c["draft_s"][i] = draft_s
+        c["decode_requests"][i] = dec.size
+        c["prefill_requests"][i] = pre.size
+        c["prefill_tokens"][i] = p_tokens
+        c["batch_tokens"][i] = p_tokens + dec.size + int(lengths.sum())
+        c["verified"][i] = int(lengths.sum())
+        c["accepted"][i] = int(acc.sum())
+        c["emitted"][i] = emitted_total
+        c["mean_context"][i] = ctx
+        c["running"][i] = self.cfg.max_running - len(self.free_slots)
+        c["waiting"][i] = len(self.waiting)
+        c["kv_free_blocks"][i] = self.kv.free
+        c["preempted"][i] = preempted
+        if self.progress is not None and (i & 255) == 0:
+            self.progress(now)
+
+    # ---------------------------------------------------------------- fast path: many steps at once
+    def _epoch_plan(self) -> dict | None:
+        """Plan up to MAX_PEEK decode-only steps of an unchanging batch, or None (take a normal step).
+
+        Exactly what the same number of `_step` calls would do: it stops before any step in which a
+        request could be admitted (an arrival into an empty queue with a free slot), the KV lookahead
+        would not fit (preemption), or the mean context changes step-time bucket; and after the first
+        step in which a request finishes.
+        """
+        kv, w = self.kv, self.work
+        if self.waiting and self.free_slots:
+            r = self.waiting[0]
+            tokens = int(w.prompt[r] + self.emitted[r]) + 1
+            if not kv.admissible(tokens) or kv.can_admit(tokens):
+                return None
+        occ = self.slot_req >= 0
+        if self.slot_prefill[occ].any():
+            return None
+        dec = np.flatnonzero(occ)
+        n = dec.size
+        if n == 0:
+            return None
+        g, t_max = self.g, MAX_PEEK
+        ctx0 = self.slot_ctx[dec]
+        mean0 = float(ctx0.mean())
+        curve, table = self.clock.at(mean0)
+        if g > 0:
+            conf, lead = self.backend.peek(dec, t_max, g)
+            t_max = conf.shape[0]
+            drafted = np.full(n, g, dtype=np.int64)
+            lengths = batched_lengths(self.batched[0], self.batched[1], conf, drafted, table, 0)
+            acc = np.minimum(lead, lengths)
+            draft_s = float(self.clock.draft_latency[n])
+        else:
+            lengths = acc = np.zeros((t_max, n), dtype=np.int64)
+            draft_s = 0.0
+        req = self.slot_req[dec]
+        rem = w.output[req] - self.emitted[req]
+        e = acc + 1
+        cum = np.cumsum(e, axis=0)  # [T, n] emitted through each step
+        before = cum - e  # emitted before each step
+        stop = t_max
+        fin = (cum >= rem[None, :]).any(axis=1)
+        if fin.any():
+            stop = int(fin.argmax()) + 1
+        ctx = ctx0[None, :] + before  # [T, n] context at each step's start
+        mean_ctx = ctx.sum(axis=1) / n
+        if self.clock.curve.has_context:
+            same = (mean_ctx.astype(np.int64) // CONTEXT_BUCKET) == int(mean0) // CONTEXT_BUCKET
+            if not same.all():
+                stop = min(stop, int(same.argmin()))
+        need = blocks_for(ctx + g, kv.block_size).sum(axis=1)
+        avail = kv.free + int(kv.held[dec].sum())
+        fits = need <= avail
+        if not fits.all():
+            stop = min(stop, int(fits.argmin()))
+        batch = n + lengths.sum(axis=1)
+        dt = table[batch] + draft_s
+        clock = np.cumsum(np.concatenate([[self.env.now], dt]))  # sequential sums: SimPy's own clock
+        if self.free_slots and not self.waiting and self.next_arrival < self.n_requests:
+            stop = min(stop, int(np.searchsorted(clock[:-1], w.arrival[self.next_arrival], side="left")))
+        if self.horizon is not None:
+            stop = min(stop, max(1, int(np.searchsorted(clock[1:], self.horizon, side="right"))))
+        if stop < 1:
+            return None
+        e = np.minimum(e[:stop], rem[None, :] - before[:stop])
+        return {"dec": dec, "req": req, "dt": dt[:stop], "start": clock[:stop], "lengths": lengths[:stop],
+                "acc": acc[:stop], "e": e, "batch": batch[:stop], "mean_ctx": mean_ctx[:stop],
+                "draft_s": draft_s, "avail": avail}
+
+    def _finish_epoch(self, p: dict, waits: list[int]) -> None:
+        dec, req, e = p["dec"], p["req"], p["e"]
+        steps, n = e.shape
+        g = self.g
+        if g > 0:
+            self.backend.advance(dec, steps)
+        total = e.sum(axis=0)
+        self.emitted[req] += total
+        self.rounds[req] += steps
+        self.drafted[req] += g * steps
+        self.verified[req] += p["lengths"].sum(axis=0)
+        self.accepted[req] += p["acc"].sum(axis=0)
+        ctx_after = self.slot_ctx[dec][None, :] + np.cumsum(e, axis=0)  # [steps, n]
+        self.slot_ctx[dec] = ctx_after[-1]
+        self.kv.resize(dec, self.slot_ctx[dec])
+        s0 = self.steps.n
+        start = self.log.reserve(steps * n)
+        c = self.log.cols
+        sl = slice(start, start + steps * n)
+        c["step"][sl] = np.repeat(np.arange(s0, s0 + steps), n)
+        c["request"][sl] = np.tile(req, steps)
+        c["verified"][sl] = p["lengths"].ravel()
+        c["accepted"][sl] = p["acc"].ravel()
+        c["emitted"][sl] = e.ravel()
+        i = self.steps.reserve(steps)
+        c = self.steps.cols
+        sl = slice(i, i + steps)
+        c["t_start"][sl] = p["start"]
+        c["duration_s"][sl] = p["dt"]
+        c["draft_s"][sl] = p["draft_s"]
+        c["decode_requests"][sl] = n
+        c["prefill_requests"][sl] = 0
+        c["prefill_tokens"][sl] = 0
+        c["batch_tokens"][sl] = p["batch"]
+        c["verified"][sl] = p["lengths"].sum(axis=1)
+        c["accepted"][sl] = p["acc"].sum(axis=1)
+        c["emitted"][sl] = e.sum(axis=1)
+        c["mean_context"][sl] = p["mean_ctx"]
+        c["running"][sl] = self.cfg.max_running - len(self.free_slots)
+        c["waiting"][sl] = waits
+        c["kv_free_blocks"][sl] = p["avail"] - blocks_for(ctx_after, self.kv.block_size).sum(axis=1)
+        c["preempted"][sl] = 0
+        fin = self.emitted[req] >= self.work.output[req]
+        if fin.any():
+            slots = dec[fin]
+            r = req[fin]
+            self.finish_s[r] = self.env.now
+            self.status[r] = DONE
+            self._release(slots)
+            self.closed += int(slots.size)
+            c["running"][i + steps - 1] = self.cfg.max_running - len(self.free_slots)
+            c["kv_free_blocks"][i + steps - 1] = self.kv.free
+        if self.progress is not None and ((i + steps) >> 8) != (i >> 8):
+            self.progress(self.env.now)
+
+    # ---------------------------------------------------------------- admission and preemption
+    def _admit(self, now: float) -> None:
+        joined: list[tuple[int, int]] = []
+        kv, w = self.kv, self.work
+        while self.waiting and self.free_slots:
+            r = self.waiting[0]
+            tokens = int(w.prompt[r] + self.emitted[r])  # recompute prefills emitted tokens too
+            if not kv.admissible(tokens + 1):
+                self.waiting.popleft()
+                self._close(r, REJECTED, f"prefill of {tokens} tokens exceeds the KV cache "
+                                         f"({kv.total} blocks of {kv.block_size})")
+                continue
+            if not kv.can_admit(tokens + 1):
+                break
+            self.waiting.popleft()
+            s = self.free_slots.pop()
+            kv.allocate(s, tokens + 1)
+            self.slot_req[s] = r
+            self.slot_prefill[s] = tokens
+            self.slot_ctx[s] = tokens
+            self.slot_seq[s] = self._seq
+            self._seq += 1
+            self.status[r] = RUNNING
+            if math.isnan(self.admit_s[r]):
+                self.admit_s[r] = now
+            joined.append((s, r))
+        if joined:
+            slots = np.asarray([s for s, _ in joined], dtype=np.int64)
+            idx = np.asarray([r for _, r in joined], dtype=np.int64)
+            self.policy.forget(slots)
+            self.backend.join(slots, Requests(
+                index=idx, ids=[w.ids[r] for r in idx.tolist()], domains=[w.domains[r] for r in idx.tolist()],
+                prompt_tokens=w.prompt[idx], output_tokens=w.output[idx], emitted=self.emitted[idx].copy(),
+                prompts=None if w.prompts is None else [w.prompts[r] for r in idx.tolist()]))
+
+    def _preempt(self, dec: np.ndarray, growth: np.ndarray) -> int:
+        """Preempt newest-first until every remaining decoding request's lookahead fits."""
+        kv = self.kv
+        occ = np.flatnonzero(self.slot_req >= 0)
+        order = occ[np.argsort(-self.slot_seq[occ], kind="stable")]
+        grow_by_slot = np.zeros(self.slot_req.size, dtype=np.int64)
+        grow_by_slot[dec] = growth
+        j = lifo_victims(order, kv.held[order], grow_by_slot[order], kv.free)
+        victims = order[:j]
+        if j == order.size:  # even the oldest alone does not fit: it can never finish
+            oldest = victims[-1:]
+            r = int(self.slot_req[oldest[0]])
+            self._release(oldest)
+            self._close(r, UNFINISHED, "context outgrew the KV cache")
+            victims = victims[:-1]
+        if victims.size:
+            req = self.slot_req[victims]
+            self.preemptions[req] += 1
+            self._release(victims)
+            self.status[req] = WAITING
+            for r in req[::-1].tolist():  # oldest victim ends up first in the queue
+                self.waiting.appendleft(r)
+        return int(j)
+
+    def _release(self, slots: np.ndarray) -> None:
+        self.backend.leave(slots)
+        self.kv.release(slots)
+        self.slot_req[slots] = -1
+        self.slot_prefill[slots] = 0
+        self.slot_ctx[slots] = 0
+        self.free_slots.extend(slots.tolist())
+
+    def _close(self, r: int, status: int, reason: str) -> None:
+        self.status[r] = status
+        self.reason[r] = reason
+        self.closed += 1
+
+    def close_open(self, reason: str) -> None:
+        """Mark every request not yet finished as unfinished (e.g. at the horizon)."""
+        for r in np.flatnonzero(self.status < DONE).tolist():
+            self._close(r, UNFINISHED, reason)
+
+
+def draft_latency_table(profile: dict | None, family: str, block: int, max_running: int) -> tuple[np.ndarray, str]:
+    """Drafter seconds per step by decoding requests n = 0..max_running, and where it came from.
+
+    From the profile's `draft` rows (median_s by requests and block), linear in requests (extended
+    linearly past the grid) and in block between measured blocks. Parallel drafters (dspark, dflash)
+    cost one pass at the block; mtp1 one pass at block 1; eagle3 (autoregressive) `block` passes at
+    block 1. Zero when the profile has no draft rows.
+    """
+    n = np.arange(max_running + 1, dtype=np.float64)
+    rows = (profile or {}).get("draft") or []
+    if block == 0 or not rows:
+        return np.zeros(max_running + 1), "none in profile (0 s)" if block else "no drafter"
+    passes, g = (block, 1) if family == "eagle3" else ((1, 1) if family == "mtp1" else (1, block))
+    by_block: dict[int, dict[float, list[float]]] = {}
+    for r in rows:
+        by_block.setdefault(int(r["block"]), {}).setdefault(float(r["requests"]), []).append(float(r["median_s"]))
+    blocks = sorted(by_block)
+
+    def at_block(b: int) -> np.ndarray:
+        pts = by_block[b]
+        xs = np.asarray(sorted(pts))
+        ys = np.asarray([np.mean(pts[x]) for x in xs])
+        out = np.interp(n, xs, ys)
+        if xs.size >= 2:
+            slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+            out = np.where(n > xs[-1], ys[-1] + slope * (n - xs[-1]), out)
+        return out
+
+    if g in by_block:
+        lat = at_block(g)
+    elif g < blocks[0] or g > blocks[-1]:
+        lat = at_block(blocks[0] if g < blocks[0] else blocks[-1])
+    else:
+        hi = next(b for b in blocks if b > g)
+        lo = max(b for b in blocks if b < g)
+        w = (g - lo) / (hi - lo)
+        lat = (1 - w) * at_block(lo) + w * at_block(hi)
+    lat = passes * np.maximum(lat, 0.0)
+    lat[0] = 0.0
+    return lat, f"profile draft rows (block {g}{' x ' + str(passes) + ' passes' if passes > 1 else ''})"
+
+
+def _blocks_needed(tokens: int, block_size: int) -> int:
+    return int(blocks_for(tokens, block_size))

@@ -1,0 +1,229 @@
+"""Verify-length policies for the simulator: a policy name -> an object the engine calls every step.
+
+Covers: which drafted tokens each decoding request sends to verification, for every policy the
+simulator compares on the same trace and profile.
+
+    dspark          the non-anticipating greedy with early stop (sparksched.schedule, Algorithm 1)
+    mtp1            a one-token drafter, always verified (static-1 on a block of 1)
+    static-K        verify min(K, drafted) tokens per request
+    threshold-TAU   verify the longest prefix whose survival S_k >= TAU
+    verify-all      verify everything drafted
+    none            plain decoding (no drafter runs)
+    async-dspark    the paper's production scheduler (section 5.2): capacity K from a global search
+                    over the confidences of two steps earlier, then top-K by current survival
+    vllm-adaptive   vLLM's adaptive verification (vllm-project/vllm#47808): budget from the previous
+                    step's per-request EMA-smoothed confidences (alpha 0.8; new requests count as
+                    1.0), global argmax including the drafter's time, plain-decoding fallback, then
+                    top-K by current survival
+    sglang-adaptive SGLang's adaptive step count (sgl-project/sglang#21599): one draft depth for the
+                    whole batch, picked from {1, 3, 7} by an EMA of accepted drafts per round with
+                    hysteresis (thresholds here are ours: up at >= 0.75 x depth, down below 0.4 x depth,
+                    at most one switch per 8 steps)
+
+Lossless (exact-enumeration verdicts in tests/test_engine_policies_lossless.py and the core's tests):
+dspark (early stop), static, threshold, verify-all and none decide [l_i >= k] from c_{i,<=k} only;
+async-dspark and vllm-adaptive fix K from stale confidences (no dependence on the current tokens) and
+admit by rank of a non-increasing survival; sglang-adaptive uses only past rounds' outcomes. All are
+lossless under the confidence contract (c_k never reads x_k); none of them is lossless when fed a
+confidence that reads x_k itself.
+
+Interface: `policy.lengths(slots, conf, drafted, curve, extra_tokens, draft_seconds) -> [n] int64`,
+then `policy.observe(slots, lengths, accepted)` after verification, and `policy.forget(slots)` when
+slots change hands. Stateless policies ignore the last two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from simulator.config import SimConfig, parse_policy
+from sparksched.curve import ThroughputCurve
+
+CoreFn = Callable[[np.ndarray, ThroughputCurve, np.ndarray, int], np.ndarray]
+
+
+class Policy(Protocol):
+    """What the engine calls each decoding step (see the module docstring)."""
+
+    name: str
+
+    def lengths(self, slots: np.ndarray, conf: np.ndarray, drafted: np.ndarray, curve: ThroughputCurve,
+                extra_tokens: int, draft_seconds: float) -> np.ndarray: ...
+
+    def observe(self, slots: np.ndarray, lengths: np.ndarray, accepted: np.ndarray) -> None: ...
+
+    def forget(self, slots: np.ndarray) -> None: ...
+
+
+class Stateless:
+    """Wraps a core policy callable (conf, curve, drafted, extra_tokens) -> lengths."""
+
+    def __init__(self, name: str, fn: CoreFn) -> None:
+        self.name, self.fn = name, fn
+
+    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
+        return np.asarray(self.fn(conf, curve, drafted, extra_tokens), dtype=np.int64)
+
+    def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
+        pass
+
+    def forget(self, slots) -> None:  # noqa: D102
+        pass
+
+
+class Plain:
+    """Plain decoding: verify nothing (the engine does not even run the drafter)."""
+
+    name = "none"
+
+    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
+        return np.zeros(slots.size, dtype=np.int64)
+
+    def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
+        pass
+
+    def forget(self, slots) -> None:  # noqa: D102
+        pass
+
+
+class StaleCapacity:
+    """Capacity K planned from stale per-slot confidences, then top-K by current survival.
+
+    Args:
+        name: policy name.
+        slots: engine slot count (state arrays are per slot).
+        block: draft block g.
+        staleness: how many decoding steps old the planning confidences are (2: DSpark section 5.2;
+            1: vLLM's double-buffered previous step).
+        plan: (stale_conf [n, g], curve, drafted [n], extra_tokens, draft_seconds) -> K.
+        admit: (conf [n, g], K, drafted [n]) -> lengths [n].
+        ema: per-slot smoothing weight on the newest confidence (1.0: none).
+        unknown: how rows without stale data are filled: "mean" of the known rows, or "one".
+    """
+
+    def __init__(self, name: str, slots: int, block: int, staleness: int,
+                 plan: Callable[..., int], admit: Callable[..., np.ndarray],
+                 ema: float = 1.0, unknown: str = "mean") -> None:
+        self.name, self.staleness, self.plan, self.admit = name, staleness, plan, admit
+        self.ema, self.unknown = ema, unknown
+        g = max(block, 1)
+        self._ring = np.zeros((staleness, slots, g))
+        self._valid = np.zeros((staleness, slots), dtype=bool)
+        self._smooth = np.zeros((slots, g))
+        self._has = np.zeros(slots, dtype=bool)
+        self._t = 0
+
+    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
+        j = self._t % self.staleness
+        self._t += 1
+        ok = self._valid[j, slots]
+        stale = self._ring[j, slots][:, : conf.shape[1]]
+        if not ok.all():
+            if self.unknown == "mean" and ok.any():
+                stale[~ok] = stale[ok].mean(axis=0)
+            else:
+                stale[~ok] = 1.0
+        k = int(self.plan(stale, curve, drafted, extra_tokens, draft_seconds))
+        # remember this step's (smoothed) confidences for the step `staleness` later
+        if self.ema < 1.0:
+            prev = np.where(self._has[slots, None], self._smooth[slots, : conf.shape[1]], conf)
+            now = self.ema * conf + (1.0 - self.ema) * prev
+            self._smooth[slots, : conf.shape[1]] = now
+            self._has[slots] = True
+        else:
+            now = conf
+        self._valid[j] = False
+        self._valid[j, slots] = True
+        self._ring[j, slots, : conf.shape[1]] = now
+        return np.asarray(self.admit(conf, k, drafted), dtype=np.int64)
+
+    def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
+        pass
+
+    def forget(self, slots) -> None:  # noqa: D102
+        self._valid[:, slots] = False
+        self._has[slots] = False
+
+
+class SGLangAdaptive:
+    """One draft depth for the batch from {1, 3, 7} (capped by the block), by EMA with hysteresis."""
+
+    CANDIDATES = (1, 3, 7)
+
+    def __init__(self, block: int, weight: float = 0.2, up: float = 0.75, down: float = 0.4,
+                 cooldown: int = 8) -> None:
+        self.name = "sglang-adaptive"
+        self.depths = sorted({min(d, block) for d in self.CANDIDATES})
+        self.level = len(self.depths) - 1  # start at the deepest, as SGLang's static7 flags do
+        self.weight, self.up, self.down, self.cooldown = weight, up, down, cooldown
+        self.avg: float | None = None
+        self._since = 0
+
+    @property
+    def depth(self) -> int:
+        """Current draft depth."""
+        return self.depths[self.level]
+
+    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
+        return np.minimum(drafted, self.depth).astype(np.int64)
+
+    def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
+        if accepted.size == 0:
+            return
+        a = float(accepted.mean())
+        self.avg = a if self.avg is None else (1 - self.weight) * self.avg + self.weight * a
+        self._since += 1
+        if self._since < self.cooldown:
+            return
+        d = self.depth
+        if self.avg >= self.up * d and self.level < len(self.depths) - 1:
+            self.level += 1
+            self._since = 0
+        elif self.avg < self.down * d and self.level > 0:
+            self.level -= 1
+            self._since = 0
+
+    def forget(self, slots) -> None:  # noqa: D102
+        pass
+
+
+def make_policy(config: SimConfig) -> Policy:
+    """The policy object for `config.policy` (ValueError for unknown names)."""
+    kind, param = parse_policy(config.policy)
+    g = config.draft_block
+    if kind == "none":
+        return Plain()
+    if kind == "sglang-adaptive":
+        return SGLangAdaptive(g)
+    if kind == "dspark":
+        from sparksched.scheduler import schedule
+
+        return Stateless("dspark", schedule)
+    from sparksched import policies as core
+    if kind == "mtp1":
+        return Stateless("mtp1", core.static(1))
+    if kind == "static":
+        return Stateless(config.policy, core.static(int(param or 0)))
+    if kind == "threshold":
+        return Stateless(config.policy, core.threshold(float(param or 0.0)))
+    if kind == "verify-all":
+        return Stateless("verify-all", core.verify_all)
+    if kind == "async-dspark":
+        from sparksched.async_scheduler import admit_top_k, plan_capacity
+
+        plan = lambda stale, curve, drafted, extra, draft_s: plan_capacity(stale, curve, drafted, extra)
+        return StaleCapacity("async-dspark", config.max_running, g, 2, plan, admit_top_k)
+    if kind == "vllm-adaptive":
+        from sparksched.async_scheduler import admit_top_k
+        from sparksched.budget import plan_budget
+
+        def plan_v(stale, curve, drafted, extra, draft_s):
+            return plan_budget(stale, curve, drafted, extra_tokens=extra, draft_seconds=draft_s,
+                               plain_fallback=True)
+
+        return StaleCapacity("vllm-adaptive", config.max_running, g, 1, plan_v, admit_top_k,
+                             ema=0.8, unknown="one")
+    raise ValueError(f"policy {config.policy!r} is not implemented")

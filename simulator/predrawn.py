@@ -1,0 +1,116 @@
+"""A backend base for acceptance models whose rounds can be drawn ahead: per-slot pre-drawn chunks.
+
+A pre-drawn backend knows each request's round t (confidences [g] and the length of its accepted
+prefix if all g drafts were verified) as a pure function of (seed, request, t). It keeps CHUNK rounds
+per slot in numpy arrays and refills them vectorised, so `draft`/`verify` are a gather each. Because
+draws are pure functions of the round, a slot can be re-drawn from any round at any time with the
+same result; `peek(slots, T)` hands the engine T future rounds at once (its batched fast path) and
+`advance(slots, T)` consumes them, equivalent to T draft/verify pairs.
+
+Subclasses implement `_bind(slots, requests)` (per-request state at join) and
+`_draw(slots, rounds)` -> (conf [r, R, g] float64, lead [r, R] int64) for rounds [r, R].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.backend import Draft, Requests, Verdict
+
+CHUNK = 128  # rounds drawn per slot at a time (fewer when the request has fewer tokens left)
+MAX_PEEK = 32  # most rounds `peek` returns at once
+
+
+class PredrawnBackend:
+    """Per-slot pre-drawn rounds behind the Backend protocol, plus peek/advance for the fast path."""
+
+    name = "predrawn"
+
+    def __init__(self, block: int, slots: int) -> None:
+        self.block = int(block)
+        g = max(self.block, 1)
+        self._req = np.full(slots, -1, dtype=np.int64)
+        self._base_round = np.zeros(slots, dtype=np.int64)  # request round at ptr 0
+        self._ptr = np.zeros(slots, dtype=np.int64)
+        self._conf = np.zeros((slots, CHUNK, g))
+        self._lead = np.zeros((slots, CHUNK), dtype=np.int64)  # accepted prefix if all g verified
+        self._next_round: dict[int, int] = {}  # request -> next round, kept across preemptions
+        self._end_round = np.zeros(slots, dtype=np.int64)  # rounds the request can use at most
+        self._avail = np.zeros(slots, dtype=np.int64)  # valid rounds in the slot's buffer
+
+    # ---------------------------------------------------------------- subclass hooks
+    def _bind(self, slots: np.ndarray, requests: Requests) -> None:
+        """Per-request state for newly joined slots (called before the first draw)."""
+
+    def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- Backend protocol
+    def join(self, slots: np.ndarray, requests: Requests) -> None:
+        """Bind requests to slots and draw their next CHUNK rounds."""
+        slots = np.asarray(slots, dtype=np.int64)
+        self._req[slots] = requests.index
+        self._base_round[slots] = [self._next_round.pop(int(r), 0) for r in requests.index.tolist()]
+        # every round emits >= 1 token, so a request never needs more rounds than tokens it has left
+        self._end_round[slots] = self._base_round[slots] + np.maximum(requests.output_tokens - requests.emitted, 1)
+        self._bind(slots, requests)
+        self._refill(slots)
+
+    def draft(self, slots: np.ndarray, block: int) -> Draft:
+        """Confidences [n, block] of each slot's current round; every slot drafts `block` tokens."""
+        if block > self.block:
+            raise ValueError(f"draft block {block} exceeds the backend's block {self.block}")
+        conf = self._conf[slots, self._ptr[slots], :block]
+        return Draft(conf, np.full(slots.size, block, dtype=np.int64))
+
+    def verify(self, slots: np.ndarray, lengths: np.ndarray) -> Verdict:
+        """Accepted drafts [n]: the round's accepted prefix, cut at the verify length."""
+        ptr = self._ptr[slots]
+        accepted = np.minimum(self._lead[slots, ptr], lengths)
+        self._move(slots, ptr + 1)
+        return Verdict(accepted)
+
+    def leave(self, slots: np.ndarray) -> None:
+        """Free slots; remember each request's next round in case it joins again (preemption)."""
+        for s in np.asarray(slots).tolist():
+            if self._req[s] >= 0:
+                self._next_round[int(self._req[s])] = int(self._base_round[s] + self._ptr[s])
+        self._req[slots] = -1
+
+    # ---------------------------------------------------------------- fast path
+    def peek(self, slots: np.ndarray, rounds: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next `rounds` (<= MAX_PEEK) rounds: conf [T, n, block] and accepted prefix [T, n].
+
+        Rows past a request's last possible round are stale (it finishes before reaching them).
+        """
+        rounds = min(int(rounds), MAX_PEEK)
+        over = self._ptr[slots] + rounds > self._avail[slots]
+        short = slots[over & (self._base_round[slots] + self._avail[slots] < self._end_round[slots])]
+        if short.size:  # re-draw from the current round (same values: draws are pure functions)
+            self._base_round[short] += self._ptr[short]
+            self._refill(short)
+        ptr = np.minimum(self._ptr[slots][:, None] + np.arange(rounds)[None, :], CHUNK - 1)  # [n, T]
+        conf = self._conf[slots[:, None], ptr, :block].transpose(1, 0, 2)
+        lead = np.minimum(self._lead[slots[:, None], ptr].T, block)
+        return conf, lead
+
+    def advance(self, slots: np.ndarray, rounds: int) -> None:
+        """Consume `rounds` rounds of each slot (as that many draft/verify pairs would)."""
+        self._move(slots, self._ptr[slots] + rounds)
+
+    # ---------------------------------------------------------------- internals
+    def _move(self, slots: np.ndarray, ptr: np.ndarray) -> None:
+        self._ptr[slots] = ptr
+        full = slots[ptr >= self._avail[slots]]
+        if full.size:
+            self._base_round[full] += self._ptr[full]
+            self._refill(full)
+
+    def _refill(self, slots: np.ndarray) -> None:
+        self._ptr[slots] = 0
+        need = int(np.clip((self._end_round[slots] - self._base_round[slots]).max(), 1, CHUNK))
+        rounds = self._base_round[slots][:, None] + np.arange(need)[None, :]
+        conf, lead = self._draw(slots, rounds)  # rows past `need` keep stale values, never consumed
+        self._conf[slots, :need] = conf
+        self._lead[slots, :need] = lead
+        self._avail[slots] = need

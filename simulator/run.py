@@ -1,0 +1,299 @@
+"""`simulate`: replay a trace through the engine and collect what users and operators would see.
+
+    from simulator.run import simulate
+    from simulator.config import SimConfig
+    res = simulate("chat", SimConfig(policy="dspark"))
+    print(res.table())
+    res.write("runs/chat-dspark")   # requests.parquet, steps.parquet, rounds.parquet, summary.json
+
+The result holds three polars tables: `requests` (one row per trace request, every request present:
+finished, rejected or unfinished with a reason), `steps` (one row per engine step) and `rounds` (one
+row per decoding request per step: verified drafts, accepted drafts, emitted tokens), and `summary`,
+a dict of scalars (definitions in `simulator.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import simpy
+
+from simulator.backend import Backend
+from simulator.config import SimConfig
+from simulator.engine import STATUS_NAMES, Engine, StepClock, Workload, draft_latency_table
+from simulator.metrics import (
+    acceptance_by_position,
+    budget_by_running,
+    meets_sla,
+    request_latencies,
+    summarize,
+)
+from simulator.policies import make_policy
+from sparksched.curve import ThroughputCurve
+
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "fp8": 1,
+               "float8": 1, "int8": 1}
+GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of device memory for weights + KV cache
+FALLBACK_KV_BLOCKS = 16384  # when a profile lacks model/device facts: 262k tokens at block 16
+
+
+@dataclass
+class SimResult:
+    """One simulation's tables and summary (see the module docstring)."""
+
+    summary: dict[str, Any]
+    requests: pl.DataFrame
+    steps: pl.DataFrame
+    rounds: pl.DataFrame
+    config: SimConfig
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def acceptance_by_position(self) -> pl.DataFrame:
+        """Conditional acceptance per domain and block position (simulator.metrics)."""
+        return acceptance_by_position(self.rounds, self.config.draft_block, self.requests["domain"])
+
+    def budget_by_running(self) -> pl.DataFrame:
+        """Mean verify budget (anchor incl.) per number of decoding requests in a step."""
+        return budget_by_running(self.steps)
+
+    def write(self, directory: str | Path) -> Path:
+        """Write requests/steps/rounds Parquet and summary.json into `directory`, each file atomically."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {"requests.parquet": self.requests, "steps.parquet": self.steps,
+                 "rounds.parquet": self.rounds, "acceptance.parquet": self.acceptance_by_position(),
+                 "budget.parquet": self.budget_by_running()}
+        doc = {"summary": self.summary, "config": self.config.to_dict(), "meta": self.meta}
+        for name, df in files.items():
+            _atomic(out / name, lambda p, df=df: df.write_parquet(p))
+        _atomic(out / "summary.json",
+                lambda p: Path(p).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n"))
+        return out
+
+    def table(self) -> str:
+        """The summary as an aligned text table."""
+        return summary_table(self.summary, self.meta)
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    return str(x)
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
+    """Human-readable summary: the headline numbers, one per line."""
+    def f(v: Any, unit: str = "", digits: int = 3) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.{digits}g}{unit}" if abs(v) < 1e4 else f"{v:,.0f}{unit}"
+        return f"{v}{unit}"
+
+    def ms(v: Any) -> str:
+        return "-" if v is None else f"{1000 * v:.1f} ms"
+
+    meta = meta or {}
+    rows = [
+        ("policy / drafter / block", f"{meta.get('policy', '?')} / {meta.get('drafter', '?')} / "
+                                     f"{meta.get('block', '?')}"),
+        ("requests", f"{s['requests']} ({s['finished']} finished, {s['rejected']} rejected, "
+                     f"{s['unfinished']} unfinished)"),
+        ("simulated time", f(s["duration_s"], " s")),
+        ("throughput", f(s["throughput_tps"], " tok/s")),
+        ("per-user tok/s P50 / P90 / P99", " / ".join(f(s[f"user_tps_p{q}"]) for q in (50, 90, 99))),
+        ("TTFT P50 / P90 / P99", " / ".join(ms(s[f"ttft_p{q}_s"]) for q in (50, 90, 99))),
+        ("TPOT P50 / P90 / P99", " / ".join(ms(s[f"tpot_p{q}_s"]) for q in (50, 90, 99))),
+        ("ITL per step P50 / P99", " / ".join(ms(s[f"itl_step_p{q}_s"]) for q in (50, 99))),
+        ("ITL per token P50 / P99", " / ".join(ms(s[f"itl_token_p{q}_s"]) for q in (50, 99))),
+        ("accepted length per round", f(s["mean_accepted_per_round"])),
+        ("verify budget / request (anchor incl.)", f(s["mean_verify_budget"])),
+        ("acceptance by position", " ".join(f"{a:.2f}" if a is not None else "-"
+                                             for a in s["acceptance_by_position"]) or "-"),
+        (f"goodput (TTFT <= {s['sla_ttft_s']:g} s, >= {s['sla_tps']:g} tok/s/user)",
+         f"{100 * s['goodput_share']:.1f} % of requests, {f(s['goodput_tps'], ' tok/s')}"),
+        ("preemptions", f(s["preemptions"])),
+        ("steps (mean batch tokens)", f"{s['steps']} ({f(s.get('mean_batch_tokens'))})"),
+    ]
+    if s["unfinished_reasons"]:
+        rows.append(("not finished", "; ".join(f"{k}: {v}" for k, v in s["unfinished_reasons"].items())))
+    if "wall_s" in meta:
+        rows.append(("wall time", f"{meta['wall_s']:.2f} s ({meta.get('sim_per_wall', 0):,.0f} sim-s per wall-s)"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def derive_kv_blocks(profile: dict[str, Any] | None, block_size: int) -> tuple[int, str]:
+    """KV blocks the profiled device holds for the profiled model, vLLM-style, and how it was derived.
+
+    blocks = (0.9 x device memory - weights) / (layers x 2 x kv_heads x head_dim x dtype bytes x
+    block_size). FALLBACK_KV_BLOCKS when the profile lacks any of those facts.
+    """
+    try:
+        model, device = profile["model"], profile["device"]  # type: ignore[index]
+        s = DTYPE_BYTES[str(profile.get("dtype", "bfloat16")).replace("torch.", "")]  # type: ignore[union-attr]
+        per_token = int(model["layers"]) * 2 * int(model["kv_heads"]) * int(model["head_dim"]) * s
+        free = GPU_MEMORY_UTILIZATION * float(device["memory_bytes"]) - float(model["parameters"]) * s
+        blocks = int(free // (per_token * block_size))
+        if blocks < 1:
+            raise ValueError
+        return blocks, (f"derived: {GPU_MEMORY_UTILIZATION:g} x {device['memory_bytes'] / 2**30:.0f} GiB "
+                        f"- weights, {per_token / 1024:.0f} KiB/token")
+    except (KeyError, TypeError, ValueError):
+        return FALLBACK_KV_BLOCKS, f"fallback {FALLBACK_KV_BLOCKS} blocks (profile lacks model/device facts)"
+
+
+def _workload(trace: pl.DataFrame | str | Path, config: SimConfig) -> tuple[Any, pl.DataFrame, str]:
+    from simulator.engine import Workload
+    from simulator.trace import load_trace, resolve_trace
+
+    if isinstance(trace, pl.DataFrame):
+        df, name = trace, "dataframe"
+    else:
+        path = resolve_trace(trace)
+        df, name = load_trace(path), Path(path).name
+    if config.max_requests is not None:
+        df = df.head(config.max_requests)
+    if df.height == 0:
+        raise ValueError(f"trace {name}: no requests to simulate")
+    arrival = df["arrival_s"].to_numpy().astype(np.float64) / config.rate_scale
+    if np.any(np.diff(arrival) < 0):
+        raise ValueError(f"trace {name}: arrival_s must not decrease")
+    prompts = df["prompt"].to_list() if "prompt" in df.columns else None
+    work = Workload(ids=df["id"].cast(pl.Utf8).to_list(), arrival=arrival,
+                    prompt=df["prompt_tokens"].to_numpy().astype(np.int64),
+                    output=df["output_tokens"].to_numpy().astype(np.int64),
+                    domains=df["domain"].cast(pl.Utf8).to_list(), prompts=prompts)
+    if np.any(work.prompt < 1) or np.any(work.output < 1):
+        raise ValueError(f"trace {name}: prompt_tokens and output_tokens must be >= 1")
+    return work, df, name
+
+
+def make_backend(config: SimConfig) -> Backend:
+    """The acceptance backend a config names: synthetic presets or a recorded-rounds file."""
+    if config.acceptance == "synthetic":
+        from simulator.acceptance import SyntheticAcceptance
+
+        return SyntheticAcceptance(config.drafter_family, config.draft_block, config.max_running, config.seed,
+                                   config.conf_auc, config.conf_ece, config.mtp1_acceptance)
+    from simulator.recorded import RecordedAcceptance
+
+    return RecordedAcceptance.from_file(config.acceptance, config.draft_block, config.max_running, config.seed)
+
+
+def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, backend: Backend | None = None,
+             progress: bool = False, curve: ThroughputCurve | None = None) -> SimResult:
+    """Run one simulation of `trace` (DataFrame, path, or bundled name) under `config`.
+
+    Args:
+        trace: the requests (trace schema, simulator.trace).
+        config: settings (SimConfig defaults when None).
+        backend: acceptance backend; None builds it from the config (synthetic or recorded).
+        progress: show a tqdm bar in simulated seconds.
+        curve: step-time curve overriding the profile's verify curve (tests, what-if analysis).
+    Returns:
+        SimResult with summary, requests, steps and rounds.
+    """
+    from sparksched.profile import load_profile
+
+    config = config or SimConfig()
+    wall0 = time.perf_counter()
+    work, df, trace_name = _workload(trace, config)
+    profile = load_profile(config.profile) if curve is None or config.kv_blocks is None else None
+    if curve is None:
+        curve = ThroughputCurve.from_profile(profile, extrapolate="linear")
+    g = config.draft_block
+    lat, lat_note = draft_latency_table(profile, config.drafter_family, g, config.max_running)
+    if config.kv_blocks is not None:
+        kv_blocks, kv_note = config.kv_blocks, "configured"
+    else:
+        kv_blocks, kv_note = derive_kv_blocks(profile, config.kv_block_size)
+    if backend is None:
+        backend = make_backend(config)
+    elif g > backend.block:
+        raise ValueError(f"backend drafts at most {backend.block} tokens, config needs block {g}")
+    policy = make_policy(config)
+    clock = StepClock(curve, config.max_running * (g + 1) + config.prefill_chunk + 1, lat)
+    env = simpy.Environment()
+    bar = None
+    tick = None
+    if progress:
+        from tqdm import tqdm
+
+        end_guess = float(work.arrival[-1])
+        bar = tqdm(total=round(end_guess, 1), unit="sim-s", desc=f"simulate {trace_name}",
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
+
+        def tick(now: float) -> None:
+            if now > bar.total:
+                bar.total = round(now, 1)
+            bar.update(max(now - bar.n, 0.0))
+
+    engine = Engine(env, work, config, backend, policy, clock, kv_blocks, tick)
+    env.process(engine.arrivals())
+    done = env.process(engine.run())
+    if config.horizon_s is not None:
+        env.run(until=simpy.events.AnyOf(env, [done, env.timeout(config.horizon_s)]))
+        if not done.triggered:
+            engine.close_open(f"horizon {config.horizon_s:g} s reached")
+    else:
+        env.run(until=done)
+    if bar is not None:
+        bar.update(max(env.now - bar.n, 0.0))
+        bar.close()
+    wall = time.perf_counter() - wall0
+    requests, steps, rounds = _tables(engine, df, work)
+    summary = summarize(requests, steps, rounds, block=g, sla_tps=config.sla_tps, sla_ttft_s=config.sla_ttft_s)
+    summary["wall_s"] = wall
+    summary["sim_per_wall"] = env.now / wall if wall > 0 else math.inf
+    meta = {"trace": trace_name, "policy": config.policy, "drafter": config.drafter_family, "block": g,
+            "backend": getattr(backend, "name", type(backend).__name__), "kv_blocks": kv_blocks,
+            "kv_blocks_source": kv_note, "drafter_latency": lat_note, "profile": config.profile,
+            "curve": repr(curve), "wall_s": wall, "sim_per_wall": summary["sim_per_wall"],
+            "simulated_s": env.now}
+    return SimResult(summary, requests, steps, rounds, config, meta)
+
+
+def _tables(engine: Engine, df: pl.DataFrame, work: Workload) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    e = engine
+    status = np.asarray(STATUS_NAMES, dtype=object)[e.status]
+    reason = [e.reason.get(i) for i in range(e.n_requests)]
+    cols: dict[str, Any] = {
+        "id": work.ids, "domain": work.domains, "arrival_s": work.arrival,
+        "prompt_tokens": work.prompt, "output_tokens": work.output, "emitted_tokens": e.emitted,
+        "status": status.tolist(), "reason": pl.Series("reason", reason, dtype=pl.Utf8),
+        "admitted_s": e.admit_s, "first_token_s": e.first_s, "finish_s": e.finish_s,
+        "rounds": e.rounds, "drafted": e.drafted, "verified": e.verified, "accepted": e.accepted,
+        "preemptions": e.preemptions,
+    }
+    requests = pl.DataFrame(cols).with_columns(pl.col(c).fill_nan(None) for c in
+                                               ("admitted_s", "first_token_s", "finish_s"))
+    if "slo_tps" in df.columns:
+        requests = requests.with_columns(df["slo_tps"].alias("slo_tps"))
+    requests = request_latencies(requests)
+    requests = requests.with_columns(meets_sla(requests, e.cfg.sla_tps, e.cfg.sla_ttft_s))
+    steps = pl.DataFrame(e.steps.frozen())
+    rounds = pl.DataFrame(e.log.frozen())
+    return requests, steps, rounds
