@@ -5,6 +5,14 @@ The public API is what this module exports (see `__all__`); everything else is p
 
 from sparksched.async_scheduler import admit_top_k, plan_capacity
 from sparksched.budget import assign_budget, budget_rates, plan_budget
+from sparksched.calibration import (
+    CalibrationReport,
+    apply_sts,
+    calibration_report,
+    expected_calibration_error,
+    fit_sts,
+    roc_auc,
+)
 from sparksched.curve import ThroughputCurve
 from sparksched.export import vllm_cost_curves, vllm_cost_table, vllm_dynamic_k_table
 from sparksched.layouts import (
@@ -26,17 +34,23 @@ from sparksched.scheduler import schedule, schedule_numpy, schedule_reference, s
 from sparksched.verify import VerifyResult, verify
 
 __all__ = [
+    "CalibrationReport",
     "PaddedBatch",
     "ThroughputCurve",
     "VerifyResult",
     "admit_top_k",
+    "apply_sts",
     "assign_budget",
     "budget_rates",
+    "calibration_report",
     "compact_vllm_flat",
+    "expected_calibration_error",
+    "fit_sts",
     "mrv2_cu_num_logits",
     "mrv2_to_padded",
     "plan_budget",
     "plan_capacity",
+    "roc_auc",
     "schedule",
     "schedule_mrv2",
     "schedule_numpy",

@@ -71,6 +71,11 @@ def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens
 
     Returns:
         K >= 0: argmax over K of R(K) with no early stop (smallest K among equal maxima).
+
+    Example:
+        >>> curve = ThroughputCurve.from_points([1, 2, 3], [1 / 1.0, 1 / 0.5, 1 / 0.45])
+        >>> plan_capacity(np.array([[0.8, 0.9]]), curve)  # crosses the cliff the greedy stops at
+        2
     """
     if _is_torch(stale_conf):
         return _plan_capacity_torch(stale_conf, curve, drafted, extra_tokens)
@@ -156,6 +161,10 @@ def admit_top_k(conf: Any, k_total: Any, drafted: Any = None) -> Any:
 
     Returns:
         [n] int64 verify lengths, prefix-closed, summing to min(K, number of candidates with S > 0).
+
+    Example:
+        >>> admit_top_k(np.array([[0.9, 0.9, 0.5], [0.95, 0.1, 0.9]]), 3).tolist()
+        [2, 1]
     """
     if _is_torch(conf):
         import torch

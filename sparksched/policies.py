@@ -46,7 +46,12 @@ def _drafted_torch(conf: Any, drafted: Any) -> Any:
 
 
 def static(k: int) -> Policy:
-    """Verify min(k, drafted_i) tokens for every request (k >= 0)."""
+    """Verify min(k, drafted_i) tokens for every request (k >= 0).
+
+    Example:
+        >>> static(2)(np.full((2, 4), 0.5), None, drafted=[4, 1]).tolist()
+        [2, 1]
+    """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"static(k): k must be an integer >= 0, got {k!r}")
     k = int(k)
@@ -66,7 +71,12 @@ def static(k: int) -> Policy:
 
 
 def threshold(tau: float) -> Policy:
-    """Verify the longest drafted prefix whose survival S_{i,k} is >= tau (tau in [0, 1])."""
+    """Verify the longest drafted prefix whose survival S_{i,k} is >= tau (tau in [0, 1]).
+
+    Example:
+        >>> threshold(0.5)(np.array([[0.9, 0.8, 0.9], [0.4, 1.0, 1.0]])).tolist()  # S = .9 .72 .648
+        [3, 0]
+    """
     if not isinstance(tau, (int, float, np.floating)) or not math.isfinite(tau) or not 0.0 <= tau <= 1.0:
         raise ValueError(f"threshold(tau): tau must be a number in [0, 1], got {tau!r}")
     tau = float(tau)
@@ -91,7 +101,12 @@ def threshold(tau: float) -> Policy:
 
 
 def verify_all(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0) -> Any:
-    """Verify every drafted token: l_i = drafted_i (default g)."""
+    """Verify every drafted token: l_i = drafted_i (default g).
+
+    Example:
+        >>> verify_all(np.full((3, 4), 0.1), None, drafted=[4, 0, 2]).tolist()
+        [4, 0, 2]
+    """
     if _is_torch(conf):
         if conf.dim() != 2:
             raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")

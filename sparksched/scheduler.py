@@ -156,6 +156,11 @@ def step_time_table(curve: ThroughputCurve, max_tokens: int) -> np.ndarray:
 
     Same values as `step_times(curve, arange(max_tokens + 1))`; feed it (as a tensor on the
     engine's device) to `schedule_torch`.
+
+    Example:
+        >>> curve = ThroughputCurve.from_points([1, 3], [1.0, 2.0], extrapolate="error")
+        >>> step_time_table(curve, 4).tolist()
+        [inf, 1.0, 1.5, 2.0, inf]
     """
     return step_times(curve, np.arange(max_tokens + 1))
 
@@ -192,6 +197,11 @@ def schedule_reference(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: 
 
     Returns:
         [n] int64 verify lengths l_i, prefix-closed, 0 <= l_i <= drafted_i.
+
+    Example:
+        >>> curve = ThroughputCurve.from_points([1, 2, 3], [1 / 1.0, 1 / 0.5, 1 / 0.45])
+        >>> schedule_reference(np.array([[0.8, 0.9]]), curve).tolist()  # the paper's Appendix A
+        [0]
     """
     arr = check_conf(conf)
     n, g = arr.shape
@@ -246,6 +256,11 @@ def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any 
     non-improving candidate from a cumulative sum. Same arguments and result as the reference:
     conf [n, g] float in [0, 1], curve (ThroughputCurve or table [max_B + 1]), drafted [n] ints,
     extra_tokens int >= 0; returns [n] int64 lengths.
+
+    Example:
+        >>> curve = ThroughputCurve.from_points([1, 256, 8192], [0.02, 0.02, 0.64])
+        >>> schedule_numpy(np.full((4, 3), 0.9), curve, drafted=[3, 1, 0, 2]).tolist()
+        [3, 1, 0, 2]
     """
     arr = check_conf(conf)
     n, g = arr.shape
@@ -321,6 +336,13 @@ def schedule_torch(conf: torch.Tensor, table: torch.Tensor, drafted: torch.Tenso
 
     Returns:
         [n] int64 verify lengths on conf's device.
+
+    Example:
+        >>> import torch
+        >>> curve = ThroughputCurve.from_points([1, 64, 512], [0.010, 0.010, 0.040])
+        >>> table = torch.as_tensor(step_time_table(curve, 2 * 4))
+        >>> schedule_torch(torch.tensor([[0.9, 0.8, 0.1], [0.5, 0.2, 0.2]]), table, validate=False).tolist()
+        [3, 3]
     """
     import torch
 

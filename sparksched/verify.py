@@ -44,6 +44,12 @@ class VerifyResult:
         num_emitted: [n] int64, a_i + 1 (tokens emitted this round, the recovered/bonus included).
         bonus: [n] bool, True where every verified draft was accepted (the extra token is a bonus
             token from p_{l_i + 1}), False where it is a recovered token.
+
+    Example:
+        >>> p = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])  # the target never emits token 0 first
+        >>> r = verify(p, None, torch.tensor([[0]]), torch.tensor([1]))
+        >>> r.accepted.tolist(), r.tokens.tolist(), r.bonus.tolist()
+        ([0], [[1, -1]], [False])
     """
 
     accepted: torch.Tensor
