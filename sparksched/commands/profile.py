@@ -1,0 +1,265 @@
+"""`sparksched profile`: measure a target's step-time curve (GPU or CPU), or estimate it (roofline).
+
+    sparksched profile --gpu 0 --model qwen3-8b --dtype bfloat16 -o h100-qwen3-8b.json
+    sparksched profile --device cpu --model tiny -o cpu.json
+    sparksched profile --roofline h100 --model qwen3-8b -o est.json
+    sparksched profile show FILE        # table + PNG
+    sparksched profile check FILE       # held-out interpolation error
+    sparksched profile compare FILE     # roofline vs measured, per point
+
+Thin shell over `profiler/`; library errors become one-line ClickExceptions; files are written
+atomically (never half-written).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return click.ClickException(msg)
+
+
+def _grid(mode: str, grid_name: str | None, requests: str | None, tokens: str | None, block: int | None,
+          contexts: str | None, prompts: str | None, draft_requests: str | None, blocks: str | None,
+          draft_context: int | None) -> Any:
+    from profiler.grid import Grid, get_grid, parse_int_list
+
+    base = get_grid(grid_name or mode)
+    changes: dict[str, Any] = {}
+    if requests:
+        changes["requests"] = parse_int_list(requests, "requests")
+    if tokens and block is not None:
+        raise ValueError("give either --tokens or --block, not both")
+    if tokens:
+        changes["tokens_per_request"] = parse_int_list(tokens, "tokens")
+    if block is not None:
+        if block < 0:
+            raise ValueError(f"--block must be >= 0, got {block}")
+        changes["tokens_per_request"] = tuple(range(1, block + 2))
+    if contexts:
+        changes["contexts"] = _parse_contexts(contexts)
+    if prompts:
+        changes["prompts"] = parse_int_list(prompts, "prompts")
+    if draft_requests:
+        changes["draft_requests"] = parse_int_list(draft_requests, "draft-requests")
+    if blocks:
+        changes["blocks"] = parse_int_list(blocks, "blocks")
+    if draft_context is not None:
+        changes["draft_context"] = draft_context
+    grid: Grid = replace(base, **changes)
+    return grid
+
+
+def _parse_contexts(text: str) -> tuple[int, ...]:
+    from profiler.grid import parse_int_list
+
+    vals = [v.strip() for v in text.split(",") if v.strip()]
+    zero = "0" in vals
+    rest = ",".join(v for v in vals if v != "0")
+    out = parse_int_list(rest, "contexts") if rest else ()
+    return tuple(sorted(set(out) | ({0} if zero else set())))
+
+
+@click.group("profile", invoke_without_command=True)
+@click.option("--gpu", type=int, default=None, help="Measure on CUDA device N.")
+@click.option("--device", "device_name", default=None, help="Measure on a torch device (cpu, cuda:1).")
+@click.option("--roofline", default=None, metavar="DEVICE",
+              help="Estimate instead of measuring: h100, h200, a100, l40s.")
+@click.option("--model", default=None, help="Preset: qwen3-8b (default on GPU/roofline), tiny (CPU), ...")
+@click.option("--dtype", default=None, help="bfloat16 (GPU/roofline default), float16, float32 (CPU default).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Profile JSON to write (default <device>-<model>.json).")
+@click.option("--grid", "grid_name", type=click.Choice(["cpu", "gpu", "roofline"]), default=None,
+              help="Named base grid (default: by mode); the options below override parts of it.")
+@click.option("--requests", default=None, help="Requests n per verify pass, e.g. 1,2,4,8.")
+@click.option("--tokens", default=None, help="Tokens per request t (anchor + drafts), e.g. 1-8.")
+@click.option("--block", type=int, default=None, help="Block size g: tokens per request 1..g+1.")
+@click.option("--contexts", default=None, help="KV context lengths L, e.g. 512,2048.")
+@click.option("--prompts", default=None, help="Prefill prompt lengths.")
+@click.option("--draft-requests", default=None, help="Requests n for drafter timing.")
+@click.option("--blocks", default=None, help="Drafter block sizes g.")
+@click.option("--draft-context", type=int, default=None, help="Context the drafter attends to.")
+@click.option("--draft-layers", type=int, default=5, show_default=True, help="Drafter backbone layers.")
+@click.option("--rank", type=int, default=256, show_default=True, help="Markov head rank r.")
+@click.option("--parts", default="verify,draft,prefill", show_default=True, help="What to time.")
+@click.option("--repeats", type=int, default=None, help="Timed runs per point (default 10 GPU, 15 CPU).")
+@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed runs per point.")
+@click.option("--cuda-graph/--no-cuda-graph", default=False, show_default=True,
+              help="Capture the verify pass in a CUDA graph and time replays.")
+@click.option("--threads", type=int, default=None, help="CPU: torch intra-op threads.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.pass_context
+def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofline: str | None,
+            model: str | None, dtype: str | None, output: str | None, grid_name: str | None,
+            requests: str | None, tokens: str | None, block: int | None, contexts: str | None,
+            prompts: str | None, draft_requests: str | None, blocks: str | None,
+            draft_context: int | None, draft_layers: int, rank: int, parts: str, repeats: int | None,
+            warmup: int, cuda_graph: bool, threads: int | None, seed: int, progress: bool) -> None:
+    """Measure (--gpu / --device) or estimate (--roofline) a step-time profile."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if len(sys.argv) <= 2 and ctx.parent is not None and not ctx.args and all(
+            v is None for v in (gpu, device_name, roofline, model, output)):
+        click.echo(ctx.get_help())
+        return
+    try:
+        if sum(x is not None for x in (gpu, device_name, roofline)) > 1:
+            raise ValueError("give one of --gpu, --device, --roofline")
+        if roofline is not None:
+            _run_roofline(roofline, model or "qwen3-8b", dtype or "bfloat16", output, grid_name, requests,
+                          tokens, block, contexts, prompts, draft_requests, blocks, draft_context,
+                          draft_layers, rank)
+        else:
+            _run_measure(gpu, device_name, model, dtype, output, grid_name, requests, tokens, block,
+                         contexts, prompts, draft_requests, blocks, draft_context, draft_layers, rank,
+                         parts, repeats, warmup, cuda_graph, threads, seed, progress)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise _fail(exc) from None
+
+
+def _run_roofline(device: str, model: str, dtype: str, output: str | None, grid_name: str | None,
+                  *grid_args: Any) -> None:
+    from profiler.roofline import get_device_spec, roofline_profile
+    from profiler.run import write_profile
+    from sparksched.models.presets import get_preset
+
+    get_device_spec(device)
+    draft_layers, rank = grid_args[-2:]
+    grid = _grid("roofline", grid_name, *grid_args[:-2])
+    prof = roofline_profile(device, get_preset(model), grid, dtype, draft_layers, rank)
+    path = write_profile(prof, output or f"{device.lower()}-{model}-roofline.json")
+    click.echo(f"wrote {path} (estimated, {len(prof['verify'])} verify points)")
+
+
+def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dtype: str | None,
+                 output: str | None, grid_name: str | None, requests: str | None, tokens: str | None,
+                 block: int | None, contexts: str | None, prompts: str | None, draft_requests: str | None,
+                 blocks: str | None, draft_context: int | None, draft_layers: int, rank: int, parts: str,
+                 repeats: int | None, warmup: int, cuda_graph: bool, threads: int | None, seed: int,
+                 progress: bool) -> None:
+    from profiler.run import resolve_device
+
+    device = resolve_device(gpu, device_name)
+    import torch
+
+    from profiler.run import measure_profile, resolve_dtype, write_profile
+    from sparksched.models.presets import get_preset
+
+    on_gpu = device.type == "cuda"
+    model = model or ("qwen3-8b" if on_gpu else "tiny")
+    dtype = dtype or ("bfloat16" if on_gpu else "float32")
+    resolve_dtype(dtype)
+    config = get_preset(model)
+    grid = _grid("gpu" if on_gpu else "cpu", grid_name, requests, tokens, block, contexts, prompts,
+                 draft_requests, blocks, draft_context)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    part_list = [p.strip() for p in parts.split(",") if p.strip()]
+    out = Path(output or f"{'cuda' if on_gpu else 'cpu'}-{model}.json")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise ValueError(f"{out}: folder {out.parent} does not exist")
+    prof = measure_profile(config, device, dtype, grid, warmup, repeats or (10 if on_gpu else 15),
+                           cuda_graph, seed, part_list, draft_layers, rank, progress,
+                           log=lambda m: click.echo(m, err=True))
+    write_profile(prof, out)
+    click.echo(f"wrote {out} ({len(prof['verify'])} verify, {len(prof['draft'])} draft, "
+               f"{len(prof['prefill'])} prefill points; {len(prof['skipped'])} skipped)")
+
+
+@profile.command("show")
+@click.argument("file")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="PNG to write (default <file stem>.png in the current folder).")
+@click.option("--max-rows", type=int, default=60, show_default=True, help="Verify rows to print.")
+def show(file: str, png: str | None, max_rows: int) -> None:
+    """Print a profile as a table and draw its curve to a PNG."""
+    try:
+        from profiler.plot import plot_profile
+        from sparksched.profile import load_profile
+
+        prof = load_profile(file)
+        click.echo(_summary_text(prof, max_rows))
+        path = plot_profile(prof, png or f"{Path(prof['_source']).stem}.png")
+        click.echo(f"wrote {path}")
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise _fail(exc) from None
+
+
+def _summary_text(prof: dict[str, Any], max_rows: int) -> str:
+    dev = prof.get("device", {})
+    model = prof.get("model", {})
+    lines = [f"{prof['_source']}: {prof.get('kind', 'measured')} profile, {model.get('preset', '?')} "
+             f"({model.get('parameters', 0) / 1e9:.2f} B params), {prof['dtype']} on {dev.get('name', '?')}, "
+             f"created {prof.get('created', '?')}, torch {prof.get('torch')}"]
+    rows = sorted(prof["verify"], key=lambda r: (r["context"], r["tokens"], r["requests"]))
+    lines.append(f"verify ({len(rows)} points):")
+    lines.append(f"{'context':>8} {'n':>5} {'t':>3} {'B':>6} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} "
+                 f"{'cv':>6} {'tokens/s':>10}")
+    shown = rows if len(rows) <= max_rows else rows[:max_rows]
+    for r in shown:
+        t = r.get("tokens_per_request", r["tokens"] // r["requests"])
+        lines.append(f"{r['context']:>8} {r['requests']:>5} {t:>3} {r['tokens']:>6} {r['median_s'] * 1e3:>10.4f} "
+                     f"{r.get('p10_s', r['median_s']) * 1e3:>9.4f} {r.get('p90_s', r['median_s']) * 1e3:>9.4f} "
+                     f"{r.get('cv', 0.0):>6.1%} {r['tokens'] / r['median_s']:>10.0f}")
+    if len(rows) > max_rows:
+        lines.append(f"... {len(rows) - max_rows} more rows (--max-rows)")
+    if prof.get("draft"):
+        lines.append("draft:")
+        lines.append(f"{'n':>5} {'g':>3} {'context':>8} {'backbone ms':>12} {'head ms':>9} {'total ms':>9}")
+        for r in prof["draft"]:
+            lines.append(f"{r['requests']:>5} {r['block']:>3} {r.get('context', '-'):>8} "
+                         f"{r.get('backbone_s', float('nan')) * 1e3:>12.4f} {r.get('head_s', float('nan')) * 1e3:>9.4f} "
+                         f"{r['median_s'] * 1e3:>9.4f}")
+    if prof.get("prefill"):
+        lines.append("prefill:")
+        lines.append(f"{'prompt':>8} {'median ms':>10} {'tokens/s':>10}")
+        for r in prof["prefill"]:
+            lines.append(f"{r['prompt_tokens']:>8} {r['median_s'] * 1e3:>10.4f} "
+                         f"{r['prompt_tokens'] / r['median_s']:>10.0f}")
+    return "\n".join(lines)
+
+
+@profile.command("check")
+@click.argument("file")
+@click.option("--worst", type=int, default=5, show_default=True, help="Worst points to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def check(file: str, worst: int, as_json: bool) -> None:
+    """Hold grid points out, predict them through ThroughputCurve, report relative errors."""
+    try:
+        import json
+
+        from profiler.check import check_profile, format_report
+
+        report = check_profile(file)
+        click.echo(json.dumps(report.summary()) if as_json else format_report(report, worst))
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise _fail(exc) from None
+
+
+@profile.command("compare")
+@click.argument("file")
+@click.option("--roofline", default=None, metavar="DEVICE", help="Roofline device (default: from the file).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Also write the per-point table as JSON.")
+def compare_cmd(file: str, roofline: str | None, output: str | None) -> None:
+    """Roofline estimate against a measured profile: relative error per point, median and max."""
+    try:
+        from profiler.compare import compare, format_comparison
+        from profiler.run import write_json_atomic
+
+        c = compare(file, roofline)
+        click.echo(format_comparison(c))
+        if output:
+            write_json_atomic({"summary": c.summary(), "rows": c.rows}, output)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise _fail(exc) from None
