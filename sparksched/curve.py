@@ -72,6 +72,11 @@ class ThroughputCurve:
             has no context axis.
         extrapolate: what `step_time` does outside [tokens[0], tokens[-1]].
         meta: free-form facts about where the curve came from (device, model, estimated or not).
+
+    Example:
+        >>> curve = ThroughputCurve.from_points([1, 64, 128], [0.010, 0.012, 0.020])
+        >>> float(curve.step_time(96)), float(curve.steps_per_second(64))
+        (0.016, 83.33333333333333)
     """
 
     tokens: np.ndarray
@@ -96,6 +101,13 @@ class ThroughputCurve:
         object.__setattr__(self, "tokens", tokens)
         object.__setattr__(self, "seconds", seconds)
         object.__setattr__(self, "contexts", contexts)
+
+    def __eq__(self, other: object) -> bool:
+        # the generated dataclass __eq__ compares arrays with ==, which raises for more than one point
+        if not isinstance(other, ThroughputCurve):
+            return NotImplemented
+        return (self.extrapolate == other.extrapolate and np.array_equal(self.tokens, other.tokens)
+                and np.array_equal(self.seconds, other.seconds) and np.array_equal(self.contexts, other.contexts))
 
     # ---------------------------------------------------------------- construction
     @classmethod
