@@ -185,11 +185,11 @@ def admit_top_k(conf: Any, k_total: Any, drafted: Any = None) -> Any:
     k = int(k_total)
     if k < 0:
         raise ValueError(f"k_total must be >= 0, got {k_total!r}")
-    flat, s = _sorted_survival_np(arr, dr)
-    k = min(k, s.size)
+    flat_np, s_np = _sorted_survival_np(arr, dr)
+    k = min(k, s_np.size)
     if k == 0:
         return np.zeros(n, dtype=np.int64)
-    v = s[k - 1]
-    mask = flat > v
-    mask[np.flatnonzero(flat == v)[:k - int(np.count_nonzero(mask))]] = True
-    return mask.reshape(g, n).sum(axis=0, dtype=np.int64)
+    v = s_np[k - 1]
+    keep = flat_np > v
+    keep[np.flatnonzero(flat_np == v)[:k - int(np.count_nonzero(keep))]] = True
+    return keep.reshape(g, n).sum(axis=0, dtype=np.int64)

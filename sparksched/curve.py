@@ -155,7 +155,8 @@ class ThroughputCurve:
             isotonic_non_decreasing(np.asarray([np.mean(g[t]) for t in token_sets[0]]),
                                     np.asarray([len(g[t]) for t in token_sets[0]]))
             for g in grids])
-        meta = {k: profile.get(k) for k in ("device", "model", "dtype", "kind", "created") if k in profile}
+        meta: dict[str, Any] = {k: profile.get(k) for k in ("device", "model", "dtype", "kind", "created")
+                                if k in profile}
         return cls(tokens, seconds, np.asarray(contexts), extrapolate, meta)
 
     # ---------------------------------------------------------------- queries
