@@ -128,11 +128,15 @@ class Attention(nn.Module):
             cache.k[layer].scatter_(2, idx, k)
             cache.v[layer].scatter_(2, idx, v)
             keys, values = cache.k[layer], cache.v[layer]  # [n, Hkv, max_len, hd]
-            if groups > 1:
-                keys, values = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
             key_pos = torch.arange(cache.max_len, device=x.device)
             mask = key_pos[None, None, None, :] <= positions[:, None, :, None]  # [n, 1, T, max_len]
+            if groups > 1:
+                # GQA without copying the cache: fold each kv head's query group into the query
+                # length (q head h = j * groups + r reads kv head j), so the cache is read once.
+                q = q.reshape(n, c.kv_heads, groups * t, c.head_dim)  # [n, Hkv, groups*T, hd]
+                mask = mask.repeat(1, 1, groups, 1)  # [n, 1, groups*T, max_len], row r*T + i = mask[i]
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            out = out.reshape(n, c.heads, t, c.head_dim)  # [n, H, T, hd]
         return self.o(out.transpose(1, 2).reshape(n, t, c.heads * c.head_dim))
 
 
