@@ -198,7 +198,7 @@ def convert_mooncake(path: str | Path, *, domain: str = "chat", jitter: bool = T
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise bad(line, "<line>", "is not valid UTF-8", raw) from None
-            if not text.strip():
+            if not text.strip(" \t\r\n"):
                 continue
             try:
                 obj = json.loads(text)

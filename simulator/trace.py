@@ -9,7 +9,7 @@ decreasing from one line to the next; ties allowed), `prompt_tokens` and `output
 integers, 1 <= n <= 10**9), `domain` (non-empty string). Optional fields, `null` meaning absent:
 `prompt` (text for the real loop), `session` (string), `slo_tps` (per-request SLA, tokens/s > 0),
 `hash_ids` (list of integers >= 0: Mooncake-style 512-token prefix-block hashes). Other keys are
-ignored. Blank lines are skipped. A `.gz` suffix is read and written through gzip.
+ignored. Blank lines (JSON whitespace only) are skipped. A `.gz` suffix is read and written through gzip.
 
 The first bad line stops loading with a one-line ValueError
 `"<file>: line <n>: field '<f>': <what> (got <value>)"`; nothing is half-loaded.
@@ -48,6 +48,7 @@ SCHEMA: dict[str, Any] = {
     "hash_ids": pl.List(pl.Int64),
 }
 
+JSON_SPACE = " \t\r\n"  # the only whitespace JSON allows; a line of just these is blank
 _CHUNK = 65536  # rows buffered as Python values before they become a polars frame
 
 
@@ -217,7 +218,7 @@ def iter_trace(path: str | Path) -> Iterator[TraceRecord]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise checker.fail(line, "<line>", "is not valid UTF-8", raw) from None
-            if not text.strip():
+            if not text.strip(JSON_SPACE):
                 continue
             try:
                 obj = json.loads(text)
