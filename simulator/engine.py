@@ -201,13 +201,13 @@ class Engine:
         dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
         preempted = 0
         if dec.size:
-            want = self.slot_ctx[dec] + g
+            want = self.slot_ctx[dec] + g + 1  # anchor + drafts, and the bonus token it may emit
             growth = kv.growth(dec, want)
             if int(growth.sum()) > kv.free:
                 preempted = self._preempt(dec, growth)
                 occupied = self.slot_req >= 0
                 dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
-                want = self.slot_ctx[dec] + g
+                want = self.slot_ctx[dec] + g + 1
             if dec.size:
                 kv.resize(dec, np.maximum(want, kv.held[dec] * kv.block_size))
         if not preempted and self.waiting and self.free_slots:
@@ -385,7 +385,7 @@ class Engine:
             same = (mean_ctx.astype(np.int64) // CONTEXT_BUCKET) == int(mean0) // CONTEXT_BUCKET
             if not same.all():
                 stop = min(stop, int(same.argmin()))
-        need = blocks_for(ctx + g, kv.block_size).sum(axis=1)
+        need = blocks_for(ctx + g + 1, kv.block_size).sum(axis=1)
         avail = kv.free + int(kv.held[dec].sum())
         fits = need <= avail
         if not fits.all():

@@ -3,8 +3,10 @@
 Covers: how many requests fit in GPU memory, vLLM-style (PagedAttention). Each resident request
 holds ceil(tokens / block_size) blocks. Admission needs the whole prefill (prompt, plus the tokens
 already emitted when a preempted request is recomputed) and keeps `watermark` of all blocks free.
-Before a decoding step every decoding request reserves room for its anchor plus all drafted tokens
-(the "lookahead slots"); after verification rejected drafts give their blocks back. When the
+A request holds blocks for prompt + emitted tokens (the newest emitted token included). Before a
+decoding step every decoding request reserves room for its anchor, all drafted tokens and the
+bonus token (the "lookahead slots": prompt + emitted + g + 1); after verification the rejected
+drafts give their blocks back. When the
 reserve does not fit, the most recently admitted requests are preempted (recompute: their blocks
 are freed and they re-queue at the front, to prefill prompt + emitted tokens again).
 

@@ -1,0 +1,119 @@
+"""Acceptance model fitted from recorded rounds (sparksched.rounds), written by a real loop or an engine.
+
+Covers: replaying a real drafter's confidence and acceptance behaviour at scale without the model.
+
+Fit. For each domain in the file, the pool of recorded confidence vectors (rows that drafted at
+least `block` tokens). For each block position k, a calibration map P(draft k accepted | c_k), fitted
+by isotonic regression (non-decreasing in c_k) on the rounds where position k was verified and
+drafts 1..k-1 were accepted: exactly the observations a real verifier makes. Positions with fewer
+than MIN_TRIALS observations use the map pooled over all positions.
+
+Draw. Round t of request r takes a recorded confidence vector from its domain's pool (unknown
+domains: the whole file), chosen by r's own random stream, and accepts draft k with probability
+map_k(c_k); the round's accepted prefix is the leading run. So the simulated confidences have the
+recorded distribution (ranking, calibration, correlation along the block) and acceptance follows
+the recorded reliability curve. Draws depend only on (seed, request, round), like the synthetic
+model (simulator.predrawn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from simulator.backend import Requests
+from simulator.predrawn import PredrawnBackend
+from sparksched.rounds import Rounds, read_rounds
+
+MIN_TRIALS = 20  # observations a position needs for its own calibration map
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """A non-decreasing map c -> P(accept | c), piecewise linear through (x, y) knots."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __call__(self, c: np.ndarray) -> np.ndarray:
+        return np.interp(c, self.x, self.y)
+
+
+def fit_reliability(conf: np.ndarray, accepted: np.ndarray) -> Reliability:
+    """Isotonic (non-decreasing) fit of accepted (0/1) against confidence; knots at unique confidences."""
+    from scipy.optimize import isotonic_regression
+
+    order = np.argsort(conf, kind="stable")
+    c, a = conf[order], accepted[order].astype(np.float64)
+    xs, start = np.unique(c, return_index=True)
+    counts = np.diff(np.append(start, c.size))
+    means = np.add.reduceat(a, start) / counts
+    ys = np.asarray(isotonic_regression(means, weights=counts.astype(np.float64)).x)
+    return Reliability(xs, np.clip(ys, 0.0, 1.0))
+
+
+def position_trials(rounds: Rounds, k: int) -> np.ndarray:
+    """Mask [m] of rounds that observed position k (1-based): verified >= k and accepted >= k - 1."""
+    return (rounds.verified >= k) & (rounds.accepted >= k - 1)
+
+
+class RecordedAcceptance(PredrawnBackend):
+    """Backend resampling recorded confidence vectors, with acceptance from fitted reliability maps."""
+
+    def __init__(self, rounds: Rounds, block: int, slots: int, seed: int = 0, source: str = "rounds") -> None:
+        if block > rounds.block:
+            raise ValueError(f"{source}: recorded rounds have block {rounds.block}; cannot simulate block {block}")
+        super().__init__(block, slots)
+        self.seed = int(seed)
+        self.name = f"recorded {source}"
+        g = max(block, 1)
+        usable = rounds.drafted >= g
+        if not usable.any():
+            raise ValueError(f"{source}: no recorded round drafted {g} or more tokens")
+        pooled_trials = np.concatenate([position_trials(rounds, k) for k in range(1, g + 1)])
+        pooled_conf = np.concatenate([rounds.conf[:, k - 1] for k in range(1, g + 1)])
+        pooled_acc = np.concatenate([rounds.accepted >= k for k in range(1, g + 1)])
+        if not pooled_trials.any():
+            raise ValueError(f"{source}: no verified draft tokens to fit acceptance from")
+        pooled = fit_reliability(pooled_conf[pooled_trials], pooled_acc[pooled_trials])
+        self.maps: list[Reliability] = []
+        self.trials: list[int] = []
+        for k in range(1, g + 1):
+            sel = position_trials(rounds, k)
+            self.trials.append(int(sel.sum()))
+            self.maps.append(fit_reliability(rounds.conf[sel, k - 1], rounds.accepted[sel] >= k)
+                             if sel.sum() >= MIN_TRIALS else pooled)
+        self._pool_all = rounds.conf[usable, :g]
+        self._pools: dict[str, np.ndarray] = {}
+        for d in np.unique(rounds.domain[usable]).tolist():
+            self._pools[d] = rounds.conf[usable & (rounds.domain == d), :g]
+        self._slot_pool: list[np.ndarray | None] = [None] * slots
+
+    @classmethod
+    def from_file(cls, path: str | Path, block: int, slots: int, seed: int = 0) -> RecordedAcceptance:
+        """Fit from a rounds file (sparksched.rounds format)."""
+        return cls(read_rounds(path), block, slots, seed, Path(path).name)
+
+    def _bind(self, slots: np.ndarray, requests: Requests) -> None:
+        for s, d in zip(slots.tolist(), requests.domains):
+            self._slot_pool[s] = self._pools.get(d, self._pool_all)
+
+    def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = max(self.block, 1)
+        r, n_rounds = rounds.shape
+        conf = np.empty((r, n_rounds, g))
+        u = np.empty((r, n_rounds, g))
+        for j, (s, req, first) in enumerate(zip(slots.tolist(), self._req[slots].tolist(), rounds[:, 0].tolist())):
+            bits = np.random.PCG64(np.random.SeedSequence([self.seed, req, 0x5EC0]))
+            if first:
+                bits.advance((g + 1) * first)
+            draws = np.random.Generator(bits).random((n_rounds, g + 1))  # round-major: pick, then g uniforms
+            pool = self._slot_pool[s]
+            conf[j] = pool[np.minimum((draws[:, 0] * len(pool)).astype(np.int64), len(pool) - 1)]
+            u[j] = draws[:, 1:]
+        p = np.stack([self.maps[k](conf[:, :, k]) for k in range(g)], axis=2)
+        accept = u < p
+        lead = np.where(accept.all(axis=2), g, np.argmin(accept, axis=2))
+        return conf, lead

@@ -1,0 +1,236 @@
+"""Serving engine: invariants, determinism, closed forms, overload, preemption, fast path == step path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import simulator.engine as engine_mod
+from simulator.backend import Draft, Requests, Verdict
+from simulator.config import SimConfig
+from simulator.run import simulate
+from sparksched.curve import ThroughputCurve
+
+CURVE = ThroughputCurve.from_points([1, 64, 256, 1024, 4096], [0.008, 0.009, 0.012, 0.030, 0.110])
+
+
+def write_profile(path, contexts=(512, 4096)) -> str:
+    """A small schema-1 profile: verify grid at two contexts, drafter rows, model/device facts."""
+    tokens = [1, 16, 64, 256, 1024, 4096]
+    verify = [{"requests": 1, "tokens": b, "context": c, "median_s": 0.007 + 2e-5 * b + 1e-6 * c * (1 + b / 512)}
+              for c in contexts for b in tokens]
+    draft = [{"requests": n, "block": g, "median_s": 0.0004 + 1e-5 * n * g} for g in (1, 7) for n in (1, 16, 128)]
+    prof = {"schema": 1, "kind": "estimated", "device": {"name": "test", "memory_bytes": 80 * 2**30},
+            "model": {"layers": 36, "kv_heads": 8, "head_dim": 128, "parameters": 8_000_000_000},
+            "dtype": "bfloat16", "verify": verify, "draft": draft}
+    p = path / "profile.json"
+    p.write_text(json.dumps(prof))
+    return str(p)
+
+
+def make_trace(n: int, rate: float, prompt: int | list[int], output: int | list[int], domain="chat", seed=0):
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1.0 / rate, n))
+    prompts = np.broadcast_to(np.asarray(prompt), (n,))
+    outputs = np.broadcast_to(np.asarray(output), (n,))
+    return pl.DataFrame({"id": [f"r{i}" for i in range(n)], "arrival_s": arrival,
+                         "prompt_tokens": prompts.astype(np.int64), "output_tokens": outputs.astype(np.int64),
+                         "domain": [domain] * n})
+
+
+def check_invariants(res, trace: pl.DataFrame) -> None:
+    """No request lost, output tokens match, clock monotone, KV within capacity."""
+    req = res.requests
+    assert req.height == trace.height, "a request is missing from the results"
+    assert set(req["id"]) == set(trace["id"])
+    fin = req.filter(pl.col("status") == "finished")
+    other = req.filter(pl.col("status") != "finished")
+    assert other.filter(pl.col("reason").is_null()).height == 0, "unfinished request without a reason"
+    assert (fin["emitted_tokens"] == fin["output_tokens"]).all(), "emitted tokens differ from the trace"
+    assert (fin["first_token_s"] >= fin["arrival_s"]).all()
+    assert (fin["finish_s"] >= fin["first_token_s"]).all()
+    st_ = res.steps
+    t0, dur = st_["t_start"].to_numpy(), st_["duration_s"].to_numpy()
+    assert np.all(dur > 0)
+    assert np.all(np.diff(t0) >= 0), "the clock went backwards"
+    assert np.all(t0[1:] >= t0[:-1] + dur[:-1] - 1e-9), "steps overlap"
+    assert (st_["kv_free_blocks"] >= 0).all()
+    # rounds add up to the per-request totals
+    per = res.rounds.group_by("request").agg(pl.col("emitted").sum().alias("e"))
+    tot = dict(zip(per["request"].to_list(), per["e"].to_list()))
+    emitted = req["emitted_tokens"].to_numpy()
+    decode = np.asarray([tot.get(i, 0) for i in range(req.height)])
+    firsts = req["first_token_s"].is_not_null().to_numpy().astype(np.int64)
+    assert np.all(decode + firsts * (1 + req["preemptions"].to_numpy()) >= emitted)
+
+
+def run(trace, tmp_path, **kw):
+    kw.setdefault("profile", write_profile(tmp_path))
+    return simulate(trace, SimConfig(**kw))
+
+
+def test_invariants_and_determinism(tmp_path):
+    trace = make_trace(60, rate=20.0, prompt=[300, 900, 2500] * 20, output=[5, 80, 200] * 20)
+    a = run(trace, tmp_path, seed=3)
+    check_invariants(a, trace)
+    assert a.summary["finished"] == 60 and a.summary["unfinished"] == 0
+    b = run(trace, tmp_path, seed=3)
+    assert a.requests.equals(b.requests) and a.steps.equals(b.steps) and a.rounds.equals(b.rounds)
+    c = run(trace, tmp_path, seed=4)
+    assert not a.rounds.equals(c.rounds)
+
+
+def test_negative_control_invariants_catch_a_lost_request_and_a_backwards_clock(tmp_path):
+    trace = make_trace(20, rate=10.0, prompt=500, output=40)
+    res = run(trace, tmp_path)
+    check_invariants(res, trace)
+    lost = type(res)(res.summary, res.requests.slice(1), res.steps, res.rounds, res.config)
+    with pytest.raises(AssertionError, match="missing"):
+        check_invariants(lost, trace)
+    t = res.steps["t_start"].to_numpy().copy()
+    t[5], t[6] = t[6], t[5]
+    backwards = type(res)(res.summary, res.requests, res.steps.with_columns(pl.Series("t_start", t)),
+                          res.rounds, res.config)
+    with pytest.raises(AssertionError, match="backwards"):
+        check_invariants(backwards, trace)
+    short = res.requests.with_columns(pl.col("emitted_tokens") - 1)
+    with pytest.raises(AssertionError, match="emitted"):
+        check_invariants(type(res)(res.summary, short, res.steps, res.rounds, res.config), trace)
+
+
+POLICIES = ["dspark", "mtp1", "static-3", "threshold-0.4", "verify-all", "none", "async-dspark",
+            "vllm-adaptive", "sglang-adaptive"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 12), rate=st.floats(0.5, 200.0), seed=st.integers(0, 5),
+       policy=st.sampled_from(POLICIES), max_running=st.integers(1, 6), kv=st.sampled_from([None, 60, 400]),
+       data=st.data())
+def test_property_random_traces_and_policies(tmp_path, n, rate, seed, policy, max_running, kv, data):
+    prompts = data.draw(st.lists(st.integers(1, 700), min_size=n, max_size=n))
+    outputs = data.draw(st.lists(st.integers(1, 150), min_size=n, max_size=n))
+    trace = make_trace(n, rate, prompts, outputs, seed=seed)
+    res = run(trace, tmp_path, policy=policy, max_running=max_running, kv_blocks=kv, seed=seed,
+              prefill_chunk=256)
+    check_invariants(res, trace)
+    assert res.summary["finished"] + res.summary["rejected"] + res.summary["unfinished"] == n
+
+
+class ConstantAcceptance:
+    """Acceptance model with the same acceptance a at every position (per-request streams)."""
+
+    name = "constant"
+
+    def __init__(self, a: float, block: int, slots: int, seed: int = 0) -> None:
+        self.a, self.block, self.seed = a, block, seed
+        self.req = np.full(slots, -1)
+        self.round = np.zeros(slots, dtype=np.int64)
+        self.pending = None
+
+    def join(self, slots, requests: Requests) -> None:
+        self.req[slots] = requests.index
+        self.round[slots] = 0
+
+    def draft(self, slots, block) -> Draft:
+        return Draft(np.full((slots.size, block), self.a), np.full(slots.size, block, dtype=np.int64))
+
+    def verify(self, slots, lengths) -> Verdict:
+        acc = np.zeros(slots.size, dtype=np.int64)
+        for j, (s, n_ver) in enumerate(zip(slots.tolist(), lengths.tolist())):
+            u = np.random.default_rng([self.seed, int(self.req[s]), int(self.round[s])]).random(self.block)
+            ok = u[:n_ver] < self.a
+            acc[j] = n_ver if ok.all() else int(np.argmin(ok))
+        self.round[slots] += 1
+        return Verdict(acc)
+
+    def leave(self, slots) -> None:
+        self.req[slots] = -1
+
+
+@pytest.mark.parametrize("k,a", [(3, 0.7), (1, 0.85), (5, 0.8)])
+def test_single_request_closed_form(tmp_path, k, a):
+    out = 12000
+    trace = make_trace(1, 1.0, 64, out)
+    res = simulate(trace, SimConfig(policy=f"static-{k}", block=7, kv_blocks=20000), curve=CURVE,
+                   backend=ConstantAcceptance(a, 7, 128, seed=k))
+    per_round = res.rounds["emitted"].to_numpy()[:-1].astype(np.float64)  # the last round is clipped
+    mean, se = per_round.mean(), per_round.std() / np.sqrt(per_round.size)
+    closed = (1 - a ** (k + 1)) / (1 - a)
+    assert abs(mean - closed) < 4 * se + 1e-9
+    wrong = (1 - a**k) / (1 - a)  # negative control: forgetting the bonus token
+    assert abs(mean - wrong) > 4 * se
+
+
+def test_overload_completes_with_queueing_visible(tmp_path):
+    trace = make_trace(150, rate=4.0, prompt=1000, output=120, seed=2)
+    base = run(trace, tmp_path, max_running=16, kv_blocks=20000)
+    over = run(trace, tmp_path, max_running=16, kv_blocks=20000, rate_scale=10.0)
+    check_invariants(over, trace)
+    assert over.summary["finished"] == 150
+    assert over.summary["ttft_p90_s"] > 5 * base.summary["ttft_p90_s"]
+    assert over.steps["waiting"].max() > 50
+
+
+def test_preemption_is_counted_and_recovers(tmp_path):
+    # 40 blocks of 16 tokens = 640 tokens of KV for requests that each grow to 400 tokens
+    trace = make_trace(12, rate=50.0, prompt=200, output=200, seed=1)
+    res = run(trace, tmp_path, kv_blocks=40, max_running=8, policy="static-3")
+    check_invariants(res, trace)
+    assert res.summary["preemptions"] > 0
+    assert res.summary["finished"] == 12
+    assert (res.steps["preempted"] > 0).any()
+
+
+def test_prompt_larger_than_kv_is_rejected_with_reason(tmp_path):
+    trace = make_trace(3, rate=1.0, prompt=[100, 5000, 100], output=10)
+    res = run(trace, tmp_path, kv_blocks=64)
+    check_invariants(res, trace)
+    assert res.summary["rejected"] == 1
+    row = res.requests.filter(pl.col("id") == "r1").row(0, named=True)
+    assert row["status"] == "rejected" and "exceeds the KV cache" in row["reason"]
+
+
+def test_horizon_reports_unfinished(tmp_path):
+    trace = make_trace(40, rate=2.0, prompt=400, output=300)
+    res = run(trace, tmp_path, horizon_s=5.0)
+    assert res.summary["unfinished"] > 0
+    assert res.summary["unfinished_reasons"] == {"horizon 5 s reached": res.summary["unfinished"]}
+
+
+@pytest.mark.parametrize("policy", ["dspark", "static-3", "threshold-0.5", "none"])
+def test_fast_path_equals_step_path(tmp_path, policy, monkeypatch):
+    trace = make_trace(40, rate=15.0, prompt=[200, 1500] * 20, output=[30, 160] * 20, domain="code")
+    fast = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300)
+    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self: None)
+    slow = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300)
+    assert fast.requests.equals(slow.requests)
+    assert fast.steps.equals(slow.steps)
+    assert fast.rounds.equals(slow.rounds)
+
+
+def test_dspark_beats_verify_all_under_load_and_budget_shrinks(tmp_path):
+    trace = make_trace(300, rate=30.0, prompt=800, output=150, seed=5)
+    ds = run(trace, tmp_path, policy="dspark", max_running=128)
+    va = run(trace, tmp_path, policy="verify-all", max_running=128)
+    assert ds.summary["mean_verify_budget"] < va.summary["mean_verify_budget"] == 8.0
+    b = ds.budget_by_running()
+    small = b.filter(pl.col("decode_requests") <= 4)["verify_budget"].mean()
+    large = b.filter(pl.col("decode_requests") >= 40)["verify_budget"].mean()
+    assert large < small  # the budget per request falls as the batch grows (Figure 8)
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(ValueError, match="policy 'bogus'"):
+        SimConfig(policy="bogus")
+    with pytest.raises(ValueError, match="block must be an integer"):
+        SimConfig(block=0)
+    with pytest.raises(ValueError, match="verifies more than the block"):
+        SimConfig(policy="static-9", block=7)
+    with pytest.raises(ValueError, match="threshold must lie"):
+        SimConfig(policy="threshold-1.5")
+    assert SimConfig(policy="mtp1").draft_block == 1 and SimConfig(policy="none").draft_block == 0
