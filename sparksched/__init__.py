@@ -30,12 +30,15 @@ from sparksched.layouts import (
     vllm_flat_to_padded,
 )
 from sparksched.policies import static, threshold, verify_all
+from sparksched.rounds import Rounds, RoundsWriter, read_rounds, write_rounds
 from sparksched.scheduler import schedule, schedule_numpy, schedule_reference, schedule_torch, step_time_table
 from sparksched.verify import VerifyResult, verify
 
 __all__ = [
     "CalibrationReport",
     "PaddedBatch",
+    "Rounds",
+    "RoundsWriter",
     "ThroughputCurve",
     "VerifyResult",
     "admit_top_k",
@@ -50,6 +53,7 @@ __all__ = [
     "mrv2_to_padded",
     "plan_budget",
     "plan_capacity",
+    "read_rounds",
     "roc_auc",
     "schedule",
     "schedule_mrv2",
@@ -71,5 +75,6 @@ __all__ = [
     "vllm_cost_table",
     "vllm_dynamic_k_table",
     "vllm_flat_to_padded",
+    "write_rounds",
 ]
 __version__ = "0.1.0"

@@ -55,6 +55,15 @@ class Rounds:
         domain: [m] object array of domains (str).
         conf: [m, g] float64 conditional confidences.
         drafted, verified, accepted: [m] int64.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "rounds.jsonl")
+        >>> _ = write_rounds(path, [{"request": "r1", "step": 0, "domain": "chat", "conf": [0.9, 0.6],
+        ...                          "drafted": 2, "verified": 2, "accepted": 1}])
+        >>> r = read_rounds(path)
+        >>> r.conf.shape, r.accepted.tolist()
+        ((1, 2), [1])
     """
 
     request: np.ndarray
@@ -123,7 +132,17 @@ def _open(path: Path, mode: str) -> IO[Any]:
 
 
 def read_rounds(path: str | Path) -> Rounds:
-    """Read and validate a rounds file (.jsonl, .jsonl.gz or .parquet); ValueError on the first bad row."""
+    """Read and validate a rounds file (.jsonl, .jsonl.gz or .parquet); ValueError on the first bad row.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "rounds.jsonl")
+        >>> with open(path, "w") as fh:
+        ...     _ = fh.write('{"request": "r1", "step": 0, "domain": "code", "conf": [0.8], '
+        ...                  '"drafted": 1, "verified": 1, "accepted": 0}' + chr(10))
+        >>> read_rounds(path).domain.tolist()
+        ['code']
+    """
     path = Path(path)
     where = str(path)
     if not path.exists():
@@ -169,6 +188,15 @@ class RoundsWriter:
 
     `add` takes one engine step's batch as arrays (n requests): request ids [n], domain (str or [n]),
     conf [n, g], drafted [n], verified [n], accepted [n]; step is an int or [n]. Rows are validated.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "rounds.jsonl")
+        >>> with RoundsWriter(path) as w:
+        ...     w.add(["r1", "r2"], step=0, domain="chat", conf=[[0.9, 0.5], [0.4, 0.2]],
+        ...           drafted=[2, 2], verified=[2, 1], accepted=[2, 0])
+        >>> read_rounds(path).verified.tolist()
+        [2, 1]
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -214,7 +242,15 @@ class RoundsWriter:
 
 
 def write_rounds(path: str | Path, rows: Sequence[dict[str, Any]]) -> int:
-    """Validate and write rows (dicts with FIELDS) to .jsonl[.gz] or .parquet, atomically."""
+    """Validate and write rows (dicts with FIELDS) to .jsonl[.gz] or .parquet, atomically.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "rounds.parquet")
+        >>> write_rounds(path, [{"request": "r1", "step": 3, "domain": "math", "conf": [0.7, 0.7],
+        ...                      "drafted": 2, "verified": 0, "accepted": 0}])
+        1
+    """
     path = Path(path)
     block: int | None = None
     for i, row in enumerate(rows, start=1):

@@ -41,6 +41,8 @@ PUBLIC = sorted([
     "verify_vllm_flat", "vllm_flat_to_padded",
     # exporters
     "vllm_cost_curves", "vllm_cost_table", "vllm_dynamic_k_table",
+    # recorded rounds (the file format engines log rounds in; the simulator and STS read it)
+    "Rounds", "RoundsWriter", "read_rounds", "write_rounds",
 ])
 
 
