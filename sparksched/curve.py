@@ -55,10 +55,31 @@ def isotonic_non_decreasing(y: np.ndarray, weights: np.ndarray | None = None) ->
     Used to turn noisy measured medians into a valid curve without the upward bias a running
     maximum would add.
     """
-    from scipy.optimize import isotonic_regression
-
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    try:
+        from scipy.optimize import isotonic_regression
+    except ImportError:  # scipy < 1.12 or absent (e.g. a bare GPU box): same fit in numpy
+        return _pav(np.asarray(y, dtype=np.float64), w)
     return np.asarray(isotonic_regression(np.asarray(y, dtype=np.float64), weights=w).x)
+
+
+def _pav(y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """Pool-adjacent-violators: weighted least-squares non-decreasing fit of y [m] (numpy only)."""
+    w = np.ones_like(y) if w is None else w
+    means: list[float] = []
+    weights: list[float] = []
+    counts: list[int] = []
+    for yi, wi in zip(y.tolist(), w.tolist()):
+        means.append(yi)
+        weights.append(wi)
+        counts.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            m2, w2, c2 = means.pop(), weights.pop(), counts.pop()
+            tot = weights[-1] + w2
+            means[-1] = (means[-1] * weights[-1] + m2 * w2) / tot
+            weights[-1] = tot
+            counts[-1] += c2
+    return np.repeat(np.asarray(means), counts)
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,14 @@ def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dt
     prof = measure_profile(config, device, dtype, grid, warmup, repeats or (10 if on_gpu else 15),
                            cuda_graph, seed, part_list, draft_layers, rank, progress,
                            log=lambda m: click.echo(m, err=True))
-    write_profile(prof, out)
+    try:
+        write_profile(prof, out)
+    except ValueError as exc:
+        from profiler.run import write_json_atomic
+
+        keep = out.with_name(out.stem + ".invalid.json")
+        write_json_atomic(prof, keep)
+        raise ValueError(f"{exc} (measurements kept in {keep}; not a valid profile)") from None
     click.echo(f"wrote {out} ({len(prof['verify'])} verify, {len(prof['draft'])} draft, "
                f"{len(prof['prefill'])} prefill points; {len(prof['skipped'])} skipped)")
 
