@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
+
+try:
+    from scipy.special import expit
+except ImportError:  # a bare GPU box without scipy (profiler runs): the same logistic in numpy
+
+    def expit(x: Any) -> Any:
+        return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 __all__ = ["CalibrationReport", "apply_sts", "calibration_report", "expected_calibration_error",
            "fit_sts", "roc_auc"]
