@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sparksched import ThroughputCurve, assign_budget, plan_budget, schedule, verify
+from sparksched import RoundsWriter, ThroughputCurve, assign_budget, plan_budget, schedule, verify
 from sparksched.models.decoder import Decoder, KVCache, build_decoder
 from sparksched.models.presets import get_preset
 
@@ -111,8 +111,13 @@ def default_curve() -> ThroughputCurve:
 
 @torch.no_grad()
 def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "sync", greedy: bool = False,
-        device: str = "cpu", seed: int = 0, dtype: torch.dtype = torch.float32) -> dict:
-    """Decode `new_tokens` per request with speculative decoding; returns tokens and counters."""
+        device: str = "cpu", seed: int = 0, dtype: torch.dtype = torch.float32,
+        record: RoundsWriter | None = None) -> dict:
+    """Decode `new_tokens` per request with speculative decoding; returns tokens and counters.
+
+    With `record`, every round (confidences, drafted, verified, accepted) is logged in the
+    recorded-rounds format that `fit_sts` and the simulator read.
+    """
     target, propose, what = load_models(device, dtype, block, seed)
     curve = default_curve()
     vocab = target.config.vocab_size
@@ -155,6 +160,10 @@ def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "
         anchor = r.tokens[torch.arange(requests, device=device), r.accepted]
         for i in range(requests):
             out[i].extend(r.tokens[i, : int(r.num_emitted[i])].tolist())
+        if record is not None:                                          # optional: log for STS
+            record.add([f"req-{i}" for i in range(requests)], step=steps, domain="toy",
+                       conf=prop.conf.cpu().numpy(), drafted=[block] * requests,
+                       verified=lengths.cpu().numpy(), accepted=r.accepted.cpu().numpy())
         steps += 1
         verified += int(lengths.sum())
         accepted_total += int(r.accepted.sum())
@@ -190,11 +199,18 @@ def main() -> None:
     ap.add_argument("--policy", choices=["sync", "async"], default="sync")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--record", metavar="PATH", help="write the rounds (.jsonl or .parquet) for fit_sts")
     ap.add_argument("--check", action="store_true",
                     help="greedy decoding in float64, compared token for token with plain greedy decoding")
     args = ap.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # tiny models: thread hand-offs cost more than they save on shared cores
     dtype = torch.float64 if args.check else torch.float32
-    res = run(args.requests, args.tokens, args.block, args.policy, args.check, args.device, args.seed, dtype)
+    writer = RoundsWriter(args.record) if args.record else None
+    res = run(args.requests, args.tokens, args.block, args.policy, args.check, args.device, args.seed, dtype,
+              writer)
+    if writer is not None:
+        print(f"recorded {writer.close()} rounds to {args.record}")
     print(f"models: {res['models']}; policy {args.policy}; device {args.device}")
     print(f"{args.requests} requests x {args.tokens} tokens in {res['steps']} steps "
           f"({args.requests * args.tokens / res['steps']:.2f} tokens/step, plain decoding: {args.requests:.2f}); "
