@@ -49,7 +49,8 @@ SCHEMA: dict[str, Any] = {
 }
 
 JSON_SPACE = " \t\r\n"  # the only whitespace JSON allows; a line of just these is blank
-_CHUNK = 65536  # rows buffered as Python values before they become a polars frame
+_CHUNK = 65536
+Row = tuple[Any, ...]  # (id, arrival_s, prompt_tokens, output_tokens, domain, prompt, session, slo_tps, hash_ids)  # rows buffered as Python values before they become a polars frame
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,26 @@ class _Checker:
             raise self.fail(line, field, "must be finite", value)
         return number
 
-    def check(self, obj: Any, line: int) -> TraceRecord:
-        """Validate one parsed line; return its record or raise the one-line ValueError."""
+    def row(self, obj: Any, line: int) -> Row:
+        """Validate one parsed line; return its 9 field values in schema order, or raise the ValueError.
+
+        The common case (exactly the five required keys, plain values) takes an inline fast path;
+        anything else goes through `check`, which alone produces error messages.
+        """
+        if type(obj) is dict and len(obj) == 5:
+            rid, a, p, o, d = (obj.get("id"), obj.get("arrival_s"), obj.get("prompt_tokens"),
+                               obj.get("output_tokens"), obj.get("domain"))
+            if (type(rid) is str and type(d) is str and type(p) is int and type(o) is int
+                    and (type(a) is float or (type(a) is int and a <= 2**53))
+                    and 1 <= p <= MAX_TOKENS and 1 <= o <= MAX_TOKENS and a >= 0 and a >= self.prev_arrival
+                    and a != math.inf and rid and d and rid.isascii() and d.isascii() and rid not in self.seen):
+                self.seen.add(rid)
+                self.prev_arrival = a = float(a)
+                return (rid, a, p, o, d, None, None, None, None)
+        return self.check(obj, line)
+
+    def check(self, obj: Any, line: int) -> Row:
+        """Validate one parsed line (every rule, with the error messages); return its row."""
         if not isinstance(obj, dict):
             raise self.fail(line, "<line>", f"must be a JSON object, not {type(obj).__name__}", obj)
         rid = self._text(line, obj, "id", True)
@@ -182,20 +201,15 @@ class _Checker:
             raise self.fail(line, "id", "duplicate id", rid)
         self.seen.add(rid)
         self.prev_arrival = arrival
-        return TraceRecord(rid, arrival, prompt_tokens, output_tokens, domain, prompt, session, slo_tps, hash_ids)
+        return (rid, arrival, prompt_tokens, output_tokens, domain, prompt, session, slo_tps, hash_ids)
 
 
 def _open_read(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def iter_trace(path: str | Path) -> Iterator[TraceRecord]:
-    """Stream the validated records of a JSON Lines trace, in file order.
-
-    Raises the one-line ValueError of the first bad line when it reaches it (records before it have
-    already been yielded: use `load_trace` for all-or-nothing), and at the end if the file holds no
-    request at all.
-    """
+def _iter_rows(path: str | Path) -> Iterator[Row]:
+    """Validated rows of a JSON Lines trace in file order (see `iter_trace`)."""
     path = Path(path)
     where = str(path)
     checker = _Checker(where)
@@ -205,6 +219,7 @@ def iter_trace(path: str | Path) -> Iterator[TraceRecord]:
         stream = _open_read(path)
     except OSError as exc:
         raise ValueError(f"{where}: cannot open trace: {exc.strerror or exc}") from None
+    loads = json.loads
     with stream:
         while True:
             try:
@@ -221,19 +236,33 @@ def iter_trace(path: str | Path) -> Iterator[TraceRecord]:
             if not text.strip(JSON_SPACE):
                 continue
             try:
-                obj = json.loads(text)
+                obj = loads(text)
             except (json.JSONDecodeError, RecursionError) as exc:
                 what = f"bad JSON: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "bad JSON: nested too deeply"
                 raise checker.fail(line, "<line>", what, text.rstrip("\r\n")) from None
-            yield checker.check(obj, line)
+            yield checker.row(obj, line)
             count += 1
     if count == 0:
         raise ValueError(f"{where}: line {line}: field '<file>': trace holds no requests (got an empty file)")
 
 
-def _frame(columns: dict[str, list[Any]], optional_seen: set[str]) -> pl.DataFrame:
-    names = list(REQUIRED) + [c for c in OPTIONAL if c in optional_seen]
-    return pl.DataFrame({c: columns[c] for c in names}, schema={c: SCHEMA[c] for c in names})
+def iter_trace(path: str | Path) -> Iterator[TraceRecord]:
+    """Stream the validated records of a JSON Lines trace, in file order.
+
+    Raises the one-line ValueError of the first bad line when it reaches it (records before it have
+    already been yielded: use `load_trace` for all-or-nothing), and at the end if the file holds no
+    request at all.
+    """
+    for row in _iter_rows(path):
+        yield TraceRecord(*row)
+
+
+def _frame(rows: list[Row]) -> pl.DataFrame:
+    """One chunk of rows as a frame with every column (optional ones null where unset)."""
+    names = REQUIRED + OPTIONAL
+    if any(r[8] is not None for r in rows):
+        rows = [r if r[8] is None else (*r[:8], list(r[8])) for r in rows]
+    return pl.DataFrame(rows, schema={c: SCHEMA[c] for c in names}, orient="row")
 
 
 def empty_frame() -> pl.DataFrame:
@@ -246,32 +275,20 @@ def load_trace(path: str | Path) -> pl.DataFrame:
 
     Columns: id Utf8, arrival_s Float64 (s), prompt_tokens Int64, output_tokens Int64, domain Utf8,
     then each optional column (prompt Utf8, session Utf8, slo_tps Float64, hash_ids List(Int64)) that
-    at least one line sets (null elsewhere). Rows are streamed into chunks of columns, so the file is
-    never held as Python objects more than one chunk at a time.
+    at least one line sets (null elsewhere). Rows are streamed in chunks of 65536 into polars, so
+    the file is never held as Python objects more than one chunk at a time.
     """
-    fields = REQUIRED + OPTIONAL
     frames: list[pl.DataFrame] = []
-    columns: dict[str, list[Any]] = {c: [] for c in fields}
-    seen_optional: set[str] = set()
-    chunk_optional: set[str] = set()
-    n = 0
-    for rec in iter_trace(path):
-        for c in fields:
-            value = getattr(rec, c)
-            columns[c].append(list(value) if c == "hash_ids" and value is not None else value)
-            if c in OPTIONAL and value is not None:
-                chunk_optional.add(c)
-        n += 1
-        if n % _CHUNK == 0:
-            frames.append(_frame(columns, set(OPTIONAL)))
-            seen_optional |= chunk_optional
-            columns = {c: [] for c in fields}
-            chunk_optional = set()
-    if columns["id"]:
-        frames.append(_frame(columns, set(OPTIONAL)))
-        seen_optional |= chunk_optional
+    rows: list[Row] = []
+    for row in _iter_rows(path):
+        rows.append(row)
+        if len(rows) == _CHUNK:
+            frames.append(_frame(rows))
+            rows = []
+    if rows:
+        frames.append(_frame(rows))
     df = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
-    keep = list(REQUIRED) + [c for c in OPTIONAL if c in seen_optional]
+    keep = list(REQUIRED) + [c for c in OPTIONAL if df[c].null_count() < df.height]
     return df.select(keep)
 
 
@@ -290,7 +307,7 @@ def records_from_frame(df: pl.DataFrame, where: str = "trace") -> Iterator[Trace
     checker = _Checker(where)
     cols = [c for c in REQUIRED + OPTIONAL if c in df.columns]
     for i, row in enumerate(df.select(cols).iter_rows(named=True), start=1):
-        yield checker.check(row, i)
+        yield TraceRecord(*checker.check(row, i))
     if df.height == 0:
         raise ValueError(f"{where}: line 0: field '<file>': trace holds no requests (got an empty frame)")
 
@@ -340,7 +357,7 @@ def write_trace(records_or_df: pl.DataFrame | Iterable[TraceRecord], path: str |
                 obj = {c: getattr(rec, c) for c in REQUIRED + OPTIONAL}
                 if rec.hash_ids is not None:
                     obj["hash_ids"] = list(rec.hash_ids)
-                yield checker.check(obj, n)
+                yield TraceRecord(*checker.check(obj, n))
             if n == 0:
                 raise ValueError(f"{path}: line 0: field '<file>': trace holds no requests (got nothing to write)")
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from simulator.generate import BUNDLE, bundle
 from simulator.trace import (
     TraceRecord,
+    _Checker,
     bundled_traces,
     iter_trace,
     load_trace,
@@ -194,6 +195,25 @@ def test_garbage_lines_give_clean_error_or_full_result(tmp_path, junk, where):
     path.write_bytes(b"\n".join(lines) + b"\n")
     nonblank = sum(1 for line in lines if line.strip(b" \t\r\n"))
     check_outcome(load_trace, path, nonblank)
+
+
+@settings(max_examples=300, deadline=None)
+@given(obj=st.one_of(mutated_records.map(json.loads),
+                     st.fixed_dictionaries({"id": st.text(max_size=3), "arrival_s": json_values,
+                                            "prompt_tokens": json_values, "output_tokens": json_values,
+                                            "domain": st.text(max_size=2)})))
+def test_fast_path_agrees_with_full_check(obj):
+    fast, full = _Checker("f"), _Checker("f")
+    fast.prev_arrival = full.prev_arrival = 1.0
+    fast.seen.add("r0")
+    full.seen.add("r0")
+    try:
+        expected = full.check(obj, 1)
+    except ValueError:
+        with pytest.raises(ValueError):
+            fast.row(obj, 1)
+        return
+    assert fast.row(obj, 1) == expected
 
 
 def naive_load(path: Path) -> pl.DataFrame:
