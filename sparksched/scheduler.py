@@ -35,6 +35,7 @@ synchronisation, capturable in a CUDA graph). `schedule` dispatches on the input
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +50,7 @@ __all__ = ["schedule", "schedule_numpy", "schedule_reference", "schedule_torch",
 _SHIFT = 40
 SCALE = 1 << _SHIFT  # fixed-point quantum of the expected-token numerator: 2**-40 tokens
 _MAX_CANDIDATES = 1 << 23
+_SMALL = 32  # schedule_numpy hands batches with at most this many candidates to the scalar loop
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -141,13 +143,29 @@ def step_times(curve: ThroughputCurve | np.ndarray, batch_tokens: np.ndarray) ->
     return table[b]
 
 
+_TABLE_CACHE: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+_TABLE_CACHE_SIZE = 16
+
+
+def _cached_table(curve: ThroughputCurve, max_b: int) -> np.ndarray:
+    """step_times(curve, 0..>= max_b), kept per live curve object (the simulator reuses one curve
+    for many steps). Element-wise equal to step_times at the same B."""
+    hit = _TABLE_CACHE.get(id(curve))
+    if hit is not None and hit[0]() is curve and hit[1].size > max_b:
+        return hit[1]
+    size = max(max_b + 1, 1024, 0 if hit is None or hit[0]() is not curve else 2 * hit[1].size)
+    table = step_times(curve, np.arange(size))
+    table.setflags(write=False)
+    if len(_TABLE_CACHE) >= _TABLE_CACHE_SIZE:
+        _TABLE_CACHE.pop(next(iter(_TABLE_CACHE)))
+    _TABLE_CACHE[id(curve)] = (weakref.ref(curve), table)
+    return table
+
+
 def _range_times(curve: ThroughputCurve | np.ndarray, start: int, count: int) -> np.ndarray:
     """step_times at B = start, start + 1, ..., start + count - 1 (fast path for the schedulers)."""
     if isinstance(curve, ThroughputCurve):
-        xs = curve.tokens
-        if start >= xs[0] and start + count - 1 <= xs[-1]:
-            return np.interp(np.arange(start, start + count, dtype=np.float64), xs, curve.seconds[0])
-        return step_times(curve, np.arange(start, start + count))
+        return _cached_table(curve, start + count - 1)[start:start + count]
     return curve[start:start + count]
 
 
@@ -247,13 +265,53 @@ def _survival(arr: np.ndarray, dr: np.ndarray | None) -> np.ndarray:
     return s
 
 
+def _scan(pool: np.ndarray, numerator0: int, times: np.ndarray, m: int) -> tuple[int, float]:
+    """Greedy early-stop scan over candidate values `pool` (any order) in descending order.
+
+    numerator0: fixed-point numerator before the first of them; times[j]: step time after j of
+    them. Sorts only the top m values, growing m until the stop falls inside. Returns (number
+    admitted, value of the last admitted one).
+    """
+    total = pool.size
+    m = min(total, m)
+    while True:
+        if 2 * m < total:
+            top = np.partition(pool, total - m)[total - m:]  # the m largest values, unordered
+            top.sort()
+            if top[0] <= 0.0:  # fewer than m positive candidates: take them all
+                m = total
+                continue
+        else:
+            top = np.sort(pool)
+            top = top[top > 0.0]
+        s = top[::-1]  # candidate values in admission order (ties are equal values)
+        rate = np.empty(s.size + 1)
+        rate[0] = numerator0
+        rate[1:] = np.cumsum(np.floor(s * float(SCALE)).astype(np.int64)) + numerator0
+        rate /= times[:s.size + 1]  # rate[j] = R after admitting j of them
+        stop = 0
+        if s.size:
+            improves = rate[1:] > rate[:-1]
+            stop = int(improves.argmin())
+            if improves[stop]:
+                stop = s.size
+        if stop < s.size or m >= total:
+            return stop, float(s[stop - 1]) if stop else 0.0
+        m = min(total, 8 * m)
+
+
 def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any = None,
                    extra_tokens: int = 0) -> np.ndarray:
     """Vectorised greedy with early stop; equal to `schedule_reference` bit for bit.
 
-    Selects the top-m candidates with `np.partition` (m doubling until the greedy stops inside
-    them), sorts only those (stable, so ties keep the (k, i) order), and finds the first
-    non-improving candidate from a cumulative sum. Same arguments and result as the reference:
+    No Python loop over candidates: (1) a probe of the largest S_{i,1} returns at once when even
+    it does not pay (heavy load); (2) on the flat stretch of the curve after the base batch every
+    candidate with a non-negligible S improves R, so the top ones are admitted after one
+    `np.partition`, unsorted; (3) beyond it, only the top-m remaining values are sorted (m grows
+    8x until the stop falls inside) and the first non-improving one is found from a cumulative
+    sum. Ties need no sort: the admitted set is every value above the last admitted one plus the
+    first ties at it in (k, i) index order. Batches of at most 32 candidates use the scalar loop.
+    Same arguments and result as the reference:
     conf [n, g] float in [0, 1], curve (ThroughputCurve or table [max_B + 1]), drafted [n] ints,
     extra_tokens int >= 0; returns [n] int64 lengths.
 
@@ -264,52 +322,52 @@ def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any 
     """
     arr = check_conf(conf)
     n, g = arr.shape
+    if n * g <= _SMALL:  # tiny batches: the scalar loop has less overhead than array calls
+        return schedule_reference(arr, curve, drafted, extra_tokens)
     dr = check_drafted(drafted, n, g)
     extra = check_extra(extra_tokens)
     curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
     lengths = np.zeros(n, dtype=np.int64)
-    if n == 0:
-        return lengths
     b0 = extra + n
-    _base_time(curve, b0)  # raises when the curve does not cover the base batch
+    if g == 0:
+        _base_time(curve, b0)
+        return lengths
+    t01 = _range_times(curve, b0, 2)  # step time with no drafts and with one
+    if not (math.isfinite(t01[0]) and t01[0] > 0.0):
+        _base_time(curve, b0)  # raises, naming the base batch
+    # probe: the first candidate is the largest S_{i,1} = c_{i,1}; under heavy load it often fails
+    # to improve R, and then nothing is admitted (no need to build every S)
+    first = arr[:, 0] if dr is None else np.where(dr > 0, arr[:, 0], 0.0)
+    top = first.max()
+    if top <= 0.0 or not (float(n * SCALE + math.floor(top * float(SCALE))) / t01[1] > float(n * SCALE) / t01[0]):
+        return lengths
     # S transposed: candidate (i, k) at flat index k * n + i, so index order is the tie order
     flat = np.cumprod(arr.T, axis=0)
     if dr is not None:
         flat[np.arange(g)[:, None] >= dr[None, :]] = 0.0
     flat = flat.ravel()
     total = flat.size
-    m = min(total, 64)  # the greedy usually stops early: sort only the top-m values, grow m if not
-    while True:
-        if m < total:
-            top = np.partition(flat, total - m)[total - m:]  # the m largest values, unordered
-            top.sort()
-            if top[0] <= 0.0:  # fewer than m positive candidates: take them all
-                m = total
-                continue
-        else:
-            top = np.sort(flat)
-            top = top[top > 0.0]
-        s = top[::-1]  # candidate values in admission order (ties are equal values)
-        numerator = np.cumsum(np.floor(s * float(SCALE)).astype(np.int64))
-        numerator += n * SCALE
-        rate = np.empty(s.size + 1)
-        rate[0] = n * SCALE
-        rate[1:] = numerator
-        rate /= _range_times(curve, b0, s.size + 1)  # rate[j] = R after admitting j candidates
-        stop = 0
-        if s.size:
-            improves = rate[1:] > rate[:-1]
-            stop = int(improves.argmin())
-            if improves[stop]:
-                stop = s.size
-        if stop < s.size or m >= total:
-            break
-        m = min(total, 8 * m)
+    ahead = _range_times(curve, b0, total + 1)  # ahead[j]: step time after admitting j candidates
+    flat_len = min(total, int(np.searchsorted(ahead, ahead[0], side="right")) - 1)
+    done, numerator0, pool, last, m0 = 0, n * SCALE, flat, 0.0, max(64, flat_len + 64)
+    if flat_len > 0:
+        # phase 1: while the step time stays flat, a candidate whose quantum is big enough to move
+        # R past float rounding (> (n + total) / 2048, see below) always improves it, so the top
+        # `flat_len` candidates are admitted without sorting them. Bound: numerators stay below
+        # (n + total) * 2**40, and two float64 roundings (int -> float, division) move R by less
+        # than numerator * 2**-51.
+        part = np.partition(flat, total - flat_len)
+        v_flat = part[total - flat_len]  # the smallest value among the top flat_len
+        if math.floor(v_flat * float(SCALE)) >= (n + total) // 2048 + 2:
+            numerator0 += int(np.floor(part[total - flat_len:] * float(SCALE)).astype(np.int64).sum())
+            done, pool, last, m0 = flat_len, part[:total - flat_len], v_flat, 64
+    more, last_more = _scan(pool, numerator0, ahead[done:], m0)
+    stop = done + more
+    v = last_more if more else last
     if stop == 0:
         return np.zeros(n, dtype=np.int64)
     # the admitted set is the top `stop` candidates in (S desc, k asc, i asc) order: everything
     # above the last admitted value v, plus the first ties at v in flat index order (k, then i)
-    v = s[stop - 1]
     mask = flat > v
     need = stop - int(np.count_nonzero(mask))
     mask[np.flatnonzero(flat == v)[:need]] = True
