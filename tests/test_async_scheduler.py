@@ -143,7 +143,14 @@ def test_cuda_top_k_matches_and_captures():
     conf = torch.as_tensor(r.beta(8, 2, (n, g)), device="cuda")
     curve = ThroughputCurve.from_points([1, 512, 4096], [0.02, 0.02, 0.16])
     table = torch.as_tensor(step_time_table(curve, n * (g + 1)), device="cuda")
-    k_total = plan_capacity(conf, table)
+    plan_capacity(conf, table)
+    admit_top_k(conf, torch.tensor(5, device="cuda"))  # warm-up
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation raises
+    try:
+        k_total = plan_capacity(conf, table)
+        admit_top_k(conf, k_total)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
     assert int(k_total) == plan_capacity(conf.cpu().numpy(), curve)
     np.testing.assert_array_equal(admit_top_k(conf, k_total).cpu().numpy(),
                                   admit_top_k(conf.cpu().numpy(), int(k_total)))

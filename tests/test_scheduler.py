@@ -288,6 +288,12 @@ def test_cuda_matches_cpu_and_captures_in_a_graph():
         ref = schedule_reference(conf, curve)
         np.testing.assert_array_equal(_torch(conf, None, curve, 0, device="cuda"), ref)
     static_conf = torch.as_tensor(r.beta(8, 2, (n, g)), device="cuda")
+    schedule_torch(static_conf, table, validate=False)  # warm-up (allocations, kernels)
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation raises
+    try:
+        schedule_torch(static_conf, table, torch.full((n,), g, device="cuda"), validate=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):

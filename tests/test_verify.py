@@ -296,3 +296,13 @@ def test_cuda_path_follows_the_target_and_matches_cpu_greedy():
     cpu = verify(target, None, tokens, lengths, greedy=True)
     gpu = verify(target.cuda(), None, tokens.cuda(), lengths.cuda(), greedy=True)
     assert torch.equal(cpu.tokens, gpu.tokens.cpu())
+    # no host synchronisation on the hot path (validate=False, CUDA generators)
+    tc, dc, kc, lc = target.cuda(), torch.softmax(torch.randn(n, g, v), -1).cuda(), tokens.cuda(), lengths.cuda()
+    gens = [torch.Generator(device="cuda").manual_seed(i) for i in range(n)]
+    verify(tc, dc, kc, lc, gens, validate=False)  # warm-up
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        verify(tc, dc, kc, lc, gens, validate=False)
+        verify(tc, None, kc, lc, None, greedy=True, validate=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
