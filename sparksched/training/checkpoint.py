@@ -1,0 +1,80 @@
+"""Checkpoint files of the bundled models: save atomically, load onto a device.
+
+Layout of a checkpoint directory (the bundled one is `sparksched/data/checkpoints/`):
+    tokenizer.json          byte-level BPE (tokenizers)
+    target.pt               {"config": DecoderConfig dict, "state": fp16 state dict, "meta": {...}}
+    drafter-<head>.pt       {"config": DrafterConfig dict, "state": fp16 state dict (without the
+                            shared embedding / LM head), "sts": [g] temperatures, "meta": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparksched.models.decoder import Decoder, build_decoder
+from sparksched.models.presets import DecoderConfig
+
+BUNDLED = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same directory, then rename (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _half_state(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float16).clone() for k, v in module.state_dict().items()
+            if not k.startswith(skip)}
+
+
+def save_target(model: Decoder, path: str | os.PathLike, meta: dict | None = None) -> None:
+    """Save the target's config and fp16 weights (the tied LM head is stored once)."""
+    skip = ("lm_head.",) if model.config.tie_embeddings else ()
+    atomic_save({"config": model.config.to_dict(), "state": _half_state(model, skip), "meta": meta or {}}, path)
+
+
+def load_target(path: str | os.PathLike, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> Decoder:
+    """The target decoder saved at `path`, in eval mode on `device` in `dtype`."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"{path}: cannot load target checkpoint ({e})") from None
+    config = DecoderConfig(**blob["config"])
+    model = build_decoder(config, device=device, dtype=dtype)
+    missing, unexpected = model.load_state_dict({k: v.to(dtype) for k, v in blob["state"].items()}, strict=False)
+    missing = [m for m in missing if not (config.tie_embeddings and m.startswith("lm_head."))]
+    if missing or unexpected:
+        raise ValueError(f"{path}: target checkpoint does not match its config (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    if config.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    return model.eval()
+
+
+def target_meta(path: str | os.PathLike) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
