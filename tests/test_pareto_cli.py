@@ -104,7 +104,7 @@ def test_outputs_from_synthetic_sweep(tmp_path: Path):
 def test_pareto_end_to_end_small(tmp_path: Path):
     out = tmp_path / "o"
     r = CliRunner().invoke(main, ["pareto", "--trace", "chat.jsonl", "--policies", "dspark,mtp1",
-                                  "--load", "2,8", "--max-requests", "30", "--workers", "2", "--no-progress",
+                                  "--load", "2,8", "--max-requests", "30", "--workers", "1", "--no-progress",
                                   "--sla", "50", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert "Frontier" in r.output and "Throughput at per-user speed >= 50" in r.output

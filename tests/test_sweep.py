@@ -85,12 +85,19 @@ simulator_ready = pytest.mark.skipif(importlib.util.find_spec("simulator.run") i
                                      reason="simulator.run not available yet")
 
 
-@simulator_ready
-def test_small_sweep_end_to_end():
+@pytest.fixture(scope="module")
+def local_sweep():
+    """The small sweep on 2 local processes (each spawned worker imports the simulator: seconds)."""
+    if importlib.util.find_spec("simulator.run") is None:
+        pytest.skip("simulator.run not available yet")
     from simulator.sweep import run_sweep
 
-    configs = _small_sweep_configs()
-    res = run_sweep(_chat(), configs, workers=2)
+    return run_sweep(_chat(), _small_sweep_configs(), workers=2)
+
+
+@simulator_ready
+def test_small_sweep_end_to_end(local_sweep):
+    res = local_sweep
     rows = res.rows
     assert rows.height == 4
     assert rows.get_column("policy").to_list() == ["dspark", "dspark", "mtp1", "mtp1"]
@@ -122,12 +129,15 @@ def test_small_sweep_end_to_end():
 
 
 @simulator_ready
-def test_small_sweep_ray_equals_local(ray_instance):
+def test_small_sweep_ray_equals_local(ray_instance, local_sweep):
     from simulator.sweep import run_sweep
 
     configs = _small_sweep_configs()
     df = _chat()
-    local = run_sweep(df, configs, workers=2)
+    local = local_sweep
+    # in-process (workers=1) gives the same tables as the process pool
+    serial = run_sweep(df, configs, workers=1)
+    assert serial.rows.equals(local.rows) and serial.budget.equals(local.budget)
     on_ray = run_sweep(df, configs, backend="ray", workers=2)
     for a, b in ((local.rows, on_ray.rows), (local.budget, on_ray.budget),
                  (local.acceptance, on_ray.acceptance)):
