@@ -68,10 +68,12 @@ def gpu_facts(index: int) -> dict[str, Any]:
         # CUDA_VISIBLE_DEVICES remaps indices; NVML sees physical ones. Match by PCI bus id when we can.
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         try:
-            bus = props.pci_bus_id if hasattr(props, "pci_bus_id") else None
+            bus = getattr(props, "pci_bus_id", None)
+            if isinstance(bus, int):
+                bus = f"{getattr(props, 'pci_domain_id', 0):08x}:{bus:02x}:{getattr(props, 'pci_device_id', 0):02x}.0"
             if bus:
                 handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus)
-        except pynvml.NVMLError:
+        except Exception:  # keep the index-based handle
             pass
 
         def get(fn, *args):

@@ -19,7 +19,8 @@ import torch
 
 from profiler.device import device_facts, software_facts
 from profiler.grid import Grid
-from profiler.verify import time_prefill, time_verify
+from profiler.timer import summarize
+from profiler.verify import time_prefill, time_verify, verify_samples
 from sparksched.models.decoder import build_decoder
 from sparksched.models.presets import DecoderConfig
 from sparksched.profile import validate_profile
@@ -117,17 +118,69 @@ def monotone_violations(rows: list[dict[str, Any]], tolerance: float = 0.15) -> 
     return bad
 
 
+def _measure_verify(model: Any, grid: Grid, warmup: int, repeats: int, rounds: int, cuda_graph: bool,
+                    seed: int, bar: Any, skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Time every (n, t, L) verify point; `rounds` interleaved passes over the grid, samples pooled."""
+    device = model.embed.weight.device
+    t_max = max(grid.tokens_per_request)
+    samples: dict[tuple[int, int, int], list[float]] = {}
+    failed: set[tuple[int, int, int]] = set()
+    for _ in range(rounds):
+        for ctx in grid.contexts:
+            for n in grid.requests:
+                todo = [t for t in grid.tokens_per_request if (n, t, ctx) not in failed]
+                if not todo:
+                    continue
+                try:
+                    cache = model.new_cache(n, ctx + t_max)
+                except Exception as exc:
+                    if not _is_oom(exc):
+                        raise
+                    failed.update((n, t, ctx) for t in todo)
+                    skipped.extend({"part": "verify", "requests": n, "tokens_per_request": t, "context": ctx,
+                                    "reason": "out of memory (cache)"} for t in todo)
+                    bar.update(len(todo))
+                    _free(device)
+                    continue
+                for t in todo:
+                    bar.set_postfix_str(f"verify n={n} t={t} L={ctx}")
+                    try:
+                        samples.setdefault((n, t, ctx), []).extend(
+                            verify_samples(model, n, t, ctx, warmup, repeats, cuda_graph, cache, seed))
+                    except Exception as exc:
+                        if not _is_oom(exc):
+                            raise
+                        failed.add((n, t, ctx))
+                        samples.pop((n, t, ctx), None)
+                        skipped.append({"part": "verify", "requests": n, "tokens_per_request": t,
+                                        "context": ctx, "reason": "out of memory"})
+                        _free(device)
+                    bar.update()
+                del cache
+                _free(device)
+    rows = []
+    for (n, t, ctx), xs in samples.items():
+        if (n, t, ctx) not in failed:
+            rows.append({"requests": n, "tokens": n * t, "tokens_per_request": t, "context": ctx,
+                         **summarize(xs).row(), "rounds": rounds, "cuda_graph": cuda_graph})
+    return rows
+
+
 def measure_profile(config: DecoderConfig, device: torch.device, dtype: str, grid: Grid, warmup: int = 3,
                     repeats: int = 10, cuda_graph: bool = False, seed: int = 0,
                     parts: Sequence[str] = PARTS, draft_layers: int = 5, rank: int = 256,
                     progress: bool = True, log: Callable[[str], None] | None = None,
-                    retries: int = 2) -> dict[str, Any]:
+                    retries: int = 3, rounds: int = 1) -> dict[str, Any]:
     """Time the verify pass, drafter and prefill of `config` on `device` over `grid`; a profile dict.
 
     Before the grid, a mid-sized verify pass runs untimed (first-call costs: thread pools, kernel
     selection). After it, verify points that break monotonicity in B by more than 15 % are re-timed
-    up to `retries` times, keeping the lower median (host noise only ever adds time).
+    up to `retries` times, keeping the lower median (host noise only ever adds time). `rounds` > 1
+    sweeps the verify grid that many times, interleaved, pooling `repeats` samples a round per point,
+    so a burst of host load spreads over many points instead of biasing a few (useful on CPU).
     """
+    if rounds < 1 or retries < 0:
+        raise ValueError(f"need rounds >= 1 and retries >= 0, got rounds={rounds}, retries={retries}")
     for p in parts:
         if p not in PARTS:
             raise ValueError(f"unknown part {p!r}; known: {', '.join(PARTS)}")
@@ -135,7 +188,7 @@ def measure_profile(config: DecoderConfig, device: torch.device, dtype: str, gri
         raise ValueError("--cuda-graph needs a CUDA device")
     torch_dtype = resolve_dtype(dtype)
     model = build_decoder(config, device, torch_dtype, seed)
-    total = (len(grid.verify_points()) * ("verify" in parts) + len(grid.draft_points()) * ("draft" in parts)
+    total = (len(grid.verify_points()) * rounds * ("verify" in parts) + len(grid.draft_points()) * ("draft" in parts)
              + len(grid.prompts) * ("prefill" in parts))
     bar = _progress(total, progress, f"profile {config.name}")
     skipped: list[dict[str, Any]] = []
@@ -146,33 +199,7 @@ def measure_profile(config: DecoderConfig, device: torch.device, dtype: str, gri
         time_verify(model, n0, t_max, ctx0, warmup=max(3, warmup), repeats=3, seed=seed)
     try:
         if "verify" in parts:
-            for ctx in grid.contexts:
-                for n in grid.requests:
-                    try:
-                        cache = model.new_cache(n, ctx + t_max)
-                    except Exception as exc:
-                        if not _is_oom(exc):
-                            raise
-                        skipped += [{"part": "verify", "requests": n, "tokens_per_request": t, "context": ctx,
-                                     "reason": "out of memory (cache)"} for t in grid.tokens_per_request]
-                        bar.update(len(grid.tokens_per_request))
-                        _free(device)
-                        continue
-                    for t in grid.tokens_per_request:
-                        bar.set_postfix_str(f"verify n={n} t={t} L={ctx}")
-                        try:
-                            tm = time_verify(model, n, t, ctx, warmup, repeats, cuda_graph, cache, seed)
-                            verify.append({"requests": n, "tokens": n * t, "tokens_per_request": t,
-                                           "context": ctx, **tm.row(), "cuda_graph": cuda_graph})
-                        except Exception as exc:
-                            if not _is_oom(exc):
-                                raise
-                            skipped.append({"part": "verify", "requests": n, "tokens_per_request": t,
-                                            "context": ctx, "reason": "out of memory"})
-                            _free(device)
-                        bar.update()
-                    del cache
-                    _free(device)
+            verify = _measure_verify(model, grid, warmup, repeats, rounds, cuda_graph, seed, bar, skipped)
         draft: list[dict[str, Any]] = []
         drafter_meta: dict[str, Any] = {}
         if "draft" in parts:
@@ -229,7 +256,8 @@ def measure_profile(config: DecoderConfig, device: torch.device, dtype: str, gri
         "torch": torch.__version__,
         "software": software_facts(),
         "grid": grid.to_dict(),
-        "settings": {"warmup": warmup, "repeats": repeats, "cuda_graph": cuda_graph, "seed": seed,
+        "settings": {"warmup": warmup, "repeats": repeats, "rounds": rounds, "retries": retries,
+                     "cuda_graph": cuda_graph, "seed": seed,
                      "parts": list(parts)},
         "drafter": drafter_meta,
         "verify": verify,
@@ -293,6 +321,9 @@ def write_atomic_bytes(data: bytes, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -46,9 +46,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fn(fn: Callable[[], object], device: torch.device | str, warmup: int = 3,
-            repeats: int = 10) -> Timing:
-    """Run `fn` `warmup` times untimed, then `repeats` times timed; statistics over the timed runs.
+def sample_fn(fn: Callable[[], object], device: torch.device | str, warmup: int = 3,
+              repeats: int = 10) -> list[float]:
+    """Run `fn` `warmup` times untimed, then `repeats` times timed; the timed durations (s).
 
     Args:
         fn: the pass to time (no arguments; its result is discarded).
@@ -70,12 +70,17 @@ def time_fn(fn: Callable[[], object], device: torch.device | str, warmup: int = 
             fn()
             e.record()
         torch.cuda.synchronize(device)
-        samples = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
-    else:
-        samples = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            samples.append(time.perf_counter() - t0)
-    return summarize(samples)
+        return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def time_fn(fn: Callable[[], object], device: torch.device | str, warmup: int = 3,
+            repeats: int = 10) -> Timing:
+    """`summarize(sample_fn(...))`: statistics of `repeats` timed runs after `warmup` untimed ones."""
+    return summarize(sample_fn(fn, device, warmup, repeats))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from profiler.timer import Timing, time_fn
+from profiler.timer import Timing, sample_fn, summarize, time_fn
 from sparksched.models.decoder import Decoder, KVCache
 
 
@@ -63,9 +63,9 @@ def verify_fn(model: Decoder, cache: KVCache, t: int, context: int, seed: int = 
     return run
 
 
-def time_verify(model: Decoder, n: int, t: int, context: int, warmup: int = 3, repeats: int = 10,
-                cuda_graph: bool = False, cache: KVCache | None = None, seed: int = 0) -> Timing:
-    """Time one verify pass (n requests x t tokens over a KV cache of `context` tokens each).
+def verify_samples(model: Decoder, n: int, t: int, context: int, warmup: int = 3, repeats: int = 10,
+                   cuda_graph: bool = False, cache: KVCache | None = None, seed: int = 0) -> list[float]:
+    """Durations (s) of `repeats` verify passes (n requests x t tokens over `context` cached tokens).
 
     Pass `cache` (n requests, max_len >= context + t) to reuse one allocation across t values.
     """
@@ -73,7 +73,13 @@ def time_verify(model: Decoder, n: int, t: int, context: int, warmup: int = 3, r
     if cache is None:
         cache = model.new_cache(n, context + t)
     fn = verify_fn(model, cache, t, context, seed, cuda_graph)
-    return time_fn(fn, device, warmup, repeats)
+    return sample_fn(fn, device, warmup, repeats)
+
+
+def time_verify(model: Decoder, n: int, t: int, context: int, warmup: int = 3, repeats: int = 10,
+                cuda_graph: bool = False, cache: KVCache | None = None, seed: int = 0) -> Timing:
+    """Statistics of `verify_samples` (median, p10, p90, cv)."""
+    return summarize(verify_samples(model, n, t, context, warmup, repeats, cuda_graph, cache, seed))
 
 
 def time_prefill(model: Decoder, prompt: int, warmup: int = 2, repeats: int = 5, seed: int = 0) -> Timing:

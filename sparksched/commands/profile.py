@@ -89,7 +89,11 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
 @click.option("--draft-layers", type=int, default=5, show_default=True, help="Drafter backbone layers.")
 @click.option("--rank", type=int, default=256, show_default=True, help="Markov head rank r.")
 @click.option("--parts", default="verify,draft,prefill", show_default=True, help="What to time.")
-@click.option("--repeats", type=int, default=None, help="Timed runs per point (default 10 GPU, 15 CPU).")
+@click.option("--repeats", type=int, default=None, help="Timed runs per point and round (default 10 GPU, 5 CPU).")
+@click.option("--rounds", type=int, default=None,
+              help="Interleaved sweeps of the verify grid, samples pooled (default 1 GPU, 3 CPU).")
+@click.option("--retries", type=int, default=3, show_default=True,
+              help="Re-time verify points that break monotonicity in B, up to this many times.")
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed runs per point.")
 @click.option("--cuda-graph/--no-cuda-graph", default=False, show_default=True,
               help="Capture the verify pass in a CUDA graph and time replays.")
@@ -102,7 +106,7 @@ def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofli
             requests: str | None, tokens: str | None, block: int | None, contexts: str | None,
             prompts: str | None, draft_requests: str | None, blocks: str | None,
             draft_context: int | None, draft_layers: int, rank: int, parts: str, repeats: int | None,
-            warmup: int, cuda_graph: bool, threads: int | None, seed: int, progress: bool) -> None:
+            rounds: int | None, retries: int, warmup: int, cuda_graph: bool, threads: int | None, seed: int, progress: bool) -> None:
     """Measure (--gpu / --device) or estimate (--roofline) a step-time profile."""
     if ctx.invoked_subcommand is not None:
         return
@@ -120,7 +124,7 @@ def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofli
         else:
             _run_measure(gpu, device_name, model, dtype, output, grid_name, requests, tokens, block,
                          contexts, prompts, draft_requests, blocks, draft_context, draft_layers, rank,
-                         parts, repeats, warmup, cuda_graph, threads, seed, progress)
+                         parts, repeats, rounds, retries, warmup, cuda_graph, threads, seed, progress)
     except (ValueError, OSError, RuntimeError) as exc:
         raise _fail(exc) from None
 
@@ -143,8 +147,8 @@ def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dt
                  output: str | None, grid_name: str | None, requests: str | None, tokens: str | None,
                  block: int | None, contexts: str | None, prompts: str | None, draft_requests: str | None,
                  blocks: str | None, draft_context: int | None, draft_layers: int, rank: int, parts: str,
-                 repeats: int | None, warmup: int, cuda_graph: bool, threads: int | None, seed: int,
-                 progress: bool) -> None:
+                 repeats: int | None, rounds: int | None, retries: int, warmup: int, cuda_graph: bool,
+                 threads: int | None, seed: int, progress: bool) -> None:
     from profiler.run import resolve_device
 
     device = resolve_device(gpu, device_name)
@@ -168,9 +172,10 @@ def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dt
     out = Path(output or f"{'cuda' if on_gpu else 'cpu'}-{model}.json")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise ValueError(f"{out}: folder {out.parent} does not exist")
-    prof = measure_profile(config, device, dtype, grid, warmup, repeats or (10 if on_gpu else 15),
+    prof = measure_profile(config, device, dtype, grid, warmup, repeats or (10 if on_gpu else 5),
                            cuda_graph, seed, part_list, draft_layers, rank, progress,
-                           log=lambda m: click.echo(m, err=True))
+                           log=lambda m: click.echo(m, err=True), retries=retries,
+                           rounds=rounds or (1 if on_gpu else 3))
     try:
         write_profile(prof, out)
     except ValueError as exc:
@@ -196,7 +201,11 @@ def show(file: str, png: str | None, max_rows: int) -> None:
 
         prof = load_profile(file)
         click.echo(_summary_text(prof, max_rows))
-        path = plot_profile(prof, png or f"{Path(prof['_source']).stem}.png")
+        try:
+            path = plot_profile(prof, png or f"{Path(prof['_source']).stem}.png")
+        except ImportError as exc:
+            click.echo(f"no PNG: {exc.name or 'matplotlib'} is not installed", err=True)
+            return
         click.echo(f"wrote {path}")
     except (ValueError, OSError, RuntimeError) as exc:
         raise _fail(exc) from None

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Measure the target's step-time profile on the real GPU and compare it with the roofline estimate.
+#
+#   scripts/gpu_profile.sh            # on the GPU box: qwen3-8b, bfloat16, eager + CUDA graph (~4-6 min)
+#   scripts/gpu_profile.sh cpu        # dry run of the same steps on CPU with the tiny preset (~1 min)
+#
+# Needs only python3 with torch, numpy and click (nvidia-ml-py for device facts; matplotlib for the
+# PNGs, skipped when absent). Runs from the repository root without installing it. Everything it
+# writes goes to $OUT (default ./gpu-profile-out):
+#   <dev>-qwen3-8b-<date>.json            measured profile, eager verify pass (+ drafter, prefill)
+#   <dev>-qwen3-8b-cudagraph-<date>.json  measured profile, verify pass replayed from CUDA graphs
+#   check*.txt                            held-out interpolation error (sparksched profile check)
+#   roofline-vs-measured*.txt / .json     roofline estimate vs measurement, per point, median / max
+#   *.png, env.txt, *.log
+set -uo pipefail
+MODE=${1:-gpu}
+OUT=${OUT:-$PWD/gpu-profile-out}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+SP="$PY -m sparksched.cli profile"
+DATE=$(date -u +%Y%m%d)
+status=0
+
+step() {  # step NAME TIMEOUT_S CMD...: run, log to $OUT/NAME.log, never abort the script
+    local name=$1 limit=$2; shift 2
+    echo "== $name: $*" | tee -a "$OUT/steps.txt"
+    local t0=$SECONDS
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "   rc=$rc in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
+    tail -n 3 "$OUT/$name.log"
+    [ $rc -eq 0 ] || status=1
+    return $rc
+}
+
+# preflight: imports and device facts, so a missing module fails in seconds, not after a model build
+$PY - >"$OUT/env.txt" 2>&1 <<'PYEOF'
+import importlib, platform
+import torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
+      "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("device", torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory / 2**30, "GiB")
+for m in ("numpy", "click", "pynvml", "scipy", "matplotlib", "tqdm", "polars"):
+    try:
+        importlib.import_module(m); print("module", m, "ok")
+    except Exception as e:
+        print("module", m, "MISSING", type(e).__name__)
+import profiler.run, profiler.roofline, profiler.check, profiler.compare, sparksched.commands.profile  # noqa
+print("imports ok")
+PYEOF
+rc=$?
+cat "$OUT/env.txt"
+if [ $rc -ne 0 ]; then echo "preflight failed (see $OUT/env.txt)"; exit 1; fi
+
+if [ "$MODE" = cpu ]; then
+    DEV=(--device cpu --threads 1)
+    MODEL=tiny; DTYPE=float32; SLUG=cpu; GRAPH=0
+    GRID=(--requests 1,2,4,8 --tokens 1,2,4,8 --contexts 64,256 --prompts 32,128
+          --draft-requests 1,4 --blocks 5,7 --draft-context 128 --repeats 4 --rounds 3 --warmup 2)
+    ROOF=h100   # nothing to compare a CPU with: exercises the code path only
+else
+    if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+        echo "no CUDA device visible; for a dry run use: scripts/gpu_profile.sh cpu"; exit 1
+    fi
+    DEV=(--gpu 0)
+    MODEL=qwen3-8b; DTYPE=bfloat16; GRAPH=1
+    SLUG=$($PY -c "
+import torch, re
+n = torch.cuda.get_device_name(0).lower()
+k = next((k for k in ('h200', 'h100', 'a100', 'l40s') if k in n), None)
+print(k or re.sub('[^a-z0-9]+', '-', n).strip('-'))")
+    # n L <= 128 x 2056 KV tokens (~39 GB bf16) + 16 GB weights: fits 80 GB
+    GRID=(--grid gpu --repeats 10 --warmup 3)
+    case "$SLUG" in h100|h200|a100|l40s) ROOF=$SLUG ;; *) ROOF=h100 ;; esac
+fi
+NAME="$SLUG-$MODEL-$DATE"
+
+step eager 330 $SP "${DEV[@]}" --model $MODEL --dtype $DTYPE "${GRID[@]}" --no-progress \
+    -o "$OUT/$NAME.json"
+if [ "$GRAPH" = 1 ]; then
+    step cudagraph 200 $SP "${DEV[@]}" --model $MODEL --dtype $DTYPE "${GRID[@]}" --cuda-graph \
+        --parts verify --no-progress -o "$OUT/$SLUG-$MODEL-cudagraph-$DATE.json"
+fi
+
+for f in "$OUT/$NAME.json" "$OUT/$SLUG-$MODEL-cudagraph-$DATE.json"; do
+    [ -f "$f" ] || continue
+    tag=$(basename "$f" .json)
+    step "check-$tag" 60 $SP check "$f" --worst 8 && cp "$OUT/check-$tag.log" "$OUT/check-$tag.txt"
+    step "compare-$tag" 60 $SP compare "$f" --roofline $ROOF -o "$OUT/roofline-vs-measured-$tag.json" \
+        && cp "$OUT/compare-$tag.log" "$OUT/roofline-vs-measured-$tag.txt"
+    # table + PNG (needs matplotlib; the table is in the log either way)
+    (cd "$OUT" && step "show-$tag" 60 $SP show "$f" --max-rows 400) || true
+done
+# the roofline of the same grid and device, for reference
+step roofline 60 $SP --roofline $ROOF --model $MODEL --dtype $DTYPE "${GRID[@]}" \
+    -o "$OUT/$ROOF-$MODEL-roofline-same-grid.json" || true
+echo "done (status $status); files in $OUT:"; ls -la "$OUT"
+exit $status
