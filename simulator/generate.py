@@ -58,7 +58,7 @@ class QuantileSpline:
 
     def quantile(self, q: float | np.ndarray) -> np.ndarray:
         """Inverse CDF at probabilities q in [0, 1]."""
-        return np.interp(q, self.u, self.x)
+        return np.asarray(np.interp(q, self.u, self.x))
 
     def mean(self) -> float:
         """Exact mean of the continuous spline distribution (before rounding to integers)."""

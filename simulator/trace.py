@@ -205,7 +205,9 @@ class _Checker:
 
 
 def _open_read(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
 
 
 def _iter_rows(path: str | Path) -> Iterator[Row]:
@@ -319,7 +321,9 @@ def _atomic_write(path: Path, lines: Iterable[str]) -> int:
     n = 0
     try:
         with os.fdopen(fd, "wb") as raw:
-            sink: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
+            sink: IO[bytes] = raw
+            if path.suffix == ".gz":
+                sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)  # type: ignore[assignment]
             for text in lines:
                 sink.write(text.encode("utf-8"))
                 sink.write(b"\n")

@@ -114,7 +114,7 @@ def mix(frames: Sequence[pl.DataFrame], weights: Sequence[float] | None = None, 
             raise ValueError(f"mix: weights must be >= 0 and not all zero (got {list(weights)})")
     parts = [f.with_columns(pl.col("arrival_s") - pl.col("arrival_s").min()) for f in frames]
     if align:
-        horizon = min(float(p["arrival_s"].max()) for p in parts)
+        horizon = min(float(p["arrival_s"].to_numpy().max()) for p in parts)
         if horizon > 0:
             parts = [p.filter(pl.col("arrival_s") <= horizon) for p in parts]
     if weights is not None:

@@ -150,7 +150,8 @@ def generate(domain: str, rate: float | None, duration: float | None, requests: 
     df = generate_trace(domain, rate=rate, duration_s=duration, requests=requests, seed=seed, cv=cv,
                         arrival=arrival, modulation=mod, mix=parse_mix(mix_text) if mix_text else None)
     n = _write(df, out)
-    click.echo(f"{domain}: {n} requests over {df['arrival_s'].max():.1f} s -> {out}")
+    span = float(df["arrival_s"].to_numpy().max())
+    click.echo(f"{domain}: {n} requests over {span:.1f} s -> {out}")
 
 
 @trace.command()
