@@ -293,6 +293,20 @@ def test_negative_control_global_search_is_biased():
     assert worst_global > 0.05, worst_global
 
 
+def test_negative_control_capacity_from_current_confidences_is_biased():
+    """The async scheduler's global search over K is only safe on stale confidences: planning K on
+    the current ones (which depend on x_1 through c_2) biases the output like the global search."""
+    worst_now, worst_stale = 0.0, 0.0
+    for world, curve in _cliff_cases(cheat=False):
+        now = lambda c, cv=curve: admit_top_k(c, plan_capacity(c, cv))
+        stale_k = plan_capacity(np.array([[world.conf_table[0, 0], 0.9]]), curve)  # fixed in advance
+        stale = lambda c, k=stale_k: admit_top_k(c, k)
+        worst_now = max(worst_now, max_law_error(world, now, tokens=1))
+        worst_stale = max(worst_stale, max_law_error(world, stale, tokens=1))
+    assert worst_stale < TOL
+    assert worst_now > 0.05, worst_now
+
+
 def test_negative_control_confidence_from_own_token_is_biased():
     """c_k computed from x_k itself (an online estimator reading the drawn token) breaks losslessness."""
     worst, worst_markov = 0.0, 0.0
