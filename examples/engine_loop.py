@@ -63,7 +63,7 @@ def toy_self_drafter(target: Decoder, block: int, temperature: float, seed: int 
     length afterwards, so the verify pass simply overwrites them: rollback by length at work.
     """
 
-    bias = 1.5 * torch.randn(target.config.vocab_size, generator=torch.Generator().manual_seed(seed),
+    bias = 1.0 * torch.randn(target.config.vocab_size, generator=torch.Generator().manual_seed(seed),
                              dtype=torch.float64).to(target.embed.weight.device)
 
     @torch.no_grad()
@@ -94,12 +94,12 @@ def toy_self_drafter(target: Decoder, block: int, temperature: float, seed: int 
 
 def load_models(device: str, dtype: torch.dtype, block: int, seed: int) -> tuple[Decoder, Proposer, str]:
     """The bundled checkpoints when present, else a random tiny target with the toy drafter."""
-    target = build_decoder(get_preset("tiny").with_(vocab_size=512, max_positions=512), device=device,
-                           dtype=dtype, seed=seed)
-    # a sharper random target (the LM head is tied to the embedding; RMSNorm makes the input
-    # scale irrelevant): its distributions are far from uniform, so drafts get rejected sometimes
+    config = get_preset("tiny").with_(vocab_size=512, max_positions=512, tie_embeddings=False)
+    target = build_decoder(config, device=device, dtype=dtype, seed=seed)
+    # an untied, scaled-up LM head: a random target whose distributions are peaked (greedy decoding
+    # does not collapse onto repeating its input, as a tied random head would)
     with torch.no_grad():
-        target.lm_head.weight.mul_(4.0)
+        target.lm_head.weight.mul_(25.0)
     return target, toy_self_drafter(target, block, temperature=1.3, seed=seed), "random tiny target + toy self-drafter"
 
 

@@ -2,41 +2,74 @@
 
 The `--check` mode decodes greedily in float64 and compares the speculative output token for token
 with plain greedy decoding of the same target: any mistake in scheduling, verification or KV
-rollback shows up as a mismatch (the script exits non-zero).
+rollback shows up as a mismatch (the script exits non-zero). One run goes through a subprocess,
+exactly as a user runs it; the others import the script and call `run` (cheaper).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import torch
 
 import sparksched
+from sparksched import read_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "engine_loop.py"
 
 
-def _run(*args: str) -> str:
-    proc = subprocess.run([sys.executable, str(EXAMPLE), "--device", "cpu", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
+def _module():
+    spec = importlib.util.spec_from_file_location("engine_loop", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_engine_loop_script_runs_checks_and_records(tmp_path):
+    rounds = tmp_path / "rounds.jsonl"
+    proc = subprocess.run([sys.executable, str(EXAMPLE), "--device", "cpu", "--check", "--policy", "async",
+                           "--tokens", "24", "--requests", "3", "--record", str(rounds)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    assert "equals plain greedy decoding" in proc.stdout
+    r = read_rounds(rounds)
+    assert r.conf.shape[1] == 5 and (r.accepted <= r.verified).all() and (r.verified <= r.drafted).all()
 
 
-@pytest.mark.parametrize("policy", ["sync", "async"])
-def test_engine_loop_greedy_equals_plain_decoding(policy):
-    out = _run("--check", "--policy", policy, "--tokens", "24", "--requests", "3")
-    assert "equals plain greedy decoding" in out
-    assert "verified" in out
+def test_sync_greedy_equals_plain_decoding_and_rejects_some_drafts():
+    mod = _module()
+    torch.set_num_threads(1)
+    res = mod.run(requests=3, new_tokens=24, policy="sync", greedy=True, dtype=torch.float64)
+    assert res["tokens"] == mod.plain_greedy(res["target"], res["prompts"], 24)
+    assert res["accepted"] < res["verified"]             # rollback after a rejection is exercised
 
 
-def test_engine_loop_sampling_runs():
-    out = _run("--tokens", "16", "--requests", "2")
-    assert "tokens/step" in out
+def test_negative_control_a_broken_rollback_is_caught():
+    """Advancing the cache by one token too many must break the equality the check relies on."""
+    mod = _module()
+    torch.set_num_threads(1)
+    original = mod.KVCache.advance
+
+    def leaky(self, counts):
+        original(self, counts + (counts > 1).long())
+
+    mod.KVCache.advance = leaky
+    try:
+        res = mod.run(requests=2, new_tokens=16, policy="sync", greedy=True, dtype=torch.float64)
+    finally:
+        mod.KVCache.advance = original
+    assert res["tokens"] != mod.plain_greedy(res["target"], res["prompts"], 16)
+
+
+def test_sampling_runs():
+    res = _module().run(requests=2, new_tokens=12, policy="async")
+    assert all(len(t) == 12 for t in res["tokens"])
 
 
 def test_engine_loop_uses_only_the_public_api():
