@@ -112,21 +112,27 @@ def plot_frontier(rows: pl.DataFrame, front: pl.DataFrame, path: str | Path, *, 
 
 
 def plot_budget_vs_concurrency(rows: pl.DataFrame, budget: pl.DataFrame, path: str | Path, *,
-                               bins: int = 24, title: str | None = None) -> Path:
+                               bins: int = 16, title: str | None = None) -> Path:
     """Throughput (top) and verify budget per request incl. the anchor (bottom) vs concurrency.
 
+    Concurrency is the number of decoding requests in a step (prefilling requests hold a slot but
+    verify nothing). Lines: one point per sweep run (its time-weighted mean concurrency, its
+    throughput and budget). Faint dots: the budget of all steps pooled by concurrency bin.
+
     Args:
-        rows: sweep rows with policy, mean_running (time-weighted running requests) and
-            throughput_tps.
-        budget: per-step aggregates with policy, running (requests in the step), steps (how many
-            steps had that many) and budget (mean verified tokens per request, anchor included).
-            Bins of `running` are averaged weighted by steps.
+        rows: sweep rows with policy, mean_decode_requests (or mean_running), throughput_tps and
+            budget_per_request.
+        budget: per-step aggregates with policy, running (decoding requests in the step), steps
+            and budget (mean verified tokens per request, anchor included).
     """
     fig, (top, bot) = _figure(2, 1, figsize=(7.5, 7.0), sharex=True)
     colors = policy_colors(_policies(rows) or _policies(budget))
+    x_col = "mean_decode_requests" if "mean_decode_requests" in rows.columns else "mean_running"
     for p, c in colors.items():
-        g = rows.filter(pl.col("policy") == p).sort("mean_running")
-        top.plot(g.get_column("mean_running"), g.get_column("throughput_tps"), "-o", color=c, ms=4, label=p)
+        g = rows.filter(pl.col("policy") == p).sort(x_col)
+        top.plot(g.get_column(x_col), g.get_column("throughput_tps"), "-o", color=c, ms=4, label=p)
+        if "budget_per_request" in g.columns:
+            bot.plot(g.get_column(x_col), g.get_column("budget_per_request"), "-o", color=c, ms=5, label=p)
         b = budget.filter((pl.col("policy") == p) & (pl.col("steps") > 0))
         if b.is_empty():
             continue
@@ -140,16 +146,17 @@ def plot_budget_vs_concurrency(rows: pl.DataFrame, budget: pl.DataFrame, path: s
             m = which == j
             xs.append(float(np.average(run[m], weights=w[m])))
             ys.append(float(np.average(val[m], weights=w[m])))
-        bot.plot(xs, ys, "-o", color=c, ms=4, label=p)
+        bot.plot(xs, ys, ".", color=c, alpha=0.35, ms=6)
     top.set_ylabel("throughput, tokens/s")
     top.set_ylim(bottom=0)
     top.grid(alpha=0.3)
     top.legend(fontsize=9)
     top.set_title(title or "Load-adaptive verification: throughput and verify budget vs concurrency")
     bot.axhline(2.0, ls=":", color="gray", lw=1)
-    bot.text(bot.get_xlim()[0], 2.0, " MTP-1: anchor + 1 draft = 2", va="bottom", fontsize=8, color="gray")
+    bot.text(bot.get_xlim()[1], 2.0, "MTP-1: anchor + 1 draft = 2 ", va="bottom", ha="right", fontsize=8,
+             color="gray")
     bot.set_ylabel("verify budget per request\n(tokens per step, anchor included)")
-    bot.set_xlabel("concurrent running requests")
+    bot.set_xlabel("concurrent decoding requests per step (lines: per run, time-weighted; dots: steps pooled)")
     bot.set_ylim(bottom=0)
     bot.grid(alpha=0.3)
     return _save(fig, path)

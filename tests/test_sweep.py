@@ -103,7 +103,8 @@ def test_small_sweep_end_to_end(local_sweep):
     assert rows.get_column("policy").to_list() == ["dspark", "dspark", "mtp1", "mtp1"]
     assert rows.get_column("max_running").to_list() == [2, 8, 2, 8]
     for col in ("throughput_tps", "user_tps_p50", "user_tps_p90", "ttft_p90_s", "mean_verify_budget",
-                "mean_running", "mean_batch_tokens", "mean_step_s", "budget_per_request"):
+                "mean_running", "mean_decode_requests", "mean_batch_tokens", "mean_step_s", "mean_verify_s",
+                "budget_per_request"):
         assert rows.get_column(col).is_finite().all(), col
     # every request of the 40 finishes (no horizon), nothing unfinished
     assert rows.get_column("finished").to_list() == [40] * 4
