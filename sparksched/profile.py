@@ -34,6 +34,8 @@ _ROW_FIELDS: dict[str, tuple[str, ...]] = {
 _POSITIVE = {"requests", "tokens", "block", "prompt_tokens", "median_s"}
 _NON_NEGATIVE = {"context", "p10_s", "p90_s", "backbone_s", "head_s", "cv", "repeats", "tokens_per_request"}
 
+_KINDS = ("measured", "estimated")  # optional top-level "kind": timed on a device, or a roofline
+
 BUNDLED_DIR = "data/profiles"
 
 
@@ -66,6 +68,8 @@ def validate_profile(profile: Any, where: str = "profile") -> dict[str, Any]:
     if profile["schema"] != SCHEMA_VERSION:
         raise ValueError(f"{where}: field 'schema' is {profile['schema']!r}; this sparksched reads "
                          f"schema {SCHEMA_VERSION}")
+    if "kind" in profile and profile["kind"] not in _KINDS:
+        raise ValueError(f"{where}: field 'kind' is {profile['kind']!r}; expected one of {', '.join(_KINDS)}")
     for section, fields in _ROW_FIELDS.items():
         rows = profile.get(section, [])
         if section == "verify" and (not isinstance(rows, list) or not rows):
