@@ -273,6 +273,12 @@ def _scan(pool: np.ndarray, numerator0: int, times: np.ndarray, m: int) -> tuple
     admitted, value of the last admitted one).
     """
     total = pool.size
+    if total == 0:
+        return 0, 0.0
+    best = pool.max()  # probe: often the very next candidate already fails to improve R
+    if best <= 0.0 or not (float(numerator0 + math.floor(best * float(SCALE))) / times[1]
+                           > float(numerator0) / times[0]):
+        return 0, 0.0
     m = min(total, m)
     while True:
         if 2 * m < total:
@@ -370,8 +376,9 @@ def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any 
     # above the last admitted value v, plus the first ties at v in flat index order (k, then i)
     mask = flat > v
     need = stop - int(np.count_nonzero(mask))
-    mask[np.flatnonzero(flat == v)[:need]] = True
-    return mask.reshape(g, n).sum(axis=0, dtype=np.int64)
+    if need:
+        mask[np.flatnonzero(flat == v)[:need]] = True
+    return np.count_nonzero(mask.reshape(g, n), axis=0).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------- torch
