@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from sparksched import RoundsWriter, ThroughputCurve, assign_budget, plan_budget, schedule, verify
-from sparksched.models.decoder import Decoder, KVCache, build_decoder
+from sparksched.models.decoder import Decoder, build_decoder
+from sparksched.models.drafter import DrafterConfig, DSparkDrafter, build_drafter
 from sparksched.models.presets import get_preset
 
 
@@ -50,57 +50,123 @@ class Proposal:
     conf: torch.Tensor
 
 
-Proposer = Callable[[torch.Tensor, KVCache, list[torch.Generator], bool], Proposal]
+class DSparkModels:
+    """Target + DSpark drafter: prefill, propose, forward, commit (the drafter's context cache rolls
+    back by length exactly like the target's KV cache)."""
+
+    def __init__(self, target: Decoder, drafter: DSparkDrafter, what: str) -> None:
+        self.target, self.drafter, self.what = target, drafter, what
+        self.block = drafter.config.block
+        self._hidden: list[torch.Tensor] = []
+
+    def prefill(self, prompts: torch.Tensor, max_len: int) -> torch.Tensor:
+        """Prompt [n, P] into both caches; returns the last prompt position's logits [n, V]."""
+        n, length = prompts.shape
+        self.cache = self.target.new_cache(n, max_len)
+        self.ctx = self.drafter.new_context(n, max_len)
+        out = self.target(prompts, self.cache, hidden_layers=self.drafter.target_layers)
+        self.drafter.extend_context(self.ctx, out.hidden)
+        filled = torch.full((n,), length, device=prompts.device)
+        self.cache.advance(filled)
+        self.ctx.advance(filled)
+        return out.logits[:, -1]
+
+    def propose(self, anchor: torch.Tensor, gens: list[torch.Generator], greedy: bool) -> Proposal:
+        d = self.drafter.draft(anchor, self.ctx, gens, greedy=greedy)   # one parallel pass + head loop
+        return Proposal(d.tokens, d.probs, d.conf)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Target logits [n, g + 1, V] for [anchor, drafts]; keeps the hidden states for commit."""
+        out = self.target(tokens, self.cache, hidden_layers=self.drafter.target_layers)
+        self._hidden = out.hidden
+        return out.logits
+
+    def commit(self, num_emitted: torch.Tensor) -> None:
+        """Keep the anchor and the accepted drafts in both caches; the rest is rolled back."""
+        self.drafter.extend_context(self.ctx, self._hidden)
+        self.cache.advance(num_emitted)
+        self.ctx.advance(num_emitted)
 
 
-def toy_self_drafter(target: Decoder, block: int, temperature: float, seed: int = 0) -> Proposer:
-    """The target drafting for itself, off by a fixed per-token logit bias and a higher temperature.
+class ToyModels:
+    """A random target drafting for itself (off by a fixed logit bias, at a higher temperature).
 
-    A stand-in when no drafter is bundled. The bias makes its argmax differ from the target's now
-    and then, so even greedy decoding rejects drafts and exercises the rollback.
-
-    It writes draft keys/values into the target's own cache past the valid length and restores the
-    length afterwards, so the verify pass simply overwrites them: rollback by length at work.
+    A stand-in with non-trivial acceptance when no trained drafter is bundled. Its confidence is the
+    draft distribution's top probability: it reads q_k, never x_k. The draft pass writes keys and
+    values past the valid cache length and restores the length, so the verify pass overwrites them.
     """
 
-    bias = 1.0 * torch.randn(target.config.vocab_size, generator=torch.Generator().manual_seed(seed),
-                             dtype=torch.float64).to(target.embed.weight.device)
+    def __init__(self, target: Decoder, block: int, temperature: float, seed: int, what: str) -> None:
+        self.target, self.block, self.temperature, self.what = target, block, temperature, what
+        self.bias = torch.randn(target.config.vocab_size, generator=torch.Generator().manual_seed(seed),
+                                dtype=torch.float64).to(target.embed.weight.device)
 
-    @torch.no_grad()
-    def propose(anchor: torch.Tensor, cache: KVCache, gens: list[torch.Generator], greedy: bool) -> Proposal:
-        n = anchor.shape[0]
-        tok = anchor
-        drafts, qs = [], []
-        for _ in range(block):
-            logits = target(tok[:, None], cache).logits[:, -1]          # [n, V]
-            q = torch.softmax((logits.double() + bias) / temperature, -1)
-            if greedy:
-                nxt = q.argmax(-1)
-            else:
-                nxt = torch.stack([torch.multinomial(q[i], 1, generator=gens[i])[0] for i in range(n)])
-            drafts.append(nxt)
+    def prefill(self, prompts: torch.Tensor, max_len: int) -> torch.Tensor:
+        self.cache = self.target.new_cache(prompts.shape[0], max_len)
+        logits = self.target(prompts, self.cache).logits[:, -1]
+        self.cache.advance(torch.full((prompts.shape[0],), prompts.shape[1], device=prompts.device))
+        return logits
+
+    def propose(self, anchor: torch.Tensor, gens: list[torch.Generator], greedy: bool) -> Proposal:
+        n, tok, drafts, qs = anchor.shape[0], anchor, [], []
+        for _ in range(self.block):
+            logits = self.target(tok[:, None], self.cache).logits[:, -1]          # [n, V]
+            q = torch.softmax((logits.double() + self.bias) / self.temperature, -1)
+            tok = q.argmax(-1) if greedy else torch.stack(
+                [torch.multinomial(q[i], 1, generator=gens[i])[0] for i in range(n)])
+            drafts.append(tok)
             qs.append(q)
-            cache.advance(torch.ones(n, dtype=torch.long, device=anchor.device))
-            tok = nxt
-        cache.lengths -= block                                          # roll the draft pass back
-        q = torch.stack(qs, 1)                                          # [n, g, V]
-        conf = q.max(-1).values                                         # reads q_k only, never x_k
-        if greedy:
-            q = torch.nn.functional.one_hot(torch.stack(drafts, 1), q.shape[-1]).double()
-        return Proposal(torch.stack(drafts, 1), q, conf)
+            self.cache.advance(torch.ones(n, dtype=torch.long, device=anchor.device))
+        self.cache.lengths -= self.block                                         # roll the draft pass back
+        q = torch.stack(qs, 1)                                                   # [n, g, V]
+        return Proposal(torch.stack(drafts, 1), q, q.max(-1).values)
 
-    return propose
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.target(tokens, self.cache).logits
+
+    def commit(self, num_emitted: torch.Tensor) -> None:
+        self.cache.advance(num_emitted)
 
 
-def load_models(device: str, dtype: torch.dtype, block: int, seed: int) -> tuple[Decoder, Proposer, str]:
-    """The bundled checkpoints when present, else a random tiny target with the toy drafter."""
+Models = DSparkModels | ToyModels
+
+
+def random_target(device: str, dtype: torch.dtype, seed: int) -> Decoder:
+    """A random tiny target with peaked distributions: an untied, scaled-up LM head (a tied random
+    head makes greedy decoding repeat its input token)."""
     config = get_preset("tiny").with_(vocab_size=512, max_positions=512, tie_embeddings=False)
     target = build_decoder(config, device=device, dtype=dtype, seed=seed)
-    # an untied, scaled-up LM head: a random target whose distributions are peaked (greedy decoding
-    # does not collapse onto repeating its input, as a tied random head would)
     with torch.no_grad():
         target.lm_head.weight.mul_(25.0)
-    return target, toy_self_drafter(target, block, temperature=1.3, seed=seed), "random tiny target + toy self-drafter"
+    return target
+
+
+def load_models(drafter: str, device: str, dtype: torch.dtype, block: int, seed: int) -> Models:
+    """drafter "auto": the bundled target + DSpark drafter when present, else the toy self-drafter;
+    "dspark": the bundled pair, or a random target with a randomly initialised DSpark drafter;
+    "toy": the random target drafting for itself."""
+    bundled = _bundled_pair(device, dtype)
+    if drafter in ("auto", "dspark") and bundled is not None:
+        return DSparkModels(*bundled, "bundled target + DSpark drafter")
+    target = random_target(device, dtype, seed)
+    if drafter == "dspark":
+        config = DrafterConfig(block=block, target_layers=(0, target.config.layers - 1))
+        return DSparkModels(target, build_drafter(config, target, seed),
+                            "random tiny target + randomly initialised DSpark drafter")
+    return ToyModels(target, block, 1.3, seed, "random tiny target + toy self-drafter")
+
+
+def _bundled_pair(device: str, dtype: torch.dtype) -> tuple[Decoder, DSparkDrafter] | None:
+    """The bundled checkpoints, when this checkout has them (sparksched/data/checkpoints/)."""
+    from sparksched.training import checkpoint
+
+    target_file = checkpoint.BUNDLED / "target.pt"
+    drafters = sorted(checkpoint.BUNDLED.glob("drafter-*.pt"))
+    if not target_file.exists() or not drafters or not hasattr(checkpoint, "load_drafter"):
+        return None
+    target = checkpoint.load_target(target_file, device=device, dtype=dtype)
+    markov = [d for d in drafters if d.stem == "drafter-markov"] or drafters
+    return target, checkpoint.load_drafter(markov[0], target, device=device, dtype=dtype)
 
 
 def default_curve() -> ThroughputCurve:
@@ -112,24 +178,23 @@ def default_curve() -> ThroughputCurve:
 @torch.no_grad()
 def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "sync", greedy: bool = False,
         device: str = "cpu", seed: int = 0, dtype: torch.dtype = torch.float32,
-        record: RoundsWriter | None = None) -> dict:
+        record: RoundsWriter | None = None, drafter: str = "auto") -> dict:
     """Decode `new_tokens` per request with speculative decoding; returns tokens and counters.
 
     With `record`, every round (confidences, drafted, verified, accepted) is logged in the
     recorded-rounds format that `fit_sts` and the simulator read.
     """
-    target, propose, what = load_models(device, dtype, block, seed)
+    models = load_models(drafter, device, dtype, block, seed)
+    block = models.block
     curve = default_curve()
-    vocab = target.config.vocab_size
+    vocab = models.target.config.vocab_size
     rng = np.random.default_rng(seed)
     prompts = torch.as_tensor(rng.integers(0, vocab, size=(requests, 8)), device=device)
     gens = [torch.Generator(device=device).manual_seed(seed * 1000 + i) for i in range(requests)]
 
-    # prefill: the prompt enters the cache; its last logits give the first token (the anchor)
-    # requests that are done keep decoding until all are (a static batch): room for the overshoot
-    cache = target.new_cache(requests, prompts.shape[1] + (new_tokens + 1) * (block + 2))
-    logits = target(prompts, cache).logits[:, -1].double()
-    cache.advance(torch.full((requests,), prompts.shape[1], device=device))
+    # prefill: the prompt enters the cache(s); its last logits give the first token (the anchor).
+    # Finished requests keep decoding until all are (a static batch): room for the overshoot.
+    logits = models.prefill(prompts, prompts.shape[1] + (new_tokens + 1) * (block + 2)).double()
     first = logits.argmax(-1) if greedy else torch.stack(
         [torch.multinomial(torch.softmax(logits[i], -1), 1, generator=gens[i])[0] for i in range(requests)])
     out = [[int(t)] for t in first]
@@ -138,8 +203,8 @@ def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "
     steps = verified = accepted_total = 0
     t0 = time.perf_counter()
     while min(len(o) for o in out) < new_tokens:
-        # 1. propose
-        prop = propose(anchor, cache, gens, greedy)
+        # 1. propose: drafts [n, g], q [n, g, V], conf [n, g]
+        prop = models.propose(anchor, gens, greedy)
         # 2. schedule
         if policy == "sync":
             lengths = schedule(prop.conf, curve)
@@ -150,18 +215,16 @@ def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "
             stale.append(prop.conf.cpu().numpy())                       # a real engine copies async
         # 3. forward: the target scores anchor + drafts in one pass
         tokens = torch.cat([anchor[:, None], prop.drafts], 1)           # [n, g + 1]
-        p = torch.softmax(target(tokens, cache).logits.double(), -1)    # [n, g + 1, V]
-        if greedy:
-            p = torch.nn.functional.one_hot(p.argmax(-1), vocab).double()
+        p = torch.softmax(models.forward(tokens).double(), -1)          # [n, g + 1, V]
         # 4. verify
         r = verify(p, prop.q, prop.drafts, lengths, generators=gens, greedy=greedy, validate=False)
         # 5. rollback: keep anchor + accepted drafts; the extra token is the next anchor
-        cache.advance(r.num_emitted)
+        models.commit(r.num_emitted)
         anchor = r.tokens[torch.arange(requests, device=device), r.accepted]
         for i in range(requests):
             out[i].extend(r.tokens[i, : int(r.num_emitted[i])].tolist())
         if record is not None:                                          # optional: log for STS
-            record.add([f"req-{i}" for i in range(requests)], step=steps, domain="toy",
+            record.add([f"req-{i}" for i in range(requests)], step=steps, domain="example",
                        conf=prop.conf.cpu().numpy(), drafted=[block] * requests,
                        verified=lengths.cpu().numpy(), accepted=r.accepted.cpu().numpy())
         steps += 1
@@ -169,8 +232,8 @@ def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "
         accepted_total += int(r.accepted.sum())
     wall = time.perf_counter() - t0
     return {"tokens": [o[:new_tokens] for o in out], "steps": steps, "verified": verified,
-            "accepted": accepted_total, "wall_s": wall, "models": what, "prompts": prompts,
-            "target": target}
+            "accepted": accepted_total, "wall_s": wall, "models": models.what, "prompts": prompts,
+            "target": models.target}
 
 
 @torch.no_grad()
@@ -195,7 +258,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=48, help="new tokens per request")
-    ap.add_argument("--block", type=int, default=5, help="drafted tokens per step (g)")
+    ap.add_argument("--block", type=int, default=5, help="drafted tokens per step (g; a bundled drafter sets its own)")
+    ap.add_argument("--drafter", choices=["auto", "dspark", "toy"], default="auto",
+                    help="auto: the bundled DSpark drafter if present, else the toy self-drafter")
     ap.add_argument("--policy", choices=["sync", "async"], default="sync")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
@@ -208,7 +273,7 @@ def main() -> None:
     dtype = torch.float64 if args.check else torch.float32
     writer = RoundsWriter(args.record) if args.record else None
     res = run(args.requests, args.tokens, args.block, args.policy, args.check, args.device, args.seed, dtype,
-              writer)
+              writer, args.drafter)
     if writer is not None:
         print(f"recorded {writer.close()} rounds to {args.record}")
     print(f"models: {res['models']}; policy {args.policy}; device {args.device}")

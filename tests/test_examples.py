@@ -14,10 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import sparksched
 from sparksched import read_rounds
+from sparksched.models.decoder import KVCache
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "engine_loop.py"
@@ -42,10 +44,13 @@ def test_engine_loop_script_runs_checks_and_records(tmp_path):
     assert r.conf.shape[1] == 5 and (r.accepted <= r.verified).all() and (r.verified <= r.drafted).all()
 
 
-def test_sync_greedy_equals_plain_decoding_and_rejects_some_drafts():
+@pytest.mark.parametrize("drafter", ["toy", "dspark"])
+def test_sync_greedy_equals_plain_decoding_and_rejects_some_drafts(drafter):
+    """Both model paths: the toy self-drafter, and the DSpark drafter API (its context cache rolls
+    back by length like the target's KV cache; the bundled checkpoint when present)."""
     mod = _module()
     torch.set_num_threads(1)
-    res = mod.run(requests=3, new_tokens=24, policy="sync", greedy=True, dtype=torch.float64)
+    res = mod.run(requests=3, new_tokens=24, policy="sync", greedy=True, dtype=torch.float64, drafter=drafter)
     assert res["tokens"] == mod.plain_greedy(res["target"], res["prompts"], 24)
     assert res["accepted"] < res["verified"]             # rollback after a rejection is exercised
 
@@ -54,16 +59,16 @@ def test_negative_control_a_broken_rollback_is_caught():
     """Advancing the cache by one token too many must break the equality the check relies on."""
     mod = _module()
     torch.set_num_threads(1)
-    original = mod.KVCache.advance
+    original = KVCache.advance
 
     def leaky(self, counts):
         original(self, counts + (counts > 1).long())
 
-    mod.KVCache.advance = leaky
+    KVCache.advance = leaky
     try:
-        res = mod.run(requests=2, new_tokens=16, policy="sync", greedy=True, dtype=torch.float64)
+        res = mod.run(requests=2, new_tokens=16, policy="sync", greedy=True, dtype=torch.float64, drafter="toy")
     finally:
-        mod.KVCache.advance = original
+        KVCache.advance = original
     assert res["tokens"] != mod.plain_greedy(res["target"], res["prompts"], 16)
 
 
