@@ -1,0 +1,317 @@
+"""The real speculative decoding loop: a DSpark drafter + a target decoder, batched, with KV caches.
+
+One round for the requests in `slots` (n of them, block g):
+
+    1. draft   drafter backbone (one parallel pass) + sequential head loop -> x [n, g], q [n, g, V],
+               confidences c [n, g] (from x_{k-1}, never x_k; STS-calibrated when the drafter has
+               temperatures)
+    2. policy  verify lengths l [n] = policy(c): the DSpark scheduler (`sparksched.schedule` with a
+               throughput curve), static-k, threshold, verify-all, or none (plain decoding)
+    3. verify  one target pass over [anchor, x_1..x_m] (m = max l, padded), then the core's lossless
+               `sparksched.verify` on the first l_i drafts -> accepted a [n], emitted a + 1 tokens
+    4. commit  the target KV cache and the drafter's context cache advance by a + 1 (the anchor and
+               the accepted drafts); rejected positions are rolled back by not advancing. The last
+               emitted token becomes the next anchor.
+
+Randomness: every request owns a torch.Generator seeded from (seed, request index); the drafter and
+the verifier draw from it, so a request's tokens do not depend on which other requests share the
+batch. Greedy mode (temperature 0) accepts drafts equal to the target's argmax: the output equals
+plain greedy decoding token for token.
+
+`autoregressive_generate` is plain target decoding with the same cache, for comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparksched.models.decoder import Decoder, KVCache
+from sparksched.models.drafter import DraftOutput, DSparkDrafter
+from sparksched.verify import verify
+
+Policy = Callable[[np.ndarray], np.ndarray]  # conf [n, g] float64 -> lengths [n] int64
+
+
+def make_policy(name: str, curve: Any = None) -> Policy:
+    """A verify-length policy by name: dspark | static-K | threshold-TAU | verify-all | none.
+
+    dspark needs `curve` (a ThroughputCurve: the target's step time by verified tokens).
+    """
+    from sparksched import policies, schedule
+
+    if name == "dspark":
+        if curve is None:
+            raise ValueError("policy 'dspark' needs a throughput curve (a profile of this target)")
+        return lambda conf: np.asarray(schedule(conf, curve), dtype=np.int64)
+    if name == "verify-all":
+        return lambda conf: np.full(conf.shape[0], conf.shape[1], dtype=np.int64)
+    if name == "none":
+        return lambda conf: np.zeros(conf.shape[0], dtype=np.int64)
+    if name.startswith("static-"):
+        pol = policies.static(int(name.split("-", 1)[1]))
+        return lambda conf: np.asarray(pol(conf, None), dtype=np.int64)
+    if name.startswith("threshold-"):
+        pol = policies.threshold(float(name.split("-", 1)[1]))
+        return lambda conf: np.asarray(pol(conf, None), dtype=np.int64)
+    raise ValueError(f"unknown policy {name!r}; known: dspark, static-K, threshold-TAU, verify-all, none")
+
+
+def request_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The random stream of request `index` under run seed `seed`."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + index * 7919 + 12345) % (2**63 - 1))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rows(cache: KVCache, slots: np.ndarray) -> tuple[KVCache, bool]:
+    """A cache over rows `slots`: a view when they are a contiguous range, else a copy (+ flag)."""
+    s0 = int(slots[0])
+    if np.array_equal(slots, np.arange(s0, s0 + slots.size)):
+        sl = slice(s0, s0 + slots.size)
+        return KVCache(cache.k[:, sl], cache.v[:, sl], cache.lengths[sl]), False
+    idx = torch.as_tensor(slots, device=cache.k.device)
+    return KVCache(cache.k[:, idx], cache.v[:, idx], cache.lengths[idx]), True
+
+
+def _write_back(cache: KVCache, sub: KVCache, slots: np.ndarray, copied: bool) -> None:
+    if copied:
+        idx = torch.as_tensor(slots, device=cache.k.device)
+        cache.k[:, idx] = sub.k
+        cache.v[:, idx] = sub.v
+        cache.lengths[idx] = sub.lengths
+
+
+def _sample(probs: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
+    """One token per row of probs [n, V] by inverse CDF with each row's own generator."""
+    u = torch.stack([torch.rand((), dtype=torch.float64, generator=g, device=probs.device) for g in gens])
+    cdf = probs.double().cumsum(-1)
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_max(probs.shape[-1] - 1)
+
+
+@dataclass
+class Round:
+    """What one round did for its n requests (numpy arrays)."""
+
+    slots: np.ndarray  # [n]
+    conf: np.ndarray  # [n, g] float64
+    lengths: np.ndarray  # [n] verified drafts
+    accepted: np.ndarray  # [n]
+    emitted: list[list[int]]  # tokens emitted per request (accepted drafts + recovered/bonus)
+    draft_seconds: float
+    verify_seconds: float
+
+
+@dataclass
+class GenerateResult:
+    """tokens: per request, the generated tokens (first token from prefill included); rounds; timings."""
+
+    tokens: list[list[int]]
+    rounds: list[Round] = field(default_factory=list)
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def decode_tokens(self) -> int:
+        return sum(len(t) - 1 for t in self.tokens)
+
+    def accepted_per_round(self) -> float:
+        acc = [r.accepted for r in self.rounds]
+        return float(np.concatenate(acc).mean()) if acc else 0.0
+
+
+class SpeculativeDecoder:
+    """Batched speculative decoding state for up to `max_batch` slots (see the module docstring)."""
+
+    def __init__(self, target: Decoder, drafter: DSparkDrafter | None, max_batch: int, max_len: int,
+                 greedy: bool = False, temperature: float = 1.0, calibrated: bool = True, seed: int = 0) -> None:
+        if not greedy and temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (or greedy=True), got {temperature}")
+        self.target, self.drafter = target.eval(), drafter
+        self.device = target.embed.weight.device
+        self.greedy, self.temperature, self.calibrated, self.seed = greedy, temperature, calibrated, seed
+        self.block = drafter.config.block if drafter is not None else 0
+        self.max_len = max_len
+        self.cache = target.new_cache(max_batch, max_len)
+        self.ctx = drafter.new_context(max_batch, max_len) if drafter is not None else None
+        self.hidden_layers = drafter.target_layers if drafter is not None else ()
+        self.anchor = torch.zeros(max_batch, dtype=torch.long, device=self.device)
+        self.gens: list[torch.Generator | None] = [None] * max_batch
+        self._pending: tuple[np.ndarray, DraftOutput] | None = None
+
+    # --------------------------------------------------------------------------------- helpers
+    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits / (1.0 if self.greedy else self.temperature), dim=-1)
+
+    def _next(self, logits: torch.Tensor, slots: np.ndarray) -> torch.Tensor:
+        if self.greedy:
+            return logits.argmax(-1)
+        return _sample(self._probs(logits), [self.gens[s] for s in slots])
+
+    # --------------------------------------------------------------------------------- lifecycle
+    @torch.no_grad()
+    def prefill(self, slots: Sequence[int], prompts: Sequence[Sequence[int]], request_ids: Sequence[int]) -> list[int]:
+        """Run each prompt through the target (one request at a time); returns each first token.
+
+        Resets the slots' caches; seeds each slot's generator from (seed, request id).
+        """
+        first = []
+        for s, prompt, rid in zip(slots, prompts, request_ids):
+            if not len(prompt):
+                raise ValueError(f"request {rid}: empty prompt")
+            if len(prompt) + 1 >= self.max_len:
+                raise ValueError(f"request {rid}: prompt of {len(prompt)} tokens does not fit max_len {self.max_len}")
+            self.gens[s] = request_generator(self.seed, int(rid), self.device)
+            sl = np.array([s])
+            sub, _ = _rows(self.cache, sl)
+            sub.lengths.zero_()
+            toks = torch.as_tensor(list(prompt), dtype=torch.long, device=self.device)[None]
+            out = self.target(toks, cache=sub, hidden_layers=self.hidden_layers)
+            sub.advance(torch.tensor([toks.shape[1]], device=self.device))
+            if self.ctx is not None and self.drafter is not None:
+                csub, _ = _rows(self.ctx, sl)
+                csub.lengths.zero_()
+                self.drafter.extend_context(csub, out.hidden)
+                csub.advance(torch.tensor([toks.shape[1]], device=self.device))
+            tok = self._next(out.logits[:, -1], sl)
+            self.anchor[s] = tok[0]
+            first.append(int(tok[0]))
+        return first
+
+    @torch.no_grad()
+    def draft(self, slots: np.ndarray) -> tuple[DraftOutput, float]:
+        """Draft a block for `slots` ([n] int64); returns the draft and its wall seconds."""
+        if self.drafter is None or self.ctx is None:
+            raise ValueError("this decoder has no drafter")
+        _sync(self.device)
+        t0 = time.perf_counter()
+        sub, _ = _rows(self.ctx, slots)
+        idx = torch.as_tensor(slots, device=self.device)
+        gens = None if self.greedy else [self.gens[s] for s in slots]
+        out = self.drafter.draft(self.anchor[idx], sub, gens, greedy=self.greedy,
+                                 temperature=1.0 if self.greedy else self.temperature, calibrated=self.calibrated)
+        _sync(self.device)
+        self._pending = (slots.copy(), out)
+        return out, time.perf_counter() - t0
+
+    @torch.no_grad()
+    def verify(self, slots: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, list[list[int]], float]:
+        """Verify the first `lengths` drafts of the last `draft` on `slots` (lengths all 0 = plain step).
+
+        Returns accepted [n], the emitted tokens per request, and the wall seconds of the pass.
+        """
+        n = slots.size
+        lengths = np.asarray(lengths, dtype=np.int64)
+        m = int(lengths.max()) if n else 0
+        if m > 0 and (self._pending is None or not np.array_equal(self._pending[0], slots)):
+            raise ValueError("verify must follow draft on the same slots")
+        _sync(self.device)
+        t0 = time.perf_counter()
+        idx = torch.as_tensor(slots, device=self.device)
+        sub, copied = _rows(self.cache, slots)
+        if int(sub.lengths.max()) + m + 1 > self.max_len:
+            raise ValueError(f"a request would exceed max_len {self.max_len}")
+        anchor = self.anchor[idx]
+        if m > 0:
+            draft = self._pending[1]  # type: ignore[index]
+            tokens = torch.cat([anchor[:, None], draft.tokens[:, :m]], dim=1)
+        else:
+            tokens = anchor[:, None]
+        out = self.target(tokens, cache=sub, hidden_layers=self.hidden_layers)
+        if m > 0:
+            res = verify(self._probs(out.logits), None if self.greedy else draft.probs[:, :m],
+                         draft.tokens[:, :m], torch.as_tensor(lengths, device=self.device),
+                         generators=None if self.greedy else [self.gens[s] for s in slots], greedy=self.greedy,
+                         validate=False)
+            accepted = res.accepted
+            emitted_t = res.tokens
+        else:
+            accepted = torch.zeros(n, dtype=torch.long, device=self.device)
+            emitted_t = self._next(out.logits[:, 0], slots)[:, None]
+        keep = accepted + 1
+        sub.advance(keep)
+        _write_back(self.cache, sub, slots, copied)
+        if self.ctx is not None and self.drafter is not None:
+            csub, ccopied = _rows(self.ctx, slots)
+            self.drafter.extend_context(csub, out.hidden)
+            csub.advance(keep)
+            _write_back(self.ctx, csub, slots, ccopied)
+        self.anchor[idx] = emitted_t.gather(1, accepted[:, None]).squeeze(1)
+        _sync(self.device)
+        seconds = time.perf_counter() - t0
+        acc = accepted.cpu().numpy().astype(np.int64)
+        em = emitted_t.cpu().numpy()
+        self._pending = None
+        return acc, [em[i, : acc[i] + 1].tolist() for i in range(n)], seconds
+
+    def step(self, slots: np.ndarray, policy: Policy) -> Round:
+        """One full round (draft, policy, verify) for `slots`."""
+        d, ds = self.draft(slots)
+        conf = d.conf.double().cpu().numpy()
+        lengths = np.asarray(policy(conf), dtype=np.int64)
+        acc, em, vs = self.verify(slots, lengths)
+        return Round(slots.copy(), conf, lengths, acc, em, ds, vs)
+
+
+def generate(target: Decoder, drafter: DSparkDrafter | None, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+             policy: Policy | str = "verify-all", curve: Any = None, greedy: bool = False, temperature: float = 1.0,
+             seed: int = 0, calibrated: bool = True) -> GenerateResult:
+    """Generate `max_new_tokens` tokens for every prompt as one batch (speculative when a drafter is given).
+
+    The batch keeps all requests until the last one is done; a request's output is cut at
+    `max_new_tokens` (the loop may overshoot by up to g tokens internally). drafter=None or
+    policy='none' gives plain autoregressive decoding through the same code path.
+    """
+    pol = make_policy(policy, curve) if isinstance(policy, str) else policy
+    n = len(prompts)
+    g = drafter.config.block if drafter is not None else 0
+    max_len = max(len(p) for p in prompts) + max_new_tokens + g + 2
+    dec = SpeculativeDecoder(target, drafter, n, max_len, greedy, temperature, calibrated, seed)
+    dev = target.embed.weight.device
+    _sync(dev)
+    t0 = time.perf_counter()
+    first = dec.prefill(range(n), prompts, range(n))
+    _sync(dev)
+    t1 = time.perf_counter()
+    out = [[t] for t in first]
+    res = GenerateResult(out, prefill_seconds=t1 - t0)
+    slots = np.arange(n)
+    while min(len(t) for t in out) < max_new_tokens:
+        if drafter is None:
+            acc, em, vs = dec.verify(slots, np.zeros(n, dtype=np.int64))
+            res.rounds.append(Round(slots, np.zeros((n, 0)), np.zeros(n, np.int64), acc, em, 0.0, vs))
+        else:
+            r = dec.step(slots, pol)
+            res.rounds.append(r)
+            em = r.emitted
+        for i in range(n):
+            out[i].extend(em[i])
+    res.decode_seconds = time.perf_counter() - t1
+    res.tokens = [t[:max_new_tokens] for t in out]
+    return res
+
+
+def autoregressive_generate(target: Decoder, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                            greedy: bool = False, temperature: float = 1.0, seed: int = 0) -> GenerateResult:
+    """Plain target decoding (one token per request per step) with the same cache and seeds."""
+    return generate(target, None, prompts, max_new_tokens, "none", greedy=greedy, temperature=temperature, seed=seed)
+
+
+def rounds_rows(result: GenerateResult, request_ids: Sequence[str], domains: Sequence[str]) -> list[dict]:
+    """The rounds of a `generate` call as recorded-rounds rows (sparksched.rounds format)."""
+    rows = []
+    for step, r in enumerate(result.rounds):
+        g = r.conf.shape[1]
+        for j, s in enumerate(r.slots):
+            rows.append({"request": str(request_ids[s]), "step": step, "domain": str(domains[s]),
+                         "conf": [float(x) for x in r.conf[j]], "drafted": g, "verified": int(r.lengths[j]),
+                         "accepted": int(r.accepted[j])})
+    return rows
