@@ -28,13 +28,15 @@ acceptance (pooled over positions whose prefix survived) hits `auc`, and T so th
 calibration error (15 equal-width bins, same pool) hits `ece`; the paper reports AUC 0.81-0.90,
 ECE 3-8 % raw and about 1 % after STS (defaults: auc 0.85, ece 0.01; use ECE_RAW for raw heads).
 
-Randomness is per request: a request's difficulty is a hash of (seed, request) and its rounds come
-from its own PCG64 stream addressed by round, so a request's acceptance does not depend on which
-other requests share its batch, and results are identical for the same seed on any batch schedule.
+Randomness is per request: a request's difficulty is a hash of (seed, request) and the numbers of
+its round t are a fixed entry of a PCG64 stream seeded by (seed, request // 256, t // 64), so a
+request's acceptance does not depend on which other requests share its batch or when it runs, and
+results are identical for the same seed on any batch schedule.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -79,6 +81,9 @@ FALLBACK_DOMAIN = "chat"  # trace domains without a preset use chat (the hardest
 SIGMA_REQUEST = 0.5  # logit std of per-request difficulty z
 SIGMA_TOKEN = 3.0  # logit std of per-token variation e (oracle ROC-AUC about 0.92 with this spread)
 ECE_RAW = 0.055  # calibration error of a raw (uncalibrated) head, middle of the paper's 3-8 %
+RAW_BLOCK = 256  # requests whose random numbers are drawn together
+RAW_CHUNK = 64  # rounds per drawn chunk
+RAW_CACHE = 12  # (block, chunk) entries kept (about 2.8 MB each at g = 7)
 _MC_ROUNDS = 6000  # Monte Carlo rounds used to fit the confidence noise and temperature
 _ECE_BINS = 15
 
@@ -306,6 +311,7 @@ class SyntheticAcceptance(PredrawnBackend):
         self._preset_index: dict[str, int] = {}
         self._preset = np.zeros(slots, dtype=np.int64)
         self._z = np.zeros(slots)
+        self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
     def preset(self, domain: str) -> Preset:
         """The solved preset for a trace domain (built on first use, cached)."""
@@ -323,25 +329,45 @@ class SyntheticAcceptance(PredrawnBackend):
         u = counter_uniform(self.seed, requests.index, 0, 0, _STREAM_REQUEST)
         self._z[slots] = SIGMA_REQUEST * ndtri(u)
 
+    def _raw(self, block: int, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Standard normals e, eta [K, C, g] and uniforms u [K, C, g] of requests block*K.. for rounds
+        chunk*C..; one PCG64 stream per (seed, block, chunk), cached (a few blocks, LRU)."""
+        key = (block, chunk)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        g = max(self.block, 1)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, block, chunk, 0xACC])))
+        normal = rng.standard_normal((RAW_BLOCK, RAW_CHUNK, 2, g))
+        hit = (normal[:, :, 0], normal[:, :, 1], rng.random((RAW_BLOCK, RAW_CHUNK, g)))
+        self._cache[key] = hit
+        if len(self._cache) > RAW_CACHE:
+            self._cache.popitem(last=False)
+        return hit
+
     def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rounds [r, R] of each slot: confidences [r, R, g] and the leading-accept count [r, R].
 
-        Each request's uniforms come from its own PCG64 stream (SeedSequence([seed, request])),
-        laid out round-major (round t uses draws [3 g t, 3 g (t + 1))), so any round range is
-        reached by `advance` and draws never depend on the batch.
+        The random numbers of request q, round t sit in block q // RAW_BLOCK, chunk t // RAW_CHUNK
+        (`_raw`): a pure function of (seed, q, t), drawn in bulk for many requests at once.
         """
         g = max(self.block, 1)
         r, n_rounds = rounds.shape
-        u = np.empty((r, n_rounds, 3, g))
+        e = np.empty((r, n_rounds, g))
+        eta = np.empty((r, n_rounds, g))
+        u = np.empty((r, n_rounds, g))
         for j, (req, first) in enumerate(zip(self._req[slots].tolist(), rounds[:, 0].tolist())):
-            bits = np.random.PCG64(np.random.SeedSequence([self.seed, req]))
-            if first:
-                bits.advance(3 * g * first)
-            u[j] = np.random.Generator(bits).random((n_rounds, 3, g))
-        normal = ndtri(u[:, :, :2])
-        e = SIGMA_TOKEN * normal[:, :, 0]
-        eta = normal[:, :, 1]
-        u = u[:, :, 2]
+            block, row = divmod(req, RAW_BLOCK)
+            done = 0
+            while done < n_rounds:
+                chunk, off = divmod(first + done, RAW_CHUNK)
+                take = min(RAW_CHUNK - off, n_rounds - done)
+                re, reta, ru = self._raw(block, chunk)
+                e[j, done:done + take] = re[row, off:off + take]
+                eta[j, done:done + take] = reta[row, off:off + take]
+                u[j, done:done + take] = ru[row, off:off + take]
+                done += take
         conf = np.empty(e.shape)
         lead = np.empty(e.shape[:2], dtype=np.int64)
         presets = self._preset[slots]
@@ -349,8 +375,9 @@ class SyntheticAcceptance(PredrawnBackend):
             preset = self._presets[p]
             sel = presets == p if len(self._presets) > 1 else slice(None)
             prior = preset.base_logit[None, None, :] + self._z[slots[sel]][:, None, None]
-            accept = u[sel] < expit(prior + e[sel])
-            post = prior + preset.shrink * (e[sel] + preset.obs_noise * eta[sel])
+            es = SIGMA_TOKEN * e[sel]
+            accept = u[sel] < expit(prior + es)
+            post = prior + preset.shrink * (es + preset.obs_noise * eta[sel])
             conf[sel] = _posterior_mean(preset.posterior_sd, preset.temperature)(post)
             lead[sel] = np.where(accept.all(axis=2), g, np.argmin(accept, axis=2))
         return conf, lead

@@ -19,7 +19,9 @@ there is none). Each step:
    tokens of finished prefills, finished requests leave and free their blocks.
 
 Running-request state is numpy arrays indexed by slot; a step costs a fixed number of vectorised
-calls whatever the batch size, and one SimPy timeout.
+calls whatever the batch size. Between arrivals and completions the batch does not change, and the
+engine plans up to MAX_PEEK such decode steps at once (`_epoch_plan`: the same decisions, in one
+vectorised pass, then one SimPy timeout to the last step's end); other steps take one timeout each.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ class Engine:
                 self._wake.succeed()
 
     def run(self):
-        """The engine loop: one SimPy timeout per step; sleeps when idle."""
+        """The engine loop: one SimPy timeout per step (or per epoch of steps); sleeps when idle."""
         while self.closed < self.n_requests:
             if not self.waiting and not (self.slot_req >= 0).any():
                 self._wake = self.env.event()
@@ -180,12 +182,9 @@ class Engine:
                 self._wake = None
                 continue
             plan = self._epoch_plan() if self.fast else None
-            if plan is not None:
-                waits = []
-                for d in plan["dt"].tolist():
-                    yield self.env.timeout(d)
-                    waits.append(len(self.waiting))
-                self._finish_epoch(plan, waits)
+            if plan is not None:  # one event for the whole epoch, landing exactly on its last step's end
+                yield self.env.timeout(_exact_delay(self.env.now, plan["end"]))
+                self._finish_epoch(plan)
                 continue
             dt = self._step()
             if dt is None:  # nothing could run (all waiting requests were rejected)
@@ -400,11 +399,15 @@ class Engine:
         if stop < 1:
             return None
         e = np.minimum(e[:stop], rem[None, :] - before[:stop])
+        # queue length at each step's end: arrivals released by then join the waiting queue
+        j0 = self.next_arrival
+        ends = clock[1:stop + 1]
+        waits = len(self.waiting) + np.searchsorted(w.arrival[j0:], ends, side="right")
         return {"dec": dec, "req": req, "dt": dt[:stop], "start": clock[:stop], "lengths": lengths[:stop],
                 "acc": acc[:stop], "e": e, "batch": batch[:stop], "mean_ctx": mean_ctx[:stop],
-                "draft_s": draft_s, "avail": avail}
+                "draft_s": draft_s, "avail": avail, "end": float(clock[stop]), "waits": waits}
 
-    def _finish_epoch(self, p: dict, waits: list[int]) -> None:
+    def _finish_epoch(self, p: dict) -> None:
         dec, req, e = p["dec"], p["req"], p["e"]
         steps, n = e.shape
         g = self.g
@@ -443,7 +446,7 @@ class Engine:
         c["emitted"][sl] = e.sum(axis=1)
         c["mean_context"][sl] = p["mean_ctx"]
         c["running"][sl] = self.cfg.max_running - len(self.free_slots)
-        c["waiting"][sl] = waits
+        c["waiting"][sl] = p["waits"]
         c["kv_free_blocks"][sl] = p["avail"] - blocks_for(ctx_after, self.kv.block_size).sum(axis=1)
         c["preempted"][sl] = 0
         fin = self.emitted[req] >= self.work.output[req]
@@ -535,6 +538,16 @@ class Engine:
         """Mark every request not yet finished as unfinished (e.g. at the horizon)."""
         for r in np.flatnonzero(self.status < DONE).tolist():
             self._close(r, UNFINISHED, reason)
+
+
+def _exact_delay(now: float, end: float) -> float:
+    """A delay d with now + d == end in floating point (what SimPy computes for a timeout)."""
+    d = end - now
+    while now + d < end:
+        d = float(np.nextafter(d, np.inf))
+    while now + d > end:
+        d = float(np.nextafter(d, -np.inf))
+    return max(d, 0.0)
 
 
 def draft_latency_table(profile: dict | None, family: str, block: int, max_running: int) -> tuple[np.ndarray, str]:

@@ -247,8 +247,9 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
 
         def tick(now: float) -> None:
+            now = float(now)
             if now > bar.total:
-                bar.total = round(now, 1)
+                bar.total = round(now, 1) + 0.1
             bar.update(max(now - bar.n, 0.0))
 
     engine = Engine(env, work, config, backend, policy, clock, kv_blocks, tick)
@@ -261,7 +262,8 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     else:
         env.run(until=done)
     if bar is not None:
-        bar.update(max(env.now - bar.n, 0.0))
+        bar.total = max(bar.total, round(float(env.now), 1))
+        bar.update(max(float(env.now) - bar.n, 0.0))
         bar.close()
     wall = time.perf_counter() - wall0
     requests, steps, rounds = _tables(engine, df, work)

@@ -208,9 +208,15 @@ def test_fast_path_equals_step_path(tmp_path, policy, monkeypatch):
     fast = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300)
     monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self: None)
     slow = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300)
-    assert fast.requests.equals(slow.requests)
-    assert fast.steps.equals(slow.steps)
-    assert fast.rounds.equals(slow.rounds)
+    assert fast.rounds.equals(slow.rounds)  # every verify length, acceptance and emission identical
+    # an epoch ends with one SimPy timeout, so its clock can differ from step-by-step sums by an ulp
+    for a, b in ((fast.requests, slow.requests), (fast.steps, slow.steps)):
+        assert a.columns == b.columns and a.height == b.height
+        for col in a.columns:
+            if a[col].dtype.is_float():
+                np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=1e-12, atol=0)
+            else:
+                assert a[col].equals(b[col]), col
 
 
 def test_dspark_beats_verify_all_under_load_and_budget_shrinks(tmp_path):
