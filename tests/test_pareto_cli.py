@@ -50,6 +50,15 @@ def test_whatif_unreachable_sla_is_reported(tmp_path: Path):
     assert r.output.count("unreachable") == 2
 
 
+def test_whatif_from_sweep_filters_policies(tmp_path: Path):
+    _sweep_rows().write_parquet(tmp_path / "sweep.parquet")
+    r = CliRunner().invoke(main, ["whatif", "--from", str(tmp_path), "--sla", "100", "--policies", "fast"])
+    assert r.exit_code == 0, r.output
+    assert "fast" in r.output and "mtp1" not in r.output
+    r = CliRunner().invoke(main, ["whatif", "--from", str(tmp_path), "--policies", "fast,nope"])
+    assert r.exit_code != 0 and "['nope'] not in" in r.output
+
+
 def test_bad_input_is_one_line_error(tmp_path: Path):
     runner = CliRunner()
     r = runner.invoke(main, ["whatif", "--from", str(tmp_path / "nope")])

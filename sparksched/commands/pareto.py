@@ -397,6 +397,13 @@ def whatif(trace: str, policies: str, loads: str, rate_scales: str, profile: str
         if missing:
             raise click.ClickException(f"{path}: not a sweep table, missing columns {sorted(missing)}")
         pols = rows.get_column("policy").unique(maintain_order=True).to_list()
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("policies") != click.core.ParameterSource.DEFAULT:
+            wanted = _parse_list(policies, str, "--policies")
+            missing = [p for p in wanted if p not in pols]
+            if missing:
+                raise click.BadParameter(f"{missing} not in {path} (it has {pols})", param_hint="--policies")
+            rows, pols = rows.filter(pl.col("policy").is_in(wanted)), wanted
     else:
         result, _, pols, _ = _run(trace, policies, loads, rate_scales, profile, drafter, block, max_requests,
                                   seed, sla, workers, use_ray, ray_address, progress)
