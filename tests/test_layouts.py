@@ -141,6 +141,23 @@ def test_all_layouts_schedule_exactly_like_the_padded_core(seed, n, g):
     assert schedule_sglang(masked, JAGGED).tolist() == want
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 5), g=st.integers(1, 4), v=st.integers(2, 5))
+def test_vllm_flat_schedule_compact_verify_chain_equals_the_core(seed, n, g, v):
+    """The V1 engine flow: schedule on the flat confidences, compact drafts / probs to the verified
+    prefix (static buffer size), verify: same tokens as the core with those lengths."""
+    tp, dp, tokens, drafted, conf, _ = _batch(seed, n, g, v, True)
+    ids, cu, tflat, _, dflat = _vllm_flat_inputs(tp, dp, tokens, drafted)
+    conf_flat = torch.cat([conf[i, : int(drafted[i])] for i in range(n)])
+    lengths = schedule_vllm_flat(conf_flat, cu, JAGGED, g)
+    ids_c, cu_c = compact_vllm_flat(ids, cu, lengths)
+    t_c, _ = compact_vllm_flat(tflat, cu, lengths, fill=1.0 / v)
+    d_c, _ = compact_vllm_flat(dflat, cu, lengths, fill=1.0 / v)
+    bonus = tp[torch.arange(n), lengths]                        # target row after the last verified draft
+    out = verify_vllm_flat(ids_c, cu_c, t_c, bonus, d_c, g, generators=_gens(n, seed))
+    assert vllm_parse_output(out) == _core(tp, dp, tokens, lengths, seed, False)
+
+
 def _wrong_flat_to_padded(x, cu, width, fill=0):
     """Deliberately wrong: reads cu as *exclusive* offsets (request i starts at cu[i])."""
     counts = counts_from_cu(cu)
