@@ -16,6 +16,7 @@ at context 2048:
     jagged   the same hull padded to 128-token tiles: t(B) = smooth(ceil(B / 128) * 128), flat inside
              a tile and a jump at each boundary (GEMM tiles, CUDA-graph capture sizes), where the
              greedy's early stop halts before a cliff that a global search jumps
+    roofline the bundled profile as it is (its B-averaged points have flat stretches, e.g. 256-384)
     measured the bundled CPU profile's measured curve (cpu-tiny), rescaled to the H100 curve's
              step time at B = 1 (its jagged shape on a real device), when that profile is bundled
 
@@ -66,7 +67,7 @@ def curves() -> dict[str, ThroughputCurve]:
     edges = np.arange(TILE, 4096 + 1, TILE, dtype=np.float64)
     xs = np.concatenate([[1.0], np.ravel(np.column_stack([edges, edges + 1]))])
     jagged = ThroughputCurve.from_points(xs, smooth.step_time(np.ceil(xs / TILE) * TILE))
-    out = {"smooth": smooth, "jagged": jagged}
+    out = {"smooth": smooth, "jagged": jagged, "roofline": roof}
     if "cpu-tiny" in bundled_profiles():
         cpu = ThroughputCurve.from_profile("cpu-tiny")
         cpu = cpu.at_context(float(cpu.contexts[0]))
