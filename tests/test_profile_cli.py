@@ -63,8 +63,10 @@ def test_roofline_then_show_writes_png_and_check_prints_errors(tmp_path: Path) -
 
 
 def test_cpu_measure_via_cli(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
     result, files = _run(["--device", "cpu", "--model", "tiny", *TINY_ARGS, "-o", "cpu.json"], tmp_path)
     assert result.exit_code == 0, result.output
+    torch.set_num_threads(threads)  # the CLI pins 1 thread on CPU; restore for other tests
     assert "wrote cpu.json" in result.output and files == ["cpu.json"]
 
 

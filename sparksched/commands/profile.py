@@ -97,7 +97,8 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed runs per point.")
 @click.option("--cuda-graph/--no-cuda-graph", default=False, show_default=True,
               help="Capture the verify pass in a CUDA graph and time replays.")
-@click.option("--threads", type=int, default=None, help="CPU: torch intra-op threads.")
+@click.option("--threads", type=int, default=None,
+              help="CPU: torch intra-op threads (default 1: steadier on a shared or busy host).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
@@ -164,10 +165,10 @@ def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dt
     config = get_preset(model)
     grid = _grid("gpu" if on_gpu else "cpu", grid_name, requests, tokens, block, contexts, prompts,
                  draft_requests, blocks, draft_context)
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    if not on_gpu or threads is not None:
+        torch.set_num_threads(threads or 1)
     part_list = [p.strip() for p in parts.split(",") if p.strip()]
     out = Path(output or f"{'cuda' if on_gpu else 'cpu'}-{model}.json")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
