@@ -30,6 +30,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -43,6 +44,7 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -78,3 +80,41 @@ def load_target(path: str | os.PathLike, device: str | torch.device = "cpu",
 
 def target_meta(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
+
+
+def save_drafter(drafter, path: str | os.PathLike, meta: dict | None = None) -> None:
+    """Save a DSparkDrafter's config, fp16 weights (shared embedding / LM head excluded) and STS temps."""
+    atomic_save({"config": drafter.config.to_dict(), "state": _half_state(drafter),
+                 "sts": drafter.sts_temps.detach().cpu().double().tolist(), "meta": meta or {}}, path)
+
+
+def load_drafter(path: str | os.PathLike, target: Decoder):
+    """The drafter saved at `path`, bound to `target` (its embedding / LM head), on its device and dtype."""
+    from sparksched.models.drafter import DrafterConfig, build_drafter
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"{path}: cannot load drafter checkpoint ({e})") from None
+    cfg = dict(blob["config"])
+    cfg["target_layers"] = tuple(cfg["target_layers"])
+    drafter = build_drafter(DrafterConfig(**cfg), target)
+    w = target.embed.weight
+    try:
+        drafter.load_state_dict({k: v.to(w.dtype) for k, v in blob["state"].items()})
+    except RuntimeError as e:
+        raise ValueError(f"{path}: drafter checkpoint does not match target / config ({str(e).splitlines()[0]})") from None
+    return drafter.eval()
+
+
+def load_bundle(directory: str | os.PathLike | None = None, head: str = "markov", device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32):
+    """(tokenizer, target, drafter) from a checkpoint directory (default: the bundled one)."""
+    from sparksched.training.tokenizer import load_tokenizer
+
+    d = Path(directory) if directory else BUNDLED
+    for name in ("tokenizer.json", "target.pt", f"drafter-{head}.pt"):
+        if not (d / name).exists():
+            raise ValueError(f"{d / name}: missing (regenerate with `sparksched train all --out {d}`)")
+    target = load_target(d / "target.pt", device=device, dtype=dtype)
+    return load_tokenizer(str(d / "tokenizer.json")), target, load_drafter(d / f"drafter-{head}.pt", target)
