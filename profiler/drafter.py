@@ -1,7 +1,9 @@
 """Timing the drafter: the parallel backbone and the sequential head, separately, per (n, g).
 
-Stand-in shape (used until / unless `sparksched.models.drafter` provides the real module): a DSpark
-drafter step is
+The real DSpark drafter (`sparksched.models.drafter.DSparkDrafter`) is timed when it is importable:
+`backbone(anchor, ctx)` (one parallel pass over the block, attending to `context` cached positions)
+and `sample(bb, anchor)` (the sequential head loop). Stand-in shape (used only if that module is
+absent, or on request): a DSpark drafter step is
   backbone  `layers` decoder blocks of the target's width over n x g positions (anchor + g - 1 masks),
             attending to L context entries appended to every layer's K/V (the projected target hidden
             states), then the shared LM head -> base logits [n, g, V];
@@ -83,13 +85,70 @@ def draft_fns(backbone: Decoder, head: MarkovHeadLoop, n: int, block: int, conte
     return run_backbone, run_head
 
 
-def build_drafter(target: Decoder, layers: int = 5, rank: int = 256, seed: int = 1
+def real_fns(drafter: Any, n: int, block: int, context: int, seed: int = 0
+             ) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(backbone pass, head loop) of a `sparksched.models.drafter.DSparkDrafter` for n requests,
+    block g, a context cache holding `context` projected target positions per request.
+
+    The block size is a field of the drafter's config; it is swapped in place (the weights do not
+    depend on it). The head loop runs `drafter.sample` with the global RNG (no per-request generators).
+    """
+    from dataclasses import replace
+
+    w = drafter.fc.weight
+    device = w.device
+    if drafter.config.block != block:
+        drafter.config = replace(drafter.config, block=block)
+        drafter.sts_temps = torch.ones(block, device=device, dtype=drafter.sts_temps.dtype)
+    ctx = drafter.new_context(n, max(context, 1))
+    ctx.lengths.fill_(context)
+    gen_cpu = torch.Generator().manual_seed(seed)
+    anchor = torch.randint(0, drafter.vocab, (n,), generator=gen_cpu).to(device)
+    with torch.inference_mode():
+        bb = drafter.backbone(anchor, ctx)
+
+    def run_backbone() -> Any:
+        with torch.inference_mode():
+            return drafter.backbone(anchor, ctx).base_logits
+
+    def run_head() -> Any:
+        with torch.inference_mode():
+            return drafter.sample(bb, anchor).tokens
+
+    run_backbone.device = device  # type: ignore[attr-defined]
+    run_head.device = device  # type: ignore[attr-defined]
+    return run_backbone, run_head
+
+
+def build_drafter(target: Decoder, layers: int = 5, rank: int = 256, seed: int = 1, standin: bool = False
                   ) -> tuple[Callable[[int, int, int, int], tuple[Callable[[], Any], Callable[[], Any]]],
                              dict[str, Any]]:
-    """A factory `(n, g, context, seed) -> (backbone_fn, head_fn)` for `target`, and facts about it."""
+    """A factory `(n, g, context, seed) -> (backbone_fn, head_fn)` for `target`, and facts about it.
+
+    Uses the real DSpark drafter (`sparksched.models.drafter`) at the target's width, heads and MLP
+    size with `layers` blocks, a rank-`rank` Markov head and three conditioning target layers; falls
+    back to the stand-in shape of this module when that module is absent (or `standin=True`).
+    """
+    c = target.config
+    if not standin:
+        try:
+            from sparksched.models.drafter import DrafterConfig
+            from sparksched.models.drafter import build_drafter as build_real
+        except ImportError:
+            standin = True
+    if not standin:
+        picks = sorted({1, c.layers // 2, c.layers - 2} & set(range(c.layers))) or [0]
+        config = DrafterConfig(block=7, layers=layers, width=0, heads=c.heads, kv_heads=c.kv_heads,
+                               head_dim=c.head_dim, intermediate=c.intermediate, target_layers=tuple(picks),
+                               head="markov", rank=rank, rope_theta=c.rope_theta, norm_eps=c.norm_eps)
+        drafter = build_real(config, target, seed)
+        meta = {"implementation": "sparksched.models.drafter.DSparkDrafter", **config.to_dict(),
+                "block": "per row", "parameters": drafter.trainable_parameters(),
+                "head_rng": "global (no per-request generators)"}
+        return (lambda n, g, ctx, s: real_fns(drafter, n, g, ctx, s)), meta
     backbone, head = build_standin(target, layers, rank, seed)
     meta = {"implementation": "stand-in (profiler/drafter.py: Decoder blocks + Markov head loop)",
-            "layers": layers, "width": target.config.hidden, "rank": rank}
+            "layers": layers, "width": c.hidden, "rank": rank}
     return (lambda n, g, ctx, s: draft_fns(backbone, head, n, g, ctx, s)), meta
 
 
