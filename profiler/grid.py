@@ -110,7 +110,8 @@ _POW2_T = (1, 2, 4, 8)
 GRIDS: dict[str, Grid] = {
     "cpu": Grid(requests=(1, 2, 4, 8, 16, 32), tokens_per_request=_POW2_T, contexts=(64, 256, 1024),
                 prompts=(32, 128, 512), draft_requests=(1, 4, 16), blocks=(4, 7), draft_context=256),
-    "gpu": Grid(requests=(1, 2, 4, 8, 16, 32, 64, 128), tokens_per_request=_POW2_T, contexts=(128, 512, 2048),
+    "gpu": Grid(requests=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128), tokens_per_request=_POW2_T,
+                contexts=(128, 512, 2048),
                 prompts=(128, 512, 2048, 8192), draft_requests=(1, 8, 32, 64), blocks=(5, 7, 16),
                 draft_context=1024),
     "roofline": Grid(requests=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256),

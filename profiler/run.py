@@ -186,6 +186,12 @@ def measure_profile(config: DecoderConfig, device: torch.device, dtype: str, gri
             raise ValueError(f"unknown part {p!r}; known: {', '.join(PARTS)}")
     if cuda_graph and device.type != "cuda":
         raise ValueError("--cuda-graph needs a CUDA device")
+    longest = {"context + tokens": max(grid.contexts) + max(grid.tokens_per_request),
+               "prompt": max(grid.prompts), "draft context + block": grid.draft_context + max(grid.blocks)}
+    for what, length in longest.items():
+        if length > config.max_positions:
+            raise ValueError(f"grid {what} = {length} exceeds {config.name}'s max_positions "
+                             f"{config.max_positions}; shrink --contexts / --prompts / --draft-context")
     torch_dtype = resolve_dtype(dtype)
     model = build_decoder(config, device, torch_dtype, seed)
     total = (len(grid.verify_points()) * rounds * ("verify" in parts) + len(grid.draft_points()) * ("draft" in parts)

@@ -101,6 +101,7 @@ def test_cpu_profile_end_to_end(cpu_profile: dict, tmp_path: Path) -> None:
         assert r["p10_s"] <= r["median_s"] <= r["p90_s"]
     assert [(r["requests"], r["block"]) for r in prof["draft"]] == [(1, 3)]
     assert prof["draft"][0]["backbone_s"] > 0 and prof["draft"][0]["head_s"] > 0
+    assert prof["drafter"]["implementation"] == "sparksched.models.drafter.DSparkDrafter"
     assert prof["prefill"][0]["prompt_tokens"] == 8
     curve = ThroughputCurve.from_profile(path)
     assert curve.contexts.tolist() == [8.0, 64.0] and curve.tokens.tolist() == [1.0, 8.0, 64.0]
