@@ -28,8 +28,8 @@ acceptance (pooled over positions whose prefix survived) hits `auc`, and T so th
 calibration error (15 equal-width bins, same pool) hits `ece`; the paper reports AUC 0.81-0.90,
 ECE 3-8 % raw and about 1 % after STS (defaults: auc 0.85, ece 0.01; use ECE_RAW for raw heads).
 
-Randomness is per request: a request's difficulty is a hash of (seed, request) and the numbers of
-its round t are a fixed entry of a PCG64 stream seeded by (seed, request // 256, t // 64), so a
+Randomness is per request: a request's difficulty and the numbers of its round t are fixed entries
+of PCG64 streams seeded by (seed, request // 256) and (seed, request // 256, t // 64), so a
 request's acceptance does not depend on which other requests share its batch or when it runs, and
 results are identical for the same seed on any batch schedule.
 """
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import expit, logit, ndtri
+from scipy.special import expit, logit
 
 from simulator.backend import Requests
 from simulator.predrawn import PredrawnBackend
@@ -83,7 +83,7 @@ SIGMA_TOKEN = 3.0  # logit std of per-token variation e (oracle ROC-AUC about 0.
 ECE_RAW = 0.055  # calibration error of a raw (uncalibrated) head, middle of the paper's 3-8 %
 RAW_BLOCK = 256  # requests whose random numbers are drawn together
 RAW_CHUNK = 64  # rounds per drawn chunk
-RAW_CACHE = 12  # (block, chunk) entries kept (about 2.8 MB each at g = 7)
+RAW_CACHE = 24  # (block, chunk, preset) entries kept (about 1 MB each at g = 7)
 _MC_ROUNDS = 6000  # Monte Carlo rounds used to fit the confidence noise and temperature
 _ECE_BINS = 15
 
@@ -262,36 +262,6 @@ def build_preset(family: str, domain: str, block: int, auc: float = 0.85, ece: f
     return Preset(family, d, rates, b, s, t, _roc_auc(cal, label), ece_at(t))
 
 
-# ---------------------------------------------------------------- counter-based random numbers
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_GOLD = np.uint64(0x9E3779B97F4A7C15)
-_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = (x ^ (x >> _S30)) * _M1
-    x = (x ^ (x >> _S27)) * _M2
-    return x ^ (x >> _S31)
-
-
-def counter_uniform(seed: int, request: np.ndarray, round_: np.ndarray, position: np.ndarray,
-                    stream: int) -> np.ndarray:
-    """Uniforms in (0, 1) keyed by (seed, request, round, position, stream); inputs broadcast.
-
-    A pure function of its keys: the same key gives the same number in any batch, in any order.
-    """
-    with np.errstate(over="ignore"):
-        h = _mix(np.uint64(seed) * _GOLD + np.uint64(stream + 1) * _M2)
-        h = _mix(h ^ (np.asarray(request, dtype=np.uint64) * _GOLD))
-        h = _mix(h ^ (np.asarray(round_, dtype=np.uint64) * _M1))
-        h = _mix(h ^ (np.asarray(position, dtype=np.uint64) + np.uint64(0x632BE59BD9B4E019)))
-    return ((h >> _S11).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
-
-
-_STREAM_REQUEST = 0  # counter_uniform stream of the per-request difficulty
-
-
 class SyntheticAcceptance(PredrawnBackend):
     """Backend drawing acceptance and confidences from the presets (see the module docstring).
 
@@ -310,8 +280,8 @@ class SyntheticAcceptance(PredrawnBackend):
         self._presets: list[Preset] = []
         self._preset_index: dict[str, int] = {}
         self._preset = np.zeros(slots, dtype=np.int64)
-        self._z = np.zeros(slots)
-        self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._zcache: dict[int, np.ndarray] = {}
 
     def preset(self, domain: str) -> Preset:
         """The solved preset for a trace domain (built on first use, cached)."""
@@ -326,13 +296,24 @@ class SyntheticAcceptance(PredrawnBackend):
         for d in set(requests.domains):
             self.preset(d)
         self._preset[slots] = [self._preset_index[domain_key(d)] for d in requests.domains]
-        u = counter_uniform(self.seed, requests.index, 0, 0, _STREAM_REQUEST)
-        self._z[slots] = SIGMA_REQUEST * ndtri(u)
 
-    def _raw(self, block: int, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Standard normals e, eta [K, C, g] and uniforms u [K, C, g] of requests block*K.. for rounds
-        chunk*C..; one PCG64 stream per (seed, block, chunk), cached (a few blocks, LRU)."""
-        key = (block, chunk)
+    def _difficulty(self, block: int) -> np.ndarray:
+        """Standard normal difficulty draws [K] of requests block*K.. (own PCG64 stream, cached)."""
+        z = self._zcache.get(block)
+        if z is None:
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, block, 0xD1F])))
+            z = self._zcache[block] = rng.standard_normal(RAW_BLOCK)
+        return z
+
+    def _rounds(self, block: int, chunk: int, preset: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rounds chunk*C.. of requests block*K.. under one preset: conf [K, C, g], lead [K, C].
+
+        The random numbers come from one PCG64 stream per (seed, block, chunk) (normals e, eta and
+        uniforms u, [K, C, g] each) and the request's difficulty (`_difficulty`), so an entry is a
+        pure function of (seed, request, round); transformed for the whole block at once and cached
+        (LRU) per preset.
+        """
+        key = (block, chunk, preset)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -340,8 +321,16 @@ class SyntheticAcceptance(PredrawnBackend):
         g = max(self.block, 1)
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, block, chunk, 0xACC])))
         normal = rng.standard_normal((RAW_BLOCK, RAW_CHUNK, 2, g))
-        hit = (normal[:, :, 0], normal[:, :, 1], rng.random((RAW_BLOCK, RAW_CHUNK, g)))
-        self._cache[key] = hit
+        u = rng.random((RAW_BLOCK, RAW_CHUNK, g))
+        pr = self._presets[preset]
+        z = SIGMA_REQUEST * self._difficulty(block)
+        prior = pr.base_logit[None, None, :] + z[:, None, None]
+        e = SIGMA_TOKEN * normal[:, :, 0]
+        accept = u < expit(prior + e)
+        post = prior + pr.shrink * (e + pr.obs_noise * normal[:, :, 1])
+        conf = _posterior_mean(pr.posterior_sd, pr.temperature)(post)
+        lead = np.where(accept.all(axis=2), g, np.argmin(accept, axis=2))
+        hit = self._cache[key] = (conf, lead)
         if len(self._cache) > RAW_CACHE:
             self._cache.popitem(last=False)
         return hit
@@ -349,37 +338,23 @@ class SyntheticAcceptance(PredrawnBackend):
     def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rounds [r, R] of each slot: confidences [r, R, g] and the leading-accept count [r, R].
 
-        The random numbers of request q, round t sit in block q // RAW_BLOCK, chunk t // RAW_CHUNK
-        (`_raw`): a pure function of (seed, q, t), drawn in bulk for many requests at once.
+        Request q's round t is entry (q % K, t % C) of block q // K, chunk t // C (`_rounds`).
         """
         g = max(self.block, 1)
         r, n_rounds = rounds.shape
-        e = np.empty((r, n_rounds, g))
-        eta = np.empty((r, n_rounds, g))
-        u = np.empty((r, n_rounds, g))
-        for j, (req, first) in enumerate(zip(self._req[slots].tolist(), rounds[:, 0].tolist())):
+        conf = np.empty((r, n_rounds, g))
+        lead = np.empty((r, n_rounds), dtype=np.int64)
+        for j, (req, first, p) in enumerate(zip(self._req[slots].tolist(), rounds[:, 0].tolist(),
+                                                self._preset[slots].tolist())):
             block, row = divmod(req, RAW_BLOCK)
             done = 0
             while done < n_rounds:
                 chunk, off = divmod(first + done, RAW_CHUNK)
                 take = min(RAW_CHUNK - off, n_rounds - done)
-                re, reta, ru = self._raw(block, chunk)
-                e[j, done:done + take] = re[row, off:off + take]
-                eta[j, done:done + take] = reta[row, off:off + take]
-                u[j, done:done + take] = ru[row, off:off + take]
+                c, ld = self._rounds(block, chunk, p)
+                conf[j, done:done + take] = c[row, off:off + take]
+                lead[j, done:done + take] = ld[row, off:off + take]
                 done += take
-        conf = np.empty(e.shape)
-        lead = np.empty(e.shape[:2], dtype=np.int64)
-        presets = self._preset[slots]
-        for p in np.unique(presets).tolist():
-            preset = self._presets[p]
-            sel = presets == p if len(self._presets) > 1 else slice(None)
-            prior = preset.base_logit[None, None, :] + self._z[slots[sel]][:, None, None]
-            es = SIGMA_TOKEN * e[sel]
-            accept = u[sel] < expit(prior + es)
-            post = prior + preset.shrink * (es + preset.obs_noise * eta[sel])
-            conf[sel] = _posterior_mean(preset.posterior_sd, preset.temperature)(post)
-            lead[sel] = np.where(accept.all(axis=2), g, np.argmin(accept, axis=2))
         return conf, lead
 
 

@@ -59,28 +59,93 @@ class Workload:
     prompts: list[str | None] | None = None
 
 
-class _Growable:
-    """Columns of numpy arrays appended to in place (amortised doubling)."""
+STEP_COLUMNS = {  # per-step table: column -> dtype
+    "t_start": np.float64, "duration_s": np.float64, "draft_s": np.float64, "decode_requests": np.int32,
+    "prefill_requests": np.int32, "prefill_tokens": np.int32, "batch_tokens": np.int32,
+    "verified": np.int32, "accepted": np.int32, "emitted": np.int32, "mean_context": np.float32,
+    "running": np.int32, "waiting": np.int32, "kv_free_blocks": np.int32, "preempted": np.int32}
+STEP_VARYING = ("t_start", "duration_s", "batch_tokens", "verified", "accepted", "emitted", "mean_context",
+                "waiting", "kv_free_blocks")  # per-step values within a chunk of steps
+STEP_CONSTANT = ("draft_s", "decode_requests", "prefill_requests", "prefill_tokens", "running", "preempted")
 
-    def __init__(self, dtypes: dict[str, type], capacity: int = 4096) -> None:
-        self.cols = {k: np.zeros(capacity, dtype=t) for k, t in dtypes.items()}
-        self.n = 0
 
-    def reserve(self, m: int) -> int:
-        """Make room for m more rows; return the start row."""
-        if self.n + m > next(iter(self.cols.values())).size:
-            cap = max(2 * (self.n + m), 4096)
-            for k, v in self.cols.items():
-                grown = np.zeros(cap, dtype=v.dtype)
-                grown[: self.n] = v[: self.n]
-                self.cols[k] = grown
-        start = self.n
-        self.n += m
-        return start
+class _Record:
+    """Step and round rows, kept as one chunk per step or epoch and materialised at the end.
 
-    def frozen(self) -> dict[str, np.ndarray]:
-        """The filled part of every column."""
-        return {k: v[: self.n] for k, v in self.cols.items()}
+    A chunk of `steps` steps over the same `n` decoding requests adds per-step arrays (STEP_VARYING),
+    per-chunk constants (STEP_CONSTANT, the last step may override `running`/`kv_free_blocks`),
+    and rounds as [steps, n] arrays (verified, accepted, emitted) with the requests [n].
+    """
+
+    def __init__(self) -> None:
+        self.varying: dict[str, list] = {k: [] for k in STEP_VARYING}
+        self.constant: dict[str, list] = {k: [] for k in STEP_CONSTANT}
+        self.counts: list[int] = []
+        self.n_steps = 0
+        self.last_running: list[tuple[int, int, int]] = []  # (step index, running, kv free) overrides
+        self.r_req: list[np.ndarray] = []
+        self.r_ver: list[np.ndarray] = []
+        self.r_acc: list[np.ndarray] = []
+        self.r_emit: list[np.ndarray] = []
+        self.r_first: list[int] = []  # first step index of each rounds chunk
+        self.r_steps: list[int] = []
+
+    def add_steps(self, steps: int, varying: tuple, constant: tuple) -> int:
+        """Append `steps` steps; return the index of the first."""
+        for k, v in zip(STEP_VARYING, varying):
+            self.varying[k].append(v)
+        for k, v in zip(STEP_CONSTANT, constant):
+            self.constant[k].append(v)
+        self.counts.append(steps)
+        first = self.n_steps
+        self.n_steps += steps
+        return first
+
+    def add_rounds(self, first_step: int, req: np.ndarray, verified: np.ndarray, accepted: np.ndarray,
+                   emitted: np.ndarray) -> None:
+        """Rounds of steps first_step.. over requests `req` [n]; value arrays [steps, n]."""
+        self.r_req.append(req)
+        self.r_ver.append(verified)
+        self.r_acc.append(accepted)
+        self.r_emit.append(emitted)
+        self.r_first.append(first_step)
+        self.r_steps.append(verified.shape[0])
+
+    def step_columns(self) -> dict[str, np.ndarray]:
+        counts = np.asarray(self.counts, dtype=np.int64)
+        out: dict[str, np.ndarray] = {}
+        for k, dtype in STEP_COLUMNS.items():
+            if k in self.varying:
+                parts = self.varying[k]
+                out[k] = (np.concatenate([np.atleast_1d(np.asarray(x)) for x in parts]).astype(dtype)
+                          if parts else np.zeros(0, dtype))
+            else:
+                out[k] = np.repeat(np.asarray(self.constant[k], dtype=dtype), counts)
+        for i, running, free in self.last_running:
+            out["running"][i] = running
+            out["kv_free_blocks"][i] = free
+        return out
+
+    def round_columns(self) -> dict[str, np.ndarray]:
+        if not self.r_req:
+            return {"step": np.zeros(0, np.int32), "request": np.zeros(0, np.int32),
+                    "verified": np.zeros(0, np.int16), "accepted": np.zeros(0, np.int16),
+                    "emitted": np.zeros(0, np.int16)}
+        ns = np.asarray([r.size for r in self.r_req], dtype=np.int64)
+        steps = np.asarray(self.r_steps, dtype=np.int64)
+        sizes = ns * steps
+        starts = np.cumsum(sizes) - sizes
+        j = np.arange(int(sizes.sum())) - np.repeat(starts, sizes)  # position inside its chunk
+        n_rep = np.repeat(ns, sizes)
+        req_cat = np.concatenate(self.r_req)
+        req_off = np.repeat(np.cumsum(ns) - ns, sizes)
+        return {
+            "step": (np.repeat(np.asarray(self.r_first, dtype=np.int64), sizes) + j // n_rep).astype(np.int32),
+            "request": req_cat[req_off + j % n_rep].astype(np.int32),
+            "verified": np.concatenate([x.ravel() for x in self.r_ver]).astype(np.int16),
+            "accepted": np.concatenate([x.ravel() for x in self.r_acc]).astype(np.int16),
+            "emitted": np.concatenate([x.ravel() for x in self.r_emit]).astype(np.int16),
+        }
 
 
 class StepClock:
@@ -145,14 +210,7 @@ class Engine:
                      and (self.g == 0 or hasattr(backend, "peek")))
         self.next_arrival = 0  # index of the next request the arrival process will release
         self.horizon = config.horizon_s
-        self.steps = _Growable({"t_start": np.float64, "duration_s": np.float64, "draft_s": np.float64,
-                                "decode_requests": np.int32, "prefill_requests": np.int32,
-                                "prefill_tokens": np.int32, "batch_tokens": np.int32,
-                                "verified": np.int32, "accepted": np.int32, "emitted": np.int32,
-                                "mean_context": np.float32, "running": np.int32, "waiting": np.int32,
-                                "kv_free_blocks": np.int32, "preempted": np.int32})
-        self.log = _Growable({"step": np.int32, "request": np.int32, "verified": np.int16,
-                              "accepted": np.int16, "emitted": np.int16}, 16384)
+        self.record = _Record()
 
     # ---------------------------------------------------------------- processes
     def arrivals(self):
@@ -268,7 +326,7 @@ class Engine:
         now = self.env.now
         done_slots = []
         emitted_total = 0
-        step_index = self.steps.n
+        step_index = self.record.n_steps
         if dec.size:
             req = self.slot_req[dec]
             if self.g > 0:
@@ -282,13 +340,7 @@ class Engine:
             self.slot_ctx[dec] += e
             self.kv.resize(dec, self.slot_ctx[dec])
             emitted_total = int(e.sum())
-            start = self.log.reserve(dec.size)
-            cols = self.log.cols
-            cols["step"][start:start + dec.size] = step_index
-            cols["request"][start:start + dec.size] = req
-            cols["verified"][start:start + dec.size] = lengths
-            cols["accepted"][start:start + dec.size] = acc
-            cols["emitted"][start:start + dec.size] = e
+            self.record.add_rounds(step_index, req, lengths[None, :], acc[None, :], e[None, :])
             fin = self.emitted[req] >= self.work.output[req]
             if fin.any():
                 done_slots.append(dec[fin])
@@ -312,24 +364,14 @@ class Engine:
             self.status[req] = DONE
             self._release(slots)
             self.closed += int(slots.size)
-        st = self.steps
-        i = st.reserve(1)
-        c = st.cols
-        c["t_start"][i] = t0
-        c["duration_s"][i] = dt
-        c["draft_s"][i] = draft_s
-        c["decode_requests"][i] = dec.size
-        c["prefill_requests"][i] = pre.size
-        c["prefill_tokens"][i] = p_tokens
-        c["batch_tokens"][i] = p_tokens + dec.size + int(lengths.sum())
-        c["verified"][i] = int(lengths.sum())
-        c["accepted"][i] = int(acc.sum())
-        c["emitted"][i] = emitted_total
-        c["mean_context"][i] = ctx
-        c["running"][i] = self.cfg.max_running - len(self.free_slots)
-        c["waiting"][i] = len(self.waiting)
-        c["kv_free_blocks"][i] = self.kv.free
-        c["preempted"][i] = preempted
+        verified = int(lengths.sum())
+        # STEP_VARYING: t_start, duration_s, batch_tokens, verified, accepted, emitted, mean_context,
+        # waiting, kv_free_blocks; STEP_CONSTANT: draft_s, decode_requests, prefill_requests,
+        # prefill_tokens, running, preempted
+        i = self.record.add_steps(
+            1, (t0, dt, p_tokens + dec.size + verified, verified, int(acc.sum()), emitted_total, ctx,
+                len(self.waiting), self.kv.free),
+            (draft_s, dec.size, pre.size, p_tokens, self.cfg.max_running - len(self.free_slots), preempted))
         if self.progress is not None and (i & 255) == 0:
             self.progress(now)
 
@@ -359,16 +401,19 @@ class Engine:
         ctx0 = self.slot_ctx[dec]
         mean0 = float(ctx0.mean())
         curve, table = self.clock.at(mean0)
+        draft_s = float(self.clock.draft_latency[n]) if g > 0 else 0.0
+        admit_on_arrival = bool(self.free_slots) and not self.waiting and self.next_arrival < self.n_requests
+        if admit_on_arrival:  # every step takes >= table[n]: no point planning past the next arrival
+            gap = (w.arrival[self.next_arrival] - self.env.now) / (float(table[n]) + draft_s)
+            t_max = int(min(t_max, max(gap, 0.0) + 2))
         if g > 0:
             conf, lead = self.backend.peek(dec, t_max, g)
             t_max = conf.shape[0]
             drafted = np.full(n, g, dtype=np.int64)
             lengths = batched_lengths(self.batched[0], self.batched[1], conf, drafted, table, 0)
             acc = np.minimum(lead, lengths)
-            draft_s = float(self.clock.draft_latency[n])
         else:
             lengths = acc = np.zeros((t_max, n), dtype=np.int64)
-            draft_s = 0.0
         req = self.slot_req[dec]
         rem = w.output[req] - self.emitted[req]
         e = acc + 1
@@ -392,7 +437,7 @@ class Engine:
         batch = n + lengths.sum(axis=1)
         dt = table[batch] + draft_s
         clock = np.cumsum(np.concatenate([[self.env.now], dt]))  # sequential sums: SimPy's own clock
-        if self.free_slots and not self.waiting and self.next_arrival < self.n_requests:
+        if admit_on_arrival:
             stop = min(stop, int(np.searchsorted(clock[:-1], w.arrival[self.next_arrival], side="left")))
         if self.horizon is not None:
             stop = min(stop, max(1, int(np.searchsorted(clock[1:], self.horizon, side="right"))))
@@ -422,33 +467,13 @@ class Engine:
         ctx_after = self.slot_ctx[dec][None, :] + np.cumsum(e, axis=0)  # [steps, n]
         self.slot_ctx[dec] = ctx_after[-1]
         self.kv.resize(dec, self.slot_ctx[dec])
-        s0 = self.steps.n
-        start = self.log.reserve(steps * n)
-        c = self.log.cols
-        sl = slice(start, start + steps * n)
-        c["step"][sl] = np.repeat(np.arange(s0, s0 + steps), n)
-        c["request"][sl] = np.tile(req, steps)
-        c["verified"][sl] = p["lengths"].ravel()
-        c["accepted"][sl] = p["acc"].ravel()
-        c["emitted"][sl] = e.ravel()
-        i = self.steps.reserve(steps)
-        c = self.steps.cols
-        sl = slice(i, i + steps)
-        c["t_start"][sl] = p["start"]
-        c["duration_s"][sl] = p["dt"]
-        c["draft_s"][sl] = p["draft_s"]
-        c["decode_requests"][sl] = n
-        c["prefill_requests"][sl] = 0
-        c["prefill_tokens"][sl] = 0
-        c["batch_tokens"][sl] = p["batch"]
-        c["verified"][sl] = p["lengths"].sum(axis=1)
-        c["accepted"][sl] = p["acc"].sum(axis=1)
-        c["emitted"][sl] = e.sum(axis=1)
-        c["mean_context"][sl] = p["mean_ctx"]
-        c["running"][sl] = self.cfg.max_running - len(self.free_slots)
-        c["waiting"][sl] = p["waits"]
-        c["kv_free_blocks"][sl] = p["avail"] - blocks_for(ctx_after, self.kv.block_size).sum(axis=1)
-        c["preempted"][sl] = 0
+        lengths, acc = p["lengths"], p["acc"]
+        running = self.cfg.max_running - len(self.free_slots)
+        i = self.record.add_steps(
+            steps, (p["start"], p["dt"], p["batch"], lengths.sum(axis=1), acc.sum(axis=1), e.sum(axis=1),
+                    p["mean_ctx"], p["waits"], p["avail"] - blocks_for(ctx_after, self.kv.block_size).sum(axis=1)),
+            (p["draft_s"], n, 0, 0, running, 0))
+        self.record.add_rounds(i, req, lengths, acc, e)
         fin = self.emitted[req] >= self.work.output[req]
         if fin.any():
             slots = dec[fin]
@@ -457,8 +482,8 @@ class Engine:
             self.status[r] = DONE
             self._release(slots)
             self.closed += int(slots.size)
-            c["running"][i + steps - 1] = self.cfg.max_running - len(self.free_slots)
-            c["kv_free_blocks"][i + steps - 1] = self.kv.free
+            self.record.last_running.append((i + steps - 1, self.cfg.max_running - len(self.free_slots),
+                                             self.kv.free))
         if self.progress is not None and ((i + steps) >> 8) != (i >> 8):
             self.progress(self.env.now)
 

@@ -56,9 +56,13 @@ def dspark_lengths(conf: np.ndarray, drafted: np.ndarray, table: np.ndarray, ext
     rate /= table[b0:b0 + m + 1][None, :]
     improves = (rate[:, 1:] > rate[:, :-1]) & (s > 0.0)
     stop = np.where(improves.all(axis=1), m, improves.argmin(axis=1))
-    admitted = np.arange(m)[None, :] < stop[:, None]
-    idx = (rows * n + order % n)[admitted]
-    return np.bincount(idx, minlength=t_steps * n).reshape(t_steps, n).astype(np.int64)
+    # admitted: everything above the last admitted value v, then ties at v in (k, i) index order
+    v = np.where(stop > 0, s[rows[:, 0], np.maximum(stop - 1, 0)], np.inf)[:, None]
+    above = flat > v
+    ties = flat == v
+    need = (stop - above.sum(axis=1))[:, None]
+    admitted = above | (ties & (np.cumsum(ties, axis=1) <= need))
+    return admitted.reshape(t_steps, g, n).sum(axis=1, dtype=np.int64)
 
 
 def static_lengths(k: int, t_steps: int, drafted: np.ndarray) -> np.ndarray:

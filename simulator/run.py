@@ -296,6 +296,6 @@ def _tables(engine: Engine, df: pl.DataFrame, work: Workload) -> tuple[pl.DataFr
         requests = requests.with_columns(df["slo_tps"].alias("slo_tps"))
     requests = request_latencies(requests)
     requests = requests.with_columns(meets_sla(requests, e.cfg.sla_tps, e.cfg.sla_ttft_s))
-    steps = pl.DataFrame(e.steps.frozen())
-    rounds = pl.DataFrame(e.log.frozen())
+    steps = pl.DataFrame(e.record.step_columns())
+    rounds = pl.DataFrame(e.record.round_columns())
     return requests, steps, rounds
