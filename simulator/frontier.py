@@ -204,11 +204,11 @@ class SpeedGain:
 
     @property
     def min_gain(self) -> float | None:
-        return None if self.table.is_empty() else float(self.table.get_column("gain").min())
+        return None if self.table.is_empty() else float(np.min(self.table.get_column("gain").to_numpy()))
 
     @property
     def max_gain(self) -> float | None:
-        return None if self.table.is_empty() else float(self.table.get_column("gain").max())
+        return None if self.table.is_empty() else float(np.max(self.table.get_column("gain").to_numpy()))
 
 
 def speed_gain(front: pl.DataFrame, policy: str, baseline: str, levels: int = 5,

@@ -68,6 +68,13 @@ def _save(fig: Any, path: str | Path) -> Path:
     return path
 
 
+def _col_max(df: pl.DataFrame, col: str) -> float:
+    """Largest finite value of a column, 0.0 when there is none."""
+    v = df.get_column(col).cast(pl.Float64).to_numpy() if not df.is_empty() else np.zeros(0)
+    v = v[np.isfinite(v)]
+    return float(v.max()) if v.size else 0.0
+
+
 def _policies(df: pl.DataFrame) -> list[str]:
     return df.get_column("policy").unique(maintain_order=True).to_list() if "policy" in df.columns else []
 
@@ -174,8 +181,9 @@ def plot_acceptance(acc: pl.DataFrame, path: str | Path, *, title: str | None = 
     fig, axes = _figure(1, ncols, figsize=(4.2 * ncols, 3.8), sharey=True, squeeze=False)
     series = acc.get_column("series").unique(maintain_order=True).to_list() if not acc.is_empty() else []
     colors = policy_colors(series)
-    vals = acc.get_column("acceptance").drop_nulls().drop_nans() if not acc.is_empty() else pl.Series([1.0])
-    lo = max(0.0, min(0.5, np.floor(10 * (float(vals.min()) if vals.len() else 1.0)) / 10 - 0.1))
+    vals = acc.get_column("acceptance").cast(pl.Float64).to_numpy() if not acc.is_empty() else np.ones(1)
+    vals = vals[np.isfinite(vals)]
+    lo = max(0.0, min(0.5, np.floor(10 * (float(vals.min()) if vals.size else 1.0)) / 10 - 0.1))
     for ax, d in zip(axes[0], domains or ["(no data)"]):
         for s in series:
             g = acc.filter((pl.col("domain") == d) & (pl.col("series") == s)).sort("position")
@@ -207,7 +215,7 @@ def plot_step_time(curve: Any, rows: pl.DataFrame, path: str | Path, *, max_toke
     """
     fig, ax = _figure(figsize=(7.5, 4.8))
     t_col = "mean_verify_s" if "mean_verify_s" in rows.columns else "mean_step_s"
-    top = float(rows.get_column("mean_batch_tokens").max() or 0.0) if not rows.is_empty() else 0.0
+    top = _col_max(rows, "mean_batch_tokens")
     hi = max_tokens or max(min(float(curve.max_tokens), 1.5 * top), top * 1.1, 8.0)
     b = np.linspace(1.0, hi, 400)
     shades = np.linspace(0.0, 0.6, curve.contexts.size)
@@ -223,7 +231,7 @@ def plot_step_time(curve: Any, rows: pl.DataFrame, path: str | Path, *, max_toke
             for x_, y_, m in zip(xs, ys, g.get_column("max_running").to_list()):
                 ax.annotate(f"{m}", (x_, y_), textcoords="offset points", xytext=(4, -9), fontsize=7, color=c)
     y_top = max(1e3 * float(curve.step_time(hi, float(curve.contexts[0]))),
-                1e3 * float(rows.get_column(t_col).max() or 0.0) if not rows.is_empty() else 0.0)
+                1e3 * _col_max(rows, t_col))
     ax.set_xlim(0, hi)
     ax.set_ylim(0, 1.4 * y_top)
     ax.set_xlabel("verify batch tokens B per step (anchors + verified drafts + prefill), mean per run")

@@ -103,7 +103,7 @@ def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str |
          block: int, max_requests: int, seed: int, sla: float, workers: int | None, use_ray: bool,
          ray_address: str | None, progress: bool) -> tuple[Any, Any, list[str], float]:
     """Build the configs, run the sweep; (SweepResult, base config, policy list, wall seconds)."""
-    from simulator.sweep import run_sweep, sweep_configs
+    from simulator.sweep import Backend, run_sweep, sweep_configs
     from simulator.trace import load_trace, resolve_trace
 
     pols = _parse_list(policies, str, "--policies")
@@ -115,7 +115,7 @@ def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str |
         base = _base_config(profile, drafter, block, max_requests, seed, sla)
         configs = sweep_configs(base, pols, caps, rates)
         df = load_trace(resolve_trace(trace))
-        backend = "ray" if (use_ray or ray_address) else "local"
+        backend: Backend = "ray" if (use_ray or ray_address) else "local"
         t0 = time.perf_counter()
         result = run_sweep(df, configs, backend=backend, workers=workers, ray_address=ray_address,
                            progress=progress)
@@ -393,9 +393,9 @@ def whatif(trace: str, policies: str, loads: str, rate_scales: str, profile: str
             rows = pl.read_parquet(path)
         except (OSError, pl.exceptions.PolarsError) as e:
             raise click.ClickException(f"{path}: cannot read a sweep: {e}") from None
-        missing = {"policy", "max_running", "rate_scale", "throughput_tps", speed_col} - set(rows.columns)
-        if missing:
-            raise click.ClickException(f"{path}: not a sweep table, missing columns {sorted(missing)}")
+        absent = {"policy", "max_running", "rate_scale", "throughput_tps", speed_col} - set(rows.columns)
+        if absent:
+            raise click.ClickException(f"{path}: not a sweep table, missing columns {sorted(absent)}")
         pols = rows.get_column("policy").unique(maintain_order=True).to_list()
         ctx = click.get_current_context()
         if ctx.get_parameter_source("policies") != click.core.ParameterSource.DEFAULT:
