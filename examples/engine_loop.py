@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,32 +143,42 @@ def random_target(device: str, dtype: torch.dtype, seed: int) -> Decoder:
     return target
 
 
-def load_models(drafter: str, device: str, dtype: torch.dtype, block: int, seed: int) -> Models:
-    """drafter "auto": the bundled target + DSpark drafter when present, else the toy self-drafter;
-    "dspark": the bundled pair, or a random target with a randomly initialised DSpark drafter;
-    "toy": the random target drafting for itself."""
-    bundled = _bundled_pair(device, dtype)
-    if drafter in ("auto", "dspark") and bundled is not None:
-        return DSparkModels(*bundled, "bundled target + DSpark drafter")
+def load_models(drafter: str, device: str, dtype: torch.dtype, block: int, seed: int,
+                checkpoints: str | None = None) -> tuple[Models, Any]:
+    """(models, tokenizer or None).
+
+    drafter "auto": the bundled target + DSpark drafter when present (or those in `checkpoints`),
+    else the toy self-drafter; "dspark": the checkpoints, or a random target with a randomly
+    initialised DSpark drafter; "toy": the random target drafting for itself.
+    """
+    bundle = _bundle(checkpoints, device, dtype)
+    if drafter in ("auto", "dspark") and bundle is not None:
+        tok, target, dspark = bundle
+        where = checkpoints or "bundled"
+        return DSparkModels(target, dspark, f"{where} target + DSpark drafter (g = {dspark.config.block})"), tok
     target = random_target(device, dtype, seed)
     if drafter == "dspark":
         config = DrafterConfig(block=block, target_layers=(0, target.config.layers - 1))
         return DSparkModels(target, build_drafter(config, target, seed),
-                            "random tiny target + randomly initialised DSpark drafter")
-    return ToyModels(target, block, 1.3, seed, "random tiny target + toy self-drafter")
+                            "random tiny target + randomly initialised DSpark drafter"), None
+    return ToyModels(target, block, 1.3, seed, "random tiny target + toy self-drafter"), None
 
 
-def _bundled_pair(device: str, dtype: torch.dtype) -> tuple[Decoder, DSparkDrafter] | None:
-    """The bundled checkpoints, when this checkout has them (sparksched/data/checkpoints/)."""
-    from sparksched.training import checkpoint
+def _bundle(directory: str | None, device: str, dtype: torch.dtype) -> tuple[Any, Decoder, DSparkDrafter] | None:
+    """(tokenizer, target, drafter) from `directory` (default: sparksched/data/checkpoints/), or None
+    when that directory has no trained pair yet."""
+    from sparksched.training.checkpoint import BUNDLED, load_bundle
 
-    target_file = checkpoint.BUNDLED / "target.pt"
-    drafters = sorted(checkpoint.BUNDLED.glob("drafter-*.pt"))
-    if not target_file.exists() or not drafters or not hasattr(checkpoint, "load_drafter"):
+    d = Path(directory) if directory else BUNDLED
+    if not all((d / f).exists() for f in ("tokenizer.json", "target.pt", "drafter-markov.pt")):
+        if directory:
+            raise SystemExit(f"{d}: no tokenizer.json + target.pt + drafter-markov.pt there")
         return None
-    target = checkpoint.load_target(target_file, device=device, dtype=dtype)
-    markov = [d for d in drafters if d.stem == "drafter-markov"] or drafters
-    return target, checkpoint.load_drafter(markov[0], target, device=device, dtype=dtype)
+    return load_bundle(d, head="markov", device=device, dtype=dtype)
+
+
+PROMPTS = ["def fibonacci(n):\n    ", "The capital of France is", "Question: what is 17 + 25?\nAnswer:",
+           "import numpy as np\n", "Once upon a time", "for i in range(10):\n    "]
 
 
 def default_curve() -> ThroughputCurve:
@@ -178,18 +190,23 @@ def default_curve() -> ThroughputCurve:
 @torch.no_grad()
 def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "sync", greedy: bool = False,
         device: str = "cpu", seed: int = 0, dtype: torch.dtype = torch.float32,
-        record: RoundsWriter | None = None, drafter: str = "auto") -> dict:
+        record: RoundsWriter | None = None, drafter: str = "auto", checkpoints: str | None = None) -> dict:
     """Decode `new_tokens` per request with speculative decoding; returns tokens and counters.
 
     With `record`, every round (confidences, drafted, verified, accepted) is logged in the
     recorded-rounds format that `fit_sts` and the simulator read.
     """
-    models = load_models(drafter, device, dtype, block, seed)
+    models, tok = load_models(drafter, device, dtype, block, seed, checkpoints)
     block = models.block
     curve = default_curve()
     vocab = models.target.config.vocab_size
-    rng = np.random.default_rng(seed)
-    prompts = torch.as_tensor(rng.integers(0, vocab, size=(requests, 8)), device=device)
+    if tok is not None:                                                 # real text, left-truncated to 16
+        ids = [tok.encode(PROMPTS[i % len(PROMPTS)]).ids[-16:] for i in range(requests)]
+        ids = [[0] * (16 - len(x)) + x for x in ids]                    # pad with <|endoftext|>
+        prompts = torch.as_tensor(ids, device=device)
+    else:
+        prompts = torch.as_tensor(np.random.default_rng(seed).integers(0, vocab, size=(requests, 16)),
+                                  device=device)
     gens = [torch.Generator(device=device).manual_seed(seed * 1000 + i) for i in range(requests)]
 
     # prefill: the prompt enters the cache(s); its last logits give the first token (the anchor).
@@ -233,7 +250,7 @@ def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "
     wall = time.perf_counter() - t0
     return {"tokens": [o[:new_tokens] for o in out], "steps": steps, "verified": verified,
             "accepted": accepted_total, "wall_s": wall, "models": models.what, "prompts": prompts,
-            "target": models.target}
+            "target": models.target, "tokenizer": tok}
 
 
 @torch.no_grad()
@@ -264,6 +281,7 @@ def main() -> None:
     ap.add_argument("--policy", choices=["sync", "async"], default="sync")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoints", metavar="DIR", help="tokenizer + target + drafter (default: the bundled ones)")
     ap.add_argument("--record", metavar="PATH", help="write the rounds (.jsonl or .parquet) for fit_sts")
     ap.add_argument("--check", action="store_true",
                     help="greedy decoding in float64, compared token for token with plain greedy decoding")
@@ -273,7 +291,7 @@ def main() -> None:
     dtype = torch.float64 if args.check else torch.float32
     writer = RoundsWriter(args.record) if args.record else None
     res = run(args.requests, args.tokens, args.block, args.policy, args.check, args.device, args.seed, dtype,
-              writer, args.drafter)
+              writer, args.drafter, args.checkpoints)
     if writer is not None:
         print(f"recorded {writer.close()} rounds to {args.record}")
     print(f"models: {res['models']}; policy {args.policy}; device {args.device}")
@@ -281,6 +299,8 @@ def main() -> None:
           f"({args.requests * args.tokens / res['steps']:.2f} tokens/step, plain decoding: {args.requests:.2f}); "
           f"verified {res['verified']} drafts, accepted {res['accepted']} "
           f"({res['accepted'] / max(res['verified'], 1):.0%}); {res['wall_s']:.2f} s")
+    if res["tokenizer"] is not None:
+        print("sample:", repr(res["tokenizer"].decode(res["prompts"][0].tolist() + res["tokens"][0])))
     if args.check:
         want = plain_greedy(res["target"], res["prompts"], args.tokens)
         if res["tokens"] != want:

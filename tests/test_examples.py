@@ -55,6 +55,34 @@ def test_sync_greedy_equals_plain_decoding_and_rejects_some_drafts(drafter):
     assert res["accepted"] < res["verified"]             # rollback after a rejection is exercised
 
 
+def _fake_bundle(directory: Path) -> Path:
+    """A checkpoint directory in the bundled layout with random (untrained) tiny models."""
+    import shutil
+
+    from sparksched.models.decoder import build_decoder
+    from sparksched.models.drafter import DrafterConfig, build_drafter
+    from sparksched.models.presets import get_preset
+    from sparksched.training.checkpoint import BUNDLED, save_drafter, save_target
+
+    target = build_decoder(get_preset("tiny"), seed=1)
+    save_target(target, directory / "target.pt")
+    save_drafter(build_drafter(DrafterConfig(block=4, target_layers=(0, 1)), target, seed=2),
+                 directory / "drafter-markov.pt")
+    shutil.copy(BUNDLED / "tokenizer.json", directory / "tokenizer.json")
+    return directory
+
+
+def test_checkpoint_path_loads_tokenizer_target_and_drafter(tmp_path):
+    """The path the bundled checkpoints take (load_bundle, real-text prompts, the drafter's own block)."""
+    mod = _module()
+    torch.set_num_threads(1)
+    res = mod.run(requests=2, new_tokens=12, greedy=True, dtype=torch.float64,
+                  checkpoints=str(_fake_bundle(tmp_path)))
+    assert "DSpark drafter (g = 4)" in res["models"] and res["tokenizer"] is not None
+    assert res["tokens"] == mod.plain_greedy(res["target"], res["prompts"], 12)
+    assert res["tokenizer"].decode(res["prompts"][0].tolist()).endswith("def fibonacci(n):\n    ")
+
+
 def test_negative_control_a_broken_rollback_is_caught():
     """Advancing the cache by one token too many must break the equality the check relies on."""
     mod = _module()
