@@ -103,3 +103,8 @@ def test_gpu_measure_tiny(tmp_path: Path, graph: list[str]) -> None:
     result, files = _run(["--gpu", "0", "--model", "tiny", *TINY_ARGS, *graph, "-o", "gpu.json"], tmp_path)
     assert result.exit_code == 0, result.output
     assert files == ["gpu.json"]
+
+
+def test_bare_profile_prints_help_and_measures_nothing(tmp_path: Path) -> None:
+    result, files = _run([], tmp_path)
+    assert result.exit_code == 0 and "--roofline" in result.output and files == []

@@ -13,12 +13,12 @@ atomically (never half-written).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 
 def _fail(exc: BaseException) -> click.ClickException:
@@ -111,9 +111,8 @@ def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofli
     """Measure (--gpu / --device) or estimate (--roofline) a step-time profile."""
     if ctx.invoked_subcommand is not None:
         return
-    if len(sys.argv) <= 2 and ctx.parent is not None and not ctx.args and all(
-            v is None for v in (gpu, device_name, roofline, model, output)):
-        click.echo(ctx.get_help())
+    if all(ctx.get_parameter_source(name) == ParameterSource.DEFAULT for name in ctx.params):
+        click.echo(ctx.get_help())  # bare `sparksched profile`: say how to use it, measure nothing
         return
     try:
         if sum(x is not None for x in (gpu, device_name, roofline)) > 1:
