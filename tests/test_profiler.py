@@ -217,3 +217,27 @@ def test_compare_roofline_against_itself_and_other_device() -> None:
     assert guess_device_key(prof["device"]) == "h100"
     assert compare(prof).summary()["max"] < 1e-12
     assert compare(prof, "a100").summary()["median"] > 0.3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_verify_pass_matches_eager() -> None:
+    from profiler.verify import capture_graph
+    from sparksched.models.decoder import build_decoder
+
+    model = build_decoder(get_preset("tiny"), "cuda", torch.float32, 0)
+    cache = model.new_cache(4, 40)
+    cache.lengths.fill_(32)
+    tokens = torch.randint(0, 4096, (4, 8), device="cuda")
+    out: dict = {}
+
+    def run() -> None:
+        with torch.inference_mode():
+            out["logits"] = model(tokens, cache).logits
+
+    with torch.inference_mode():
+        replay = capture_graph(run, torch.device("cuda"))
+        eager = model(tokens, cache).logits.clone()
+        replay()
+        torch.cuda.synchronize()
+    torch.testing.assert_close(out["logits"], eager)
