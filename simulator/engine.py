@@ -578,16 +578,17 @@ def _exact_delay(now: float, end: float) -> float:
 def draft_latency_table(profile: dict | None, family: str, block: int, max_running: int) -> tuple[np.ndarray, str]:
     """Drafter seconds per step by decoding requests n = 0..max_running, and where it came from.
 
-    From the profile's `draft` rows (median_s by requests and block), linear in requests (extended
-    linearly past the grid) and in block between measured blocks. Parallel drafters (dspark, dflash)
-    cost one pass at the block; mtp1 one pass at block 1; eagle3 (autoregressive) `block` passes at
-    block 1. Zero when the profile has no draft rows.
+    From the profile's `draft` rows (median_s by requests and block; a DSpark drafter of
+    `profile["drafter"]["layers"]` layers), linear in requests (extended linearly past the grid) and
+    in block between measured blocks. dspark and dflash (parallel drafters) cost one pass at the
+    block. mtp1 and eagle3 run one-layer drafters: one pass costs the profiled drafter at its
+    smallest block divided by its layer count (an estimate: the LM head share is divided too);
+    mtp1 makes one such pass, eagle3 (autoregressive) `block` passes. Zero without draft rows.
     """
     n = np.arange(max_running + 1, dtype=np.float64)
     rows = (profile or {}).get("draft") or []
     if block == 0 or not rows:
         return np.zeros(max_running + 1), "none in profile (0 s)" if block else "no drafter"
-    passes, g = (block, 1) if family == "eagle3" else ((1, 1) if family == "mtp1" else (1, block))
     by_block: dict[int, dict[float, list[float]]] = {}
     for r in rows:
         by_block.setdefault(int(r["block"]), {}).setdefault(float(r["requests"]), []).append(float(r["median_s"]))
@@ -603,18 +604,27 @@ def draft_latency_table(profile: dict | None, family: str, block: int, max_runni
             out = np.where(n > xs[-1], ys[-1] + slope * (n - xs[-1]), out)
         return out
 
-    if g in by_block:
-        lat = at_block(g)
-    elif g < blocks[0] or g > blocks[-1]:
-        lat = at_block(blocks[0] if g < blocks[0] else blocks[-1])
+    if family in ("mtp1", "eagle3"):
+        layers = int(((profile or {}).get("drafter") or {}).get("layers", 1) or 1)
+        one_pass = at_block(blocks[0]) / layers
+        passes = block if family == "eagle3" else 1
+        lat = passes * np.maximum(one_pass, 0.0)
+        note = (f"profile draft rows (block {blocks[0]}) / {layers} layers"
+                f"{f' x {passes} passes' if passes > 1 else ''}")
     else:
-        hi = next(b for b in blocks if b > g)
-        lo = max(b for b in blocks if b < g)
-        w = (g - lo) / (hi - lo)
-        lat = (1 - w) * at_block(lo) + w * at_block(hi)
-    lat = passes * np.maximum(lat, 0.0)
+        if block in by_block:
+            lat = at_block(block)
+        elif block < blocks[0] or block > blocks[-1]:
+            lat = at_block(blocks[0] if block < blocks[0] else blocks[-1])
+        else:
+            hi = next(b for b in blocks if b > block)
+            lo = max(b for b in blocks if b < block)
+            w = (block - lo) / (hi - lo)
+            lat = (1 - w) * at_block(lo) + w * at_block(hi)
+        lat = np.maximum(lat, 0.0)
+        note = f"profile draft rows (block {block})"
     lat[0] = 0.0
-    return lat, f"profile draft rows (block {g}{' x ' + str(passes) + ' passes' if passes > 1 else ''})"
+    return lat, note
 
 
 def _blocks_needed(tokens: int, block_size: int) -> int:

@@ -240,3 +240,53 @@ def test_config_errors_are_one_line():
     with pytest.raises(ValueError, match="threshold must lie"):
         SimConfig(policy="threshold-1.5")
     assert SimConfig(policy="mtp1").draft_block == 1 and SimConfig(policy="none").draft_block == 0
+
+
+def test_stale_capacity_depends_only_on_stale_confidences():
+    """async-dspark / vllm-adaptive: K comes from confidences `staleness` steps old, never the current."""
+    from simulator.policies import StaleCapacity
+    from sparksched.async_scheduler import admit_top_k, plan_capacity
+
+    seen = []
+
+    def plan(stale, curve, drafted, extra, draft_s):
+        seen.append(stale.copy())
+        return plan_capacity(stale, curve, drafted, extra)
+
+    steep = ThroughputCurve.from_points([1, 8], [0.010, 0.030])  # each draft costs ~3 %: K depends on S
+    pol = StaleCapacity("async-dspark", 8, 3, 2, plan, admit_top_k)
+    slots, drafted = np.array([0, 1]), np.array([3, 3])
+    rng = np.random.default_rng(0)
+    history = [rng.uniform(0.3, 1.0, (2, 3)) for _ in range(6)]
+    totals = []
+    for t, conf in enumerate(history):
+        totals.append(int(pol.lengths(slots, conf, drafted, steep, 0, 0.0).sum()))
+        if t >= 2:
+            np.testing.assert_array_equal(seen[t], history[t - 2])
+    # replaying with different current confidences (same history two steps back) keeps every K
+    pol2 = StaleCapacity("async-dspark", 8, 3, 2, plan, admit_top_k)
+    for t, conf in enumerate(history):
+        other = np.clip(conf[::-1] * 0.9, 0.01, 1.0) if t >= 4 else conf
+        k2 = int(pol2.lengths(slots, other, drafted, steep, 0, 0.0).sum())
+        if t >= 4:
+            assert k2 == totals[t]
+    # negative control: planning on the CURRENT confidences lets them change K
+    cur = [int(plan_capacity(c, steep, drafted, 0)) for c in history]
+    assert cur != [int(plan_capacity(s, steep, drafted, 0)) for s in history[:2] + history[:-2]]
+
+
+def test_sglang_adaptive_depth_follows_accepted_length():
+    from simulator.policies import SGLangAdaptive
+
+    pol = SGLangAdaptive(block=7)
+    slots, drafted = np.arange(4), np.full(4, 7)
+    assert pol.depth == 7
+    for _ in range(30):  # almost nothing accepted: depth falls to 3, then 1
+        lengths = pol.lengths(slots, None, drafted, CURVE, 0, 0.0)
+        pol.observe(slots, lengths, np.zeros(4, dtype=np.int64))
+    assert pol.depth == 1
+    for _ in range(30):  # everything accepted: depth climbs back
+        lengths = pol.lengths(slots, None, drafted, CURVE, 0, 0.0)
+        pol.observe(slots, lengths, lengths)
+    assert pol.depth == 7
+    assert SGLangAdaptive(block=5).depths == [1, 3, 5]

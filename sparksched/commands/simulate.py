@@ -45,13 +45,15 @@ def _default_out(trace: str, policy: str) -> Path:
 @click.option("--sla-ttft", "sla_ttft_s", default=2.0, show_default=True, type=float, help="Goodput: TTFT target (s).")
 @click.option("--engine", "engine", default="synthetic", show_default=True, type=click.Choice(["synthetic", "model"]),
               help="Acceptance from the synthetic/recorded model, or from the real drafter + target loop.")
+@click.option("--clock", default="profile", show_default=True, type=click.Choice(["profile", "measured"]),
+              help="Step time from the profile, or the backend's measured wall time (--engine model).")
 @click.option("-o", "--out", "out", default=None, type=click.Path(file_okay=False),
               help="Output directory [default: runs/<trace>-<policy>].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar in simulated time.")
 def simulate(trace: str, profile: str | None, policy: str, drafter: str, block: int, max_running: int,
              kv_blocks: int | None, kv_block_size: int, prefill_chunk: int, rate_scale: float,
              max_requests: int | None, horizon_s: float | None, seed: int, acceptance: str, conf_auc: float,
-             conf_ece: float, sla_tps: float, sla_ttft_s: float, engine: str, out: str | None,
+             conf_ece: float, sla_tps: float, sla_ttft_s: float, engine: str, clock: str, out: str | None,
              progress: bool) -> None:
     """Replay a trace through a serving engine with confidence-scheduled speculative decoding."""
     try:
@@ -61,7 +63,7 @@ def simulate(trace: str, profile: str | None, policy: str, drafter: str, block: 
         kwargs = dict(policy=policy, drafter=drafter, block=block, max_running=max_running, kv_blocks=kv_blocks,
                       kv_block_size=kv_block_size, prefill_chunk=prefill_chunk, rate_scale=rate_scale,
                       max_requests=max_requests, horizon_s=horizon_s, seed=seed, acceptance=acceptance,
-                      conf_auc=conf_auc, conf_ece=conf_ece, sla_tps=sla_tps, sla_ttft_s=sla_ttft_s)
+                      conf_auc=conf_auc, conf_ece=conf_ece, sla_tps=sla_tps, sla_ttft_s=sla_ttft_s, clock=clock)
         if profile is not None:
             kwargs["profile"] = profile
         config = SimConfig(**kwargs)
