@@ -158,18 +158,24 @@ class SpeculativeDecoder:
 
     # --------------------------------------------------------------------------------- lifecycle
     @torch.no_grad()
-    def prefill(self, slots: Sequence[int], prompts: Sequence[Sequence[int]], request_ids: Sequence[int]) -> list[int]:
+    def prefill(self, slots: Sequence[int], prompts: Sequence[Sequence[int]], request_ids: Sequence[int],
+                anchors: Sequence[int | None] | None = None,
+                generators: Sequence[torch.Generator | None] | None = None) -> list[int]:
         """Run each prompt through the target (one request at a time); returns each first token.
 
-        Resets the slots' caches; seeds each slot's generator from (seed, request id).
+        Resets the slots' caches. Each slot's generator is `generators[j]` when given (a resumed
+        request keeps its stream), else seeded from (seed, request id). anchors[j], when not None,
+        is the already-emitted next token (a request resuming after preemption): it becomes the
+        anchor and nothing is sampled.
         """
         first = []
-        for s, prompt, rid in zip(slots, prompts, request_ids):
+        for j, (s, prompt, rid) in enumerate(zip(slots, prompts, request_ids)):
             if not len(prompt):
                 raise ValueError(f"request {rid}: empty prompt")
             if len(prompt) + 1 >= self.max_len:
                 raise ValueError(f"request {rid}: prompt of {len(prompt)} tokens does not fit max_len {self.max_len}")
-            self.gens[s] = request_generator(self.seed, int(rid), self.device)
+            gen = generators[j] if generators is not None else None
+            self.gens[s] = gen if gen is not None else request_generator(self.seed, int(rid), self.device)
             sl = np.array([s])
             sub, _ = _rows(self.cache, sl)
             sub.lengths.zero_()
@@ -181,7 +187,8 @@ class SpeculativeDecoder:
                 csub.lengths.zero_()
                 self.drafter.extend_context(csub, out.hidden)
                 csub.advance(torch.tensor([toks.shape[1]], device=self.device))
-            tok = self._next(out.logits[:, -1], sl)
+            given = anchors[j] if anchors is not None else None
+            tok = self._next(out.logits[:, -1], sl) if given is None else torch.tensor([int(given)], device=self.device)
             self.anchor[s] = tok[0]
             first.append(int(tok[0]))
         return first
@@ -266,8 +273,8 @@ def generate(target: Decoder, drafter: DSparkDrafter | None, prompts: Sequence[S
              seed: int = 0, calibrated: bool = True) -> GenerateResult:
     """Generate `max_new_tokens` tokens for every prompt as one batch (speculative when a drafter is given).
 
-    The batch keeps all requests until the last one is done; a request's output is cut at
-    `max_new_tokens` (the loop may overshoot by up to g tokens internally). drafter=None or
+    A request leaves the batch once it has `max_new_tokens` tokens (its output is cut there; the
+    last round may overshoot by up to g tokens internally). drafter=None or
     policy='none' gives plain autoregressive decoding through the same code path.
     """
     pol = make_policy(policy, curve) if isinstance(policy, str) else policy
@@ -283,8 +290,11 @@ def generate(target: Decoder, drafter: DSparkDrafter | None, prompts: Sequence[S
     t1 = time.perf_counter()
     out = [[t] for t in first]
     res = GenerateResult(out, prefill_seconds=t1 - t0)
-    slots = np.arange(n)
-    while min(len(t) for t in out) < max_new_tokens:
+    while True:
+        slots = np.array([i for i in range(n) if len(out[i]) < max_new_tokens], dtype=np.int64)
+        if slots.size == 0:
+            break
+        n = slots.size
         if drafter is None:
             acc, em, vs = dec.verify(slots, np.zeros(n, dtype=np.int64))
             res.rounds.append(Round(slots, np.zeros((n, 0)), np.zeros(n, np.int64), acc, em, 0.0, vs))
@@ -292,8 +302,8 @@ def generate(target: Decoder, drafter: DSparkDrafter | None, prompts: Sequence[S
             r = dec.step(slots, pol)
             res.rounds.append(r)
             em = r.emitted
-        for i in range(n):
-            out[i].extend(em[i])
+        for j, i in enumerate(slots):
+            out[i].extend(em[j])
     res.decode_seconds = time.perf_counter() - t1
     res.tokens = [t[:max_new_tokens] for t in out]
     return res

@@ -55,7 +55,7 @@ def run_target(out: Path, preset: str, steps: int, batch: int, length: int, lr: 
     import torch
 
     from sparksched.models.presets import get_preset
-    from sparksched.training.checkpoint import atomic_write_text, save_target
+    from sparksched.training.checkpoint import atomic_write_text, save_heldout, save_target
     from sparksched.training.corpus import build_corpus
     from sparksched.training.data import tokenize_corpus
     from sparksched.training.target import train_target
@@ -85,6 +85,7 @@ def run_target(out: Path, preset: str, steps: int, batch: int, length: int, lr: 
              "heldout_tokens": {d: int(v.size) for d, v in data.heldout.items()},
              "torch": str(torch.__version__), "python": platform.python_version()}
     save_target(model, out / "target.pt", meta=entry)
+    save_heldout(data.heldout, out / "heldout.npz")
     _update_log(out, "target", entry)
     return entry
 

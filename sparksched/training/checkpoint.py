@@ -118,3 +118,25 @@ def load_bundle(directory: str | os.PathLike | None = None, head: str = "markov"
             raise ValueError(f"{d / name}: missing (regenerate with `sparksched train all --out {d}`)")
     target = load_target(d / "target.pt", device=device, dtype=dtype)
     return load_tokenizer(str(d / "tokenizer.json")), target, load_drafter(d / f"drafter-{head}.pt", target)
+
+
+def save_heldout(streams: dict, path: str | os.PathLike) -> None:
+    """Held-out token streams per domain (uint16 when the vocabulary fits) as one .npz, atomically."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    arrays = {d: (s.astype(np.uint16) if s.size and s.max() < 2**16 else s.astype(np.int64)) for d, s in streams.items()}
+    np.savez_compressed(tmp, **arrays)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def load_heldout(path: str | os.PathLike) -> dict:
+    """{domain: int64 token stream} saved by `save_heldout`."""
+    import numpy as np
+
+    with np.load(path) as z:
+        return {d: z[d].astype(np.int64) for d in z.files}
