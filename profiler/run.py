@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -109,7 +109,7 @@ def monotone_violations(rows: list[dict[str, Any]], tolerance: float = 0.15) -> 
         first.setdefault(r["context"], {}).setdefault(r["tokens"], r["median_s"])
     bad: set[tuple[int, int]] = set()
     for ctx, pts in first.items():
-        running, at = 0.0, None
+        running, at = 0.0, 0
         for b in sorted(pts):
             if pts[b] < running * (1 - tolerance):
                 bad |= {(ctx, b), (ctx, at)}
@@ -231,15 +231,15 @@ def measure_profile(config: DecoderConfig, device: torch.device, dtype: str, gri
             _free(device)
         prefill: list[dict[str, Any]] = []
         if "prefill" in parts:
-            for p in grid.prompts:
-                bar.set_postfix_str(f"prefill P={p}")
+            for prompt in grid.prompts:
+                bar.set_postfix_str(f"prefill P={prompt}")
                 try:
-                    tm = time_prefill(model, p, max(1, warmup // 2), max(3, repeats // 2), seed)
-                    prefill.append({"prompt_tokens": p, **tm.row()})
+                    tm = time_prefill(model, prompt, max(1, warmup // 2), max(3, repeats // 2), seed)
+                    prefill.append({"prompt_tokens": prompt, **tm.row()})
                 except Exception as exc:
                     if not _is_oom(exc):
                         raise
-                    skipped.append({"part": "prefill", "prompt_tokens": p, "reason": "out of memory"})
+                    skipped.append({"part": "prefill", "prompt_tokens": prompt, "reason": "out of memory"})
                     _free(device)
                 bar.update()
         if "verify" in parts:
@@ -342,7 +342,3 @@ def write_profile(profile: dict[str, Any], path: str | Path) -> Path:
     """Validate `profile` against schema 1, then write it atomically."""
     validate_profile({k: v for k, v in profile.items() if not k.startswith("_")}, str(path))
     return write_json_atomic({k: v for k, v in profile.items() if not k.startswith("_")}, path)
-
-
-def iter_rows(profile: dict[str, Any], section: str) -> Iterable[dict[str, Any]]:
-    return profile.get(section, []) or []
