@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measure the target's step-time profile on the real GPU and compare it with the roofline estimate.
 #
-#   scripts/gpu_profile.sh            # on the GPU box: qwen3-8b, bfloat16, eager + CUDA graph (~4-6 min)
+#   scripts/gpu_profile.sh            # on the GPU box: qwen3-8b, bfloat16, eager + CUDA graph (~3-5 min)
 #   scripts/gpu_profile.sh cpu        # dry run of the same steps on CPU with the tiny preset (~1 min)
 #
 # Needs only python3 with torch, numpy and click (nvidia-ml-py for device facts; matplotlib for the
@@ -78,10 +78,10 @@ print(k or re.sub('[^a-z0-9]+', '-', n).strip('-'))")
 fi
 NAME="$SLUG-$MODEL-$DATE"
 
-step eager 330 $SP "${DEV[@]}" --model $MODEL --dtype $DTYPE "${GRID[@]}" --no-progress \
+step eager 300 $SP "${DEV[@]}" --model $MODEL --dtype $DTYPE "${GRID[@]}" --no-progress \
     -o "$OUT/$NAME.json"
 if [ "$GRAPH" = 1 ]; then
-    step cudagraph 200 $SP "${DEV[@]}" --model $MODEL --dtype $DTYPE "${GRID[@]}" --cuda-graph \
+    step cudagraph 180 $SP "${DEV[@]}" --model $MODEL --dtype $DTYPE "${GRID[@]}" --cuda-graph \
         --parts verify --no-progress -o "$OUT/$SLUG-$MODEL-cudagraph-$DATE.json"
 fi
 
@@ -97,5 +97,8 @@ done
 # the roofline of the same grid and device, for reference
 step roofline 60 $SP --roofline $ROOF --model $MODEL --dtype $DTYPE "${GRID[@]}" \
     -o "$OUT/$ROOF-$MODEL-roofline-same-grid.json" || true
+echo "== summary"
+for f in "$OUT"/check-*.txt; do [ -f "$f" ] && { echo "$(basename "$f"):"; head -n 4 "$f"; }; done
+for f in "$OUT"/roofline-vs-measured-*.txt; do [ -f "$f" ] && { echo "$(basename "$f"):"; tail -n 1 "$f"; }; done
 echo "done (status $status); files in $OUT:"; ls -la "$OUT"
 exit $status
