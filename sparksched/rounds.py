@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -127,7 +127,7 @@ def _check_row(row: Any, where: str, line: int, block: int | None) -> int:
 
 def _open(path: Path, mode: str) -> IO[Any]:
     if path.name.endswith(".gz"):
-        return gzip.open(path, mode + "t", encoding="utf-8")
+        return cast(IO[Any], gzip.open(path, mode + "t", encoding="utf-8"))
     return open(path, mode, encoding="utf-8")
 
 
