@@ -19,7 +19,7 @@ import torch
 
 from profiler.device import device_facts, software_facts
 from profiler.grid import Grid
-from profiler.timer import summarize
+from profiler.timer import CPU_INNER, summarize
 from profiler.verify import time_prefill, time_verify, verify_samples
 from sparksched.models.decoder import build_decoder
 from sparksched.models.presets import DecoderConfig
@@ -263,6 +263,8 @@ def measure_profile(config: DecoderConfig, device: torch.device, dtype: str, gri
         "software": software_facts(),
         "grid": grid.to_dict(),
         "settings": {"warmup": warmup, "repeats": repeats, "rounds": rounds, "retries": retries,
+                     "sample": ("one call (CUDA events)" if device.type == "cuda"
+                                else f"fastest of {CPU_INNER} back-to-back calls (perf_counter)"),
                      "cuda_graph": cuda_graph, "seed": seed,
                      "parts": list(parts)},
         "drafter": drafter_meta,
