@@ -29,7 +29,7 @@ calibration error (15 equal-width bins, same pool) hits `ece`; the paper reports
 ECE 3-8 % raw and about 1 % after STS (defaults: auc 0.85, ece 0.01; use ECE_RAW for raw heads).
 
 Randomness is per request: a request's difficulty and the numbers of its round t are fixed entries
-of PCG64 streams seeded by (seed, request // 256) and (seed, request // 256, t // 64), so a
+of PCG64 streams seeded by (seed, request // 256), and (seed, request, t // 64) past round 64, so a
 request's acceptance does not depend on which other requests share its batch or when it runs, and
 results are identical for the same seed on any batch schedule.
 """
@@ -83,7 +83,8 @@ SIGMA_TOKEN = 3.0  # logit std of per-token variation e (oracle ROC-AUC about 0.
 ECE_RAW = 0.055  # calibration error of a raw (uncalibrated) head, middle of the paper's 3-8 %
 RAW_BLOCK = 256  # requests whose random numbers are drawn together
 RAW_CHUNK = 64  # rounds per drawn chunk
-RAW_CACHE = 24  # (block, chunk, preset) entries kept (about 1 MB each at g = 7)
+BLOCK_CACHE = 8  # cached first chunks of request blocks (about 1 MB each at g = 7)
+CHUNK_CACHE = 512  # cached later chunks of single requests (about 4 KB each)
 _MC_ROUNDS = 6000  # Monte Carlo rounds used to fit the confidence noise and temperature
 _ECE_BINS = 15
 
@@ -123,14 +124,20 @@ class _LogisticNormalMean:
     With `temperature` T != 1 the table holds sigmoid(T * logit(mean)) (an overconfident head).
     """
 
+    LO, HI, STEP = -40.0, 40.0, 0.01
+
     def __init__(self, sd: float, temperature: float = 1.0) -> None:
-        self.grid = np.linspace(-40.0, 40.0, 8001)
+        self.grid = np.arange(round((self.HI - self.LO) / self.STEP) + 1) * self.STEP + self.LO
         self.values = expit(self.grid[:, None] + sd * _GH_X[None, :]) @ _GH_W if sd > 0 else expit(self.grid)
         if temperature != 1.0:
             self.values = expit(temperature * logit(np.clip(self.values, 1e-300, 1 - 1e-16)))
+        self.slopes = np.append(np.diff(self.values), 0.0)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.interp(x, self.grid, self.values)
+        """Linear interpolation on the uniform grid (O(1) per value; clamped outside [LO, HI])."""
+        pos = (np.clip(x, self.LO, self.HI) - self.LO) * (1.0 / self.STEP)
+        i = np.minimum(pos.astype(np.int64), self.grid.size - 1)
+        return self.values[i] + (pos - i) * self.slopes[i]
 
 
 @dataclass(frozen=True)
@@ -281,6 +288,7 @@ class SyntheticAcceptance(PredrawnBackend):
         self._preset_index: dict[str, int] = {}
         self._preset = np.zeros(slots, dtype=np.int64)
         self._cache: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._chunk_cache: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._zcache: dict[int, np.ndarray] = {}
 
     def preset(self, domain: str) -> Preset:
@@ -305,55 +313,66 @@ class SyntheticAcceptance(PredrawnBackend):
             z = self._zcache[block] = rng.standard_normal(RAW_BLOCK)
         return z
 
-    def _rounds(self, block: int, chunk: int, preset: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rounds chunk*C.. of requests block*K.. under one preset: conf [K, C, g], lead [K, C].
-
-        The random numbers come from one PCG64 stream per (seed, block, chunk) (normals e, eta and
-        uniforms u, [K, C, g] each) and the request's difficulty (`_difficulty`), so an entry is a
-        pure function of (seed, request, round); transformed for the whole block at once and cached
-        (LRU) per preset.
-        """
-        key = (block, chunk, preset)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
+    def _transform(self, preset: int, z: np.ndarray, normal: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Confidences [..., R, g] and leading-accept counts [..., R] from difficulty z [...] and draws."""
         g = max(self.block, 1)
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, block, chunk, 0xACC])))
-        normal = rng.standard_normal((RAW_BLOCK, RAW_CHUNK, 2, g))
-        u = rng.random((RAW_BLOCK, RAW_CHUNK, g))
         pr = self._presets[preset]
-        z = SIGMA_REQUEST * self._difficulty(block)
-        prior = pr.base_logit[None, None, :] + z[:, None, None]
-        e = SIGMA_TOKEN * normal[:, :, 0]
+        prior = pr.base_logit + z[..., None, None]
+        e = SIGMA_TOKEN * normal[..., 0, :]
         accept = u < expit(prior + e)
-        post = prior + pr.shrink * (e + pr.obs_noise * normal[:, :, 1])
+        post = prior + pr.shrink * (e + pr.obs_noise * normal[..., 1, :])
         conf = _posterior_mean(pr.posterior_sd, pr.temperature)(post)
-        lead = np.where(accept.all(axis=2), g, np.argmin(accept, axis=2))
-        hit = self._cache[key] = (conf, lead)
-        if len(self._cache) > RAW_CACHE:
-            self._cache.popitem(last=False)
-        return hit
+        lead = np.where(accept.all(axis=-1), g, np.argmin(accept, axis=-1))
+        return conf, lead
+
+    def _rounds(self, request: int, chunk: int, preset: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rounds chunk*C..(chunk+1)*C - 1 of one request: conf [C, g], lead [C] (views).
+
+        Chunk 0 (which nearly every request uses) is drawn for RAW_BLOCK requests at once from one
+        PCG64 stream per (seed, block) and transformed per preset for the whole block; later chunks
+        (long outputs only) come from a stream per (seed, request, chunk). Either way an entry is a
+        pure function of (seed, request, round). Both are cached (LRU).
+        """
+        g = max(self.block, 1)
+        block, row = divmod(request, RAW_BLOCK)
+        key = (block, chunk, preset) if chunk == 0 else (-1 - request, chunk, preset)
+        cache, limit = (self._cache, BLOCK_CACHE) if chunk == 0 else (self._chunk_cache, CHUNK_CACHE)
+        hit = cache.get(key)
+        if hit is None:
+            if chunk == 0:
+                seq = np.random.SeedSequence([self.seed, block, 0xACC])
+                shape: tuple[int, ...] = (RAW_BLOCK, RAW_CHUNK)
+                z = SIGMA_REQUEST * self._difficulty(block)
+            else:
+                seq = np.random.SeedSequence([self.seed, request, chunk, 0xACD])
+                shape = (RAW_CHUNK,)
+                z = np.asarray(SIGMA_REQUEST * self._difficulty(block)[row])
+            rng = np.random.Generator(np.random.PCG64(seq))
+            normal = rng.standard_normal((*shape, 2, g))
+            u = rng.random((*shape, g))
+            hit = cache[key] = self._transform(preset, z, normal, u)
+            if len(cache) > limit:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        conf, lead = hit
+        return (conf[row], lead[row]) if chunk == 0 else (conf, lead)
 
     def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rounds [r, R] of each slot: confidences [r, R, g] and the leading-accept count [r, R].
-
-        Request q's round t is entry (q % K, t % C) of block q // K, chunk t // C (`_rounds`).
-        """
+        """Rounds [r, R] of each slot: confidences [r, R, g] and the leading-accept count [r, R]."""
         g = max(self.block, 1)
         r, n_rounds = rounds.shape
         conf = np.empty((r, n_rounds, g))
         lead = np.empty((r, n_rounds), dtype=np.int64)
         for j, (req, first, p) in enumerate(zip(self._req[slots].tolist(), rounds[:, 0].tolist(),
                                                 self._preset[slots].tolist())):
-            block, row = divmod(req, RAW_BLOCK)
             done = 0
             while done < n_rounds:
                 chunk, off = divmod(first + done, RAW_CHUNK)
                 take = min(RAW_CHUNK - off, n_rounds - done)
-                c, ld = self._rounds(block, chunk, p)
-                conf[j, done:done + take] = c[row, off:off + take]
-                lead[j, done:done + take] = ld[row, off:off + take]
+                c, ld = self._rounds(req, chunk, p)
+                conf[j, done:done + take] = c[off:off + take]
+                lead[j, done:done + take] = ld[off:off + take]
                 done += take
         return conf, lead
 

@@ -209,6 +209,7 @@ class Engine:
         self.fast = (self.batched is not None and config.clock == "profile"
                      and (self.g == 0 or hasattr(backend, "peek")))
         self.next_arrival = 0  # index of the next request the arrival process will release
+        self._t_hint = MAX_PEEK
         self.horizon = config.horizon_s
         self.record = _Record()
 
@@ -397,7 +398,7 @@ class Engine:
         n = dec.size
         if n == 0:
             return None
-        g, t_max = self.g, MAX_PEEK
+        g, t_max = self.g, self._t_hint  # plan about twice the last epoch's length (<= MAX_PEEK)
         ctx0 = self.slot_ctx[dec]
         mean0 = float(ctx0.mean())
         curve, table = self.clock.at(mean0)
@@ -441,6 +442,7 @@ class Engine:
             stop = min(stop, int(np.searchsorted(clock[:-1], w.arrival[self.next_arrival], side="left")))
         if self.horizon is not None:
             stop = min(stop, max(1, int(np.searchsorted(clock[1:], self.horizon, side="right"))))
+        self._t_hint = min(MAX_PEEK, max(8, 2 * stop))
         if stop < 1:
             return None
         e = np.minimum(e[:stop], rem[None, :] - before[:stop])
