@@ -294,10 +294,10 @@ def generate(target: Decoder, drafter: DSparkDrafter | None, prompts: Sequence[S
         slots = np.array([i for i in range(n) if len(out[i]) < max_new_tokens], dtype=np.int64)
         if slots.size == 0:
             break
-        n = slots.size
         if drafter is None:
-            acc, em, vs = dec.verify(slots, np.zeros(n, dtype=np.int64))
-            res.rounds.append(Round(slots, np.zeros((n, 0)), np.zeros(n, np.int64), acc, em, 0.0, vs))
+            m = slots.size
+            acc, em, vs = dec.verify(slots, np.zeros(m, dtype=np.int64))
+            res.rounds.append(Round(slots, np.zeros((m, 0)), np.zeros(m, np.int64), acc, em, 0.0, vs))
         else:
             r = dec.step(slots, pol)
             res.rounds.append(r)

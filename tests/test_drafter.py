@@ -14,6 +14,16 @@ CFG = DecoderConfig("t", vocab_size=64, hidden=32, layers=2, heads=2, kv_heads=1
                     max_positions=256)
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one torch thread is faster (and far faster on a loaded 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _models(head: str, seed: int = 0, block: int = 5):
     target = build_decoder(CFG, dtype=torch.float64, seed=seed)
     drafter = build_drafter(DrafterConfig(block=block, head=head, rank=8, heads=2, kv_heads=1, head_dim=16,

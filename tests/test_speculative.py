@@ -1,0 +1,181 @@
+"""The real loop: greedy speculative == plain greedy token for token; sampled tokens follow the
+target's law (chi-square against exact probabilities, with an anticipating policy as negative control);
+per-request randomness; recorded rounds in the simulator's format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from sparksched.curve import ThroughputCurve
+from sparksched.models.decoder import build_decoder
+from sparksched.models.drafter import DrafterConfig, build_drafter
+from sparksched.models.presets import DecoderConfig
+from sparksched.rounds import read_rounds, write_rounds
+from sparksched.speculative import SpeculativeDecoder, autoregressive_generate, generate, make_policy, rounds_rows
+from sparksched.training.checkpoint import BUNDLED
+
+V = 16
+CFG = DecoderConfig("t", vocab_size=V, hidden=32, layers=2, heads=2, kv_heads=1, head_dim=16, intermediate=64,
+                    max_positions=256)
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one torch thread is faster (and far faster on a loaded 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _models(seed: int = 0, sharp: float = 40.0, head: str = "markov"):
+    target = build_decoder(CFG, dtype=torch.float64, seed=seed)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(sharp)  # peaked next-token laws: some drafts accepted, some rejected
+    drafter = build_drafter(DrafterConfig(block=4, head=head, rank=4, heads=2, kv_heads=1, head_dim=16,
+                                          intermediate=64), target, seed=seed + 1)
+    with torch.no_grad():
+        drafter.w1.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
+        if drafter.w2 is not None:
+            drafter.w2.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(4))
+    return target, drafter
+
+
+PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10]]
+CURVE = ThroughputCurve.from_points([1, 4, 8, 16, 32], [1.0, 1.1, 1.3, 1.8, 3.0])
+
+
+@pytest.mark.parametrize("policy, head", [("verify-all", "markov"), ("static-2", "markov"), ("dspark", "markov"),
+                                          ("threshold-0.3", "markov"), ("none", "markov"), ("verify-all", "rnn"),
+                                          ("dspark", "none")])
+def test_greedy_speculative_equals_greedy(policy, head):
+    target, drafter = _models(head=head)
+    ar = autoregressive_generate(target, PROMPTS, 30, greedy=True)
+    sp = generate(target, drafter, PROMPTS, 30, policy, curve=CURVE, greedy=True)
+    assert sp.tokens == ar.tokens
+    if policy == "verify-all":
+        acc = np.concatenate([r.accepted for r in sp.rounds])
+        assert acc.min() == 0 and acc.max() > 0  # both rejections (rollback) and acceptances happened
+
+
+def test_greedy_negative_control_without_rollback():
+    """If the cache advanced over rejected drafts (no rollback), the output would differ."""
+    target, drafter = _models()
+    ar = autoregressive_generate(target, PROMPTS, 30, greedy=True)
+    dec = SpeculativeDecoder(target, drafter, 3, 256, greedy=True)
+    out = [[t] for t in dec.prefill(range(3), PROMPTS, range(3))]
+    slots = np.arange(3)
+    while min(map(len, out)) < 30:
+        d, _ = dec.draft(slots)
+        lengths = np.full(3, 4)
+        acc, em, _ = dec.verify(slots, lengths)
+        dec.cache.lengths += torch.as_tensor(lengths - acc)  # the bug: keep rejected positions
+        dec.ctx.lengths += torch.as_tensor(lengths - acc)
+        for i in range(3):
+            out[i].extend(em[i])
+    assert [o[:30] for o in out] != ar.tokens
+
+
+@pytest.mark.skipif(not (BUNDLED / "drafter-markov.pt").exists(), reason="bundled checkpoints not built")
+def test_bundled_greedy_identical():
+    from sparksched.training.checkpoint import load_bundle
+
+    tok, target, drafter = load_bundle(head="markov", dtype=torch.float64)
+    prompts = [tok.encode(t).ids for t in ["def parse(self, text):\n    ", "Question: Maya has 12 books.",
+                                            "Return the number of"]]
+    ar = autoregressive_generate(target, prompts, 40, greedy=True)
+    sp = generate(target, drafter, prompts, 40, "verify-all", greedy=True)
+    assert sp.tokens == ar.tokens
+    assert sp.accepted_per_round() > 0.3
+
+
+def _first_tokens(target, drafter, n, policy, seed=0, rounds=2):
+    """First two decode tokens after a fixed prompt + anchor, for n independent requests."""
+    dec = SpeculativeDecoder(target, drafter, n, 32, seed=seed)
+    prompt, anchor = [3, 1, 4, 1, 5], 9
+    dec.prefill([0], [prompt], [0], anchors=[anchor])
+    for name in ("k", "v"):  # every row starts from the same prefilled context
+        getattr(dec.cache, name)[:, 1:] = getattr(dec.cache, name)[:, :1]
+        getattr(dec.ctx, name)[:, 1:] = getattr(dec.ctx, name)[:, :1]
+    dec.cache.lengths[:] = len(prompt)
+    dec.ctx.lengths[:] = len(prompt)
+    dec.anchor[:] = anchor
+    from sparksched.speculative import request_generator
+    dec.gens = [request_generator(seed, i) for i in range(n)]
+    out = [[] for _ in range(n)]
+    slots = np.arange(n)
+    for _ in range(rounds):
+        r = dec.step(slots, lambda c: policy(c, dec))
+        for i in range(n):
+            out[i].extend(r.emitted[i])
+    return np.array([o[:2] for o in out]), prompt + [anchor]
+
+
+def _exact(target, context):
+    with torch.no_grad():
+        p1 = torch.softmax(target(torch.tensor([context])).logits[0, -1], -1)
+        ctxs = torch.tensor([context + [a] for a in range(V)])
+        p2 = torch.softmax(target(ctxs).logits[:, -1], -1)  # [V, V]: p(b | a)
+    return p1.numpy(), (p1[:, None] * p2).sum(0).numpy()
+
+
+def _pvalue(samples, probs):
+    counts = np.bincount(samples, minlength=V)
+    exp = probs * samples.size
+    big = exp >= 5
+    obs = np.append(counts[big], counts[~big].sum())
+    e = np.append(exp[big], exp[~big].sum())
+    keep = e > 0
+    o, e = obs[keep], e[keep] * obs[keep].sum() / e[keep].sum()
+    return float(stats.chi2.sf(((o - e) ** 2 / e).sum(), o.size - 1))
+
+
+def test_sampled_tokens_follow_target_law():
+    target, drafter = _models(seed=2, sharp=15.0)
+    policies = {"verify-all": lambda c, d: np.full(c.shape[0], c.shape[1]),
+                "dspark": lambda c, d: make_policy("dspark", CURVE)(c)}
+    for name, pol in policies.items():
+        toks, ctx = _first_tokens(target, drafter, 3000, pol)
+        p1, p2 = _exact(target, ctx)
+        assert _pvalue(toks[:, 0], p1) > 1e-3, name
+        assert _pvalue(toks[:, 1], p2) > 1e-3, name
+    # negative control: verify x_1 only when it is the drafter's favourite (the policy peeks at x_1)
+    def peeking(c, dec):
+        d = dec._pending[1]
+        fav = d.probs[:, 0].argmax(-1)
+        return (d.tokens[:, 0] == fav).numpy().astype(np.int64)
+    toks, ctx = _first_tokens(target, drafter, 3000, peeking)
+    p1, _ = _exact(target, ctx)
+    assert _pvalue(toks[:, 0], p1) < 1e-6
+
+
+def test_request_independent_of_batch():
+    target, drafter = _models(seed=4, sharp=10.0)
+    dec = SpeculativeDecoder(target, drafter, 3, 64, seed=11)
+    dec.prefill(range(3), PROMPTS, [7, 8, 9])
+    batch = [dec.step(np.arange(3), make_policy("verify-all")).emitted for _ in range(4)]
+    solo = SpeculativeDecoder(target, drafter, 1, 64, seed=11)
+    solo.prefill([0], PROMPTS[1:2], [8])
+    alone = [solo.step(np.arange(1), make_policy("verify-all")).emitted for _ in range(4)]
+    assert [b[1] for b in batch] == [a[0] for a in alone]
+
+
+def test_rounds_rows_in_recorded_format(tmp_path):
+    target, drafter = _models()
+    res = generate(target, drafter, PROMPTS, 12, "dspark", curve=CURVE, seed=1)
+    rows = rounds_rows(res, ["a", "b", "c"], ["code", "math", "chat"])
+    write_rounds(tmp_path / "r.jsonl", rows)
+    rec = read_rounds(tmp_path / "r.jsonl")
+    assert rec.conf.shape[1] == 4 and len(rec.accepted) == len(rows)
+    assert np.all(rec.accepted <= rec.verified)
+
+
+def test_bad_policy_name():
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("fastest")
+    with pytest.raises(ValueError, match="curve"):
+        make_policy("dspark")
