@@ -14,7 +14,13 @@ from sparksched.models.decoder import build_decoder
 from sparksched.models.drafter import DrafterConfig, build_drafter
 from sparksched.models.presets import DecoderConfig
 from sparksched.rounds import read_rounds, write_rounds
-from sparksched.speculative import SpeculativeDecoder, autoregressive_generate, generate, make_policy, rounds_rows
+from sparksched.speculative import (
+    SpeculativeDecoder,
+    autoregressive_generate,
+    generate,
+    make_policy,
+    rounds_rows,
+)
 from sparksched.training.checkpoint import BUNDLED
 
 V = 16
