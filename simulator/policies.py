@@ -27,6 +27,12 @@ admit by rank of a non-increasing survival; sglang-adaptive uses only past round
 lossless under the confidence contract (c_k never reads x_k); none of them is lossless when fed a
 confidence that reads x_k itself.
 
+Step cost: every policy that weighs throughput sees the whole step, verify time at B plus the
+drafter's time for the batch (constant in B): the engine passes dspark and async-dspark a step-time
+table with the drafter's seconds added, and vllm-adaptive's `plan_budget` its `draft_seconds`.
+Stateless policies run in the engine through `simulator.fastpath` (bit-equal to the library calls
+wrapped here, tested), so a step does not pay the library's per-call validation.
+
 Interface: `policy.lengths(slots, conf, drafted, curve, extra_tokens, draft_seconds) -> [n] int64`,
 then `policy.observe(slots, lengths, accepted)` after verification, and `policy.forget(slots)` when
 slots change hands. Stateless policies ignore the last two.
@@ -214,7 +220,10 @@ def make_policy(config: SimConfig) -> Policy:
     if kind == "async-dspark":
         from sparksched.async_scheduler import admit_top_k, plan_capacity
 
-        plan = lambda stale, curve, drafted, extra, draft_s: plan_capacity(stale, curve, drafted, extra)
+        def plan(stale, curve, drafted, extra, draft_s):  # step time includes the drafter's (constant in B)
+            table = curve.table(extra + stale.shape[0] * (stale.shape[1] + 1) + 1) + draft_s
+            return plan_capacity(stale, table, drafted, extra)
+
         return StaleCapacity("async-dspark", config.max_running, g, 2, plan, admit_top_k)
     if kind == "vllm-adaptive":
         from sparksched.async_scheduler import admit_top_k
