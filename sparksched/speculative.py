@@ -325,3 +325,36 @@ def rounds_rows(result: GenerateResult, request_ids: Sequence[str], domains: Seq
                          "conf": [float(x) for x in r.conf[j]], "drafted": g, "verified": int(r.lengths[j]),
                          "accepted": int(r.accepted[j])})
     return rows
+
+
+@torch.no_grad()
+def measure_step_curve(target: Decoder, n: int, context: int, block: int, max_len: int | None = None,
+                       repeats: int = 5, hidden_layers: Sequence[int] = ()):
+    """The target's verify step time by batch tokens B = n * t (t = 1..block + 1) on its device.
+
+    A quick stand-in for a profile when the DSpark policy drives this loop: n requests with
+    `context` cached tokens each, one forward of t tokens (median of `repeats`). Returns a
+    ThroughputCurve over B = n, 2n, ..., (block + 1) n (padded verification costs n * (1 + max l)).
+    """
+    from sparksched.curve import ThroughputCurve
+
+    dev = target.embed.weight.device
+    max_len = max_len or context + block + 2
+    cache = target.new_cache(n, max_len)
+    cache.lengths.fill_(context)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    points, secs = [], []
+    for t in range(1, block + 2):
+        toks = torch.randint(0, target.config.vocab_size, (n, t), generator=gen).to(dev)
+        times = []
+        for r in range(repeats + 1):
+            _sync(dev)
+            t0 = time.perf_counter()
+            target(toks, cache=cache, hidden_layers=hidden_layers)
+            _sync(dev)
+            if r:
+                times.append(time.perf_counter() - t0)
+        points.append(n * t)
+        secs.append(float(np.median(times)))
+    secs = np.maximum.accumulate(np.asarray(secs))  # step time never falls with more tokens
+    return ThroughputCurve.from_points(points, secs.tolist())

@@ -102,9 +102,9 @@ class Attention(nn.Module):
     def __init__(self, c: DecoderConfig) -> None:
         super().__init__()
         self.c = c
-        self.q = nn.Linear(c.hidden, c.heads * c.head_dim, bias=False)
-        self.k = nn.Linear(c.hidden, c.kv_heads * c.head_dim, bias=False)
-        self.v = nn.Linear(c.hidden, c.kv_heads * c.head_dim, bias=False)
+        self.q = nn.Linear(c.hidden, c.heads * c.head_dim, bias=c.qkv_bias)
+        self.k = nn.Linear(c.hidden, c.kv_heads * c.head_dim, bias=c.qkv_bias)
+        self.v = nn.Linear(c.hidden, c.kv_heads * c.head_dim, bias=c.qkv_bias)
         self.o = nn.Linear(c.heads * c.head_dim, c.hidden, bias=False)
         self.q_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else nn.Identity()

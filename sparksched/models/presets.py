@@ -28,6 +28,7 @@ class DecoderConfig:
     tie_embeddings: bool = False  # LM head shares the embedding matrix
     norm_eps: float = 1e-6
     max_positions: int = 4096  # longest sequence (RoPE table size, KV cache default)
+    qkv_bias: bool = False  # biases on the q / k / v projections (Qwen2); added for local HF checkpoints
 
     def __post_init__(self) -> None:
         if self.heads % self.kv_heads:
@@ -40,6 +41,7 @@ class DecoderConfig:
         """Parameter count (embedding, blocks, norms, LM head unless tied)."""
         d, h = self.hidden, self.head_dim
         attn = d * h * (self.heads + 2 * self.kv_heads) + self.heads * h * d
+        attn += h * (self.heads + 2 * self.kv_heads) if self.qkv_bias else 0
         mlp = 3 * d * self.intermediate
         norms = 2 * d + (2 * h if self.qk_norm else 0)
         emb = self.vocab_size * d

@@ -1,0 +1,123 @@
+"""Simulator fidelity: the real loop, measured, vs the simulator's prediction from its recorded rounds.
+
+    python benchmarks/fidelity.py [--profile cpu-tiny.json] [--requests 40] [--policy dspark] [--out f.json]
+
+1. A small trace (seeded): code / math / chat requests, 32-192 prompt tokens, 48-128 output tokens,
+   Poisson arrivals (the backend uses exactly `prompt_tokens` held-out tokens, so the profile's
+   context and the real one agree).
+2. Measured: `simulator.run.simulate` drives the real drafter + target (bundled checkpoints) through
+   `simulator.model_backend`; the clock advances by the measured wall time of each step's drafter and
+   target passes (prefill from the profile, in both runs). Every round is recorded.
+3. Predicted: the same trace and config, acceptance fitted from those recorded rounds
+   (`simulator.recorded`), clock from a CPU profile of the same target measured on this machine
+   (`sparksched profile --device cpu --model tiny ...`, run here when --profile is not given).
+4. Compare aggregate output tokens/s and per-user tokens/s (mean and P50 of 1 / TPOT, and per request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROFILE_ARGS = ["--device", "cpu", "--model", "tiny", "--dtype", "float32", "--requests", "1,2,4,8,12,16",
+                "--tokens", "1-8", "--contexts", "64,192,320", "--prompts", "32,64,128,192",
+                "--draft-requests", "1,2,4,8,12,16", "--blocks", "7", "--draft-context", "192", "--draft-layers", "1",
+                "--rank", "64", "--threads", "1", "--no-progress"]
+
+
+def make_trace(path: Path, n: int, rate: float, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1.0 / rate, n))
+    doms = ["code", "math", "chat"]
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"f-{i:04d}", "arrival_s": round(float(t[i]), 4),
+                                "prompt_tokens": int(rng.integers(32, 193)), "output_tokens": int(rng.integers(48, 129)),
+                                "domain": doms[i % 3]}) + "\n")
+    return path
+
+
+def measure_profile(path: Path) -> Path:
+    cmd = [sys.executable, "-m", "sparksched.cli", "profile", *PROFILE_ARGS, "-o", str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def per_user(res) -> dict[str, float]:
+    df = res.requests.filter(res.requests["status"] == "finished")
+    tpot = df["tpot_s"].to_numpy().astype(np.float64)
+    return dict(zip(df["id"].to_list(), np.where(tpot > 0, 1.0 / np.maximum(tpot, 1e-12), np.nan)))
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default=None, help="CPU profile of the tiny target (measured here when absent)")
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--rate", type=float, default=4.0, help="arrivals per second")
+    ap.add_argument("--policy", default="dspark")
+    ap.add_argument("--max-running", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+
+    from simulator.config import SimConfig
+    from simulator.model_backend import ModelBackend
+    from simulator.run import simulate
+    from sparksched.training.checkpoint import BUNDLED, load_bundle, load_heldout
+
+    work = Path(tempfile.mkdtemp(prefix="fidelity-"))
+    trace = make_trace(work / "trace.jsonl", a.requests, a.rate, a.seed)
+    profile = Path(a.profile) if a.profile else measure_profile(work / "cpu-tiny.json")
+    tok, target, drafter = load_bundle()
+    backend = ModelBackend(target, drafter, tok, load_heldout(BUNDLED / "heldout.npz"), a.max_running, max_len=400,
+                           max_prompt=256, seed=a.seed)
+    cfg = SimConfig(policy=a.policy, block=drafter.config.block, max_running=a.max_running, seed=a.seed,
+                    profile=str(profile), clock="measured")
+    t0 = time.time()
+    measured = simulate(str(trace), cfg, backend=backend)
+    wall_measured = time.time() - t0
+    rounds = work / "rounds.jsonl"
+    backend.write_rounds(rounds)
+    pcfg = dataclasses.replace(cfg, clock="profile", acceptance=str(rounds))
+    predicted = simulate(str(trace), pcfg)
+    sm, sp = measured.summary, predicted.summary
+    um, up = per_user(measured), per_user(predicted)
+    common = [k for k in um if k in up and np.isfinite(um[k]) and np.isfinite(up[k])]
+    rel = np.array([(up[k] - um[k]) / um[k] for k in common])
+    rows = []
+    for key, label in [("throughput_tps", "aggregate output tok/s"), ("user_tps_mean", "per-user tok/s (mean)"),
+                       ("user_tps_p50", "per-user tok/s (P50)"), ("mean_accepted_drafts", "accepted drafts per round"), ("mean_verify_budget", "verify tokens per round"),
+                       ("duration_s", "makespan (s)")]:
+        m, p = sm.get(key), sp.get(key)
+        rows.append({"metric": label, "measured": m, "predicted": p,
+                     "error": (p - m) / m if (m and p is not None) else None})
+    res = {"policy": a.policy, "requests": a.requests, "rate": a.rate, "max_running": a.max_running,
+           "profile": str(profile), "rows": rows, "per_request_abs_rel_error_mean": float(np.mean(np.abs(rel))),
+           "per_request_abs_rel_error_p90": float(np.quantile(np.abs(rel), 0.9)), "per_request_n": len(common),
+           "rounds_recorded": len(backend.rows), "wall_measured_s": wall_measured,
+           "measured_steps": int(measured.steps.height), "predicted_steps": int(predicted.steps.height)}
+    print(f"{'metric':<28} {'measured':>10} {'predicted':>10} {'error':>8}")
+    for r in rows:
+        m, p, e = r["measured"], r["predicted"], r["error"]
+        print(f"{r['metric']:<28} {m if m is None else round(m, 3):>10} {p if p is None else round(p, 3):>10} "
+              f"{'' if e is None else f'{100 * e:+.1f}%':>8}")
+    print(f"per-request per-user tok/s: mean |error| {100 * res['per_request_abs_rel_error_mean']:.1f}%, "
+          f"P90 {100 * res['per_request_abs_rel_error_p90']:.1f}% over {len(common)} requests")
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1, default=float))
+    return res
+
+
+if __name__ == "__main__":
+    main()
