@@ -181,10 +181,21 @@ PROMPTS = ["def fibonacci(n):\n    ", "The capital of France is", "Question: wha
            "import numpy as np\n", "Once upon a time", "for i in range(10):\n    "]
 
 
-def default_curve() -> ThroughputCurve:
-    """A step-time curve with a flat memory-bound start and tile-boundary steps (seconds)."""
-    return ThroughputCurve.from_points([1, 16, 17, 32, 33, 64, 65, 512],
-                                       [0.010, 0.010, 0.013, 0.013, 0.016, 0.016, 0.022, 0.080])
+def default_curve(device: str) -> tuple[ThroughputCurve, str]:
+    """The step-time curve the scheduler optimises, and where it comes from.
+
+    On CPU: the bundled measurement of the tiny preset on a 2-core machine (`cpu-tiny`, the bundled
+    target's architecture), at a 64-token context. Elsewhere: a stand-in with a flat memory-bound
+    start and tile-boundary steps (profile your device with `sparksched profile`).
+    """
+    if device == "cpu":
+        try:
+            return ThroughputCurve.from_profile("cpu-tiny").at_context(64.0), "profile cpu-tiny"
+        except ValueError:
+            pass
+    return (ThroughputCurve.from_points([1, 16, 17, 32, 33, 64, 65, 512],
+                                        [0.010, 0.010, 0.013, 0.013, 0.016, 0.016, 0.022, 0.080]),
+            "stand-in curve")
 
 
 @torch.no_grad()
@@ -198,7 +209,7 @@ def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "
     """
     models, tok = load_models(drafter, device, dtype, block, seed, checkpoints)
     block = models.block
-    curve = default_curve()
+    curve, curve_name = default_curve(device)
     vocab = models.target.config.vocab_size
     if tok is not None:                                                 # real text, left-truncated to 16
         ids = [tok.encode(PROMPTS[i % len(PROMPTS)]).ids[-16:] for i in range(requests)]
@@ -250,7 +261,7 @@ def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "
     wall = time.perf_counter() - t0
     return {"tokens": [o[:new_tokens] for o in out], "steps": steps, "verified": verified,
             "accepted": accepted_total, "wall_s": wall, "models": models.what, "prompts": prompts,
-            "target": models.target, "tokenizer": tok}
+            "target": models.target, "tokenizer": tok, "curve": curve_name}
 
 
 @torch.no_grad()
@@ -294,7 +305,7 @@ def main() -> None:
               writer, args.drafter, args.checkpoints)
     if writer is not None:
         print(f"recorded {writer.close()} rounds to {args.record}")
-    print(f"models: {res['models']}; policy {args.policy}; device {args.device}")
+    print(f"models: {res['models']}; step times: {res['curve']}; policy {args.policy}; device {args.device}")
     print(f"{args.requests} requests x {args.tokens} tokens in {res['steps']} steps "
           f"({args.requests * args.tokens / res['steps']:.2f} tokens/step, plain decoding: {args.requests:.2f}); "
           f"verified {res['verified']} drafts, accepted {res['accepted']} "
