@@ -48,7 +48,7 @@ from sparksched.curve import ThroughputCurve
 # request status codes (SimResult.requests "status" column uses the names)
 PENDING, WAITING, RUNNING, DONE, REJECTED, UNFINISHED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = ("pending", "waiting", "running", "finished", "rejected", "unfinished")
-CONTEXT_BUCKET = 128  # tokens: the step-time curve is evaluated at the mean context rounded to this
+CONTEXT_BUCKET = 256  # tokens: the step-time curve is evaluated at the mean context bucketed by this
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,7 @@ class _Record:
         self.varying: dict[str, list] = {k: [] for k in STEP_VARYING}
         self.constant: dict[str, list] = {k: [] for k in STEP_CONSTANT}
         self.counts: list[int] = []
+        self.scalar: list[bool] = []
         self.n_steps = 0
         self.last_running: list[tuple[int, int, int]] = []  # (step index, running, kv free) overrides
         self.r_req: list[np.ndarray] = []
@@ -94,8 +95,10 @@ class _Record:
         self.r_first: list[int] = []  # first step index of each rounds chunk
         self.r_steps: list[int] = []
 
-    def add_steps(self, steps: int, varying: tuple, constant: tuple) -> int:
-        """Append `steps` steps; return the index of the first."""
+    def add_steps(self, steps: int, varying: tuple, constant: tuple, scalar: bool = False) -> int:
+        """Append `steps` steps (varying values as [steps] arrays, or scalars when `scalar`); return
+        the index of the first."""
+        self.scalar.append(scalar)
         for k, v in zip(STEP_VARYING, varying):
             self.varying[k].append(v)
         for k, v in zip(STEP_CONSTANT, constant):
@@ -117,12 +120,23 @@ class _Record:
 
     def step_columns(self) -> dict[str, np.ndarray]:
         counts = np.asarray(self.counts, dtype=np.int64)
+        total = int(counts.sum())
+        starts = np.cumsum(counts) - counts
+        scalar = np.asarray(self.scalar, dtype=bool)
+        single = np.flatnonzero(scalar)  # chunks of one step given as scalars
+        multi = np.flatnonzero(~scalar)
+        sizes = counts[multi]
+        multi_idx = np.repeat(starts[multi], sizes) + (np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes))
         out: dict[str, np.ndarray] = {}
         for k, dtype in STEP_COLUMNS.items():
             if k in self.varying:
                 parts = self.varying[k]
-                out[k] = (np.concatenate([np.atleast_1d(np.asarray(x)) for x in parts]).astype(dtype)
-                          if parts else np.zeros(0, dtype))
+                col = np.zeros(total, dtype=dtype)
+                if single.size:
+                    col[starts[single]] = np.asarray([parts[i] for i in single.tolist()], dtype=np.float64)
+                if multi.size:
+                    col[multi_idx] = np.concatenate([parts[i] for i in multi.tolist()])
+                out[k] = col
             else:
                 out[k] = np.repeat(np.asarray(self.constant[k], dtype=dtype), counts)
         for i, running, free in self.last_running:
@@ -376,7 +390,8 @@ class Engine:
         i = self.record.add_steps(
             1, (t0, dt, p_tokens + dec.size + verified, verified, int(acc.sum()), emitted_total, ctx,
                 len(self.waiting), self.kv.free),
-            (draft_s, dec.size, pre.size, p_tokens, self.cfg.max_running - len(self.free_slots), preempted))
+            (draft_s, dec.size, pre.size, p_tokens, self.cfg.max_running - len(self.free_slots), preempted),
+            scalar=True)
         if self.progress is not None and (i & 255) == 0:
             self.progress(now)
 
@@ -446,7 +461,7 @@ class Engine:
             stop = min(stop, int(np.searchsorted(clock[:-1], w.arrival[self.next_arrival], side="left")))
         if self.horizon is not None:
             stop = min(stop, max(1, int(np.searchsorted(clock[1:], self.horizon, side="right"))))
-        self._t_hint = min(MAX_PEEK, max(8, 2 * stop))
+        self._t_hint = min(MAX_PEEK, max(16, 2 * stop))
         if stop < 1:
             return None
         e = np.minimum(e[:stop], rem[None, :] - before[:stop])

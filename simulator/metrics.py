@@ -31,16 +31,22 @@ def _pct(x: np.ndarray, q: float) -> float | None:
     return float(np.percentile(x, q)) if x.size else None
 
 
-def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float | None:
-    """Percentile q (0-100) of `values` with non-negative `weights` (inverted CDF)."""
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: tuple[float, ...]) -> list[float | None]:
+    """Percentiles qs (0-100) of `values` with non-negative `weights` (inverted CDF), one sort."""
     keep = np.isfinite(values) & (weights > 0)
     v, w = values[keep], weights[keep]
     if v.size == 0:
-        return None
+        return [None for _ in qs]
     order = np.argsort(v, kind="stable")
     cw = np.cumsum(w[order])
-    i = int(np.searchsorted(cw, q / 100.0 * cw[-1], side="left"))
-    return float(v[order][min(i, v.size - 1)])
+    vs = v[order]
+    idx = np.searchsorted(cw, np.asarray(qs, dtype=np.float64) / 100.0 * cw[-1], side="left")
+    return [float(vs[min(int(i), v.size - 1)]) for i in idx]
+
+
+def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float | None:
+    """Percentile q (0-100) of `values` with non-negative `weights` (inverted CDF)."""
+    return weighted_percentiles(values, weights, (q,))[0]
 
 
 def request_latencies(requests: pl.DataFrame) -> pl.DataFrame:
@@ -93,9 +99,11 @@ def itl(rounds: pl.DataFrame, steps: pl.DataFrame, requests: pl.DataFrame) -> di
     gap = t - prev
     keep = (e > 0) & np.isfinite(gap)
     gap, e = gap[keep], e[keep]
-    for q in PERCENTILES:
-        out[f"itl_step_p{q}_s"] = _pct(gap, q)
-        out[f"itl_token_p{q}_s"] = weighted_percentile(gap / e, e, q)
+    per_token = weighted_percentiles(gap / e, e, PERCENTILES)
+    per_step = np.percentile(gap, PERCENTILES) if gap.size else [None] * len(PERCENTILES)
+    for q, a, b in zip(PERCENTILES, per_step, per_token):
+        out[f"itl_step_p{q}_s"] = None if a is None else float(a)
+        out[f"itl_token_p{q}_s"] = b
     return out
 
 
