@@ -2,6 +2,7 @@
 
     python benchmarks/async_vs_sync.py            # prints the table (about a minute on 2 cores)
     python benchmarks/async_vs_sync.py --quick    # fewer concurrencies and tokens
+    python benchmarks/async_vs_sync.py --more --docs docs/integration.md   # refresh the docs' tables
 
 Scenario: a closed batch. `n` requests arrive at once with short prompts and long outputs, so after
 the first steps the engine runs pure decode steps at concurrency n (max_running = n). Capacity is
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -124,11 +126,62 @@ def table(df: pl.DataFrame, policies: list[str]) -> str:
     return "\n".join(lines)
 
 
+def docs_fragment(df: pl.DataFrame, policies: list[str]) -> str:
+    """The tables docs/integration.md shows: sync / async per curve and n, geometric means, and the
+    other engines' rules at a few n."""
+    cnames = list(dict.fromkeys(df["curve"].to_list()))
+    by = {(r["curve"], r["n"], r["policy"]): r for r in df.iter_rows(named=True)}
+    ns = sorted(set(df["n"].to_list()))
+    lines = ["| n | " + " | ".join(f"{c}: sync / async (ratio)" for c in cnames) + " |",
+             "|---|" + "---|" * len(cnames)]
+    for n in ns:
+        cells = []
+        for c in cnames:
+            a, b = by[(c, n, "dspark")]["tokens_per_s"], by[(c, n, "async-dspark")]["tokens_per_s"]
+            cells.append(f"{a:,.0f} / {b:,.0f} ({b / a:.3f})")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    means = []
+    for c in cnames:
+        r = np.asarray([by[(c, n, "async-dspark")]["tokens_per_s"] / by[(c, n, "dspark")]["tokens_per_s"]
+                        for n in ns])
+        means.append(f"{c} {np.exp(np.log(r).mean()):.3f} (min {r.min():.3f}, max {r.max():.3f})")
+    lines += ["", "Geometric mean of async / sync over the n above: " + "; ".join(means) + "."]
+    others = [p for p in policies if p not in ("dspark", "async-dspark")]
+    if others:
+        lines += ["", "Other engines' rules on the same runs (tokens/s, mean verify budget per request, anchor "
+                  "included):", "", "| curve | n | " + " | ".join(f"`{p}`" for p in others) + " |",
+                  "|---|---|" + "---|" * len(others)]
+        for c in cnames:
+            for n in [m for m in (16, 64, 128, 256) if m in ns]:
+                cells = [f"{by[(c, n, p)]['tokens_per_s']:,.0f} ({by[(c, n, p)]['verify_per_req']:.2f})"
+                         for p in others]
+                lines.append(f"| {c} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- async-vs-sync:begin -->", "<!-- async-vs-sync:end -->"
+
+
+def write_docs(path: Path, fragment: str) -> None:
+    """Replace the text between BEGIN and END markers in `path` (atomically)."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(head + BEGIN + "\n" + fragment + "\n" + END + tail)
+    tmp.replace(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 concurrencies, 128 output tokens")
     ap.add_argument("--more", action="store_true", help="also vllm-adaptive, sglang-adaptive, static-3")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--docs", metavar="MD", type=Path,
+                    help="also rewrite the tables between the async-vs-sync markers of this file "
+                         "(docs/integration.md)")
     args = ap.parse_args()
     conc = [16, 64, 160] if args.quick else [8, 16, 32, 48, 64, 96, 128, 160, 192, 256]
     out_tokens = 128 if args.quick else 384
@@ -142,6 +195,9 @@ def main() -> None:
         r = grp["r"].to_numpy()
         print(f"{cname[0]}: async/sync geometric mean {np.exp(np.log(r).mean()):.3f}, "
               f"min {r.min():.3f}, max {r.max():.3f}")
+    if args.docs:
+        write_docs(args.docs, docs_fragment(df, policies))
+        print(f"updated {args.docs}")
     print(f"({time.perf_counter() - t0:.0f} s; closed batch of n requests, prompt 64, output {out_tokens} "
           f"tokens, block 7, synthetic DSpark chat acceptance, seed {args.seed})")
 

@@ -64,8 +64,8 @@ def load_target(path: str | os.PathLike, device: str | torch.device = "cpu",
     """The target decoder saved at `path`, in eval mode on `device` in `dtype`."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e:
-        raise ValueError(f"{path}: cannot load target checkpoint ({e})") from None
+    except Exception as e:  # unreadable, truncated or not a torch checkpoint at all
+        raise ValueError(f"{path}: cannot load target checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     config = DecoderConfig(**blob["config"])
     model = build_decoder(config, device=device, dtype=dtype)
     missing, unexpected = model.load_state_dict({k: v.to(dtype) for k, v in blob["state"].items()}, strict=False)
@@ -94,8 +94,8 @@ def load_drafter(path: str | os.PathLike, target: Decoder):
 
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e:
-        raise ValueError(f"{path}: cannot load drafter checkpoint ({e})") from None
+    except Exception as e:  # unreadable, truncated or not a torch checkpoint at all
+        raise ValueError(f"{path}: cannot load drafter checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     cfg = dict(blob["config"])
     cfg["target_layers"] = tuple(cfg["target_layers"])
     drafter = build_drafter(DrafterConfig(**cfg), target)
@@ -104,6 +104,8 @@ def load_drafter(path: str | os.PathLike, target: Decoder):
         drafter.load_state_dict({k: v.to(w.dtype) for k, v in blob["state"].items()})
     except RuntimeError as e:
         raise ValueError(f"{path}: drafter checkpoint does not match target / config ({str(e).splitlines()[0]})") from None
+    if "sts" in blob:  # exact temperatures (the fp16 state dict rounds them)
+        drafter.sts_temps.copy_(torch.as_tensor(blob["sts"], dtype=drafter.sts_temps.dtype))
     return drafter.eval()
 
 
