@@ -54,14 +54,17 @@ def dspark_lengths(conf: np.ndarray, drafted: np.ndarray, table: np.ndarray, ext
     rate[:, 0] = n * SCALE
     rate[:, 1:] = numer
     rate /= table[b0:b0 + m + 1][None, :]
-    improves = (rate[:, 1:] > rate[:, :-1]) & (s > 0.0)
-    stop = np.where(improves.all(axis=1), m, improves.argmin(axis=1))
+    improves = np.zeros((t_steps, m + 1), dtype=bool)  # a False sentinel column: argmin = first stop
+    np.logical_and(rate[:, 1:] > rate[:, :-1], s > 0.0, out=improves[:, :m])
+    stop = improves.argmin(axis=1)
     # admitted: everything above the last admitted value v, then ties at v in (k, i) index order
     v = np.where(stop > 0, s[rows[:, 0], np.maximum(stop - 1, 0)], np.inf)[:, None]
-    above = flat > v
-    ties = flat == v
-    need = (stop - above.sum(axis=1))[:, None]
-    admitted = above | (ties & (np.cumsum(ties, axis=1) <= need))
+    admitted = flat >= v
+    if np.count_nonzero(admitted) != stop.sum():  # other candidates tie with v: take them in index order
+        above = flat > v
+        ties = flat == v
+        need = (stop - above.sum(axis=1))[:, None]
+        admitted = above | (ties & (np.cumsum(ties, axis=1) <= need))
     return admitted.reshape(t_steps, g, n).sum(axis=1, dtype=np.int64)
 
 
