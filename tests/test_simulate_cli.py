@@ -58,3 +58,23 @@ def test_model_engine_without_the_real_loop_is_a_clear_error(tmp_path):
     if importlib.util.find_spec("simulator.model_backend") is not None:
         return  # the real loop is installed; its own tests cover it
     _fails(["--trace", "chat", "--engine", "model"], tmp_path, "--engine model needs simulator/model_backend.py")
+
+
+def test_recorded_rounds_drive_the_simulation(tmp_path):
+    import numpy as np
+
+    from sparksched.rounds import RoundsWriter
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "rounds.jsonl"
+    with RoundsWriter(path) as w:
+        for step in range(60):
+            conf = rng.uniform(0.3, 1.0, (8, 7))
+            accepted = np.minimum((rng.random((8, 7)) < conf).argmin(axis=1), 7)
+            w.add([f"r{i}" for i in range(8)], step, "chat", conf, np.full(8, 7), np.full(8, 7), accepted)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--max-requests", "20", "--acceptance", str(path),
+                                    "--no-progress", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["summary"]["finished"] == 20 and doc["meta"]["backend"] == "recorded rounds.jsonl"
