@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import simpy
@@ -224,8 +225,10 @@ class Engine:
         kind, param = parse_policy(config.policy)
         # stateless policies run through the batched form (bit-equal to the library, simulator.fastpath)
         self.batched = (kind, param) if kind in STATELESS else None
+        # backends that can hand out future rounds (simulator.predrawn) enable the batched fast path
+        self._ahead: Any = backend if hasattr(backend, "peek") and hasattr(backend, "advance") else None
         self.fast = (self.batched is not None and config.clock == "profile"
-                     and (self.g == 0 or hasattr(backend, "peek")))
+                     and (self.g == 0 or self._ahead is not None))
         self.next_arrival = 0  # index of the next request the arrival process will release
         self._t_hint = MAX_PEEK
         self.horizon = config.horizon_s
@@ -363,7 +366,7 @@ class Engine:
             fin = self.emitted[req] >= self.work.output[req]
             if fin.any():
                 done_slots.append(dec[fin])
-        if pre.size:
+        if pre.size and chunk is not None:
             self.slot_prefill[pre] -= chunk
             ready = pre[self.slot_prefill[pre] == 0]
             if ready.size:
@@ -426,11 +429,12 @@ class Engine:
         if admit_on_arrival:  # every step takes >= table[n]: no point planning past the next arrival
             gap = (w.arrival[self.next_arrival] - self.env.now) / (float(table[n]) + draft_s)
             t_max = int(min(t_max, max(gap, 0.0) + 2))
+        kind, param = self.batched or ("none", None)
         if g > 0:
-            conf, lead = self.backend.peek(dec, t_max, g)
+            conf, lead = self._ahead.peek(dec, t_max, g)
             t_max = conf.shape[0]
             drafted = np.full(n, g, dtype=np.int64)
-            lengths = batched_lengths(self.batched[0], self.batched[1], conf, drafted, table + draft_s, 0)
+            lengths = batched_lengths(kind, param, conf, drafted, table + draft_s, 0)
             acc = np.minimum(lead, lengths)
         else:
             lengths = acc = np.zeros((t_max, n), dtype=np.int64)
@@ -478,7 +482,7 @@ class Engine:
         steps, n = e.shape
         g = self.g
         if g > 0:
-            self.backend.advance(dec, steps)
+            self._ahead.advance(dec, steps)
         total = e.sum(axis=0)
         self.emitted[req] += total
         self.rounds[req] += steps

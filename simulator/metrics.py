@@ -164,8 +164,8 @@ def summarize(requests: pl.DataFrame, steps: pl.DataFrame, rounds: pl.DataFrame,
     s["unfinished"] = n - fin.height - s["rejected"]
     reasons = requests.filter(pl.col("reason").is_not_null()).group_by("reason").len().sort("reason")
     s["unfinished_reasons"] = {r: int(c) for r, c in zip(reasons["reason"], reasons["len"])}
-    t0 = float(requests["arrival_s"].min()) if n else 0.0
-    t1 = float(fin["finish_s"].max()) if fin.height else t0
+    t0 = float(requests["arrival_s"].to_numpy().min()) if n else 0.0
+    t1 = float(fin["finish_s"].to_numpy().max()) if fin.height else t0
     span = max(t1 - t0, 1e-12)
     out_tokens = int(requests["emitted_tokens"].sum())
     s["duration_s"] = t1 - t0

@@ -223,6 +223,7 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     work, df, trace_name = _workload(trace, config)
     profile = load_profile(config.profile) if curve is None or config.kv_blocks is None else None
     if curve is None:
+        assert profile is not None
         curve = ThroughputCurve.from_profile(profile, extrapolate="linear")
     g = config.draft_block
     lat, lat_note = draft_latency_table(profile, config.drafter_family, g, config.max_running)

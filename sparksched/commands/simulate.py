@@ -7,6 +7,7 @@ results are written file by file atomically (temp file + rename) into the output
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -60,7 +61,7 @@ def simulate(trace: str, profile: str | None, policy: str, drafter: str, block: 
         from simulator.config import SimConfig
         from simulator.run import simulate as run_simulation
 
-        kwargs = dict(policy=policy, drafter=drafter, block=block, max_running=max_running, kv_blocks=kv_blocks,
+        kwargs: dict[str, Any] = dict(policy=policy, drafter=drafter, block=block, max_running=max_running, kv_blocks=kv_blocks,
                       kv_block_size=kv_block_size, prefill_chunk=prefill_chunk, rate_scale=rate_scale,
                       max_requests=max_requests, horizon_s=horizon_s, seed=seed, acceptance=acceptance,
                       conf_auc=conf_auc, conf_ece=conf_ece, sla_tps=sla_tps, sla_ttft_s=sla_ttft_s, clock=clock)
