@@ -38,7 +38,7 @@ def prompts_from_heldout(heldout: dict, count: int, length: int = 64, seed: int 
 def run(device: str, threads: int, new_tokens: int, batches: list[int], greedy: bool, head: str = "markov",
         directory=None, policies=("dspark", "static-3", "verify-all"), solo_prompts: int = 6) -> dict:
     torch.set_num_threads(threads)
-    _, target, drafter = load_bundle(directory, head=head, device=device)
+    _, target, drafter = load_bundle(directory, head=head, device=device, tokenizer=False)
     heldout = load_heldout((directory or BUNDLED) / "heldout.npz")
     g = drafter.config.block
     res = {"curve_points": {},

@@ -259,6 +259,20 @@ class SpeculativeDecoder:
         self._pending = None
         return acc, [em[i, : acc[i] + 1].tolist() for i in range(n)], seconds
 
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """Move slots `rows` ([m], any order) to slots 0..m-1 (caches, anchors, generators), so a
+        shrinking batch stays contiguous and later steps use views instead of copies."""
+        idx = torch.as_tensor(rows, device=self.device)
+        m = len(rows)
+        for cache in (self.cache, self.ctx):
+            if cache is not None:
+                cache.k[:, :m] = cache.k[:, idx]
+                cache.v[:, :m] = cache.v[:, idx]
+                cache.lengths[:m] = cache.lengths[idx].clone()
+        self.anchor[:m] = self.anchor[idx].clone()
+        self.gens[:m] = [self.gens[int(r)] for r in rows]
+        self._pending = None
+
     def step(self, slots: np.ndarray, policy: Policy) -> Round:
         """One full round (draft, policy, verify) for `slots`."""
         d, ds = self.draft(slots)
@@ -290,19 +304,25 @@ def generate(target: Decoder, drafter: DSparkDrafter | None, prompts: Sequence[S
     t1 = time.perf_counter()
     out = [[t] for t in first]
     res = GenerateResult(out, prefill_seconds=t1 - t0)
+    active = np.arange(n)  # request index held by each slot 0..m-1
     while True:
-        slots = np.array([i for i in range(n) if len(out[i]) < max_new_tokens], dtype=np.int64)
-        if slots.size == 0:
+        keep = np.array([j for j, i in enumerate(active) if len(out[i]) < max_new_tokens], dtype=np.int64)
+        if keep.size == 0:
             break
+        if keep.size < active.size:  # some requests finished: compact the rest into slots 0..m-1
+            dec.keep_rows(keep)
+            active = active[keep]
+        slots = np.arange(active.size)
         if drafter is None:
             m = slots.size
             acc, em, vs = dec.verify(slots, np.zeros(m, dtype=np.int64))
-            res.rounds.append(Round(slots, np.zeros((m, 0)), np.zeros(m, np.int64), acc, em, 0.0, vs))
+            res.rounds.append(Round(active.copy(), np.zeros((m, 0)), np.zeros(m, np.int64), acc, em, 0.0, vs))
         else:
             r = dec.step(slots, pol)
+            r.slots = active.copy()  # report request indices, not slots
             res.rounds.append(r)
             em = r.emitted
-        for j, i in enumerate(slots):
+        for j, i in enumerate(active):
             out[i].extend(em[j])
     res.decode_seconds = time.perf_counter() - t1
     res.tokens = [t[:max_new_tokens] for t in out]

@@ -110,16 +110,22 @@ def load_drafter(path: str | os.PathLike, target: Decoder):
 
 
 def load_bundle(directory: str | os.PathLike | None = None, head: str = "markov", device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32):
-    """(tokenizer, target, drafter) from a checkpoint directory (default: the bundled one)."""
-    from sparksched.training.tokenizer import load_tokenizer
+                dtype: torch.dtype = torch.float32, tokenizer: bool = True):
+    """(tokenizer, target, drafter) from a checkpoint directory (default: the bundled one).
 
+    tokenizer=False skips the tokenizer (returns None for it), so no `tokenizers` package is needed.
+    """
     d = Path(directory) if directory else BUNDLED
     for name in ("tokenizer.json", "target.pt", f"drafter-{head}.pt"):
         if not (d / name).exists():
             raise ValueError(f"{d / name}: missing (regenerate with `sparksched train all --out {d}`)")
     target = load_target(d / "target.pt", device=device, dtype=dtype)
-    return load_tokenizer(str(d / "tokenizer.json")), target, load_drafter(d / f"drafter-{head}.pt", target)
+    tok = None
+    if tokenizer:
+        from sparksched.training.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(str(d / "tokenizer.json"))
+    return tok, target, load_drafter(d / f"drafter-{head}.pt", target)
 
 
 def save_heldout(streams: dict, path: str | os.PathLike) -> None:
