@@ -28,9 +28,9 @@ acceptance (pooled over positions whose prefix survived) hits `auc`, and T so th
 calibration error (15 equal-width bins, same pool) hits `ece`; the paper reports AUC 0.81-0.90,
 ECE 3-8 % raw and about 1 % after STS (defaults: auc 0.85, ece 0.01; use ECE_RAW for raw heads).
 
-Randomness is per request: a request's difficulty and the numbers of its round t are fixed entries
-of PCG64 streams seeded by (seed, request // 256), and (seed, request, t // 64) past round 64, so a
-request's acceptance does not depend on which other requests share its batch or when it runs, and
+Randomness is per request: a request's difficulty is a fixed entry of a PCG64 stream seeded by
+(seed, request // 256), the numbers of its round t one of a stream seeded by (seed, request // 256,
+t // 64) (by (seed, request, t // 64) past round 128), so a request's acceptance does not depend on which other requests share its batch or when it runs, and
 results are identical for the same seed on any batch schedule.
 """
 
@@ -83,7 +83,8 @@ SIGMA_TOKEN = 3.0  # logit std of per-token variation e (oracle ROC-AUC about 0.
 ECE_RAW = 0.055  # calibration error of a raw (uncalibrated) head, middle of the paper's 3-8 %
 RAW_BLOCK = 256  # requests whose random numbers are drawn together
 RAW_CHUNK = 64  # rounds per drawn chunk
-BLOCK_CACHE = 8  # cached first chunks of request blocks (about 1 MB each at g = 7)
+BLOCK_CHUNKS = 2  # round chunks drawn for a whole block of requests at once
+BLOCK_CACHE = 12  # cached (block, chunk) entries (about 1 MB each at g = 7)
 CHUNK_CACHE = 512  # cached later chunks of single requests (about 4 KB each)
 _MC_ROUNDS = 6000  # Monte Carlo rounds used to fit the confidence noise and temperature
 _ECE_BINS = 15
@@ -328,19 +329,20 @@ class SyntheticAcceptance(PredrawnBackend):
     def _rounds(self, request: int, chunk: int, preset: int) -> tuple[np.ndarray, np.ndarray]:
         """Rounds chunk*C..(chunk+1)*C - 1 of one request: conf [C, g], lead [C] (views).
 
-        Chunk 0 (which nearly every request uses) is drawn for RAW_BLOCK requests at once from one
-        PCG64 stream per (seed, block) and transformed per preset for the whole block; later chunks
-        (long outputs only) come from a stream per (seed, request, chunk). Either way an entry is a
-        pure function of (seed, request, round). Both are cached (LRU).
+        The first BLOCK_CHUNKS chunks (which most requests use) are drawn for RAW_BLOCK requests at
+        once from one PCG64 stream per (seed, block, chunk) and transformed per preset for the whole
+        block; later chunks (long outputs only) come from a stream per (seed, request, chunk). Either
+        way an entry is a pure function of (seed, request, round). Both are cached (LRU).
         """
         g = max(self.block, 1)
         block, row = divmod(request, RAW_BLOCK)
-        key = (block, chunk, preset) if chunk == 0 else (-1 - request, chunk, preset)
-        cache, limit = (self._cache, BLOCK_CACHE) if chunk == 0 else (self._chunk_cache, CHUNK_CACHE)
+        whole = chunk < BLOCK_CHUNKS
+        key = (block, chunk, preset) if whole else (-1 - request, chunk, preset)
+        cache, limit = (self._cache, BLOCK_CACHE) if whole else (self._chunk_cache, CHUNK_CACHE)
         hit = cache.get(key)
         if hit is None:
-            if chunk == 0:
-                seq = np.random.SeedSequence([self.seed, block, 0xACC])
+            if whole:
+                seq = np.random.SeedSequence([self.seed, block, chunk, 0xACC])
                 shape: tuple[int, ...] = (RAW_BLOCK, RAW_CHUNK)
                 z = SIGMA_REQUEST * self._difficulty(block)
             else:
@@ -356,7 +358,7 @@ class SyntheticAcceptance(PredrawnBackend):
         else:
             cache.move_to_end(key)
         conf, lead = hit
-        return (conf[row], lead[row]) if chunk == 0 else (conf, lead)
+        return (conf[row], lead[row]) if whole else (conf, lead)
 
     def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rounds [r, R] of each slot: confidences [r, R, g] and the leading-accept count [r, R]."""
