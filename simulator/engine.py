@@ -40,7 +40,7 @@ import simpy
 
 from simulator.backend import Backend, Requests
 from simulator.config import SimConfig, parse_policy
-from simulator.fastpath import STATELESS, batched_lengths
+from simulator.fastpath import STATELESS, batched_lengths, dspark_lengths
 from simulator.kv import KVBlocks, blocks_for, lifo_victims
 from simulator.policies import Policy
 from simulator.predrawn import MAX_PEEK
@@ -422,7 +422,7 @@ class Engine:
             return None
         g, t_max = self.g, self._t_hint  # plan about twice the last epoch's length (<= MAX_PEEK)
         ctx0 = self.slot_ctx[dec]
-        mean0 = float(ctx0.mean())
+        mean0 = int(ctx0.sum()) / n
         curve, table = self.clock.at(mean0)
         draft_s = float(self.clock.draft_latency[n]) if g > 0 else 0.0
         admit_on_arrival = bool(self.free_slots) and not self.waiting and self.next_arrival < self.n_requests
@@ -434,7 +434,8 @@ class Engine:
             conf, lead = self._ahead.peek(dec, t_max, g)
             t_max = conf.shape[0]
             drafted = np.full(n, g, dtype=np.int64)
-            lengths = batched_lengths(kind, param, conf, drafted, table + draft_s, 0)
+            lengths = (dspark_lengths(conf, None, table + draft_s, 0) if kind == "dspark"
+                       else batched_lengths(kind, param, conf, drafted, table + draft_s, 0))
             acc = np.minimum(lead, lengths)
         else:
             lengths = acc = np.zeros((t_max, n), dtype=np.int64)

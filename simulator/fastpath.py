@@ -22,21 +22,23 @@ from sparksched.scheduler import SCALE
 _SCALE_F = float(SCALE)
 
 
-def survival(conf: np.ndarray, drafted: np.ndarray) -> np.ndarray:
-    """S [T, n, g]: left-to-right cumulative product along g, zero past each request's drafted count."""
+def survival(conf: np.ndarray, drafted: np.ndarray | None) -> np.ndarray:
+    """S [T, n, g]: left-to-right cumulative product along g, zero past each request's drafted count
+    (drafted None: every request drafted g)."""
     s = np.cumprod(conf, axis=2)
     g = conf.shape[2]
-    if drafted.size and drafted.min() < g:
+    if drafted is not None and drafted.size and drafted.min() < g:
         s = np.where(np.arange(g)[None, None, :] < drafted[None, :, None], s, 0.0)
     return s
 
 
-def dspark_lengths(conf: np.ndarray, drafted: np.ndarray, table: np.ndarray, extra_tokens: int = 0) -> np.ndarray:
+def dspark_lengths(conf: np.ndarray, drafted: np.ndarray | None, table: np.ndarray,
+                   extra_tokens: int = 0) -> np.ndarray:
     """Algorithm 1 (greedy, early stop) for each of T steps; lengths [T, n] int64.
 
     Args:
         conf: [T, n, g] float64 conditional confidences in [0, 1].
-        drafted: [n] int64 drafted tokens per request (the same in every step).
+        drafted: [n] int64 drafted tokens per request (the same in every step); None: all g.
         table: [>= extra + n*(g+1) + 1] float64 step time (s) at B = 0, 1, ... (curve.table).
         extra_tokens: non-speculative tokens in each step (chunked prefill).
     """
@@ -49,7 +51,8 @@ def dspark_lengths(conf: np.ndarray, drafted: np.ndarray, table: np.ndarray, ext
     rows = np.arange(t_steps)[:, None]
     s = flat[rows, order]
     b0 = extra_tokens + n
-    numer = np.cumsum(np.floor(s * _SCALE_F).astype(np.int64), axis=1) + n * SCALE
+    numer = np.cumsum((s * _SCALE_F).astype(np.int64), axis=1)  # s >= 0: truncation is the floor
+    numer += n * SCALE
     rate = np.empty((t_steps, m + 1))
     rate[:, 0] = n * SCALE
     rate[:, 1:] = numer

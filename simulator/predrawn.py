@@ -108,7 +108,7 @@ class PredrawnBackend:
 
     def _refill(self, slots: np.ndarray) -> None:
         self._ptr[slots] = 0
-        need = int(np.clip((self._end_round[slots] - self._base_round[slots]).max(), 1, CHUNK))
+        need = min(max(int((self._end_round[slots] - self._base_round[slots]).max()), 1), CHUNK)
         rounds = self._base_round[slots][:, None] + np.arange(need)[None, :]
         conf, lead = self._draw(slots, rounds)  # rows past `need` keep stale values, never consumed
         self._conf[slots, :need] = conf
