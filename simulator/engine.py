@@ -90,6 +90,7 @@ class _Record:
         self.n_steps = 0
         self.last_running: list[tuple[int, int, int]] = []  # (step index, running, kv free) overrides
         self.r_req: list[np.ndarray] = []
+        self.r_drafted: list[int | np.ndarray] = []
         self.r_ver: list[np.ndarray] = []
         self.r_acc: list[np.ndarray] = []
         self.r_emit: list[np.ndarray] = []
@@ -110,8 +111,10 @@ class _Record:
         return first
 
     def add_rounds(self, first_step: int, req: np.ndarray, verified: np.ndarray, accepted: np.ndarray,
-                   emitted: np.ndarray) -> None:
-        """Rounds of steps first_step.. over requests `req` [n]; value arrays [steps, n]."""
+                   emitted: np.ndarray, drafted: int | np.ndarray) -> None:
+        """Rounds of steps first_step.. over requests `req` [n]; value arrays [steps, n]; drafted per
+        request [n] (or one int for all), the same in every step of the chunk."""
+        self.r_drafted.append(drafted)
         self.r_req.append(req)
         self.r_ver.append(verified)
         self.r_acc.append(accepted)
@@ -148,8 +151,8 @@ class _Record:
     def round_columns(self) -> dict[str, np.ndarray]:
         if not self.r_req:
             return {"step": np.zeros(0, np.int32), "request": np.zeros(0, np.int32),
-                    "verified": np.zeros(0, np.int16), "accepted": np.zeros(0, np.int16),
-                    "emitted": np.zeros(0, np.int16)}
+                    "drafted": np.zeros(0, np.int16), "verified": np.zeros(0, np.int16),
+                    "accepted": np.zeros(0, np.int16), "emitted": np.zeros(0, np.int16)}
         ns = np.asarray([r.size for r in self.r_req], dtype=np.int64)
         steps = np.asarray(self.r_steps, dtype=np.int64)
         sizes = ns * steps
@@ -161,6 +164,8 @@ class _Record:
         return {
             "step": (np.repeat(np.asarray(self.r_first, dtype=np.int64), sizes) + j // n_rep).astype(np.int32),
             "request": req_cat[req_off + j % n_rep].astype(np.int32),
+            "drafted": np.concatenate([np.broadcast_to(d, v.shape).ravel()
+                                       for d, v in zip(self.r_drafted, self.r_ver)]).astype(np.int16),
             "verified": np.concatenate([x.ravel() for x in self.r_ver]).astype(np.int16),
             "accepted": np.concatenate([x.ravel() for x in self.r_acc]).astype(np.int16),
             "emitted": np.concatenate([x.ravel() for x in self.r_emit]).astype(np.int16),
@@ -205,10 +210,6 @@ class Engine:
         self.first_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
         self.admit_s = np.full(n, np.nan)
-        self.rounds = np.zeros(n, dtype=np.int64)
-        self.drafted = np.zeros(n, dtype=np.int64)
-        self.verified = np.zeros(n, dtype=np.int64)
-        self.accepted = np.zeros(n, dtype=np.int64)
         self.preemptions = np.zeros(n, dtype=np.int64)
         # per slot
         self.slot_req = np.full(s, -1, dtype=np.int64)
@@ -355,14 +356,10 @@ class Engine:
                 self.policy.observe(dec, lengths, acc)
             e = np.minimum(acc + 1, self.work.output[req] - self.emitted[req])
             self.emitted[req] += e
-            self.rounds[req] += 1
-            self.drafted[req] += drafted
-            self.verified[req] += lengths
-            self.accepted[req] += acc
             self.slot_ctx[dec] += e
             self.kv.resize(dec, self.slot_ctx[dec])
             emitted_total = int(e.sum())
-            self.record.add_rounds(step_index, req, lengths[None, :], acc[None, :], e[None, :])
+            self.record.add_rounds(step_index, req, lengths[None, :], acc[None, :], e[None, :], drafted)
             fin = self.emitted[req] >= self.work.output[req]
             if fin.any():
                 done_slots.append(dec[fin])
@@ -486,10 +483,6 @@ class Engine:
             self._ahead.advance(dec, steps)
         total = e.sum(axis=0)
         self.emitted[req] += total
-        self.rounds[req] += steps
-        self.drafted[req] += g * steps
-        self.verified[req] += p["lengths"].sum(axis=0)
-        self.accepted[req] += p["acc"].sum(axis=0)
         ctx_after = self.slot_ctx[dec][None, :] + np.cumsum(e, axis=0)  # [steps, n]
         self.slot_ctx[dec] = ctx_after[-1]
         self.kv.resize(dec, self.slot_ctx[dec])
@@ -499,7 +492,7 @@ class Engine:
             steps, (p["start"], p["dt"], p["batch"], lengths.sum(axis=1), acc.sum(axis=1), e.sum(axis=1),
                     p["mean_ctx"], p["waits"], p["avail"] - blocks_for(ctx_after, self.kv.block_size).sum(axis=1)),
             (p["draft_s"], n, 0, 0, running, 0))
-        self.record.add_rounds(i, req, lengths, acc, e)
+        self.record.add_rounds(i, req, lengths, acc, e, g)
         fin = self.emitted[req] >= self.work.output[req]
         if fin.any():
             slots = dec[fin]

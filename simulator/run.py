@@ -281,6 +281,11 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
 
 def _tables(engine: Engine, df: pl.DataFrame, work: Workload) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     e = engine
+    rounds = pl.DataFrame(e.record.round_columns())
+    who = rounds["request"].to_numpy()
+    per = {k: np.bincount(who, weights=None if k == "rounds" else rounds[k].to_numpy(),
+                          minlength=e.n_requests).astype(np.int64)
+           for k in ("rounds", "drafted", "verified", "accepted")}
     status = np.asarray(STATUS_NAMES, dtype=object)[e.status]
     reason = [e.reason.get(i) for i in range(e.n_requests)]
     cols: dict[str, Any] = {
@@ -288,7 +293,8 @@ def _tables(engine: Engine, df: pl.DataFrame, work: Workload) -> tuple[pl.DataFr
         "prompt_tokens": work.prompt, "output_tokens": work.output, "emitted_tokens": e.emitted,
         "status": status.tolist(), "reason": pl.Series("reason", reason, dtype=pl.Utf8),
         "admitted_s": e.admit_s, "first_token_s": e.first_s, "finish_s": e.finish_s,
-        "rounds": e.rounds, "drafted": e.drafted, "verified": e.verified, "accepted": e.accepted,
+        "rounds": per["rounds"], "drafted": per["drafted"], "verified": per["verified"],
+        "accepted": per["accepted"],
         "preemptions": e.preemptions,
     }
     requests = pl.DataFrame(cols).with_columns(pl.col(c).fill_nan(None) for c in
@@ -298,5 +304,4 @@ def _tables(engine: Engine, df: pl.DataFrame, work: Workload) -> tuple[pl.DataFr
     requests = request_latencies(requests)
     requests = requests.with_columns(meets_sla(requests, e.cfg.sla_tps, e.cfg.sla_ttft_s))
     steps = pl.DataFrame(e.record.step_columns())
-    rounds = pl.DataFrame(e.record.round_columns())
     return requests, steps, rounds
