@@ -82,7 +82,7 @@ def run(device: str, threads: int, new_tokens: int, batches: list[int], greedy: 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--greedy", action="store_true")

@@ -138,7 +138,8 @@ def _heads(text: str) -> list[str]:
 _out = click.option("--out", "out", default="sparksched/data/checkpoints", show_default=True,
                     type=click.Path(file_okay=False), help="Checkpoint directory.")
 _seed = click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
-_threads = click.option("--threads", default=2, show_default=True, type=int, help="CPU threads for torch.")
+_threads = click.option("--threads", default=1, show_default=True, type=int,
+                        help="CPU threads for torch (1: tiny models run faster and steadier on a shared host).")
 _chars = click.option("--max-chars", default=3_000_000, show_default=True, type=int,
                       help="Training characters per domain.")
 
