@@ -185,3 +185,59 @@ def test_bad_policy_name():
         make_policy("fastest")
     with pytest.raises(ValueError, match="curve"):
         make_policy("dspark")
+
+
+def _backend(greedy=True, max_running=4):
+    from simulator.model_backend import ModelBackend
+
+    target, drafter = _models(seed=6, sharp=10.0)
+    heldout = {"code": np.arange(500) % V, "prose": (np.arange(500) * 3) % V, "math": (np.arange(500) * 7) % V}
+    return ModelBackend(target, drafter, None, heldout, max_running, max_len=128, max_prompt=16, seed=0, greedy=greedy)
+
+
+def _requests(idx, emitted=0):
+    from simulator.backend import Requests
+
+    idx = np.asarray(idx, dtype=np.int64)
+    m = idx.size
+    return Requests(idx, [f"r{i}" for i in idx], ["code"] * m, np.full(m, 12), np.full(m, 40), np.full(m, emitted))
+
+
+def test_model_backend_preemption_continues_the_sequence():
+    """A request preempted and re-admitted in another slot continues exactly where it stopped."""
+    plain = _backend()
+    plain.join(np.array([1]), _requests([5]))
+    for _ in range(8):
+        d = plain.draft(np.array([1]), 4)
+        plain.verify(np.array([1]), np.full(1, 3))
+    straight = plain.history[5][1][:20]
+
+    b = _backend()
+    b.join(np.array([2, 0]), _requests([5, 6]))  # non-contiguous slots
+    for step in range(8):
+        slots = np.array([0, 2]) if step < 3 else np.array([3])
+        d = b.draft(slots, 4)
+        assert d.conf.shape == (slots.size, 4) and np.all((d.conf >= 0) & (d.conf <= 1))
+        v = b.verify(slots, np.full(slots.size, 3))
+        assert np.all(v.accepted <= 3) and v.seconds > 0
+        if step == 2:  # preempt request 5 (slot 2), resume it in slot 3
+            b.leave(np.array([2, 0]))
+            b.join(np.array([3]), _requests([5], emitted=len(b.history[5][1])))
+    assert b.history[5][1][:20] == straight
+    assert len(b.rows) == 2 * 3 + 5 and {r["request"] for r in b.rows} == {"r5", "r6"}
+
+
+@pytest.mark.skipif(not (BUNDLED / "drafter-markov.pt").exists(), reason="bundled checkpoints not built")
+def test_simulate_engine_model_runs_on_bundled_checkpoints(tmp_path):
+    from click.testing import CliRunner
+
+    from sparksched.commands.simulate import simulate
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(f'{{"id": "q{i}", "arrival_s": {0.01 * i}, "prompt_tokens": {20 + i}, '
+                             f'"output_tokens": {30 + 5 * i}, "domain": "{d}"}}\n'
+                             for i, d in enumerate(["code", "math", "chat"])))
+    r = CliRunner().invoke(simulate, ["--engine", "model", "--trace", str(trace), "--max-running", "2",
+                                      "--no-progress", "-o", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert "3 finished" in r.output
