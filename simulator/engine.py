@@ -430,9 +430,8 @@ class Engine:
         if g > 0:
             conf, lead = self._ahead.peek(dec, t_max, g)
             t_max = conf.shape[0]
-            drafted = np.full(n, g, dtype=np.int64)
-            lengths = (dspark_lengths(conf, None, table + draft_s, 0) if kind == "dspark"
-                       else batched_lengths(kind, param, conf, drafted, table + draft_s, 0))
+            lengths = (dspark_lengths(conf, None, table + draft_s, 0) if kind == "dspark" else
+                       batched_lengths(kind, param, conf, np.full(n, g, dtype=np.int64), table + draft_s, 0))
             acc = np.minimum(lead, lengths)
         else:
             lengths = acc = np.zeros((t_max, n), dtype=np.int64)
@@ -451,10 +450,10 @@ class Engine:
             same = (mean_ctx.astype(np.int64) // CONTEXT_BUCKET) == int(mean0) // CONTEXT_BUCKET
             if not same.all():
                 stop = min(stop, int(same.argmin()))
-        need = blocks_for(ctx + g + 1, kv.block_size).sum(axis=1)
         avail = kv.free + int(kv.held[dec].sum())
-        fits = need <= avail
-        if not fits.all():
+        # the lookahead reserve grows step by step: check the last step first, then find the first miss
+        if int(blocks_for(ctx[-1] + g + 1, kv.block_size).sum()) > avail:
+            fits = blocks_for(ctx + g + 1, kv.block_size).sum(axis=1) <= avail
             stop = min(stop, int(fits.argmin()))
         batch = n + lengths.sum(axis=1)
         dt = table[batch] + draft_s

@@ -19,6 +19,7 @@ from simulator.backend import Draft, Requests, Verdict
 
 CHUNK = 128  # rounds drawn per slot at a time (fewer when the request has fewer tokens left)
 MAX_PEEK = 32  # most rounds `peek` returns at once
+_STEPS = np.arange(MAX_PEEK)[None, :]
 
 
 class PredrawnBackend:
@@ -84,15 +85,23 @@ class PredrawnBackend:
         Rows past a request's last possible round are stale (it finishes before reaching them).
         """
         rounds = min(int(rounds), MAX_PEEK)
-        over = self._ptr[slots] + rounds > self._avail[slots]
-        short = slots[over & (self._base_round[slots] + self._avail[slots] < self._end_round[slots])]
-        if short.size:  # re-draw from the current round (same values: draws are pure functions)
-            self._base_round[short] += self._ptr[short]
-            self._refill(short)
-        ptr = np.minimum(self._ptr[slots][:, None] + np.arange(rounds)[None, :], CHUNK - 1)  # [n, T]
-        conf = self._conf[slots[:, None], ptr, :block].transpose(1, 0, 2)
-        lead = np.minimum(self._lead[slots[:, None], ptr].T, block)
-        return conf, lead
+        p = self._ptr[slots]
+        avail = self._avail[slots]
+        over = p + rounds > avail
+        if over.any():
+            short = slots[over & (self._base_round[slots] + avail < self._end_round[slots])]
+            if short.size:  # re-draw from the current round (same values: draws are pure functions)
+                self._base_round[short] += self._ptr[short]
+                self._refill(short)
+                p = self._ptr[slots]
+        ptr = p[:, None] + _STEPS[:, :rounds]  # [n, T]
+        if over.any():
+            np.minimum(ptr, CHUNK - 1, out=ptr)
+        rows = slots[:, None]
+        if block == self.block:
+            return self._conf[rows, ptr].transpose(1, 0, 2), self._lead[rows, ptr].T
+        return (self._conf[rows, ptr, :block].transpose(1, 0, 2),
+                np.minimum(self._lead[rows, ptr].T, block))
 
     def advance(self, slots: np.ndarray, rounds: int) -> None:
         """Consume `rounds` rounds of each slot (as that many draft/verify pairs would)."""

@@ -124,7 +124,10 @@ def test_peek_and_advance_equal_draft_and_verify():
         for x in (a, b):
             x.draft(slots, 7)
             x.verify(slots, np.full(2, 7))
+    short_conf, short_lead = a.peek(slots, 5, 7)
+    assert short_conf.shape == (5, 2, 7) and short_lead.shape == (5, 2)
     conf, lead = a.peek(slots, 32, 7)
+    np.testing.assert_array_equal(conf[:5], short_conf)
     for t in range(32):
         np.testing.assert_array_equal(b.draft(slots, 7).conf, conf[t])
         np.testing.assert_array_equal(b.verify(slots, np.full(2, 7)).accepted, lead[t])
