@@ -70,7 +70,9 @@ class ModelBackend:
 
     # ---------------------------------------------------------------------------- protocol
     def join(self, slots: np.ndarray, requests: Requests) -> None:
-        prompts, anchors, gens = [], [], []
+        prompts: list[list[int]] = []
+        anchors: list[int | None] = []
+        gens: list[Any] = []
         for j, s in enumerate(slots):
             idx = int(requests.index[j])
             if idx in self.history:  # resumed after preemption: replay prompt + emitted, keep the anchor

@@ -40,15 +40,16 @@ def _rope_theta(cfg: dict[str, Any], where: str) -> float:
 def config_from_hf(source: str | Path | dict[str, Any]) -> DecoderConfig:
     """A DecoderConfig from a HF config.json (path to the file or its directory, or the dict)."""
     where = "config"
-    if not isinstance(source, dict):
+    if isinstance(source, dict):
+        cfg: dict[str, Any] = source
+    else:
         p = Path(source)
         p = p / "config.json" if p.is_dir() else p
         where = str(p)
         try:
-            source = json.loads(p.read_text())
+            cfg = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"{where}: cannot read a HF config ({e})") from None
-    cfg = source
     kind = cfg.get("model_type")
     if kind not in SUPPORTED:
         raise ValueError(f"{where}: field 'model_type': not supported (got {kind!r}; supported: {', '.join(SUPPORTED)})")

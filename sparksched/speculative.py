@@ -376,5 +376,5 @@ def measure_step_curve(target: Decoder, n: int, context: int, block: int, max_le
                 times.append(time.perf_counter() - t0)
         points.append(n * t)
         secs.append(float(np.median(times)))
-    secs = np.maximum.accumulate(np.asarray(secs))  # step time never falls with more tokens
-    return ThroughputCurve.from_points(points, secs.tolist())
+    mono = np.maximum.accumulate(np.asarray(secs))  # step time never falls with more tokens
+    return ThroughputCurve.from_points(points, mono.tolist())

@@ -170,7 +170,9 @@ class DSparkDrafter(nn.Module):
         self.fc_norm = RMSNorm(w, config.norm_eps)
         self.in_proj = nn.Linear(tc.hidden, w, bias=False) if w != tc.hidden else nn.Identity()
         self.mask_embed = nn.Parameter(torch.zeros(w))
-        self.blocks = nn.ModuleList(DraftBlock(config, w) for _ in range(config.layers))
+        blocks = [DraftBlock(config, w) for _ in range(config.layers)]
+        self.blocks = nn.ModuleList(blocks)
+        self._blocks: list[DraftBlock] = blocks  # typed view of the same modules
         self.norm = RMSNorm(w, config.norm_eps)
         self.out_proj = nn.Linear(w, tc.hidden, bias=False) if w != tc.hidden else nn.Identity()
         r = config.rank
@@ -178,6 +180,9 @@ class DSparkDrafter(nn.Module):
         self.w2 = nn.Linear(r, tc.vocab_size, bias=False) if config.head != "none" else None
         self.rnn = nn.Linear(2 * r + w, 3 * r) if config.head == "rnn" else None
         self.conf_head = nn.Linear(w + r, 1)
+        self.sts_temps: torch.Tensor
+        self.rope_cos: torch.Tensor
+        self.rope_sin: torch.Tensor
         self.register_buffer("sts_temps", torch.ones(config.block))
         cos, sin = rope_tables(config.head_dim, tc.max_positions, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -241,7 +246,7 @@ class DSparkDrafter(nn.Module):
         positions = ctx.lengths[:, None] + torch.arange(t, device=feats.device)
         cos, sin = self._rope(positions)
         idx = positions[:, None, :, None].expand(n, self.config.kv_heads, t, self.config.head_dim)
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self._blocks):
             k, v = block.attn.kv(feats, cos, sin)
             ctx.k[i].scatter_(2, idx, k.to(ctx.k.dtype))
             ctx.v[i].scatter_(2, idx, v.to(ctx.v.dtype))
@@ -290,7 +295,7 @@ class DSparkDrafter(nn.Module):
         feats = self.features(hidden)
         ctx_pos = torch.arange(t, device=tokens.device).expand(n, t)
         ccos, csin = self._rope(ctx_pos)
-        ctx_kv = [blk.attn.kv(feats, ccos, csin) for blk in self.blocks]
+        ctx_kv = [blk.attn.kv(feats, ccos, csin) for blk in self._blocks]
         anchor_tok = tokens.gather(1, anchors)  # [n, A]
         x = self._block_inputs(anchor_tok.reshape(-1)).reshape(n, a * g, -1)
         offs = torch.arange(g, device=tokens.device)
@@ -313,10 +318,12 @@ class DSparkDrafter(nn.Module):
         conf = self._conf_logit(h_k, e)
         if self.config.head == "none":
             return None, conf, state
+        assert self.w2 is not None
         if self.config.head == "markov":
             return self.w2(e).float(), conf, state
         r = self.config.rank
         s = state if state is not None else e.new_zeros(e.shape)
+        assert self.rnn is not None
         gate, cand, out = self.rnn(torch.cat([s, e, h_k.to(e.dtype)], dim=-1)).split(r, dim=-1)
         sg = torch.sigmoid(gate)
         s = sg * s + (1 - sg) * torch.tanh(cand)

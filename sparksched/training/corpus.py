@@ -49,7 +49,7 @@ def stdlib_root() -> str:
 def stdlib_files(root: str | None = None) -> list[str]:
     """Sorted relative paths of the stdlib's .py files (tests, site-packages and GUI demos left out)."""
     root = root or stdlib_root()
-    out = []
+    out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         parts = [] if rel == "." else rel.split(os.sep)

@@ -73,7 +73,7 @@ def block_losses(drafter: DSparkDrafter, target: Decoder, tokens: torch.Tensor,
 
 
 def total_loss(terms: dict[str, torch.Tensor]) -> torch.Tensor:
-    return sum(LOSS_WEIGHTS[k] * terms[k] for k in LOSS_WEIGHTS)
+    return torch.stack([LOSS_WEIGHTS[k] * terms[k] for k in LOSS_WEIGHTS]).sum()
 
 
 @torch.no_grad()
