@@ -148,6 +148,17 @@ class _Record:
             out["kv_free_blocks"][i] = free
         return out
 
+    def _drafted_column(self, sizes: np.ndarray, ns: np.ndarray) -> np.ndarray:
+        """drafted per round row: chunks with one int repeat it; per-request arrays tile over steps."""
+        uniform = np.asarray([isinstance(d, (int, np.integer)) for d in self.r_drafted], dtype=bool)
+        out = np.repeat(np.asarray([d if u else 0 for d, u in zip(self.r_drafted, uniform)], dtype=np.int64),
+                        sizes)
+        if not uniform.all():
+            starts = np.cumsum(sizes) - sizes
+            for c in np.flatnonzero(~uniform).tolist():
+                out[starts[c]:starts[c] + sizes[c]] = np.tile(self.r_drafted[c], int(sizes[c] // ns[c]))
+        return out.astype(np.int16)
+
     def round_columns(self) -> dict[str, np.ndarray]:
         if not self.r_req:
             return {"step": np.zeros(0, np.int32), "request": np.zeros(0, np.int32),
@@ -164,8 +175,7 @@ class _Record:
         return {
             "step": (np.repeat(np.asarray(self.r_first, dtype=np.int64), sizes) + j // n_rep).astype(np.int32),
             "request": req_cat[req_off + j % n_rep].astype(np.int32),
-            "drafted": np.concatenate([np.broadcast_to(d, v.shape).ravel()
-                                       for d, v in zip(self.r_drafted, self.r_ver)]).astype(np.int16),
+            "drafted": self._drafted_column(sizes, ns),
             "verified": np.concatenate([x.ravel() for x in self.r_ver]).astype(np.int16),
             "accepted": np.concatenate([x.ravel() for x in self.r_acc]).astype(np.int16),
             "emitted": np.concatenate([x.ravel() for x in self.r_emit]).astype(np.int16),
@@ -359,7 +369,9 @@ class Engine:
             self.slot_ctx[dec] += e
             self.kv.resize(dec, self.slot_ctx[dec])
             emitted_total = int(e.sum())
-            self.record.add_rounds(step_index, req, lengths[None, :], acc[None, :], e[None, :], drafted)
+            same = drafted.size and int(drafted.min()) == int(drafted.max())
+            self.record.add_rounds(step_index, req, lengths[None, :], acc[None, :], e[None, :],
+                                   int(drafted[0]) if same else drafted)
             fin = self.emitted[req] >= self.work.output[req]
             if fin.any():
                 done_slots.append(dec[fin])
