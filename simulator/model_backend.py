@@ -49,6 +49,11 @@ class ModelBackend:
         self.max_len = max_len
         self.history: dict[int, tuple[list[int], list[int], Any]] = {}  # index -> (prompt, emitted, generator)
         self.slot_request = np.full(max_running, -1, dtype=np.int64)
+        # engine slot -> decoder row; resident requests occupy rows 0..n_rows-1 (kept compact on leave,
+        # so a step over all resident requests runs on cache views, never on gathered copies)
+        self.row_of = np.full(max_running, -1, dtype=np.int64)
+        self.slot_of_row = np.full(max_running, -1, dtype=np.int64)
+        self.n_rows = 0
         self.slot_domain = np.array([""] * max_running, dtype=object)
         self.slot_id = np.array([""] * max_running, dtype=object)
         self.rows: list[dict] = []
@@ -94,23 +99,43 @@ class ModelBackend:
             self.slot_request[s] = idx
             self.slot_domain[s] = requests.domains[j]
             self.slot_id[s] = requests.ids[j]
-        first = self.dec.prefill(list(slots), prompts, [int(i) for i in requests.index], anchors, gens)
-        for j, s in enumerate(slots):
+        rows = self.n_rows + np.arange(len(slots))
+        self.row_of[slots] = rows
+        self.slot_of_row[rows] = slots
+        self.n_rows += len(slots)
+        first = self.dec.prefill(list(rows), prompts, [int(i) for i in requests.index], anchors, gens)
+        for j, r in enumerate(rows):
             idx = int(requests.index[j])
             if idx not in self.history:
-                self.history[idx] = (prompts[j], [first[j]], self.dec.gens[s])
+                self.history[idx] = (prompts[j], [first[j]], self.dec.gens[r])
+
+    def _rows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(decoder rows to run, index of each slot's result in the run's outputs)."""
+        rows = self.row_of[slots]
+        if np.any(rows < 0):
+            raise ValueError(f"slots {slots[rows < 0].tolist()} have no joined request")
+        k = rows.size
+        if k and rows.max() == k - 1 and np.unique(rows).size == k:  # exactly rows 0..k-1: run on views
+            return np.arange(k), rows
+        return rows, np.arange(k)
 
     def draft(self, slots: np.ndarray, block: int) -> Draft:
         if block > self.block:
             raise ValueError(f"model backend drafts at most {self.block} tokens, asked for {block}")
-        out, seconds = self.dec.draft(np.asarray(slots, dtype=np.int64))
-        conf = out.conf[:, :block].double().cpu().numpy().clip(0.0, 1.0)
+        run, pick = self._rows(np.asarray(slots, dtype=np.int64))
+        out, seconds = self.dec.draft(run)
+        conf = out.conf[:, :block].double().cpu().numpy().clip(0.0, 1.0)[pick]
         self._last = (np.asarray(slots).copy(), conf, block)
         return Draft(conf, np.full(len(slots), block, dtype=np.int64), seconds)
 
     def verify(self, slots: np.ndarray, lengths: np.ndarray) -> Verdict:
         slots = np.asarray(slots, dtype=np.int64)
-        acc, emitted, seconds = self.dec.verify(slots, np.asarray(lengths, dtype=np.int64))
+        run, pick = self._rows(slots)
+        run_lengths = np.zeros(run.size, dtype=np.int64)
+        run_lengths[pick] = np.asarray(lengths, dtype=np.int64)
+        acc_run, emitted_run, seconds = self.dec.verify(run, run_lengths)
+        acc = acc_run[pick]
+        emitted = [emitted_run[i] for i in pick]
         conf = self._last[1] if self._last is not None else np.zeros((slots.size, 0))
         for j, s in enumerate(slots):
             self.history[int(self.slot_request[s])][1].extend(emitted[j])
@@ -122,6 +147,17 @@ class ModelBackend:
 
     def leave(self, slots: np.ndarray) -> None:
         for s in slots:
+            r, last = int(self.row_of[s]), self.n_rows - 1
+            if r < 0:
+                continue
+            if r != last:  # move the last resident row into the hole
+                self.dec.copy_row(last, r)
+                moved = int(self.slot_of_row[last])
+                self.row_of[moved] = r
+                self.slot_of_row[r] = moved
+            self.row_of[s] = -1
+            self.slot_of_row[last] = -1
+            self.n_rows -= 1
             idx = int(self.slot_request[s])
             prompt, emitted, _ = self.history.get(idx, ([], [], None))
             total = len(prompt) + len(emitted)

@@ -273,6 +273,17 @@ class SpeculativeDecoder:
         self.gens[:m] = [self.gens[int(r)] for r in rows]
         self._pending = None
 
+    def copy_row(self, src: int, dst: int) -> None:
+        """Copy slot `src`'s state (both caches, anchor, random stream) into slot `dst`."""
+        for cache in (self.cache, self.ctx):
+            if cache is not None:
+                cache.k[:, dst] = cache.k[:, src]
+                cache.v[:, dst] = cache.v[:, src]
+                cache.lengths[dst] = cache.lengths[src]
+        self.anchor[dst] = self.anchor[src]
+        self.gens[dst] = self.gens[src]
+        self._pending = None
+
     def step(self, slots: np.ndarray, policy: Policy) -> Round:
         """One full round (draft, policy, verify) for `slots`."""
         d, ds = self.draft(slots)

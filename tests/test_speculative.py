@@ -220,11 +220,13 @@ def test_model_backend_preemption_continues_the_sequence():
         assert d.conf.shape == (slots.size, 4) and np.all((d.conf >= 0) & (d.conf <= 1))
         v = b.verify(slots, np.full(slots.size, 3))
         assert np.all(v.accepted <= 3) and v.seconds > 0
-        if step == 2:  # preempt request 5 (slot 2), resume it in slot 3
+        if step == 2:  # preempt request 5 (slot 2), resume it in slot 3 behind a new idle request
             b.leave(np.array([2, 0]))
-            b.join(np.array([3]), _requests([5], emitted=len(b.history[5][1])))
+            b.join(np.array([1]), _requests([7]))  # decoder row 0; never stepped below
+            b.join(np.array([3]), _requests([5], emitted=len(b.history[5][1])))  # row 1: steps use a copy
     assert b.history[5][1][:20] == straight
     assert len(b.rows) == 2 * 3 + 5 and {r["request"] for r in b.rows} == {"r5", "r6"}
+    assert b.n_rows == 2 and b.row_of[3] == 1 and b.row_of[1] == 0
 
 
 @pytest.mark.skipif(not (BUNDLED / "drafter-markov.pt").exists(), reason="bundled checkpoints not built")
