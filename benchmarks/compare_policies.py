@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--policies", default="dspark,mtp1,static-3")
     ap.add_argument("--rate-scales", default="1,8")
     ap.add_argument("--max-running", type=int, default=128)
+    ap.add_argument("--sla-tps", type=float, default=80.0, help="goodput: per-user tok/s target")
+    ap.add_argument("--sla-ttft", type=float, default=2.0, help="goodput: TTFT target (s)")
     ap.add_argument("--no-presets", action="store_true")
     args = ap.parse_args()
 
@@ -53,17 +55,19 @@ def main() -> None:
         print(presets_table())
         print()
     head = (f"{'policy':14} {'rate x':>6} {'tok/s':>8} {'user P50':>9} {'user P90':>9} {'TTFT P90':>9} "
-            f"{'budget':>7} {'tau':>5} {'running':>7}")
+            f"{'budget':>7} {'tau':>5} {'running':>7} {'goodput':>8}")
     print(f"trace {args.trace}, bundled profile, max_running {args.max_running}; budget = verified tokens per "
-          "request per step incl. the anchor; tau = tokens per round")
+          f"request per step incl. the anchor; tau = tokens per round; goodput = share of requests with "
+          f"TTFT <= {args.sla_ttft:g} s and >= {args.sla_tps:g} tok/s/user")
     print(head)
     for scale in (float(x) for x in args.rate_scales.split(",")):
         for policy in args.policies.split(","):
-            res = simulate(args.trace, SimConfig(policy=policy, rate_scale=scale, max_running=args.max_running))
+            res = simulate(args.trace, SimConfig(policy=policy, rate_scale=scale, max_running=args.max_running,
+                                                 sla_tps=args.sla_tps, sla_ttft_s=args.sla_ttft))
             s = res.summary
             print(f"{policy:14} {scale:6g} {s['throughput_tps']:8.0f} {s['user_tps_p50']:9.1f} {s['user_tps_p90']:9.1f} "
                   f"{1000 * s['ttft_p90_s']:7.0f}ms {s['mean_verify_budget']:7.2f} {s['mean_accepted_per_round']:5.2f} "
-                  f"{s['time_weighted_running']:7.1f}")
+                  f"{s['time_weighted_running']:7.1f} {100 * s['goodput_share']:7.1f}%")
 
 
 if __name__ == "__main__":
