@@ -86,14 +86,15 @@ def measure_profile(path: Path) -> Path:
 
 
 @torch.no_grad()
-def loop_profile(base: Path, path: Path, target, drafter, max_len: int = 400, repeats: int = 7) -> Path:
+def loop_profile(base: Path, path: Path, target, drafter, max_len: int = 400, repeats: int = 5,
+                 rounds: int = 3) -> Path:
     """The base profile with its verify and draft step times re-measured through the real loop.
 
     Each verify grid point (n requests, t tokens each, context L) is timed as `SpeculativeDecoder.verify`
     (target pass + lossless rejection sampling + cache bookkeeping + the drafter's context update)
     and each draft point as `SpeculativeDecoder.draft` (backbone + sequential head, per-request
     random streams): what the measured clock of `--engine model` counts. Prefill rows are kept.
-    Median of `repeats`; made monotone in B per context like `repair_profile`.
+    Median of `rounds` interleaved sweeps x `repeats`; made monotone in B per context like `repair_profile`.
     """
     from sparksched.profile import validate_profile
     from sparksched.speculative import SpeculativeDecoder
@@ -112,24 +113,31 @@ def loop_profile(base: Path, path: Path, target, drafter, max_len: int = 400, re
         d.ctx.lengths.fill_(ctx)
         return d
 
-    for row in prof["verify"]:
-        n, t, ctx = int(row["requests"]), int(row["tokens_per_request"]), int(row["context"])
-        slots = np.arange(n)
-        times = []
-        for _ in range(repeats + 1):
-            d = dec_for(n, ctx)
-            if t > 1:
-                d.draft(slots)
-            times.append(d.verify(slots, np.full(n, t - 1, dtype=np.int64))[2])
-        row["median_s"] = float(np.median(times[1:]))
-        row["p10_s"], row["p90_s"] = float(np.quantile(times[1:], 0.1)), float(np.quantile(times[1:], 0.9))
-    for row in prof.get("draft", []):
-        n, ctx = int(row["requests"]), int(row["context"])
-        if int(row["block"]) != g:
-            continue
-        times = [dec_for(n, ctx).draft(np.arange(n))[1] for _ in range(repeats + 1)][1:]
-        row["median_s"] = float(np.median(times))
-        row["p10_s"], row["p90_s"] = float(np.quantile(times, 0.1)), float(np.quantile(times, 0.9))
+    samples: dict[int, list[float]] = {}
+    drafts: dict[int, list[float]] = {}
+    for _ in range(rounds):  # interleaved sweeps: a burst of load on the host hits few points
+        for i, row in enumerate(prof["verify"]):
+            n, t, ctx = int(row["requests"]), int(row["tokens_per_request"]), int(row["context"])
+            slots = np.arange(n)
+            for r in range(repeats + 1):
+                d = dec_for(n, ctx)
+                if t > 1:
+                    d.draft(slots)
+                sec = d.verify(slots, np.full(n, t - 1, dtype=np.int64))[2]
+                if r:
+                    samples.setdefault(i, []).append(sec)
+        for i, row in enumerate(prof.get("draft", [])):
+            if int(row["block"]) != g:
+                continue
+            n, ctx = int(row["requests"]), int(row["context"])
+            drafts.setdefault(i, []).extend([dec_for(n, ctx).draft(np.arange(n))[1] for _ in range(repeats + 1)][1:])
+    for i, row in enumerate(prof["verify"]):
+        row["median_s"] = float(np.median(samples[i]))
+        row["p10_s"], row["p90_s"] = float(np.quantile(samples[i], 0.1)), float(np.quantile(samples[i], 0.9))
+    for i, row in enumerate(prof.get("draft", [])):
+        if i in drafts:
+            row["median_s"] = float(np.median(drafts[i]))
+            row["p10_s"], row["p90_s"] = float(np.quantile(drafts[i], 0.1)), float(np.quantile(drafts[i], 0.9))
     for ctx in sorted({r["context"] for r in prof["verify"]}):
         best = 0.0
         for r in sorted((r for r in prof["verify"] if r["context"] == ctx), key=lambda r: (r["tokens"], r["median_s"])):
