@@ -16,6 +16,8 @@
    cache bookkeeping, drafter context update). The measured run's scheduler and prefill times use
    the loop-timed profile.
 4. Compare aggregate output tokens/s and per-user tokens/s (mean and P50 of 1 / TPOT, and per request).
+5. The acceptance model alone: the real loop once more on the loop-timed profile's clock (no wall-time
+   noise) against the recorded-acceptance simulation on the same clock.
 """
 
 from __future__ import annotations
@@ -230,6 +232,14 @@ def main(argv=None) -> dict:
         res["comparisons"][label] = compare(measured, predicted)
         print(f"\n== predicted with the {label}: {prof}")
         show(res["comparisons"][label])
+    # the acceptance model alone: the real loop again, but on the profile clock (no wall-time noise)
+    backend2 = ModelBackend(target, drafter, tok, load_heldout(BUNDLED / "heldout.npz"), a.max_running, max_len=400,
+                            max_prompt=256, seed=a.seed)
+    real_on_profile = simulate(str(trace), dataclasses.replace(cfg, clock="profile"), backend=backend2)
+    predicted = simulate(str(trace), dataclasses.replace(cfg, clock="profile", acceptance=str(rounds)))
+    res["acceptance_only"] = compare(real_on_profile, predicted)
+    print("\n== acceptance model only: real loop vs recorded model, both on the loop-timed profile clock")
+    show(res["acceptance_only"])
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float))
     return res
