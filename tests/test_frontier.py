@@ -7,7 +7,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from simulator.frontier import (
@@ -170,6 +170,8 @@ frontiers = st.integers(2, 8).flatmap(lambda m: st.tuples(
 def test_interpolation_is_on_the_frontier(front, sla):
     fx = np.sort(np.asarray(front[0]))
     fy = np.sort(np.asarray(front[1]))[::-1]
+    # a segment flat to rounding makes speed-at-throughput ill-conditioned: not a frontier input
+    assume(np.all(-np.diff(fy) > 1e-6 * fy[:-1]))
     assert sla_violations(fx, fy, sla, throughput_at_sla) == []
     thr, status = throughput_at_sla(fx, fy, sla)
     if thr is not None:
