@@ -29,13 +29,7 @@ CFG = DecoderConfig("t", vocab_size=V, hidden=32, layers=2, heads=2, kv_heads=1,
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread is faster (and far faster on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _models(seed: int = 0, sharp: float = 40.0, head: str = "markov"):

@@ -39,12 +39,7 @@ CFG = DecoderConfig("t", vocab_size=64, hidden=32, layers=2, heads=2, kv_heads=1
                     max_positions=256)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
