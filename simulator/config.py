@@ -15,6 +15,7 @@ POLICIES = ("dspark", "mtp1", "static-K", "threshold-TAU", "verify-all", "none",
             "vllm-adaptive", "sglang-adaptive")
 DRAFTERS = ("dspark", "dflash", "eagle3", "mtp1")
 CLOCKS = ("profile", "measured")
+LAYOUTS = ("flat", "padded")
 
 _STATIC = re.compile(r"^static-(\d+)$")
 _THRESHOLD = re.compile(r"^threshold-([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)$")
@@ -43,6 +44,9 @@ class SimConfig:
     # --- timing
     profile: str = "h100-qwen3-8b-roofline"  # bundled profile name or path to a profile JSON
     clock: str = "profile"  # profile (step time from the curve) | measured (backend's wall times)
+    # how the verify pass lays out the batch, which sets the tokens the clock charges: flat (vLLM V1,
+    # SGLang: sum of 1 + l_i) | padded (one [n, 1 + max l_i] tensor, like sparksched.speculative's loop)
+    verify_layout: str = "flat"
     # --- acceptance model
     acceptance: str = "synthetic"  # synthetic presets, or a path to a recorded-rounds file
     conf_auc: float = 0.85  # synthetic confidences' target ROC-AUC (paper: 0.81-0.90)
@@ -100,6 +104,8 @@ def _validate(c: SimConfig) -> None:
         raise ValueError(f"drafter {c.drafter!r} is not one of {', '.join(DRAFTERS)}")
     if c.clock not in CLOCKS:
         raise ValueError(f"clock {c.clock!r} is not one of {', '.join(CLOCKS)}")
+    if c.verify_layout not in LAYOUTS:
+        raise ValueError(f"verify_layout {c.verify_layout!r} is not one of {', '.join(LAYOUTS)}")
     _int_at_least("block", c.block, 1)
     if c.block > 64:
         raise ValueError(f"block must be <= 64, got {c.block}")

@@ -14,7 +14,7 @@ there is none). Each step:
 4. decode: draft for every decoding request, the policy picks verify lengths (the step's prefill
    tokens are `extra_tokens`), the backend verifies;
 5. the clock advances by the profiled step time at the batch's mean context for
-   B = prefill tokens + sum(1 + l_i), plus the drafter's latency for (decoding requests, block).
+   B = prefill tokens + sum(1 + l_i) (or n * (1 + max l_i) with `verify_layout="padded"`), plus the drafter's latency for (decoding requests, block).
    The policy optimises against that whole step time (verify time at B plus the drafter's time,
    a constant in B): the paper's SPS(B) counts every step the engine takes. Prefill tokens ride in
    the same pass (the verify curve at B = P, context P / 2 is within 8 % of the bundled profile's
@@ -243,6 +243,7 @@ class Engine:
         self.next_arrival = 0  # index of the next request the arrival process will release
         self._t_hint = MAX_PEEK
         self.horizon = config.horizon_s
+        self.padded = config.verify_layout == "padded"  # the clock charges n * (1 + max l_i) verify tokens
         self.record = _Record()
 
     # ---------------------------------------------------------------- processes
@@ -342,7 +343,7 @@ class Engine:
             acc = lengths
             drafted = lengths
             measured = None
-        batch = p_tokens + n + int(lengths.sum())
+        batch = p_tokens + (n * (1 + int(lengths.max())) if self.padded and n else n + int(lengths.sum()))
         if batch > self.clock.max_tokens:
             raise RuntimeError(f"batch of {batch} tokens exceeds the step-time table ({self.clock.max_tokens})")
         if measured is not None:
@@ -350,12 +351,12 @@ class Engine:
         else:
             dt = float(table[batch]) + draft_s
         self._pending = (now, dt, draft_s, dec, lengths, acc, drafted, pre, chunk if pre.size else None,
-                         p_tokens, ctx, preempted)
+                         p_tokens, ctx, preempted, batch)
         return dt
 
     def _finish_step(self) -> None:
         (t0, dt, draft_s, dec, lengths, acc, drafted, pre, chunk, p_tokens, ctx,
-         preempted) = self._pending
+         preempted, batch) = self._pending
         now = self.env.now
         done_slots = []
         emitted_total = 0
@@ -400,7 +401,7 @@ class Engine:
         # waiting, kv_free_blocks; STEP_CONSTANT: draft_s, decode_requests, prefill_requests,
         # prefill_tokens, running, preempted
         i = self.record.add_steps(
-            1, (t0, dt, p_tokens + dec.size + verified, verified, int(acc.sum()), emitted_total, ctx,
+            1, (t0, dt, batch, verified, int(acc.sum()), emitted_total, ctx,
                 len(self.waiting), self.kv.free),
             (draft_s, dec.size, pre.size, p_tokens, self.cfg.max_running - len(self.free_slots), preempted),
             scalar=True)
@@ -467,7 +468,7 @@ class Engine:
         if int(blocks_for(ctx[-1] + g + 1, kv.block_size).sum()) > avail:
             fits = blocks_for(ctx + g + 1, kv.block_size).sum(axis=1) <= avail
             stop = min(stop, int(fits.argmin()))
-        batch = n + lengths.sum(axis=1)
+        batch = n * (1 + lengths.max(axis=1)) if self.padded else n + lengths.sum(axis=1)
         dt = table[batch] + draft_s
         clock = np.cumsum(np.concatenate([[self.env.now], dt]))  # sequential sums: SimPy's own clock
         if admit_on_arrival:

@@ -202,12 +202,13 @@ def test_horizon_reports_unfinished(tmp_path):
     assert res.summary["unfinished_reasons"] == {"horizon 5 s reached": res.summary["unfinished"]}
 
 
-@pytest.mark.parametrize("policy", ["dspark", "static-3", "threshold-0.5", "none"])
-def test_fast_path_equals_step_path(tmp_path, policy, monkeypatch):
+@pytest.mark.parametrize("policy,layout", [("dspark", "flat"), ("static-3", "flat"), ("threshold-0.5", "flat"),
+                                           ("none", "flat"), ("dspark", "padded")])
+def test_fast_path_equals_step_path(tmp_path, policy, layout, monkeypatch):
     trace = make_trace(40, rate=15.0, prompt=[200, 1500] * 20, output=[30, 160] * 20, domain="code")
-    fast = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300)
+    fast = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300, verify_layout=layout)
     monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self: None)
-    slow = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300)
+    slow = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300, verify_layout=layout)
     assert fast.rounds.equals(slow.rounds)  # every verify length, acceptance and emission identical
     # an epoch ends with one SimPy timeout, so its clock can differ from step-by-step sums by an ulp
     for a, b in ((fast.requests, slow.requests), (fast.steps, slow.steps)):
@@ -217,6 +218,21 @@ def test_fast_path_equals_step_path(tmp_path, policy, monkeypatch):
                 np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=1e-12, atol=0)
             else:
                 assert a[col].equals(b[col]), col
+
+
+def test_padded_layout_charges_the_longest_verify_for_every_request(tmp_path):
+    trace = make_trace(60, rate=20.0, prompt=300, output=80, seed=2)
+    flat = run(trace, tmp_path, policy="verify-all", max_running=16)
+    padded = run(trace, tmp_path, policy="verify-all", max_running=16, verify_layout="padded")
+    assert flat.steps.equals(padded.steps)  # equal verify lengths: no padding, the same clock
+    ds = run(trace, tmp_path, policy="dspark", max_running=16, verify_layout="padded")
+    st_ = ds.steps.with_row_index("i").filter((pl.col("prefill_tokens") == 0) & (pl.col("decode_requests") > 0))
+    per_req = ds.rounds.group_by("step").agg(pl.col("verified").max().alias("m"), pl.len().alias("n"))
+    joined = st_.join(per_req, left_on=pl.col("i").cast(pl.Int32), right_on="step", how="inner")
+    # the clock charged n * (1 + max l_i) tokens in every decode-only step
+    assert joined.height > 0
+    assert (joined["batch_tokens"] == joined["n"] * (1 + joined["m"])).all()
+    assert (ds.steps["batch_tokens"] >= ds.steps["verified"] + ds.steps["decode_requests"]).all()
 
 
 def test_dspark_beats_verify_all_under_load_and_budget_shrinks(tmp_path):

@@ -46,6 +46,9 @@ def _default_out(trace: str, policy: str) -> Path:
 @click.option("--sla-ttft", "sla_ttft_s", default=2.0, show_default=True, type=float, help="Goodput: TTFT target (s).")
 @click.option("--engine", "engine", default="synthetic", show_default=True, type=click.Choice(["synthetic", "model"]),
               help="Acceptance from the synthetic/recorded model, or from the real drafter + target loop.")
+@click.option("--verify-layout", "verify_layout", default=None, type=click.Choice(["flat", "padded"]),
+              help="Verify tokens the clock charges: flat sum(1 + l_i) (vLLM, SGLang) or padded n * (1 + max l_i) "
+                   "(the real loop). Default: padded with --engine model, else flat.")
 @click.option("--clock", default="profile", show_default=True, type=click.Choice(["profile", "measured"]),
               help="Step time from the profile, or the backend's measured wall time (--engine model).")
 @click.option("-o", "--out", "out", default=None, type=click.Path(file_okay=False),
@@ -54,7 +57,7 @@ def _default_out(trace: str, policy: str) -> Path:
 def simulate(trace: str, profile: str | None, policy: str, drafter: str, block: int, max_running: int,
              kv_blocks: int | None, kv_block_size: int, prefill_chunk: int, rate_scale: float,
              max_requests: int | None, horizon_s: float | None, seed: int, acceptance: str, conf_auc: float,
-             conf_ece: float, sla_tps: float, sla_ttft_s: float, engine: str, clock: str, out: str | None,
+             conf_ece: float, sla_tps: float, sla_ttft_s: float, engine: str, verify_layout: str | None, clock: str, out: str | None,
              progress: bool) -> None:
     """Replay a trace through a serving engine with confidence-scheduled speculative decoding."""
     try:
@@ -67,6 +70,7 @@ def simulate(trace: str, profile: str | None, policy: str, drafter: str, block: 
                       conf_auc=conf_auc, conf_ece=conf_ece, sla_tps=sla_tps, sla_ttft_s=sla_ttft_s, clock=clock)
         if profile is not None:
             kwargs["profile"] = profile
+        kwargs["verify_layout"] = verify_layout or ("padded" if engine == "model" else "flat")
         config = SimConfig(**kwargs)
         backend = None
         if engine == "model":
