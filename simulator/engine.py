@@ -40,7 +40,7 @@ import simpy
 
 from simulator.backend import Backend, Requests
 from simulator.config import SimConfig, parse_policy
-from simulator.fastpath import STATELESS, batched_lengths, dspark_lengths
+from simulator.epoch import STATELESS, plan_epoch, policy_code, step_lengths
 from simulator.kv import KVBlocks, blocks_for, lifo_victims
 from simulator.policies import Policy
 from simulator.predrawn import MAX_PEEK
@@ -69,117 +69,75 @@ STEP_COLUMNS = {  # per-step table: column -> dtype
     "prefill_requests": np.int32, "prefill_tokens": np.int32, "batch_tokens": np.int32,
     "verified": np.int32, "accepted": np.int32, "emitted": np.int32, "mean_context": np.float32,
     "running": np.int32, "waiting": np.int32, "kv_free_blocks": np.int32, "preempted": np.int32}
-STEP_VARYING = ("t_start", "duration_s", "batch_tokens", "verified", "accepted", "emitted", "mean_context",
-                "waiting", "kv_free_blocks")  # per-step values within a chunk of steps
-STEP_CONSTANT = ("draft_s", "decode_requests", "prefill_requests", "prefill_tokens", "running", "preempted")
 
 
 class _Record:
-    """Step and round rows, kept as one chunk per step or epoch and materialised at the end.
+    """Step and round rows, kept as one entry per step (scalars) or per epoch (arrays) and
+    materialised at the end.
 
-    A chunk of `steps` steps over the same `n` decoding requests adds per-step arrays (STEP_VARYING),
-    per-chunk constants (STEP_CONSTANT, the last step may override `running`/`kv_free_blocks`),
-    and rounds as [steps, n] arrays (verified, accepted, emitted) with the requests [n].
+    `add_step` appends one step as scalars in STEP_COLUMNS order; `add_epoch` appends `steps` steps
+    as one array [steps] per column. Rounds are flat: (step, request, verified, accepted, emitted)
+    arrays of one entry per request and step, with `drafted` per row (or one int for all).
     """
 
     def __init__(self) -> None:
-        self.varying: dict[str, list] = {k: [] for k in STEP_VARYING}
-        self.constant: dict[str, list] = {k: [] for k in STEP_CONSTANT}
-        self.counts: list[int] = []
-        self.scalar: list[bool] = []
+        self.scalars: list[tuple] = []  # one tuple per single step
+        self.scalar_at: list[int] = []  # its step index
+        self.arrays: list[tuple] = []  # one tuple of [steps] arrays per epoch
+        self.array_at: list[int] = []  # its first step index
         self.n_steps = 0
-        self.last_running: list[tuple[int, int, int]] = []  # (step index, running, kv free) overrides
-        self.r_req: list[np.ndarray] = []
-        self.r_drafted: list[int | np.ndarray] = []
-        self.r_ver: list[np.ndarray] = []
-        self.r_acc: list[np.ndarray] = []
-        self.r_emit: list[np.ndarray] = []
-        self.r_first: list[int] = []  # first step index of each rounds chunk
-        self.r_steps: list[int] = []
+        self.rounds: list[tuple] = []  # (step [r], request [r], drafted int or [r], verified, accepted, emitted)
 
-    def add_steps(self, steps: int, varying: tuple, constant: tuple, scalar: bool = False) -> int:
-        """Append `steps` steps (varying values as [steps] arrays, or scalars when `scalar`); return
-        the index of the first."""
-        self.scalar.append(scalar)
-        for k, v in zip(STEP_VARYING, varying):
-            self.varying[k].append(v)
-        for k, v in zip(STEP_CONSTANT, constant):
-            self.constant[k].append(v)
-        self.counts.append(steps)
-        first = self.n_steps
+    def add_step(self, values: tuple) -> int:
+        """Append one step (STEP_COLUMNS order); return its index."""
+        self.scalars.append(values)
+        self.scalar_at.append(self.n_steps)
+        self.n_steps += 1
+        return self.n_steps - 1
+
+    def add_epoch(self, steps: int, values: tuple) -> int:
+        """Append `steps` steps given as [steps] arrays (STEP_COLUMNS order); return the first index."""
+        self.arrays.append(values)
+        self.array_at.append(self.n_steps)
         self.n_steps += steps
-        return first
+        return self.n_steps - steps
 
-    def add_rounds(self, first_step: int, req: np.ndarray, verified: np.ndarray, accepted: np.ndarray,
+    def add_rounds(self, step: np.ndarray, req: np.ndarray, verified: np.ndarray, accepted: np.ndarray,
                    emitted: np.ndarray, drafted: int | np.ndarray) -> None:
-        """Rounds of steps first_step.. over requests `req` [n]; value arrays [steps, n]; drafted per
-        request [n] (or one int for all), the same in every step of the chunk."""
-        self.r_drafted.append(drafted)
-        self.r_req.append(req)
-        self.r_ver.append(verified)
-        self.r_acc.append(accepted)
-        self.r_emit.append(emitted)
-        self.r_first.append(first_step)
-        self.r_steps.append(verified.shape[0])
+        """Rounds as flat [r] arrays (step index and request of each row)."""
+        self.rounds.append((step, req, drafted, verified, accepted, emitted))
 
     def step_columns(self) -> dict[str, np.ndarray]:
-        counts = np.asarray(self.counts, dtype=np.int64)
-        total = int(counts.sum())
-        starts = np.cumsum(counts) - counts
-        scalar = np.asarray(self.scalar, dtype=bool)
-        single = np.flatnonzero(scalar)  # chunks of one step given as scalars
-        multi = np.flatnonzero(~scalar)
-        sizes = counts[multi]
-        multi_idx = np.repeat(starts[multi], sizes) + (np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes))
         out: dict[str, np.ndarray] = {}
-        for k, dtype in STEP_COLUMNS.items():
-            if k in self.varying:
-                parts = self.varying[k]
-                col = np.zeros(total, dtype=dtype)
-                if single.size:
-                    col[starts[single]] = np.asarray([parts[i] for i in single.tolist()], dtype=np.float64)
-                if multi.size:
-                    col[multi_idx] = np.concatenate([parts[i] for i in multi.tolist()])
-                out[k] = col
-            else:
-                out[k] = np.repeat(np.asarray(self.constant[k], dtype=dtype), counts)
-        for i, running, free in self.last_running:
-            out["running"][i] = running
-            out["kv_free_blocks"][i] = free
+        at = np.asarray(self.scalar_at, dtype=np.int64)
+        firsts = np.asarray(self.array_at, dtype=np.int64)
+        sizes = np.asarray([v[0].size for v in self.arrays], dtype=np.int64)
+        idx = (np.repeat(firsts, sizes) + np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes))
+        scal = list(zip(*self.scalars)) if self.scalars else None
+        for c, (k, dtype) in enumerate(STEP_COLUMNS.items()):
+            col = np.zeros(self.n_steps, dtype=dtype)
+            if scal is not None:
+                col[at] = np.asarray(scal[c], dtype=np.float64)
+            if self.arrays:
+                col[idx] = np.concatenate([v[c] for v in self.arrays])
+            out[k] = col
         return out
 
-    def _drafted_column(self, sizes: np.ndarray, ns: np.ndarray) -> np.ndarray:
-        """drafted per round row: chunks with one int repeat it; per-request arrays tile over steps."""
-        uniform = np.asarray([isinstance(d, (int, np.integer)) for d in self.r_drafted], dtype=bool)
-        out = np.repeat(np.asarray([d if u else 0 for d, u in zip(self.r_drafted, uniform)], dtype=np.int64),
-                        sizes)
-        if not uniform.all():
-            starts = np.cumsum(sizes) - sizes
-            for c in np.flatnonzero(~uniform).tolist():
-                out[starts[c]:starts[c] + sizes[c]] = np.tile(self.r_drafted[c], int(sizes[c] // ns[c]))
-        return out.astype(np.int16)
-
     def round_columns(self) -> dict[str, np.ndarray]:
-        if not self.r_req:
+        if not self.rounds:
             return {"step": np.zeros(0, np.int32), "request": np.zeros(0, np.int32),
                     "drafted": np.zeros(0, np.int16), "verified": np.zeros(0, np.int16),
                     "accepted": np.zeros(0, np.int16), "emitted": np.zeros(0, np.int16)}
-        ns = np.asarray([r.size for r in self.r_req], dtype=np.int64)
-        steps = np.asarray(self.r_steps, dtype=np.int64)
-        sizes = ns * steps
-        starts = np.cumsum(sizes) - sizes
-        j = np.arange(int(sizes.sum())) - np.repeat(starts, sizes)  # position inside its chunk
-        n_rep = np.repeat(ns, sizes)
-        req_cat = np.concatenate(self.r_req)
-        req_off = np.repeat(np.cumsum(ns) - ns, sizes)
-        return {
-            "step": (np.repeat(np.asarray(self.r_first, dtype=np.int64), sizes) + j // n_rep).astype(np.int32),
-            "request": req_cat[req_off + j % n_rep].astype(np.int32),
-            "drafted": self._drafted_column(sizes, ns),
-            "verified": np.concatenate([x.ravel() for x in self.r_ver]).astype(np.int16),
-            "accepted": np.concatenate([x.ravel() for x in self.r_acc]).astype(np.int16),
-            "emitted": np.concatenate([x.ravel() for x in self.r_emit]).astype(np.int16),
-        }
+        cols = list(zip(*self.rounds))
+        sizes = np.asarray([x.size for x in cols[0]], dtype=np.int64)
+        uniform = [isinstance(d, (int, np.integer)) for d in cols[2]]
+        if all(uniform):
+            drafted = np.repeat(np.asarray(cols[2], dtype=np.int64), sizes)
+        else:
+            drafted = np.concatenate([np.full(sz, d) if u else d for d, u, sz in zip(cols[2], uniform, sizes)])
+        return {"step": np.concatenate(cols[0]).astype(np.int32), "request": np.concatenate(cols[1]).astype(np.int32),
+                "drafted": drafted.astype(np.int16), "verified": np.concatenate(cols[3]).astype(np.int16),
+                "accepted": np.concatenate(cols[4]).astype(np.int16), "emitted": np.concatenate(cols[5]).astype(np.int16)}
 
 
 class StepClock:
@@ -191,6 +149,7 @@ class StepClock:
         self.max_tokens = int(max_tokens)
         self.draft_latency = draft_latency  # [max_running + 1] seconds by decoding requests
         self._cache: dict[int, tuple[ThroughputCurve, np.ndarray]] = {}
+        self._stack: np.ndarray | None = None
 
     def at(self, context: float) -> tuple[ThroughputCurve, np.ndarray]:
         """(1-D curve, table [max_tokens + 1]) at the bucketed context."""
@@ -201,6 +160,15 @@ class StepClock:
             hit = (c1, c1.table(self.max_tokens))
             self._cache[key] = hit
         return hit
+
+    def stack(self, key: int) -> np.ndarray:
+        """Tables of context buckets 0..>= key as rows [K, max_tokens + 1] (one row without a context
+        axis), grown by doubling: the compiled epoch looks a step's table up by its bucket."""
+        rows = 1 if not self.curve.has_context else key + 1
+        if self._stack is None or self._stack.shape[0] < rows:
+            k = rows if self._stack is None else max(rows, 2 * self._stack.shape[0])
+            self._stack = np.stack([self.at(b * CONTEXT_BUCKET)[1] for b in range(k)])
+        return self._stack
 
 
 class Engine:
@@ -234,8 +202,10 @@ class Engine:
         self._wake: simpy.Event | None = None
         self.progress = progress
         kind, param = parse_policy(config.policy)
-        # stateless policies run through the batched form (bit-equal to the library, simulator.fastpath)
+        # stateless policies run compiled (bit-equal to the library, simulator.epoch)
         self.batched = (kind, param) if kind in STATELESS else None
+        self._code = policy_code(kind, param, self.g) if self.batched is not None else (0, 0.0)
+        self._rows = np.arange(s, dtype=np.int64)
         # backends that can hand out future rounds (simulator.predrawn) enable the batched fast path
         self._ahead: Any = backend if hasattr(backend, "peek") and hasattr(backend, "advance") else None
         self.fast = (self.batched is not None and config.clock == "profile"
@@ -273,19 +243,22 @@ class Engine:
                 yield self._wake
                 self._wake = None
                 continue
-            plan = self._epoch_plan() if self.fast else None
+            start = self._prologue()
+            if start is None:  # nothing could run (all waiting requests were rejected)
+                continue
+            plan = self._epoch_plan(start) if self.fast else None
             if plan is not None:  # one event for the whole epoch, landing exactly on its last step's end
                 yield self.env.timeout(_exact_delay(self.env.now, plan["end"]))
                 self._finish_epoch(plan)
                 continue
-            dt = self._step()
-            if dt is None:  # nothing could run (all waiting requests were rejected)
-                continue
-            yield self.env.timeout(dt)
+            yield self.env.timeout(self._step(start))
             self._finish_step()
 
     # ---------------------------------------------------------------- one step
-    def _step(self) -> float | None:
+    def _prologue(self) -> tuple | None:
+        """A step's first half: KV lookahead reserve (preempting when it does not fit), admission,
+        the prefill chunk. Returns (now, dec, pre, chunk, prefill tokens, preempted), or None when the
+        step has nothing to run."""
         now = self.env.now
         g, kv, cfg = self.g, self.kv, self.cfg
         occupied = self.slot_req >= 0
@@ -310,13 +283,19 @@ class Engine:
             pre = pre[np.argsort(self.slot_seq[pre], kind="stable")]
             left = self.slot_prefill[pre]
             before = np.cumsum(left) - left
-            chunk = np.clip(cfg.prefill_chunk - before, 0, left)
+            chunk = np.minimum(np.maximum(cfg.prefill_chunk - before, 0), left)
             keep = chunk > 0
             pre, chunk = pre[keep], chunk[keep]
             p_tokens = int(chunk.sum())
-        n = dec.size
-        if n == 0 and p_tokens == 0:
+        if dec.size == 0 and p_tokens == 0:
             return None
+        return now, dec, pre, chunk if pre.size else None, p_tokens, preempted
+
+    def _step(self, start: tuple) -> float:
+        """A step's second half, after `_prologue`: draft, verify lengths, verify; returns its seconds."""
+        now, dec, pre, chunk, p_tokens, preempted = start
+        g, cfg = self.g, self.cfg
+        n = dec.size
         draft_s = 0.0
         if n:
             ctx = float(self.slot_ctx[dec].mean())
@@ -327,8 +306,9 @@ class Engine:
             draft = self.backend.draft(dec, g)
             draft_s = float(self.clock.draft_latency[n])
             if self.batched is not None:
-                lengths = batched_lengths(self.batched[0], self.batched[1], draft.conf[None], draft.drafted,
-                                          table + draft_s, p_tokens)[0]
+                lengths = np.zeros(n, dtype=np.int64)
+                step_lengths(self._code[0], self._code[1], np.ascontiguousarray(draft.conf, dtype=np.float64),
+                             draft.drafted.astype(np.int64), self._rows[:n], table, draft_s, p_tokens, lengths)
             else:
                 lengths = self.policy.lengths(dec, draft.conf, draft.drafted, curve, p_tokens, draft_s)
             verdict = self.backend.verify(dec, lengths)
@@ -350,8 +330,7 @@ class Engine:
             dt = measured + float(table[batch] - table[batch - p_tokens]) if p_tokens else measured
         else:
             dt = float(table[batch]) + draft_s
-        self._pending = (now, dt, draft_s, dec, lengths, acc, drafted, pre, chunk if pre.size else None,
-                         p_tokens, ctx, preempted, batch)
+        self._pending = (now, dt, draft_s, dec, lengths, acc, drafted, pre, chunk, p_tokens, ctx, preempted, batch)
         return dt
 
     def _finish_step(self) -> None:
@@ -371,7 +350,7 @@ class Engine:
             self.kv.resize(dec, self.slot_ctx[dec])
             emitted_total = int(e.sum())
             same = drafted.size and int(drafted.min()) == int(drafted.max())
-            self.record.add_rounds(step_index, req, lengths[None, :], acc[None, :], e[None, :],
+            self.record.add_rounds(np.full(dec.size, step_index), req, lengths, acc, e,
                                    int(drafted[0]) if same else drafted)
             fin = self.emitted[req] >= self.work.output[req]
             if fin.any():
@@ -396,126 +375,130 @@ class Engine:
             self.status[req] = DONE
             self._release(slots)
             self.closed += int(slots.size)
-        verified = int(lengths.sum())
-        # STEP_VARYING: t_start, duration_s, batch_tokens, verified, accepted, emitted, mean_context,
-        # waiting, kv_free_blocks; STEP_CONSTANT: draft_s, decode_requests, prefill_requests,
-        # prefill_tokens, running, preempted
-        i = self.record.add_steps(
-            1, (t0, dt, batch, verified, int(acc.sum()), emitted_total, ctx,
-                len(self.waiting), self.kv.free),
-            (draft_s, dec.size, pre.size, p_tokens, self.cfg.max_running - len(self.free_slots), preempted),
-            scalar=True)
+        i = self.record.add_step((t0, dt, draft_s, dec.size, pre.size, p_tokens, batch, int(lengths.sum()),
+                                  int(acc.sum()), emitted_total, ctx, self.cfg.max_running - len(self.free_slots),
+                                  len(self.waiting), self.kv.free, preempted))
         if self.progress is not None and (i & 255) == 0:
             self.progress(now)
 
     # ---------------------------------------------------------------- fast path: many steps at once
-    def _epoch_plan(self) -> dict | None:
-        """Plan up to MAX_PEEK decode-only steps of an unchanging batch, or None (take a normal step).
+    def _epoch_plan(self, start: tuple) -> dict | None:
+        """Plan up to MAX_PEEK steps from this step on, in one compiled call, or None (take one step).
 
-        Exactly what the same number of `_step` calls would do: it stops before any step in which a
-        request could be admitted (an arrival into an empty queue with a free slot), the KV lookahead
-        would not fit (preemption), or the mean context changes step-time bucket; and after the first
-        step in which a request finishes.
+        Exactly what the same number of `_step` calls would do (`simulator.epoch.plan_epoch`): this
+        step (after `_prologue`: its reserve, admissions and prefill chunk) and the decode-only steps
+        after it; requests that finish leave at their step's end, requests whose prefill completes
+        in this step decode from the next; each step's time is looked up at its own mean context. It
+        needs every started prefill to complete in this step and no preemption; it stops before any
+        step in which a request could be admitted or the KV lookahead would not fit.
         """
-        kv, w = self.kv, self.work
-        if self.waiting and self.free_slots:
-            r = self.waiting[0]
-            tokens = int(w.prompt[r] + self.emitted[r]) + 1
-            if not kv.admissible(tokens) or kv.can_admit(tokens):
-                return None
-        occ = self.slot_req >= 0
-        if self.slot_prefill[occ].any():
+        now, dec, pre, chunk, p_tokens, preempted = start
+        if preempted:
             return None
-        dec = np.flatnonzero(occ)
-        n = dec.size
-        if n == 0:
-            return None
+        if pre.size and not (np.array_equal(chunk, self.slot_prefill[pre])
+                             and np.count_nonzero(self.slot_prefill) == pre.size):
+            return None  # a prefill continues past this step
+        w = self.work
+        members = np.flatnonzero(self.slot_req >= 0)  # slot order: the step path's candidate order
+        n = members.size
         g, t_max = self.g, self._t_hint  # plan about twice the last epoch's length (<= MAX_PEEK)
-        ctx0 = self.slot_ctx[dec]
-        mean0 = int(ctx0.sum()) / n
-        curve, table = self.clock.at(mean0)
-        draft_s = float(self.clock.draft_latency[n]) if g > 0 else 0.0
-        admit_on_arrival = bool(self.free_slots) and not self.waiting and self.next_arrival < self.n_requests
-        if admit_on_arrival:  # every step takes >= table[n]: no point planning past the next arrival
-            gap = (w.arrival[self.next_arrival] - self.env.now) / (float(table[n]) + draft_s)
-            t_max = int(min(t_max, max(gap, 0.0) + 2))
-        kind, param = self.batched or ("none", None)
+        ctx0 = self.slot_ctx[members]
+        step_ctx = float(self.slot_ctx[dec].mean()) if dec.size else float(self.slot_ctx[pre].mean())
+        _, table = self.clock.at(step_ctx)
+        # buckets the batch's mean context may reach: every step adds at most g + 1 tokens a request
+        reach = int(ctx0.max()) + (g + 1) * t_max if self.clock.curve.has_context else 0
+        tables = self.clock.stack(reach // CONTEXT_BUCKET)
+        next_s = float(w.arrival[self.next_arrival]) if self.next_arrival < self.n_requests else math.inf
+        if self.free_slots and next_s < math.inf:
+            # every step takes >= table[1]: no point peeking past the next arrival
+            t_max = int(min(t_max, max((next_s - now) / float(table[1]), 0.0) + 2))
+        t_max = max(t_max, 2 if pre.size else 1)
+        req = self.slot_req[members]
+        begin = np.zeros(n, dtype=np.int64)
+        if pre.size:
+            begin[np.searchsorted(members, pre)] = 1  # members are sorted slots and contain pre
         if g > 0:
-            conf, lead = self._ahead.peek(dec, t_max, g)
+            conf, lead = self._ahead.peek(members, t_max, g)
             t_max = conf.shape[0]
-            lengths = (dspark_lengths(conf, None, table + draft_s, 0) if kind == "dspark" else
-                       batched_lengths(kind, param, conf, np.full(n, g, dtype=np.int64), table + draft_s, 0))
-            acc = np.minimum(lead, lengths)
         else:
-            lengths = acc = np.zeros((t_max, n), dtype=np.int64)
-        req = self.slot_req[dec]
-        rem = w.output[req] - self.emitted[req]
-        e = acc + 1
-        cum = np.cumsum(e, axis=0)  # [T, n] emitted through each step
-        before = cum - e  # emitted before each step
-        stop = t_max
-        fin = (cum >= rem[None, :]).any(axis=1)
-        if fin.any():
-            stop = int(fin.argmax()) + 1
-        ctx = ctx0[None, :] + before  # [T, n] context at each step's start
-        mean_ctx = ctx.sum(axis=1) / n
-        if self.clock.curve.has_context:
-            same = (mean_ctx.astype(np.int64) // CONTEXT_BUCKET) == int(mean0) // CONTEXT_BUCKET
-            if not same.all():
-                stop = min(stop, int(same.argmin()))
-        avail = kv.free + int(kv.held[dec].sum())
-        # the lookahead reserve grows step by step: check the last step first, then find the first miss
-        if int(blocks_for(ctx[-1] + g + 1, kv.block_size).sum()) > avail:
-            fits = blocks_for(ctx + g + 1, kv.block_size).sum(axis=1) <= avail
-            stop = min(stop, int(fits.argmin()))
-        batch = n * (1 + lengths.max(axis=1)) if self.padded else n + lengths.sum(axis=1)
-        dt = table[batch] + draft_s
-        clock = np.cumsum(np.concatenate([[self.env.now], dt]))  # sequential sums: SimPy's own clock
-        if admit_on_arrival:
-            stop = min(stop, int(np.searchsorted(clock[:-1], w.arrival[self.next_arrival], side="left")))
-        if self.horizon is not None:
-            stop = min(stop, max(1, int(np.searchsorted(clock[1:], self.horizon, side="right"))))
-        self._t_hint = min(MAX_PEEK, max(16, 2 * stop))
+            conf, lead = np.zeros((t_max, n, 0)), np.zeros((t_max, n), dtype=np.int64)
+        left = w.output[req] - self.emitted[req]
+        ctx = ctx0.copy()
+        out = self._epoch_out(t_max, n)
+        bucket = CONTEXT_BUCKET if self.clock.curve.has_context else 0
+        stop = plan_epoch(self._code[0], self._code[1], conf, lead, begin, left, ctx, tables,
+                          self.clock.draft_latency, self.kv.free + int(self.kv.held[members].sum()),
+                          self.kv.block_size, self.padded, bucket, float(now),
+                          step_ctx, p_tokens, next_s, len(self.free_slots), len(self.waiting),
+                          math.inf if self.horizon is None else float(self.horizon), *out)
+        self._t_hint = min(MAX_PEEK, max(32, 2 * stop))
         if stop < 1:
             return None
-        e = np.minimum(e[:stop], rem[None, :] - before[:stop])
+        lengths, acc, e, active, dt, batch, mean_ctx, n_act, sums, clock, kv_free, fin = out
         # queue length at each step's end: arrivals released by then join the waiting queue
-        j0 = self.next_arrival
-        ends = clock[1:stop + 1]
-        waits = len(self.waiting) + np.searchsorted(w.arrival[j0:], ends, side="right")
-        return {"dec": dec, "req": req, "dt": dt[:stop], "start": clock[:stop], "lengths": lengths[:stop],
-                "acc": acc[:stop], "e": e, "batch": batch[:stop], "mean_ctx": mean_ctx[:stop],
-                "draft_s": draft_s, "avail": avail, "end": float(clock[stop]), "waits": waits}
+        waits = len(self.waiting) + np.searchsorted(w.arrival[self.next_arrival:], clock[1:stop + 1], side="right")
+        return {"members": members, "req": req, "stop": stop, "lengths": lengths[:stop], "acc": acc[:stop],
+                "e": e[:stop], "active": active[:stop], "dt": dt[:stop], "batch": batch[:stop],
+                "mean_ctx": mean_ctx[:stop], "n_act": n_act[:stop], "sums": sums[:stop], "start": clock[:stop], "kv_free": kv_free[:stop],
+                "fin": fin, "waits": waits, "end": float(clock[stop]), "left": left, "ctx": ctx,
+                "pre": pre, "p_tokens": p_tokens, "joined": begin > 0}
+
+    @staticmethod
+    def _epoch_out(t_max: int, n: int) -> tuple:
+        """Output arrays for `plan_epoch` (fresh: the record keeps views of them)."""
+        return (np.zeros((t_max, n), dtype=np.int64), np.zeros((t_max, n), dtype=np.int64),
+                np.zeros((t_max, n), dtype=np.int64), np.zeros((t_max, n), dtype=np.bool_),
+                np.zeros(t_max), np.zeros(t_max, dtype=np.int64), np.zeros(t_max),
+                np.zeros(t_max, dtype=np.int64), np.zeros((t_max, 3), dtype=np.int64), np.zeros(t_max + 1),
+                np.zeros(t_max, dtype=np.int64), np.zeros(n, dtype=np.int64))
 
     def _finish_epoch(self, p: dict) -> None:
-        dec, req, e = p["dec"], p["req"], p["e"]
-        steps, n = e.shape
+        members, req, fin, active = p["members"], p["req"], p["fin"], p["active"]
+        steps = p["stop"]
         g = self.g
         if g > 0:
-            self._ahead.advance(dec, steps)
-        total = e.sum(axis=0)
-        self.emitted[req] += total
-        ctx_after = self.slot_ctx[dec][None, :] + np.cumsum(e, axis=0)  # [steps, n]
-        self.slot_ctx[dec] = ctx_after[-1]
-        self.kv.resize(dec, self.slot_ctx[dec])
-        lengths, acc = p["lengths"], p["acc"]
+            self._ahead.advance(members, active.sum(axis=0))  # rounds each request decoded
+        self.emitted[req] = self.work.output[req] - p["left"]
+        self.slot_ctx[members] = p["ctx"]
+        ends = np.append(p["start"][1:steps], p["end"])
+        pre = p["pre"]
+        if pre.size:  # prefills completed in the first step: first tokens
+            self.slot_prefill[pre] = 0
+            r = self.slot_req[pre]
+            first = r[np.isnan(self.first_s[r])]
+            self.first_s[first] = ends[0]
+        lengths, acc, e, sums, n_act = p["lengths"], p["acc"], p["e"], p["sums"], p["n_act"]
         running = self.cfg.max_running - len(self.free_slots)
-        i = self.record.add_steps(
-            steps, (p["start"], p["dt"], p["batch"], lengths.sum(axis=1), acc.sum(axis=1), e.sum(axis=1),
-                    p["mean_ctx"], p["waits"], p["avail"] - blocks_for(ctx_after, self.kv.block_size).sum(axis=1)),
-            (p["draft_s"], n, 0, 0, running, 0))
-        self.record.add_rounds(i, req, lengths, acc, e, g)
-        fin = self.emitted[req] >= self.work.output[req]
-        if fin.any():
-            slots = dec[fin]
-            r = req[fin]
-            self.finish_s[r] = self.env.now
+        done = np.flatnonzero(fin >= 0)
+        gone = np.cumsum(np.bincount(fin[done], minlength=steps)[:steps]) if done.size else 0
+        prefill = np.zeros((2, steps), dtype=np.int64)
+        prefill[:, 0] = pre.size, p["p_tokens"]
+        first_index = self.record.add_epoch(steps, (
+            p["start"], p["dt"], self.clock.draft_latency[n_act] if g > 0 else np.zeros(steps), n_act,
+            prefill[0], prefill[1], p["batch"], sums[:, 0], sums[:, 1], sums[:, 2], p["mean_ctx"],
+            running - gone + np.zeros(steps, dtype=np.int64), p["waits"], p["kv_free"], np.zeros(steps, dtype=np.int64)))
+        t_idx, i_idx = np.nonzero(active)  # rounds: step-major, slot order within a step
+        self.record.add_rounds(first_index + t_idx, req[i_idx], lengths[t_idx, i_idx], acc[t_idx, i_idx],
+                               e[t_idx, i_idx], g)
+        if done.size:
+            # release in the step path's order: by step; in a step decoders (slot order) before completed
+            # prefills (admission order), which decides the free-slot order and so later slot numbers
+            rank = members.copy()
+            if pre.size:
+                at = np.searchsorted(members, pre)
+                first_step = fin[at] == 0  # finished with their first token, as prefills
+                rank[at[first_step]] = self.slot_req.size + np.flatnonzero(first_step)
+            order = done[np.lexsort((rank[done], fin[done]))]
+            slots = members[order]
+            r = req[order]
+            self.finish_s[r] = ends[fin[order]]
             self.status[r] = DONE
             self._release(slots)
             self.closed += int(slots.size)
-            self.record.last_running.append((i + steps - 1, self.cfg.max_running - len(self.free_slots),
-                                             self.kv.free))
-        if self.progress is not None and ((i + steps) >> 8) != (i >> 8):
+        keep = members[fin < 0]
+        if keep.size:
+            self.kv.resize(keep, self.slot_ctx[keep])
+        if self.progress is not None and ((first_index + steps) >> 8) != (first_index >> 8):
             self.progress(self.env.now)
 
     # ---------------------------------------------------------------- admission and preemption

@@ -30,7 +30,7 @@ confidence that reads x_k itself.
 Step cost: every policy that weighs throughput sees the whole step, verify time at B plus the
 drafter's time for the batch (constant in B): the engine passes dspark and async-dspark a step-time
 table with the drafter's seconds added, and vllm-adaptive's `plan_budget` its `draft_seconds`.
-Stateless policies run in the engine through `simulator.fastpath` (bit-equal to the library calls
+Stateless policies run in the engine through `simulator.epoch` (bit-equal to the library calls
 wrapped here, tested), so a step does not pay the library's per-call validation.
 
 Interface: `policy.lengths(slots, conf, drafted, curve, extra_tokens, draft_seconds) -> [n] int64`,

@@ -207,8 +207,12 @@ def test_horizon_reports_unfinished(tmp_path):
 def test_fast_path_equals_step_path(tmp_path, policy, layout, monkeypatch):
     trace = make_trace(40, rate=15.0, prompt=[200, 1500] * 20, output=[30, 160] * 20, domain="code")
     fast = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300, verify_layout=layout)
-    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self: None)
+    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, start: None)
     slow = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300, verify_layout=layout)
+    assert_same_run(fast, slow)
+
+
+def assert_same_run(fast, slow) -> None:
     assert fast.rounds.equals(slow.rounds)  # every verify length, acceptance and emission identical
     # an epoch ends with one SimPy timeout, so its clock can differ from step-by-step sums by an ulp
     for a, b in ((fast.requests, slow.requests), (fast.steps, slow.steps)):
@@ -218,6 +222,44 @@ def test_fast_path_equals_step_path(tmp_path, policy, layout, monkeypatch):
                 np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=1e-12, atol=0)
             else:
                 assert a[col].equals(b[col]), col
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 14), rate=st.floats(1.0, 300.0), seed=st.integers(0, 5),
+       policy=st.sampled_from(["dspark", "mtp1", "static-2", "threshold-0.4", "verify-all", "none"]),
+       max_running=st.integers(1, 7), kv=st.sampled_from([None, 60, 200]), chunk=st.sampled_from([64, 512]),
+       layout=st.sampled_from(["flat", "padded"]), horizon=st.sampled_from([None, 3.0]), data=st.data())
+def test_property_planned_epochs_equal_the_step_path(tmp_path, n, rate, seed, policy, max_running, kv, chunk,
+                                                      layout, horizon, data):
+    prompts = data.draw(st.lists(st.integers(1, 700), min_size=n, max_size=n))
+    outputs = data.draw(st.lists(st.integers(1, 150), min_size=n, max_size=n))
+    trace = make_trace(n, rate, prompts, outputs, seed=seed)
+    kw = dict(policy=policy, max_running=max_running, kv_blocks=kv, seed=seed, prefill_chunk=chunk,
+              verify_layout=layout, horizon_s=horizon)
+    fast = run(trace, tmp_path, **kw)
+    engine_mod.Engine._epoch_plan, real = (lambda self, start: None), engine_mod.Engine._epoch_plan
+    try:
+        slow = run(trace, tmp_path, **kw)
+    finally:
+        engine_mod.Engine._epoch_plan = real
+    assert_same_run(fast, slow)
+
+
+def test_negative_control_an_epoch_blind_to_arrivals_differs_from_the_step_path(tmp_path, monkeypatch):
+    trace = make_trace(40, rate=15.0, prompt=[200, 1500] * 20, output=[30, 160] * 20, domain="code")
+    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, start: None)
+    slow = run(trace, tmp_path, policy="dspark", max_running=6, kv_blocks=300)
+    monkeypatch.undo()
+    real = engine_mod.plan_epoch
+
+    def blind(*args):  # plans past arrivals into free slots: admissions come late
+        args = list(args)
+        args[17], args[18] = float("inf"), 0
+        return real(*args)
+
+    monkeypatch.setattr(engine_mod, "plan_epoch", blind)
+    wrong = run(trace, tmp_path, policy="dspark", max_running=6, kv_blocks=300)
+    assert not wrong.requests["first_token_s"].equals(slow.requests["first_token_s"])
 
 
 def test_padded_layout_charges_the_longest_verify_for_every_request(tmp_path):
