@@ -302,7 +302,14 @@ class Engine:
         else:
             ctx = float(self.slot_ctx[pre].mean())
         curve, table = self.clock.at(ctx)
-        if n and g > 0:
+        skip = getattr(self.policy, "skips_draft", None)
+        if n and g > 0 and skip is not None and skip(dec, g, curve, p_tokens, float(self.clock.draft_latency[n])):
+            # the policy planned no drafts before drafting: a plain step, the drafter does not run
+            lengths = np.zeros(n, dtype=np.int64)
+            verdict = self.backend.verify(dec, lengths)
+            acc, drafted = verdict.accepted, lengths
+            measured = verdict.seconds if cfg.clock == "measured" and verdict.seconds is not None else None
+        elif n and g > 0:
             draft = self.backend.draft(dec, g)
             draft_s = float(self.clock.draft_latency[n])
             if self.batched is not None:

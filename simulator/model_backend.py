@@ -143,6 +143,7 @@ class ModelBackend:
                               "conf": conf[j].tolist(), "drafted": int(conf.shape[1]), "verified": int(lengths[j]),
                               "accepted": int(acc[j])})
         self._step += 1
+        self._last = None  # a verify without a draft before it (plain step) records no confidences
         return Verdict(acc, seconds)
 
     def leave(self, slots: np.ndarray) -> None:

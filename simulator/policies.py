@@ -13,8 +13,8 @@ simulator compares on the same trace and profile.
                     over the confidences of two steps earlier, then top-K by current survival
     vllm-adaptive   vLLM's adaptive verification (vllm-project/vllm#47808): budget from the previous
                     step's per-request EMA-smoothed confidences (alpha 0.8; new requests count as
-                    1.0), global argmax including the drafter's time, plain-decoding fallback, then
-                    top-K by current survival
+                    1.0), global argmax including the drafter's time, plain-decoding fallback (K = 0:
+                    the step skips the drafter), then top-K by current survival
     sglang-adaptive SGLang's adaptive step count (sgl-project/sglang#21599): one draft depth for the
                     whole batch, picked from {1, 3, 7} by an EMA of accepted drafts per round with
                     hysteresis (thresholds here are ours: up at >= 0.75 x depth, down below 0.4 x depth,
@@ -108,13 +108,16 @@ class StaleCapacity:
         admit: (conf [n, g], K, drafted [n]) -> lengths [n].
         ema: per-slot smoothing weight on the newest confidence (1.0: none).
         unknown: how rows without stale data are filled: "mean" of the known rows, or "one".
+        skip_draft: when the planned K is 0, the engine runs a plain step without the drafter
+            (`skips_draft`); that step leaves no confidences for the step `staleness` later.
     """
 
     def __init__(self, name: str, slots: int, block: int, staleness: int,
                  plan: Callable[..., int], admit: Callable[..., np.ndarray],
-                 ema: float = 1.0, unknown: str = "mean") -> None:
+                 ema: float = 1.0, unknown: str = "mean", skip_draft: bool = False) -> None:
         self.name, self.staleness, self.plan, self.admit = name, staleness, plan, admit
-        self.ema, self.unknown = ema, unknown
+        self.ema, self.unknown, self.skip_draft = ema, unknown, skip_draft
+        self._k: int | None = None  # K planned by `skips_draft` for this step's `lengths`
         g = max(block, 1)
         self._ring = np.zeros((staleness, slots, g))
         self._valid = np.zeros((staleness, slots), dtype=bool)
@@ -122,17 +125,40 @@ class StaleCapacity:
         self._has = np.zeros(slots, dtype=bool)
         self._t = 0
 
-    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
+    def _planned(self, slots, g, drafted, curve, extra_tokens, draft_seconds) -> int:
+        """K from the stale ring entry of this step (rows without stale data filled per `unknown`)."""
         j = self._t % self.staleness
-        self._t += 1
         ok = self._valid[j, slots]
-        stale = self._ring[j, slots][:, : conf.shape[1]]
+        stale = self._ring[j, slots][:, :g]
         if not ok.all():
             if self.unknown == "mean" and ok.any():
                 stale[~ok] = stale[ok].mean(axis=0)
             else:
                 stale[~ok] = 1.0
-        k = int(self.plan(stale, curve, drafted, extra_tokens, draft_seconds))
+        return int(self.plan(stale, curve, drafted, extra_tokens, draft_seconds))
+
+    def skips_draft(self, slots, block, curve, extra_tokens, draft_seconds) -> bool:
+        """Before drafting: plan K; True (the step runs plain, no drafter) when K is 0 and the policy
+        skips. The planned K is kept for this step's `lengths`."""
+        if not self.skip_draft:
+            return False
+        drafted = np.full(slots.size, block, dtype=np.int64)
+        k = self._planned(slots, block, drafted, curve, extra_tokens, draft_seconds)
+        if k > 0:
+            self._k = k
+            return False
+        j = self._t % self.staleness
+        self._t += 1
+        self._valid[j] = False  # no confidences from this step
+        return True
+
+    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
+        j = self._t % self.staleness
+        if self._k is None:
+            k = self._planned(slots, conf.shape[1], drafted, curve, extra_tokens, draft_seconds)
+        else:
+            k, self._k = self._k, None
+        self._t += 1
         # remember this step's (smoothed) confidences for the step `staleness` later
         if self.ema < 1.0:
             prev = np.where(self._has[slots, None], self._smooth[slots, : conf.shape[1]], conf)
@@ -234,5 +260,5 @@ def make_policy(config: SimConfig) -> Policy:
                                plain_fallback=True)
 
         return StaleCapacity("vllm-adaptive", config.max_running, g, 1, plan_v, admit_top_k,
-                             ema=0.8, unknown="one")
+                             ema=0.8, unknown="one", skip_draft=True)
     raise ValueError(f"policy {config.policy!r} is not implemented")

@@ -348,3 +348,29 @@ def test_sglang_adaptive_depth_follows_accepted_length():
         pol.observe(slots, lengths, lengths)
     assert pol.depth == 7
     assert SGLangAdaptive(block=5).depths == [1, 3, 5]
+
+
+def test_vllm_adaptive_plain_fallback_skips_the_drafter(tmp_path, monkeypatch):
+    """K = 0 planned before drafting: the step runs plain and pays no drafter time (vLLM's fallback)."""
+    prof = json.loads(open(write_profile(tmp_path)).read())
+    for r in prof["draft"]:
+        r["median_s"] = 0.02  # a drafter as slow as two target steps: plain decoding often wins
+    path = tmp_path / "slow_drafter.json"
+    path.write_text(json.dumps(prof))
+    trace = make_trace(30, rate=40.0, prompt=300, output=60, seed=4)
+
+    def decode_steps():
+        res = simulate(trace, SimConfig(policy="vllm-adaptive", profile=str(path), max_running=16))
+        check_invariants(res, trace)
+        return res, res.steps.filter(pl.col("decode_requests") > 0)
+
+    res, dec = decode_steps()
+    plain = dec.filter(pl.col("draft_s") == 0)
+    assert plain.height > 0 and (plain["verified"] == 0).all()
+    assert (res.rounds.filter(pl.col("drafted") == 0)["verified"] == 0).all()
+    # negative control: without the skip every decode step pays the drafter, even when it verifies nothing
+    import simulator.policies as pol
+
+    monkeypatch.setattr(pol.StaleCapacity, "skips_draft", lambda self, *a: False)
+    _, dec2 = decode_steps()
+    assert (dec2["draft_s"] > 0).all()
