@@ -17,7 +17,7 @@ import numpy as np
 
 from simulator.backend import Draft, Requests, Verdict
 
-CHUNK = 128  # rounds drawn per slot at a time (fewer when the request has fewer tokens left)
+CHUNK = 256  # rounds drawn per slot at a time (fewer when the request has fewer tokens left)
 MAX_PEEK = 64  # most rounds `peek` returns at once
 _STEPS = np.arange(MAX_PEEK)[None, :]
 
