@@ -1,23 +1,33 @@
 """Simulator fidelity: the real loop, measured, vs the simulator's prediction from its recorded rounds.
 
-    python benchmarks/fidelity.py [--profile cpu-tiny.json] [--requests 40] [--policy dspark] [--out f.json]
+    python benchmarks/fidelity.py --profile docs/fidelity/cpu-tiny.invalid.json --rate 40 --requests 120 \
+        --policy dspark --seed 0 --out docs/fidelity/rate40_dspark_s0.json
 
 1. A small trace (seeded): code / math / chat requests, 32-192 prompt tokens, 48-128 output tokens,
-   Poisson arrivals (the backend uses exactly `prompt_tokens` held-out tokens, so the profile's
-   context and the real one agree).
-2. Measured: `simulator.run.simulate` drives the real drafter + target (bundled checkpoints) through
-   `simulator.model_backend`; the clock advances by the measured wall time of each step's drafter and
-   target passes (prefill from the profile, in both runs). Every round is recorded.
-3. Predicted: the same trace and config, acceptance fitted from those recorded rounds
-   (`simulator.recorded`), clock from a CPU profile of the same target measured on this machine
-   (`sparksched profile --device cpu --model tiny ...`, run here when --profile is not given), in
-   two versions: the profiler's raw forward-pass timings, and the same grid re-timed through the
-   real loop's draft / verify calls (what the measured clock counts: sampling, rejection sampling,
-   cache bookkeeping, drafter context update). The measured run's scheduler and prefill times use
-   the loop-timed profile.
-4. Compare aggregate output tokens/s and per-user tokens/s (mean and P50 of 1 / TPOT, and per request).
-5. The acceptance model alone: the real loop once more on the loop-timed profile's clock (no wall-time
-   noise) against the recorded-acceptance simulation on the same clock.
+   Poisson arrivals (the backend uses exactly `prompt_tokens` held-out tokens).
+2. Calibration profile (`LoopTimer`): the real loop's own calls timed on a grid, n = 1..max_running
+   requests x t = 1..g + 1 tokens each; a sample is one `SpeculativeDecoder.draft` then one `.verify`
+   of t - 1 drafts per request (the padded [n, t] pass the loop runs when max l = t - 1), each timed.
+   `--calib-sweeps` sweeps in fresh shuffled orders; each point's time is the MEAN of its samples (the
+   clock sums step times; the noise is skewed, a median undercounts); verify pooled over contexts
+   (the loop attends over its whole masked cache buffer: no context effect, checked) and over the
+   (n, t) with the same B, fitted non-decreasing in B; draft by n, non-decreasing.
+3. Measured: `simulator.run.simulate` drives the real drafter + target (bundled checkpoints) through
+   `simulator.model_backend`; the clock advances by the measured wall time of each step's draft and
+   verify calls (prefill priced from the calibration profile, which the scheduler also plans with).
+   `--repeats` runs; after every measured step a twin sample of the step's own (n, t) is timed on the
+   profiler's decoders (outside the timed calls): the same host load and cache state as the run.
+4. Predicted, per measured run: the same trace and config (verify layout padded, like the real
+   loop), acceptance fitted from the recorded rounds of all runs (`simulator.recorded`), clock from
+   the calibration profile at the run's own load level measured by its twin samples: either one
+   level (a uniform scale, which leaves the DSpark scheduler's decisions unchanged) or levels along
+   the clock's axes (verify by B, draft by n, each linear); prefill at the calibration price, as the
+   measured run paid it. Means over `--pred-seeds` acceptance seeds. Errors per run (paired) and of
+   the medians over runs. Also the calibration profile alone and the profiler's raw forward passes.
+5. Clock check: on the measured runs' own steps, the profile's draft and verify times for each
+   step's (n, 1 + max l) against the measured ones (isolates the clock from the trajectory).
+6. The acceptance model alone: the real loop once more on the calibration profile's clock (no
+   wall-time noise) against the recorded-acceptance simulation on the same clock.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,9 +49,14 @@ PROFILE_ARGS = ["--device", "cpu", "--model", "tiny", "--dtype", "float32", "--r
                 "--tokens", "1-8", "--contexts", "64,192,320", "--prompts", "32,64,128,192",
                 "--draft-requests", "1,2,4,8,12,16", "--blocks", "7", "--draft-context", "192", "--draft-layers", "1",
                 "--rank", "64", "--threads", "1", "--no-progress"]
+SUMMARY_KEYS = [("throughput_tps", "aggregate output tok/s"), ("user_tps_mean", "per-user tok/s (mean)"),
+                ("user_tps_p50", "per-user tok/s (P50)"), ("tpot_p50_s", "TPOT P50 (s)"),
+                ("e2e_p50_s", "end-to-end latency P50 (s)"), ("mean_accepted_drafts", "accepted drafts per round"),
+                ("mean_verify_budget", "verify tokens per round"), ("duration_s", "makespan (s)")]
 
 
 def make_trace(path: Path, n: int, rate: float, seed: int) -> Path:
+    """A seeded Poisson trace of `n` requests at `rate` per second (trace JSONL)."""
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.exponential(1.0 / rate, n))
     doms = ["code", "math", "chat"]
@@ -50,6 +66,16 @@ def make_trace(path: Path, n: int, rate: float, seed: int) -> Path:
                                 "prompt_tokens": int(rng.integers(32, 193)), "output_tokens": int(rng.integers(48, 129)),
                                 "domain": doms[i % 3]}) + "\n")
     return path
+
+
+def _monotone_verify(rows: list[dict]) -> None:
+    """Make verify medians non-decreasing in B per context (cumulative max), in place."""
+    for ctx in sorted({r["context"] for r in rows}):
+        best = 0.0
+        for r in sorted((r for r in rows if r["context"] == ctx), key=lambda r: (r["tokens"], r["median_s"])):
+            best = max(best, r["median_s"])
+            r["median_s"] = best
+            r["p10_s"], r["p90_s"] = min(r["p10_s"], best), max(r["p90_s"], best)
 
 
 def repair_profile(invalid: Path, path: Path) -> Path:
@@ -62,14 +88,7 @@ def repair_profile(invalid: Path, path: Path) -> Path:
     from sparksched.profile import validate_profile
 
     prof = json.loads(invalid.read_text())
-    rows = prof["verify"]
-    for ctx in sorted({r["context"] for r in rows}):
-        sel = sorted((r for r in rows if r["context"] == ctx), key=lambda r: (r["tokens"], r["median_s"]))
-        best = 0.0
-        for r in sel:
-            best = max(best, r["median_s"])
-            r["median_s"] = best
-            r["p10_s"], r["p90_s"] = min(r["p10_s"], best), max(r["p90_s"], best)
+    _monotone_verify(prof["verify"])
     prof.setdefault("notes", []).append("verify medians made monotone in B per context (benchmarks/fidelity.py)")
     validate_profile(prof)
     path.write_text(json.dumps(prof, indent=1))
@@ -77,6 +96,7 @@ def repair_profile(invalid: Path, path: Path) -> Path:
 
 
 def measure_profile(path: Path) -> Path:
+    """Run the profiler (raw forward passes) for the tiny target on this CPU."""
     cmd = [sys.executable, "-m", "sparksched.cli", "profile", *PROFILE_ARGS, "-o", str(path)]
     done = subprocess.run(cmd)
     invalid = path.with_name(path.stem + ".invalid.json")
@@ -87,94 +107,298 @@ def measure_profile(path: Path) -> Path:
     return path
 
 
-@torch.no_grad()
-def loop_profile(base: Path, path: Path, target, drafter, max_len: int = 400, repeats: int = 5,
-                 rounds: int = 3) -> Path:
-    """The base profile with its verify and draft step times re-measured through the real loop.
+class LoopTimer:
+    """Step times of the real loop's own draft / verify calls over a grid (the loop-timed profile).
 
-    Each verify grid point (n requests, t tokens each, context L) is timed as `SpeculativeDecoder.verify`
-    (target pass + lossless rejection sampling + cache bookkeeping + the drafter's context update)
-    and each draft point as `SpeculativeDecoder.draft` (backbone + sequential head, per-request
-    random streams): what the measured clock of `--engine model` counts. Prefill rows are kept.
-    Median of `rounds` interleaved sweeps x `repeats`; made monotone in B per context like `repair_profile`.
+    Grid: every n = 1..max_running and t = 1..g + 1 tokens per request; a sample is one `draft`
+    followed by one `verify` of t - 1 drafts for each of the n requests (the padded [n, t] pass the
+    loop runs when max l = t - 1), timed separately, on decoders of its own. Contexts cycle through
+    the base profile's contexts: the loop attends over its whole (masked) cache buffer, so the
+    context should not matter (`context_ratios` checks it) and samples are pooled over contexts.
+    Samples carry a phase: "calib" for whole-grid sweeps (`sweep`), or a measured run's index for
+    twin samples taken right after each of that run's steps, at the step's own (n, t) (`twin`), so
+    they meet the same host load and cache state as the run. `write()` builds a profile from
+    chosen phases, with the mean of the samples as each point's time: the measured clock sums step
+    times, and the loop's timing noise is skewed to the right, so a median would undercount.
     """
-    from sparksched.profile import validate_profile
-    from sparksched.speculative import SpeculativeDecoder
 
-    prof = json.loads(base.read_text())
-    g = drafter.config.block
-    decs: dict[int, SpeculativeDecoder] = {}
+    def __init__(self, base: Path, target, drafter, max_running: int, max_len: int = 400, repeats: int = 5,
+                 seed: int = 0) -> None:
+        from sparksched.speculative import SpeculativeDecoder
 
-    def dec_for(n: int, ctx: int) -> SpeculativeDecoder:
-        if n not in decs:
-            d = SpeculativeDecoder(target, drafter, n, max_len, seed=0)
+        self.base = json.loads(base.read_text())
+        self.target, self.drafter, self.max_len, self.repeats = target, drafter, max_len, repeats
+        self.g = drafter.config.block
+        self.contexts = sorted({int(r["context"]) for r in self.base["verify"]})
+        self.points = [(n, t) for n in range(1, max_running + 1) for t in range(1, self.g + 2)]
+        self.rng = np.random.default_rng(seed)
+        self.samples: list[tuple[int, int, int, float, float, str]] = []  # n, t, context, draft s, verify s, phase
+        self._decs: dict[int, SpeculativeDecoder] = {}
+        self._cls = SpeculativeDecoder
+
+    def _dec(self, n: int, ctx: int):
+        if n not in self._decs:
+            d = self._cls(self.target, self.drafter, n, self.max_len, seed=0)
             d.gens = [torch.Generator().manual_seed(i) for i in range(n)]
-            decs[n] = d
-        d = decs[n]
+            self._decs[n] = d
+        d = self._decs[n]
         d.cache.lengths.fill_(ctx)
         d.ctx.lengths.fill_(ctx)
         return d
 
-    samples: dict[int, list[float]] = {}
-    drafts: dict[int, list[float]] = {}
-    for _ in range(rounds):  # interleaved sweeps: a burst of load on the host hits few points
-        for i, row in enumerate(prof["verify"]):
-            n, t, ctx = int(row["requests"]), int(row["tokens_per_request"]), int(row["context"])
-            slots = np.arange(n)
-            for r in range(repeats + 1):
-                d = dec_for(n, ctx)
-                if t > 1:
-                    d.draft(slots)
-                sec = d.verify(slots, np.full(n, t - 1, dtype=np.int64))[2]
+    @torch.no_grad()
+    def _time(self, n: int, t: int, ctx: int) -> tuple[float, float]:
+        d = self._dec(n, ctx)
+        slots = np.arange(n)
+        ds = d.draft(slots)[1]
+        return ds, d.verify(slots, np.full(n, t - 1, dtype=np.int64))[2]
+
+    def sweep(self) -> None:
+        """One pass over the grid in a fresh shuffled order (phase "calib"), so a change of host load
+        during the sweep does not line up with n or t; the first call of each point is a warm-up."""
+        k = sum(1 for s in self.samples if s[5] == "calib")
+        for i in self.rng.permutation(len(self.points)):
+            n, t = self.points[i]
+            for r in range(self.repeats + 1):
+                ctx = self.contexts[(k + i + r) % len(self.contexts)]
+                ds, vs = self._time(n, t, ctx)
                 if r:
-                    samples.setdefault(i, []).append(sec)
-        for i, row in enumerate(prof.get("draft", [])):
-            if int(row["block"]) != g:
-                continue
-            n, ctx = int(row["requests"]), int(row["context"])
-            drafts.setdefault(i, []).extend([dec_for(n, ctx).draft(np.arange(n))[1] for _ in range(repeats + 1)][1:])
-    for i, row in enumerate(prof["verify"]):
-        row["median_s"] = float(np.median(samples[i]))
-        row["p10_s"], row["p90_s"] = float(np.quantile(samples[i], 0.1)), float(np.quantile(samples[i], 0.9))
-    for i, row in enumerate(prof.get("draft", [])):
-        if i in drafts:
-            row["median_s"] = float(np.median(drafts[i]))
-            row["p10_s"], row["p90_s"] = float(np.quantile(drafts[i], 0.1)), float(np.quantile(drafts[i], 0.9))
-    for ctx in sorted({r["context"] for r in prof["verify"]}):
-        best = 0.0
-        for r in sorted((r for r in prof["verify"] if r["context"] == ctx), key=lambda r: (r["tokens"], r["median_s"])):
-            best = max(best, r["median_s"])
-            r["median_s"], r["p90_s"] = best, max(r["p90_s"], best)
-            r["p10_s"] = min(r["p10_s"], best)
-    prof.setdefault("notes", []).append("verify / draft re-timed through sparksched.speculative (benchmarks/fidelity.py)")
-    validate_profile(prof)
-    path.write_text(json.dumps(prof, indent=1))
-    return path
+                    self.samples.append((n, t, ctx, ds, vs, "calib"))
+
+    def twin(self, n: int, t: int, phase: str) -> None:
+        """Time one sample of the point (n, t) on this timer's own decoders (phase: the measured run it
+        sits in). Called right after a measured step of that shape: same host load, same warm caches."""
+        ctx = self.contexts[len(self.samples) % len(self.contexts)]
+        ds, vs = self._time(n, t, ctx)
+        self.samples.append((n, t, ctx, ds, vs, phase))
+
+    def _select(self, phases) -> list[tuple]:
+        return [s for s in self.samples if s[5] in phases]
+
+    def level(self, phase: str, profile: Path) -> float:
+        """Load level of a phase: its samples' total (draft + verify) time over what `profile` (made from
+        the calibration sweeps) gives for the same points; 1 = as fast as during the calibration."""
+        from simulator.engine import draft_latency_table
+        from sparksched.curve import ThroughputCurve
+        from sparksched.profile import load_profile
+
+        prof = load_profile(str(profile))
+        curve = ThroughputCurve.from_profile(prof).at_context(float(self.contexts[0]))
+        lat, _ = draft_latency_table(prof, "dspark", self.g, max(n for n, _ in self.points))
+        got = self._select({phase})
+        n = np.array([s[0] for s in got])
+        t = np.array([s[1] for s in got])
+        return float(sum(s[3] + s[4] for s in got) / (lat[n] + curve.step_time(n * t)).sum())
+
+    def axis_levels(self, phase: str, profile: Path) -> tuple:
+        """Load level of a phase along the clock's own axes: verify by batch tokens B, draft by requests n.
+
+        Each is the twin samples' total over the profile's total at the same points, fitted linear in
+        B (in n) weighted by the profile time, and held constant outside the sampled range (a busy
+        host slows big batches more than small ones, so one level over- or under-charges some n).
+        Returns (verify_scale(B), draft_scale(n), the per-B and per-n raw ratios).
+        """
+        from simulator.engine import draft_latency_table
+        from sparksched.curve import ThroughputCurve
+        from sparksched.profile import load_profile
+
+        prof = load_profile(str(profile))
+        curve = ThroughputCurve.from_profile(prof).at_context(float(self.contexts[0]))
+        lat, _ = draft_latency_table(prof, "dspark", self.g, max(n for n, _ in self.points))
+        got = self._select({phase})
+        b = np.array([s[0] * s[1] for s in got], dtype=np.float64)
+        n = np.array([s[0] for s in got])
+
+        def fitted(x: np.ndarray, measured: np.ndarray, model: np.ndarray):
+            keys = np.unique(x)
+            num = np.array([measured[x == k].sum() for k in keys])
+            den = np.array([model[x == k].sum() for k in keys])
+            ratio = num / den
+            if keys.size >= 2:
+                slope, icpt = np.polyfit(keys, ratio, 1, w=np.sqrt(den))
+            else:
+                slope, icpt = 0.0, float(ratio[0])
+            lo, hi = float(keys.min()), float(keys.max())
+            return (lambda v: float(icpt + slope * min(max(float(v), lo), hi))), dict(zip(keys.tolist(), ratio.tolist()))
+
+        vs, v_raw = fitted(b, np.array([s[4] for s in got]), curve.step_time(b))
+        ds, d_raw = fitted(n.astype(np.float64), np.array([s[3] for s in got]), lat[n])
+        return vs, ds, v_raw, d_raw
+
+    def context_ratios(self) -> dict[int, float]:
+        """Median over (n, t) of (mean verify time at context L) / (mean over all contexts): 1 = no effect."""
+        cal = self._select({"calib"})
+        out = {}
+        for ctx in self.contexts:
+            r = []
+            for n, t in self.points:
+                at = [s[4] for s in cal if (s[0], s[1], s[2]) == (n, t, ctx)]
+                every = [s[4] for s in cal if (s[0], s[1]) == (n, t)]
+                if at:
+                    r.append(np.mean(at) / np.mean(every))
+            out[ctx] = float(np.median(r))
+        return out
+
+    def write(self, path: Path, phases, scale: float = 1.0, prefill_scale: float | None = None,
+              verify_scale=None, draft_scale=None) -> Path:
+        """A profile (the base's other sections kept) with verify and draft rows from the samples of
+        `phases`, every time multiplied by `scale` (a load level; 1 = as measured).
+
+        Above the grid's largest B (where only chunked-prefill tokens take the engine's batch) the
+        curve goes on linearly with the least-squares per-token slope of all the verify samples
+        (the last grid segment alone is noise), times `prefill_scale` (default `scale`): the
+        measured clock prices prefill from the profile it plans with, so a prediction at another
+        load level must keep that prefill price to compare like with like. `verify_scale(B)` and
+        `draft_scale(n)` (callables) replace `scale` for the verify curve and the drafter's times.
+        """
+        from sparksched.curve import isotonic_non_decreasing
+        from sparksched.profile import validate_profile
+
+        got = self._select(set(phases))
+        prof = json.loads(json.dumps(self.base))
+        # the clock's curve is indexed by batch tokens B only: pool every (n, t) with n * t = B (the loop's
+        # per-request cost is small next to its per-token cost), fit non-decreasing in B weighted by the
+        # samples, and give each row its B's value (what ThroughputCurve.from_profile would compute)
+        by_b: dict[int, list[float]] = {}
+        by_point: dict[tuple[int, int], list[float]] = {}
+        by_n: dict[int, list[float]] = {}
+        for n, t, _, ds, vs, _ in got:
+            by_b.setdefault(n * t, []).append(vs)
+            by_point.setdefault((n, t), []).append(vs)
+            by_n.setdefault(n, []).append(ds)
+        bs = sorted(by_b)
+        fit = isotonic_non_decreasing(np.array([np.mean(by_b[b]) for b in bs]),
+                                      np.array([len(by_b[b]) for b in bs], dtype=np.float64))
+        vs_at = verify_scale or (lambda b: scale)
+        ds_at = draft_scale or (lambda n: scale)
+        h = {b: float(vs_at(b)) * y for b, y in zip(bs, fit)}
+        prof["verify"] = [{"requests": n, "tokens": n * t, "tokens_per_request": t, "context": ctx,
+                           "median_s": float(h[n * t]), "p10_s": float(vs_at(n * t) * np.quantile(v, 0.1)),
+                           "p90_s": float(vs_at(n * t) * np.quantile(v, 0.9)), "repeats": len(v)}
+                          for (n, t), v in sorted(by_point.items()) for ctx in self.contexts]
+        x = np.array([n * t for n, t, *_ in got], dtype=np.float64)
+        slope = float(np.polyfit(x, np.array([s[4] for s in got]), 1)[0])
+        top_n = max(n for n, _ in self.points)
+        pre = scale if prefill_scale is None else prefill_scale
+        for k in (1, 2, 3, 4, 5):  # B = 2^k x the largest grid B, as top_n requests x more tokens each
+            b = bs[-1] * 2 ** k
+            prof["verify"] += [{"requests": top_n, "tokens": b, "tokens_per_request": b // top_n, "context": ctx,
+                                "median_s": float(h[bs[-1]] + pre * max(slope, 0.0) * (b - bs[-1])),
+                                "note": "linear tail (prefill tokens)"} for ctx in self.contexts]
+        ns = sorted(by_n)
+        mean = isotonic_non_decreasing(np.array([np.mean(by_n[n]) for n in ns]),
+                                       np.array([len(by_n[n]) for n in ns], dtype=np.float64))
+        prof["draft"] = [{"requests": n, "block": self.g, "context": self.contexts[0],
+                          "median_s": float(ds_at(n) * m), "p10_s": float(ds_at(n) * np.quantile(by_n[n], 0.1)),
+                          "p90_s": float(ds_at(n) * np.quantile(by_n[n], 0.9)), "repeats": len(by_n[n])}
+                         for n, m in zip(ns, mean)]
+        prof.setdefault("notes", []).append(
+            f"verify / draft rows timed through sparksched.speculative's draft + verify calls ({len(got)} samples, "
+            f"phases {sorted(map(str, phases))}, x {scale:.4f}); median_s holds the MEAN of the samples (the "
+            "clock sums step times); verify pooled over contexts and over (n, t) at the same B, fitted "
+            "non-decreasing in B, linear tail above the grid; draft made non-decreasing in requests "
+            "(benchmarks/fidelity.py)")
+        validate_profile(prof)
+        path.write_text(json.dumps(prof, indent=1))
+        return path
+
+
+def timed_backend(backend, timer: LoopTimer | None = None, phase: str = "", per_step: int = 1):
+    """Wrap a ModelBackend so each decode step's (n, 1 + max l, draft s, verify s) is logged in `.calls`;
+    with a timer, `per_step` twin samples of the step's shape are taken after each verify (outside the
+    timed calls, on the timer's own decoders: the run's state and clock are untouched)."""
+    draft, verify = backend.draft, backend.verify
+    backend.calls = []
+
+    def logged_draft(slots, block):
+        out = draft(slots, block)
+        backend.calls.append([len(slots), 1, float(out.seconds), 0.0])
+        return out
+
+    def logged_verify(slots, lengths):
+        out = verify(slots, lengths)
+        backend.calls[-1][1] = 1 + int(np.max(lengths)) if len(lengths) else 1
+        backend.calls[-1][3] = float(out.seconds)
+        for _ in range(per_step if timer is not None else 0):
+            timer.twin(backend.calls[-1][0], backend.calls[-1][1], phase)
+        return out
+
+    backend.draft, backend.verify = logged_draft, logged_verify
+    return backend
+
+
+def clock_check(pairs: list[tuple[list, Path]], block: int, max_running: int) -> dict:
+    """The profile's draft and padded-verify times on the measured steps vs the measured times.
+
+    pairs: (logged calls of one measured run, the profile to price them with).
+    """
+    from simulator.engine import draft_latency_table
+    from sparksched.curve import ThroughputCurve
+    from sparksched.profile import load_profile
+
+    cols = []
+    for calls, profile in pairs:
+        prof = load_profile(str(profile))
+        curve = ThroughputCurve.from_profile(prof, extrapolate="linear")
+        curve = curve.at_context(float(np.median(curve.contexts)))
+        lat, _ = draft_latency_table(prof, "dspark", block, max_running)
+        c = np.asarray(calls, dtype=np.float64)
+        n, t = c[:, 0].astype(int), c[:, 1].astype(int)
+        cols.append(np.c_[n, c[:, 2], c[:, 3], lat[n], curve.step_time(n * t)])
+    n, dm, vm, dp, vp = np.concatenate(cols).T
+    out = {"steps": int(n.size), "draft_sum_error": float(dp.sum() / dm.sum() - 1),
+           "verify_sum_error": float(vp.sum() / vm.sum() - 1),
+           "step_sum_error": float((dp + vp).sum() / (dm + vm).sum() - 1),
+           "step_abs_error_median": float(np.median(np.abs((dp + vp) / (dm + vm) - 1))),
+           "measured_draft_s": float(dm.sum()), "measured_verify_s": float(vm.sum()), "by_n": {}}
+    for k in np.unique(n):
+        m = n == k
+        out["by_n"][int(k)] = {"steps": int(m.sum()), "draft_error": float(dp[m].sum() / dm[m].sum() - 1),
+                               "verify_error": float(vp[m].sum() / vm[m].sum() - 1)}
+    return out
+
+
+def compact_profile(prof: dict) -> dict:
+    """The loop-timed profile's curve for the results file: verify seconds by B, draft seconds by n."""
+    ctx = min(r["context"] for r in prof["verify"])
+    return {"verify_s_by_tokens": {int(r["tokens"]): r["median_s"] for r in prof["verify"] if r["context"] == ctx},
+            "draft_s_by_requests": {int(r["requests"]): r["median_s"] for r in prof.get("draft", [])},
+            "notes": prof.get("notes", [])}
 
 
 def per_user(res) -> dict[str, float]:
+    """Request id -> per-user tokens/s (1 / TPOT) of the finished requests."""
     df = res.requests.filter(res.requests["status"] == "finished")
     tpot = df["tpot_s"].to_numpy().astype(np.float64)
     return dict(zip(df["id"].to_list(), np.where(tpot > 0, 1.0 / np.maximum(tpot, 1e-12), np.nan)))
 
 
-def compare(measured, predicted) -> dict:
-    sm, sp = measured.summary, predicted.summary
-    um, up = per_user(measured), per_user(predicted)
+def combine(results: list, how: str) -> tuple[dict, dict]:
+    """(summary, per-user) over several runs: `how` = median | mean of each metric / each request."""
+    f = np.median if how == "median" else np.mean
+    summary = {}
+    for key, _ in SUMMARY_KEYS:
+        vals = [r.summary.get(key) for r in results]
+        summary[key] = float(f(vals)) if all(v is not None for v in vals) else None
+    users = [per_user(r) for r in results]
+    ids = [k for k in users[0] if all(k in u for u in users)]
+    return summary, {k: float(f([u[k] for u in users])) for k in ids}
+
+
+def compare(measured: tuple[dict, dict], predicted: tuple[dict, dict], per_run: list | None = None) -> dict:
+    """Rows of (measured, predicted, error) for the summary metrics, and per-request per-user errors."""
+    (sm, um), (sp, up) = measured, predicted
     common = [k for k in um if k in up and np.isfinite(um[k]) and np.isfinite(up[k])]
     rel = np.array([(up[k] - um[k]) / um[k] for k in common])
     rows = []
-    for key, label in [("throughput_tps", "aggregate output tok/s"), ("user_tps_mean", "per-user tok/s (mean)"),
-                       ("user_tps_p50", "per-user tok/s (P50)"), ("tpot_p50_s", "TPOT P50 (s)"),
-                       ("e2e_p50_s", "end-to-end latency P50 (s)"),
-                       ("mean_accepted_drafts", "accepted drafts per round"),
-                       ("mean_verify_budget", "verify tokens per round"), ("duration_s", "makespan (s)")]:
+    for key, label in SUMMARY_KEYS:
         m, p = sm.get(key), sp.get(key)
-        rows.append({"metric": label, "measured": m, "predicted": p,
-                     "error": (p - m) / m if (m and p is not None) else None})
+        row = {"metric": label, "measured": m, "predicted": p, "error": (p - m) / m if (m and p is not None) else None}
+        if per_run is not None:
+            row["measured_repeats"] = [r.summary.get(key) for r in per_run]
+        rows.append(row)
     return {"rows": rows, "per_request_abs_rel_error_mean": float(np.mean(np.abs(rel))),
-            "per_request_abs_rel_error_p90": float(np.quantile(np.abs(rel), 0.9)), "per_request_n": len(common),
-            "predicted_steps": int(predicted.steps.height)}
+            "per_request_abs_rel_error_p90": float(np.quantile(np.abs(rel), 0.9)), "per_request_n": len(common)}
 
 
 def show(c: dict) -> None:
@@ -196,15 +420,28 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-running", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="measured runs (medians over them)")
+    ap.add_argument("--calib-sweeps", type=int, default=6, help="profile sweeps before the first measured run")
+    ap.add_argument("--samples-per-step", type=int, default=1,
+                    help="twin samples of each measured step's shape (the run's load level)")
+    ap.add_argument("--sweep-repeats", type=int, default=2, help="samples per grid point per sweep")
+    ap.add_argument("--pred-seeds", type=int, default=5, help="acceptance seeds the prediction is averaged over")
+    ap.add_argument("--verify-layout", default="padded", choices=["padded", "flat"],
+                    help="tokens the clock charges per verify pass (the real loop pads: padded)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
+    if min(a.repeats, a.pred_seeds, a.sweep_repeats, a.calib_sweeps) < 1:
+        raise SystemExit("--repeats, --pred-seeds, --sweep-repeats and --calib-sweeps must be >= 1")
     torch.set_num_threads(a.threads)
 
     from simulator.config import SimConfig
     from simulator.model_backend import ModelBackend
     from simulator.run import simulate
+    from sparksched.rounds import write_rounds
     from sparksched.training.checkpoint import BUNDLED, load_bundle, load_heldout
 
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load0 = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="fidelity-"))
     trace = make_trace(work / "trace.jsonl", a.requests, a.rate, a.seed)
     if a.profile and a.profile.endswith(".invalid.json"):
@@ -212,34 +449,91 @@ def main(argv=None) -> dict:
     else:
         profile = Path(a.profile) if a.profile else measure_profile(work / "cpu-tiny.json")
     tok, target, drafter = load_bundle()
-    backend = ModelBackend(target, drafter, tok, load_heldout(BUNDLED / "heldout.npz"), a.max_running, max_len=400,
-                           max_prompt=256, seed=a.seed)
-    looped = loop_profile(profile, work / "cpu-tiny-loop.json", target, drafter)
+    heldout = load_heldout(BUNDLED / "heldout.npz")
+
+    def new_backend() -> ModelBackend:
+        return ModelBackend(target, drafter, tok, heldout, a.max_running, max_len=400, max_prompt=256, seed=a.seed)
+
+    timer = LoopTimer(profile, target, drafter, a.max_running, max_len=400, repeats=a.sweep_repeats, seed=a.seed)
+    for _ in range(a.calib_sweeps):
+        timer.sweep()
+    calib = timer.write(work / "cpu-tiny-loop-calib.json", {"calib"})
     cfg = SimConfig(policy=a.policy, block=drafter.config.block, max_running=a.max_running, seed=a.seed,
-                    profile=str(looped), clock="measured")  # the scheduler and prefill use the loop-timed curve
-    t0 = time.time()
-    measured = simulate(str(trace), cfg, backend=backend)
-    wall_measured = time.time() - t0
+                    profile=str(calib), clock="measured", verify_layout=a.verify_layout)
+    runs, rows, calls, walls = [], [], [], []
+    for rep in range(a.repeats):
+        backend = timed_backend(new_backend(), timer, f"run{rep}", a.samples_per_step)
+        t0 = time.time()
+        runs.append(simulate(str(trace), cfg, backend=backend))
+        walls.append(time.time() - t0)
+        calls.append(backend.calls)
+        rows.extend({**r, "request": f"run{rep}-{r['request']}"} for r in backend.rows)
+    phases = [f"run{rep}" for rep in range(a.repeats)]
+    levels = [timer.level(ph, calib) for ph in phases]
+    # each run's prediction: the calibration profile (the measured runs' scheduler curve) at the run's own
+    # load level, measured by the twin samples; a uniform scale leaves the scheduler's decisions
+    # unchanged; prefill is priced like the measured run priced it (from the calibration profile)
+    scaled = [timer.write(work / f"cpu-tiny-loop-{ph}.json", {"calib"}, lev, prefill_scale=1.0)
+              for ph, lev in zip(phases, levels)]
+    axes = [timer.axis_levels(ph, calib) for ph in phases]
+    by_axis = [timer.write(work / f"cpu-tiny-loop-{ph}-axes.json", {"calib"}, prefill_scale=1.0, verify_scale=ax[0],
+                           draft_scale=ax[1]) for ph, ax in zip(phases, axes)]
     rounds = work / "rounds.jsonl"
-    backend.write_rounds(rounds)
-    res = {"policy": a.policy, "requests": a.requests, "rate": a.rate, "max_running": a.max_running,
-           "rounds_recorded": len(backend.rows), "wall_measured_s": wall_measured,
-           "measured_steps": int(measured.steps.height), "comparisons": {}}
-    profiles = {"loop-timed profile": looped, "profiler profile (raw passes)": profile}
+    write_rounds(rounds, rows)
+    measured = combine(runs, "median")
+    g = drafter.config.block
+    res = {"policy": a.policy, "requests": a.requests, "rate": a.rate, "max_running": a.max_running, "seed": a.seed,
+           "repeats": a.repeats, "calib_sweeps": a.calib_sweeps, "sweep_repeats": a.sweep_repeats,
+           "samples_per_step": a.samples_per_step, "pred_seeds": a.pred_seeds, "verify_layout": a.verify_layout,
+           "threads": a.threads, "started_utc": started, "rounds_recorded": len(rows), "wall_measured_s": walls,
+           "measured_steps": [int(r.steps.height) for r in runs], "load_levels": levels,
+           "profile_charge_s": [float(r.steps["duration_s"].sum()) - sum(c[2] + c[3] for c in cl)
+                                for r, cl in zip(runs, calls)],
+           "context_ratios": timer.context_ratios(),
+           "clock_check": clock_check([(c, p) for c, p in zip(calls, scaled)], g, a.max_running),
+           "clock_check_calib": clock_check([(c, calib) for c in calls], g, a.max_running),
+           "clock_check_axes": clock_check([(c, p) for c, p in zip(calls, by_axis)], g, a.max_running),
+           "axis_levels": [{"verify_by_B": ax[2], "draft_by_n": ax[3]} for ax in axes], "comparisons": {}}
+
+    def predict(prof: Path) -> tuple[dict, dict]:
+        base = dataclasses.replace(cfg, clock="profile", profile=str(prof), acceptance=str(rounds))
+        runs_p = [simulate(str(trace), dataclasses.replace(base, seed=a.seed + 1000 * k)) for k in range(a.pred_seeds)]
+        return combine(runs_p, "mean")
+
+    def paired(profiles_per_run: list[Path], label: str) -> None:
+        per_rep = [predict(p) for p in profiles_per_run]
+        pred = ({k: (float(np.median([p[0][k] for p in per_rep])) if per_rep[0][0][k] is not None else None)
+                 for k in per_rep[0][0]},
+                {k: float(np.median([p[1][k] for p in per_rep])) for k in per_rep[0][1]
+                 if all(k in p[1] for p in per_rep)})
+        res["comparisons"][label] = compare(measured, pred, runs)
+        res["comparisons"][label]["paired_errors"] = {
+            lab: [p[0][key] / r.summary[key] - 1 for p, r in zip(per_rep, runs)] for key, lab in SUMMARY_KEYS}
+
+    # the calibration profile (the measured runs' scheduler curve) at each run's own load level
+    paired(by_axis, "loop-timed profile at the runs' load, by batch size")
+    paired(scaled, "loop-timed profile at the runs' load, one level")
+    profiles = {"loop-timed, calibration sweeps only": calib, "profiler profile (raw passes)": profile}
     for label, prof in profiles.items():
-        pcfg = dataclasses.replace(cfg, clock="profile", acceptance=str(rounds), profile=str(prof))
-        predicted = simulate(str(trace), pcfg)
-        res["comparisons"][label] = compare(measured, predicted)
-        print(f"\n== predicted with the {label}: {prof}")
-        show(res["comparisons"][label])
+        res["comparisons"][label] = compare(measured, predict(prof), runs)
+    for label, c in res["comparisons"].items():
+        print(f"\n== predicted with the {label}")
+        show(c)
+    cc = res["clock_check"]
+    print(f"\n== clock check on {cc['steps']} measured steps (profile / measured - 1): draft "
+          f"{100 * cc['draft_sum_error']:+.1f}%, verify {100 * cc['verify_sum_error']:+.1f}%, "
+          f"step {100 * cc['step_sum_error']:+.1f}%; context ratios {res['context_ratios']}; load levels "
+          f"{[round(x, 3) for x in levels]}")
     # the acceptance model alone: the real loop again, but on the profile clock (no wall-time noise)
-    backend2 = ModelBackend(target, drafter, tok, load_heldout(BUNDLED / "heldout.npz"), a.max_running, max_len=400,
-                            max_prompt=256, seed=a.seed)
-    real_on_profile = simulate(str(trace), dataclasses.replace(cfg, clock="profile"), backend=backend2)
-    predicted = simulate(str(trace), dataclasses.replace(cfg, clock="profile", acceptance=str(rounds)))
-    res["acceptance_only"] = compare(real_on_profile, predicted)
+    pcfg = dataclasses.replace(cfg, clock="profile")
+    real_on_profile = simulate(str(trace), pcfg, backend=new_backend())
+    pred = [simulate(str(trace), dataclasses.replace(pcfg, acceptance=str(rounds), seed=a.seed + 1000 * k))
+            for k in range(a.pred_seeds)]
+    res["acceptance_only"] = compare(combine([real_on_profile], "median"), combine(pred, "mean"))
     print("\n== acceptance model only: real loop vs recorded model, both on the loop-timed profile clock")
     show(res["acceptance_only"])
+    res["loadavg_start"], res["loadavg_end"] = list(load0), list(os.getloadavg())
+    res["loop_profile_calib"] = compact_profile(json.loads(calib.read_text()))
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float))
     return res
