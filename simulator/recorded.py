@@ -8,12 +8,17 @@ by isotonic regression (non-decreasing in c_k) on the rounds where position k wa
 drafts 1..k-1 were accepted: exactly the observations a real verifier makes. Positions with fewer
 than MIN_TRIALS observations use the map pooled over all positions.
 
-Draw. Round t of request r takes a recorded confidence vector from its domain's pool (unknown
-domains: the whole file), chosen by r's own random stream, and accepts draft k with probability
+Draw. Each simulated request r takes a recorded request of its domain as its donor (a cluster
+bootstrap; donors are recorded requests with at least MIN_DONOR_ROUNDS usable rounds; unknown
+domains: every donor in the file), chosen by r's own random stream. Round t of r takes one of its
+donor's recorded confidence vectors, also by r's stream, and accepts draft k with probability
 map_k(c_k); the round's accepted prefix is the leading run. So the simulated confidences have the
-recorded distribution (ranking, calibration, correlation along the block) and acceptance follows
-the recorded reliability curve. Draws depend only on (seed, request, round), like the synthetic
-model (simulator.predrawn).
+recorded distribution (ranking, calibration, correlation along the block) and the recorded spread
+between requests (an easy prompt stays easy: a real drafter's acceptance varies more from request
+to request than independent rounds would give), and acceptance follows the recorded reliability
+curve. `per_request=False` draws every round from the whole domain pool instead. A domain without
+donors uses its pool. Draws depend only on (seed, request, round), like the synthetic model
+(simulator.predrawn).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from simulator.predrawn import PredrawnBackend
 from sparksched.rounds import Rounds, read_rounds
 
 MIN_TRIALS = 20  # observations a position needs for its own calibration map
+MIN_DONOR_ROUNDS = 8  # usable rounds a recorded request needs to be a donor
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ def position_trials(rounds: Rounds, k: int) -> np.ndarray:
 class RecordedAcceptance(PredrawnBackend):
     """Backend resampling recorded confidence vectors, with acceptance from fitted reliability maps."""
 
-    def __init__(self, rounds: Rounds, block: int, slots: int, seed: int = 0, source: str = "rounds") -> None:
+    def __init__(self, rounds: Rounds, block: int, slots: int, seed: int = 0, source: str = "rounds",
+                 per_request: bool = True) -> None:
         if block > rounds.block:
             raise ValueError(f"{source}: recorded rounds have block {rounds.block}; cannot simulate block {block}")
         super().__init__(block, slots)
@@ -87,8 +94,16 @@ class RecordedAcceptance(PredrawnBackend):
                              if sel.sum() >= MIN_TRIALS else pooled)
         self._pool_all = rounds.conf[usable, :g]
         self._pools: dict[str, np.ndarray] = {}
+        self._donors: dict[str, list[np.ndarray]] = {}  # domain -> recorded requests' confidence vectors
         for d in np.unique(rounds.domain[usable]).tolist():
-            self._pools[d] = rounds.conf[usable & (rounds.domain == d), :g]
+            in_d = usable & (rounds.domain == d)
+            self._pools[d] = rounds.conf[in_d, :g]
+            if per_request:
+                ids, inverse = np.unique(rounds.request[in_d], return_inverse=True)
+                conf_d = rounds.conf[in_d, :g]
+                counts = np.bincount(inverse, minlength=ids.size)
+                self._donors[d] = [conf_d[inverse == j] for j in np.flatnonzero(counts >= MIN_DONOR_ROUNDS)]
+        self._donors_all = [x for d in sorted(self._donors) for x in self._donors[d]]
         self._slot_pool: list[np.ndarray | None] = [None] * slots
 
     @classmethod
@@ -97,8 +112,13 @@ class RecordedAcceptance(PredrawnBackend):
         return cls(read_rounds(path), block, slots, seed, Path(path).name)
 
     def _bind(self, slots: np.ndarray, requests: Requests) -> None:
-        for s, d in zip(slots.tolist(), requests.domains):
-            self._slot_pool[s] = self._pools.get(d, self._pool_all)
+        for s, d, req in zip(slots.tolist(), requests.domains, requests.index.tolist()):
+            donors = self._donors.get(d, self._donors_all) if self._donors else []
+            if donors:  # the request's donor, from its own stream (the same after a preemption)
+                pick = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, req, 0xD0]))).random()
+                self._slot_pool[s] = donors[min(int(pick * len(donors)), len(donors) - 1)]
+            else:
+                self._slot_pool[s] = self._pools.get(d, self._pool_all)
 
     def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = max(self.block, 1)

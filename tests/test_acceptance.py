@@ -171,6 +171,31 @@ def test_recorded_model_refits_a_synthetic_recording(tmp_path):
         RecordedAcceptance(rounds, 9, 10)
 
 
+def test_recorded_model_keeps_the_spread_between_requests(tmp_path):
+    """Easy and hard recorded requests: simulated requests inherit a donor's difficulty, so per-request
+    acceptance spreads as in the recording; drawing every round from the pool (negative control) does not."""
+    rng = np.random.default_rng(0)
+    n, rounds_per = 60, 12
+    path = tmp_path / "rounds.jsonl"
+    with RoundsWriter(path) as w:
+        for t in range(rounds_per):
+            easy = np.arange(n) % 2 == 0
+            conf = np.where(easy[:, None], rng.uniform(0.85, 0.99, (n, 7)), rng.uniform(0.05, 0.3, (n, 7)))
+            acc = np.where(easy, 6, 0)
+            w.add([f"r{i}" for i in range(n)], t, "chat", conf, np.full(n, 7), np.full(n, 7), acc)
+    rounds = read_rounds(path)
+    m = 400
+
+    def spread(per_request: bool) -> float:
+        rec = RecordedAcceptance(rounds, 7, m, seed=2, per_request=per_request)
+        _, acc = rollout(rec, m, 20, 7, "chat")
+        return float(acc.mean(axis=0).std())  # spread of per-request mean accepted drafts
+
+    recorded = float(np.asarray([rounds.accepted[rounds.request == f"r{i}"].mean() for i in range(n)]).std())
+    assert spread(True) == pytest.approx(recorded, rel=0.15)  # about 3: half the requests easy, half hard
+    assert spread(False) < 0.4 * recorded  # rounds drawn independently average the difference away
+
+
 def test_rounds_file_errors_name_file_line_and_field(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"request": "a", "step": 0, "domain": "chat", "conf": [0.5, 0.4], "drafted": 2, '
