@@ -175,9 +175,8 @@ class LoopTimer:
     def _select(self, phases) -> list[tuple]:
         return [s for s in self.samples if s[5] in phases]
 
-    def level(self, phase: str, profile: Path) -> float:
-        """Load level of a phase: its samples' total (draft + verify) time over what `profile` (made from
-        the calibration sweeps) gives for the same points; 1 = as fast as during the calibration."""
+    def _reference(self, phase: str, profile: Path):
+        """(samples of `phase`, the profile's verify curve, its drafter seconds by requests)."""
         from simulator.engine import draft_latency_table
         from sparksched.curve import ThroughputCurve
         from sparksched.profile import load_profile
@@ -185,7 +184,12 @@ class LoopTimer:
         prof = load_profile(str(profile))
         curve = ThroughputCurve.from_profile(prof).at_context(float(self.contexts[0]))
         lat, _ = draft_latency_table(prof, "dspark", self.g, max(n for n, _ in self.points))
-        got = self._select({phase})
+        return self._select({phase}), curve, lat
+
+    def level(self, phase: str, profile: Path) -> float:
+        """Load level of a phase: its samples' total (draft + verify) time over what `profile` (made from
+        the calibration sweeps) gives for the same points; 1 = as fast as during the calibration."""
+        got, curve, lat = self._reference(phase, profile)
         n = np.array([s[0] for s in got])
         t = np.array([s[1] for s in got])
         return float(sum(s[3] + s[4] for s in got) / (lat[n] + curve.step_time(n * t)).sum())
@@ -198,14 +202,7 @@ class LoopTimer:
         host slows big batches more than small ones, so one level over- or under-charges some n).
         Returns (verify_scale(B), draft_scale(n), the per-B and per-n raw ratios).
         """
-        from simulator.engine import draft_latency_table
-        from sparksched.curve import ThroughputCurve
-        from sparksched.profile import load_profile
-
-        prof = load_profile(str(profile))
-        curve = ThroughputCurve.from_profile(prof).at_context(float(self.contexts[0]))
-        lat, _ = draft_latency_table(prof, "dspark", self.g, max(n for n, _ in self.points))
-        got = self._select({phase})
+        got, curve, lat = self._reference(phase, profile)
         b = np.array([s[0] * s[1] for s in got], dtype=np.float64)
         n = np.array([s[0] for s in got])
 
@@ -317,6 +314,8 @@ def timed_backend(backend, timer: LoopTimer | None = None, phase: str = "", per_
 
     def logged_verify(slots, lengths):
         out = verify(slots, lengths)
+        if not backend.calls or backend.calls[-1][3]:  # a plain step: verify without a draft before it
+            backend.calls.append([len(slots), 1, 0.0, 0.0])
         backend.calls[-1][1] = 1 + int(np.max(lengths)) if len(lengths) else 1
         backend.calls[-1][3] = float(out.seconds)
         for _ in range(per_step if timer is not None else 0):

@@ -202,13 +202,12 @@ class Engine:
         self._wake: simpy.Event | None = None
         self.progress = progress
         kind, param = parse_policy(config.policy)
-        # stateless policies run compiled (bit-equal to the library, simulator.epoch)
-        self.batched = (kind, param) if kind in STATELESS else None
-        self._code = policy_code(kind, param, self.g) if self.batched is not None else (0, 0.0)
+        # stateless policies run compiled (bit-equal to the library, simulator.epoch): (kind code, param)
+        self._code = policy_code(kind, param, self.g) if kind in STATELESS else None
         self._rows = np.arange(s, dtype=np.int64)
         # backends that can hand out future rounds (simulator.predrawn) enable the batched fast path
         self._ahead: Any = backend if hasattr(backend, "peek") and hasattr(backend, "advance") else None
-        self.fast = (self.batched is not None and config.clock == "profile"
+        self.fast = (self._code is not None and config.clock == "profile"
                      and (self.g == 0 or self._ahead is not None))
         self.next_arrival = 0  # index of the next request the arrival process will release
         self._t_hint = MAX_PEEK
@@ -302,8 +301,8 @@ class Engine:
         else:
             ctx = float(self.slot_ctx[pre].mean())
         curve, table = self.clock.at(ctx)
-        skip = getattr(self.policy, "skips_draft", None)
-        if n and g > 0 and skip is not None and skip(dec, g, curve, p_tokens, float(self.clock.draft_latency[n])):
+        if (n and g > 0 and self._code is None
+                and self.policy.skips_draft(dec, g, curve, p_tokens, float(self.clock.draft_latency[n]))):
             # the policy planned no drafts before drafting: a plain step, the drafter does not run
             lengths = np.zeros(n, dtype=np.int64)
             verdict = self.backend.verify(dec, lengths)
@@ -312,7 +311,7 @@ class Engine:
         elif n and g > 0:
             draft = self.backend.draft(dec, g)
             draft_s = float(self.clock.draft_latency[n])
-            if self.batched is not None:
+            if self._code is not None:
                 lengths = np.zeros(n, dtype=np.int64)
                 step_lengths(self._code[0], self._code[1], np.ascontiguousarray(draft.conf, dtype=np.float64),
                              draft.drafted.astype(np.int64), self._rows[:n], table, draft_s, p_tokens, lengths)
@@ -443,12 +442,14 @@ class Engine:
             return None
         lengths, acc, e, active, dt, batch, mean_ctx, n_act, sums, clock, kv_free, fin = out
         # queue length at each step's end: arrivals released by then join the waiting queue
-        waits = len(self.waiting) + np.searchsorted(w.arrival[self.next_arrival:], clock[1:stop + 1], side="right")
+        ends = clock[1:stop + 1]
+        waits = len(self.waiting) + np.searchsorted(w.arrival[self.next_arrival:], ends, side="right")
         return {"members": members, "req": req, "stop": stop, "lengths": lengths[:stop], "acc": acc[:stop],
                 "e": e[:stop], "active": active[:stop], "dt": dt[:stop], "batch": batch[:stop],
-                "mean_ctx": mean_ctx[:stop], "n_act": n_act[:stop], "sums": sums[:stop], "start": clock[:stop], "kv_free": kv_free[:stop],
+                "mean_ctx": mean_ctx[:stop], "n_act": n_act[:stop], "sums": sums[:stop], "start": clock[:stop],
+                "ends": ends, "kv_free": kv_free[:stop],
                 "fin": fin, "waits": waits, "end": float(clock[stop]), "left": left, "ctx": ctx,
-                "pre": pre, "p_tokens": p_tokens, "joined": begin > 0}
+                "pre": pre, "p_tokens": p_tokens}
 
     @staticmethod
     def _epoch_out(t_max: int, n: int) -> tuple:
@@ -467,7 +468,7 @@ class Engine:
             self._ahead.advance(members, active.sum(axis=0))  # rounds each request decoded
         self.emitted[req] = self.work.output[req] - p["left"]
         self.slot_ctx[members] = p["ctx"]
-        ends = np.append(p["start"][1:steps], p["end"])
+        ends = p["ends"]
         pre = p["pre"]
         if pre.size:  # prefills completed in the first step: first tokens
             self.slot_prefill[pre] = 0
@@ -483,7 +484,7 @@ class Engine:
         first_index = self.record.add_epoch(steps, (
             p["start"], p["dt"], self.clock.draft_latency[n_act] if g > 0 else np.zeros(steps), n_act,
             prefill[0], prefill[1], p["batch"], sums[:, 0], sums[:, 1], sums[:, 2], p["mean_ctx"],
-            running - gone + np.zeros(steps, dtype=np.int64), p["waits"], p["kv_free"], np.zeros(steps, dtype=np.int64)))
+            np.full(steps, running) - gone, p["waits"], p["kv_free"], np.zeros(steps, dtype=np.int64)))
         t_idx, i_idx = np.nonzero(active)  # rounds: step-major, slot order within a step
         self.record.add_rounds(first_index + t_idx, req[i_idx], lengths[t_idx, i_idx], acc[t_idx, i_idx],
                                e[t_idx, i_idx], g)

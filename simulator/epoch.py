@@ -17,8 +17,9 @@ against the library, and tests/test_engine.py the planned epochs against the ste
 deliberately wrong variants as negative controls.
 
 Why numba: the work per step is ~100 scalar operations on arrays of a few dozen entries, where
-numpy's per-call overhead (microseconds) is the whole cost; compiled, a step costs well under a
-microsecond, and the code stays a readable loop. Compiled once per machine (`cache=True`).
+numpy's per-call overhead (microseconds) is the whole cost; compiled, `plan_epoch` took
+28 us a call, 1.5 us a planned step (cProfile over 930 s of the benchmark trace, about 100,000
+steps), and the code stays a readable loop. Compiled once per machine (`cache=True`).
 """
 
 from __future__ import annotations

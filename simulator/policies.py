@@ -33,9 +33,11 @@ table with the drafter's seconds added, and vllm-adaptive's `plan_budget` its `d
 Stateless policies run in the engine through `simulator.epoch` (bit-equal to the library calls
 wrapped here, tested), so a step does not pay the library's per-call validation.
 
-Interface: `policy.lengths(slots, conf, drafted, curve, extra_tokens, draft_seconds) -> [n] int64`,
-then `policy.observe(slots, lengths, accepted)` after verification, and `policy.forget(slots)` when
-slots change hands. Stateless policies ignore the last two.
+Interface: before drafting, `policy.skips_draft(slots, block, curve, extra_tokens, draft_seconds)`
+(True: a plain step, the drafter does not run); then `policy.lengths(slots, conf, drafted, curve,
+extra_tokens, draft_seconds) -> [n] int64`, `policy.observe(slots, lengths, accepted)` after
+verification, and `policy.forget(slots)` when slots change hands. `BasePolicy` gives the no-op
+defaults (never skip, no state).
 """
 
 from __future__ import annotations
@@ -63,8 +65,26 @@ class Policy(Protocol):
 
     def forget(self, slots: np.ndarray) -> None: ...
 
+    def skips_draft(self, slots: np.ndarray, block: int, curve: ThroughputCurve, extra_tokens: int,
+                    draft_seconds: float) -> bool: ...
 
-class Stateless:
+
+class BasePolicy:
+    """No-op defaults of the interface: drafts every step, keeps no state between steps."""
+
+    name: str
+
+    def skips_draft(self, slots, block, curve, extra_tokens, draft_seconds) -> bool:  # noqa: D102
+        return False
+
+    def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
+        pass
+
+    def forget(self, slots) -> None:  # noqa: D102
+        pass
+
+
+class Stateless(BasePolicy):
     """Wraps a core policy callable (conf, curve, drafted, extra_tokens) -> lengths."""
 
     def __init__(self, name: str, fn: CoreFn) -> None:
@@ -73,14 +93,8 @@ class Stateless:
     def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
         return np.asarray(self.fn(conf, curve, drafted, extra_tokens), dtype=np.int64)
 
-    def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
-        pass
 
-    def forget(self, slots) -> None:  # noqa: D102
-        pass
-
-
-class Plain:
+class Plain(BasePolicy):
     """Plain decoding: verify nothing (the engine does not even run the drafter)."""
 
     name = "none"
@@ -88,14 +102,8 @@ class Plain:
     def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
         return np.zeros(slots.size, dtype=np.int64)
 
-    def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
-        pass
 
-    def forget(self, slots) -> None:  # noqa: D102
-        pass
-
-
-class StaleCapacity:
+class StaleCapacity(BasePolicy):
     """Capacity K planned from stale per-slot confidences, then top-K by current survival.
 
     Args:
@@ -172,15 +180,12 @@ class StaleCapacity:
         self._ring[j, slots, : conf.shape[1]] = now
         return np.asarray(self.admit(conf, k, drafted), dtype=np.int64)
 
-    def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
-        pass
-
     def forget(self, slots) -> None:  # noqa: D102
         self._valid[:, slots] = False
         self._has[slots] = False
 
 
-class SGLangAdaptive:
+class SGLangAdaptive(BasePolicy):
     """One draft depth for the batch from {1, 3, 7} (capped by the block), by EMA with hysteresis."""
 
     CANDIDATES = (1, 3, 7)
@@ -217,9 +222,6 @@ class SGLangAdaptive:
         elif self.avg < self.down * d and self.level > 0:
             self.level -= 1
             self._since = 0
-
-    def forget(self, slots) -> None:  # noqa: D102
-        pass
 
 
 def make_policy(config: SimConfig) -> Policy:

@@ -98,11 +98,11 @@ class RecordedAcceptance(PredrawnBackend):
         for d in np.unique(rounds.domain[usable]).tolist():
             in_d = usable & (rounds.domain == d)
             self._pools[d] = rounds.conf[in_d, :g]
-            if per_request:
-                ids, inverse = np.unique(rounds.request[in_d], return_inverse=True)
-                conf_d = rounds.conf[in_d, :g]
-                counts = np.bincount(inverse, minlength=ids.size)
-                self._donors[d] = [conf_d[inverse == j] for j in np.flatnonzero(counts >= MIN_DONOR_ROUNDS)]
+            if per_request:  # group rows by request in one sort (file order kept within a request)
+                _, inverse, counts = np.unique(rounds.request[in_d], return_inverse=True, return_counts=True)
+                order = np.argsort(inverse, kind="stable")
+                groups = np.split(rounds.conf[in_d, :g][order], np.cumsum(counts)[:-1])
+                self._donors[d] = [x for x, c in zip(groups, counts) if c >= MIN_DONOR_ROUNDS]
         self._donors_all = [x for d in sorted(self._donors) for x in self._donors[d]]
         self._slot_pool: list[np.ndarray | None] = [None] * slots
 

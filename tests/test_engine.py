@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -252,9 +253,11 @@ def test_negative_control_an_epoch_blind_to_arrivals_differs_from_the_step_path(
     monkeypatch.undo()
     real = engine_mod.plan_epoch
 
+    names = list(inspect.signature(real.py_func).parameters)
+
     def blind(*args):  # plans past arrivals into free slots: admissions come late
         args = list(args)
-        args[17], args[18] = float("inf"), 0
+        args[names.index("next_arrival_s")], args[names.index("free0")] = float("inf"), 0
         return real(*args)
 
     monkeypatch.setattr(engine_mod, "plan_epoch", blind)
