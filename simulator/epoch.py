@@ -112,7 +112,7 @@ def step_lengths(kind, param, conf, drafted, rows, table, draft_s, extra, out): 
 @njit(cache=True)
 def plan_epoch(kind, param, conf, lead, start, left, ctx, tables, draft_lat, avail, block_size, padded,
                bucket_size, now, ctx0_mean, prefill0, next_arrival_s, free0, waiting0, horizon,
-               lengths, acc, emit, active, dt, batch, mean_ctx, n_active, sums, clock, kv_free,
+               speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, batch, mean_ctx, n_active, sums, clock, kv_free,
                fin_step):  # pragma: no cover (compiled)
     """Plan up to T steps of the n resident requests in conf [T, n, g]; return the number planned.
 
@@ -125,7 +125,8 @@ def plan_epoch(kind, param, conf, lead, start, left, ctx, tables, draft_lat, ava
     row, no context axis), looked up at step 0's context ctx0_mean and then at the decoding requests'
     mean context; draft_lat [n + 1] drafter seconds by decoding requests; avail KV blocks these
     requests may hold; padded: charge n * (1 + max l) verify tokens; now: clock at step 0; next_arrival_s: the next arrival not yet released (inf: none); free0 free slots;
-    waiting0 queued requests; horizon (inf: none).
+    waiting0 queued requests; horizon (inf: none); speed_n [n_max + 1], speed_t [k], speed_f [k],
+    speed_prefill: the host's speed (simulator.speed.HostSpeed.arrays, ones: the profile's).
 
     Outputs (first `stop` steps): lengths / acc / emit / active (decoded) [T, n]; dt, batch, mean_ctx,
     n_active [T]; sums [T, 3] verified, accepted, emitted tokens; clock [T + 1] step start times
@@ -191,7 +192,16 @@ def plan_epoch(kind, param, conf, lead, start, left, ctx, tables, draft_lat, ava
             tokens += li
             longest = max(longest, li)
         b = extra + (m * (1 + longest) if (padded and m > 0) else m + tokens)
-        step = table[b] + draft_s
+        f = speed_n[min(m, speed_n.shape[0] - 1)]
+        if speed_t.shape[0] > 1 or speed_f[0] != 1.0:
+            k = np.searchsorted(speed_t, clock[t], side="right") - 1
+            f *= speed_f[max(k, 0)]
+        if f == 1.0:  # simulator.speed.priced, compiled
+            step = table[b] + draft_s
+        else:
+            decode = table[b - extra]
+            prefill = table[b] - decode
+            step = f * (draft_s + decode) + (f * prefill if speed_prefill else prefill)
         end = clock[t] + step
         if t > 0 and end > horizon:
             stop = t

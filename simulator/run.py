@@ -38,6 +38,7 @@ from simulator.metrics import (
     summarize,
 )
 from simulator.policies import make_policy
+from simulator.speed import HostSpeed
 from sparksched.curve import ThroughputCurve
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "fp8": 1,
@@ -204,7 +205,8 @@ def make_backend(config: SimConfig) -> Backend:
 
 
 def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, backend: Backend | None = None,
-             progress: bool = False, curve: ThroughputCurve | None = None) -> SimResult:
+             progress: bool = False, curve: ThroughputCurve | None = None,
+             speed: HostSpeed | None = None) -> SimResult:
     """Run one simulation of `trace` (DataFrame, path, or bundled name) under `config`.
 
     Args:
@@ -213,6 +215,8 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         backend: acceptance backend; None builds it from the config (synthetic or recorded).
         progress: show a tqdm bar in simulated seconds.
         curve: step-time curve overriding the profile's verify curve (tests, what-if analysis).
+        speed: the host's speed against the profile, by batch and over time (simulator.speed; what-if
+            analysis, replaying a measured run's host speed); None: the profile's speed.
     Returns:
         SimResult with summary, requests, steps and rounds.
     """
@@ -253,7 +257,7 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
                 bar.total = round(now, 1) + 0.1
             bar.update(max(now - bar.n, 0.0))
 
-    engine = Engine(env, work, config, backend, policy, clock, kv_blocks, tick)
+    engine = Engine(env, work, config, backend, policy, clock, kv_blocks, tick, speed)
     env.process(engine.arrivals())
     done = env.process(engine.run())
     if config.horizon_s is not None:
@@ -275,7 +279,7 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
             "backend": getattr(backend, "name", type(backend).__name__), "kv_blocks": kv_blocks,
             "kv_blocks_source": kv_note, "drafter_latency": lat_note, "profile": config.profile,
             "curve": repr(curve), "wall_s": wall, "sim_per_wall": summary["sim_per_wall"],
-            "simulated_s": env.now}
+            "simulated_s": env.now, "host_speed": None if speed is None else repr(speed)}
     return SimResult(summary, requests, steps, rounds, config, meta)
 
 
