@@ -16,6 +16,7 @@ POLICIES = ("dspark", "mtp1", "static-K", "threshold-TAU", "verify-all", "none",
 DRAFTERS = ("dspark", "dflash", "eagle3", "mtp1")
 CLOCKS = ("profile", "measured")
 LAYOUTS = ("flat", "padded")
+DONORS = ("domain", "request")
 
 _STATIC = re.compile(r"^static-(\d+)$")
 _THRESHOLD = re.compile(r"^threshold-([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)$")
@@ -49,6 +50,9 @@ class SimConfig:
     verify_layout: str = "flat"
     # --- acceptance model
     acceptance: str = "synthetic"  # synthetic presets, or a path to a recorded-rounds file
+    # which recorded request a simulated request takes its rounds from (simulator.recorded): a random one of
+    # its domain, or the one with the same request id (replaying the recorded trace; else its domain's)
+    recorded_donors: str = "domain"
     conf_auc: float = 0.85  # synthetic confidences' target ROC-AUC (paper: 0.81-0.90)
     conf_ece: float = 0.01  # synthetic confidences' target calibration error (paper: ~1% after STS)
     mtp1_acceptance: float | None = None  # override the MTP-1 preset acceptance (DeepSeek: 0.85-0.9)
@@ -106,6 +110,8 @@ def _validate(c: SimConfig) -> None:
         raise ValueError(f"clock {c.clock!r} is not one of {', '.join(CLOCKS)}")
     if c.verify_layout not in LAYOUTS:
         raise ValueError(f"verify_layout {c.verify_layout!r} is not one of {', '.join(LAYOUTS)}")
+    if c.recorded_donors not in DONORS:
+        raise ValueError(f"recorded_donors {c.recorded_donors!r} is not one of {', '.join(DONORS)}")
     _int_at_least("block", c.block, 1)
     if c.block > 64:
         raise ValueError(f"block must be <= 64, got {c.block}")

@@ -16,7 +16,10 @@ map_k(c_k); the round's accepted prefix is the leading run. So the simulated con
 recorded distribution (ranking, calibration, correlation along the block) and the recorded spread
 between requests (an easy prompt stays easy: a real drafter's acceptance varies more from request
 to request than independent rounds would give), and acceptance follows the recorded reliability
-curve. `per_request=False` draws every round from the whole domain pool instead. A domain without
+curve. `per_request=False` draws every round from the whole domain pool instead. `match_ids=True`
+replays the recorded trace: a simulated request whose trace id names a donor takes that donor (its
+own recorded difficulty; its rounds are still drawn at random from its recorded ones), others a
+random donor of their domain. Rounds of one id recorded in several runs make one donor. A domain without
 donors uses its pool. Draws depend only on (seed, request, round), like the synthetic model
 (simulator.predrawn).
 """
@@ -69,7 +72,7 @@ class RecordedAcceptance(PredrawnBackend):
     """Backend resampling recorded confidence vectors, with acceptance from fitted reliability maps."""
 
     def __init__(self, rounds: Rounds, block: int, slots: int, seed: int = 0, source: str = "rounds",
-                 per_request: bool = True) -> None:
+                 per_request: bool = True, match_ids: bool = False) -> None:
         if block > rounds.block:
             raise ValueError(f"{source}: recorded rounds have block {rounds.block}; cannot simulate block {block}")
         super().__init__(block, slots)
@@ -95,26 +98,35 @@ class RecordedAcceptance(PredrawnBackend):
         self._pool_all = rounds.conf[usable, :g]
         self._pools: dict[str, np.ndarray] = {}
         self._donors: dict[str, list[np.ndarray]] = {}  # domain -> recorded requests' confidence vectors
+        self._by_id: dict[str, np.ndarray] = {}  # request id -> its confidence vectors (match_ids)
+        if match_ids and not per_request:
+            raise ValueError(f"{source}: match_ids needs per_request donors")
         for d in np.unique(rounds.domain[usable]).tolist():
             in_d = usable & (rounds.domain == d)
             self._pools[d] = rounds.conf[in_d, :g]
             if per_request:  # group rows by request in one sort (file order kept within a request)
-                _, inverse, counts = np.unique(rounds.request[in_d], return_inverse=True, return_counts=True)
+                ids, inverse, counts = np.unique(rounds.request[in_d], return_inverse=True, return_counts=True)
                 order = np.argsort(inverse, kind="stable")
                 groups = np.split(rounds.conf[in_d, :g][order], np.cumsum(counts)[:-1])
                 self._donors[d] = [x for x, c in zip(groups, counts) if c >= MIN_DONOR_ROUNDS]
+                if match_ids:
+                    self._by_id.update((str(i), x) for i, x, c in zip(ids.tolist(), groups, counts)
+                                       if c >= MIN_DONOR_ROUNDS)
         self._donors_all = [x for d in sorted(self._donors) for x in self._donors[d]]
         self._slot_pool: list[np.ndarray | None] = [None] * slots
 
     @classmethod
-    def from_file(cls, path: str | Path, block: int, slots: int, seed: int = 0) -> RecordedAcceptance:
+    def from_file(cls, path: str | Path, block: int, slots: int, seed: int = 0,
+                  match_ids: bool = False) -> RecordedAcceptance:
         """Fit from a rounds file (sparksched.rounds format)."""
-        return cls(read_rounds(path), block, slots, seed, Path(path).name)
+        return cls(read_rounds(path), block, slots, seed, Path(path).name, match_ids=match_ids)
 
     def _bind(self, slots: np.ndarray, requests: Requests) -> None:
-        for s, d, req in zip(slots.tolist(), requests.domains, requests.index.tolist()):
+        for s, d, req, rid in zip(slots.tolist(), requests.domains, requests.index.tolist(), requests.ids):
             donors = self._donors.get(d, self._donors_all) if self._donors else []
-            if donors:  # the request's donor, from its own stream (the same after a preemption)
+            if rid in self._by_id:  # the same request, recorded: its own difficulty
+                self._slot_pool[s] = self._by_id[rid]
+            elif donors:  # the request's donor, from its own stream (the same after a preemption)
                 pick = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, req, 0xD0]))).random()
                 self._slot_pool[s] = donors[min(int(pick * len(donors)), len(donors) - 1)]
             else:

@@ -201,7 +201,8 @@ def make_backend(config: SimConfig) -> Backend:
                                    config.conf_auc, config.conf_ece, config.mtp1_acceptance)
     from simulator.recorded import RecordedAcceptance
 
-    return RecordedAcceptance.from_file(config.acceptance, config.draft_block, config.max_running, config.seed)
+    return RecordedAcceptance.from_file(config.acceptance, config.draft_block, config.max_running, config.seed,
+                                        match_ids=config.recorded_donors == "request")
 
 
 def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, backend: Backend | None = None,

@@ -196,6 +196,35 @@ def test_recorded_model_keeps_the_spread_between_requests(tmp_path):
     assert spread(False) < 0.4 * recorded  # rounds drawn independently average the difference away
 
 
+def test_recorded_model_replays_each_request_s_own_difficulty_with_matching_ids(tmp_path):
+    """match_ids: simulated request r{i} takes recorded request r{i} as its donor, so the easy ones are the
+    recorded easy ones; a random donor of the domain (negative control) loses which request was which."""
+    rng = np.random.default_rng(1)
+    n = 40
+    easy = rng.random(n) < 0.5
+    path = tmp_path / "rounds.jsonl"
+    with RoundsWriter(path) as w:
+        for t in range(12):
+            conf = np.where(easy[:, None], rng.uniform(0.85, 0.99, (n, 7)), rng.uniform(0.05, 0.3, (n, 7)))
+            w.add([f"r{i}" for i in range(n)], t, "chat", conf, np.full(n, 7), np.full(n, 7), np.where(easy, 6, 0))
+    rounds = read_rounds(path)
+
+    def per_request(match: bool) -> np.ndarray:
+        rec = RecordedAcceptance(rounds, 7, n, seed=3, match_ids=match)
+        return rollout(rec, n, 20, 7, "chat")[1].mean(axis=0)
+
+    own = per_request(True)
+    assert np.all(own[easy] > 4) and np.all(own[~easy] < 1)
+    other = per_request(False)
+    assert np.mean((other > 3) != easy) > 0.25  # about half the requests get another one's difficulty
+    # unknown ids fall back to a random donor of the domain
+    rec = RecordedAcceptance(rounds, 7, n, seed=3, match_ids=True)
+    acc = rollout(rec, n, 20, 7, "chat", offset=1000)[1].mean(axis=0)
+    assert 0.2 < np.mean(acc > 3) < 0.8
+    with pytest.raises(ValueError, match="match_ids needs per_request"):
+        RecordedAcceptance(rounds, 7, n, match_ids=True, per_request=False)
+
+
 def test_rounds_file_errors_name_file_line_and_field(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"request": "a", "step": 0, "domain": "chat", "conf": [0.5, 0.4], "drafted": 2, '

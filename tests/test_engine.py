@@ -298,6 +298,8 @@ def test_config_errors_are_one_line():
         SimConfig(block=0)
     with pytest.raises(ValueError, match="verifies more than the block"):
         SimConfig(policy="static-9", block=7)
+    with pytest.raises(ValueError, match="recorded_donors 'trace' is not one of domain, request"):
+        SimConfig(recorded_donors="trace")
     with pytest.raises(ValueError, match="threshold must lie"):
         SimConfig(policy="threshold-1.5")
     assert SimConfig(policy="mtp1").draft_block == 1 and SimConfig(policy="none").draft_block == 0

@@ -39,6 +39,10 @@ def _default_out(trace: str, policy: str) -> Path:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
 @click.option("--acceptance", default="synthetic", show_default=True,
               help="'synthetic' presets, or a recorded-rounds file to fit acceptance from.")
+@click.option("--recorded-donors", "recorded_donors", default="domain", show_default=True,
+              type=click.Choice(["domain", "request"]),
+              help="With a recorded-rounds file: each request replays a random recorded request of its domain, "
+                   "or the recorded request with its own id (the same trace, replayed).")
 @click.option("--conf-auc", default=0.85, show_default=True, type=float, help="Synthetic confidence ROC-AUC.")
 @click.option("--conf-ece", default=0.01, show_default=True, type=float,
               help="Synthetic confidence calibration error (0.01 after STS; ~0.055 raw).")
@@ -56,7 +60,7 @@ def _default_out(trace: str, policy: str) -> Path:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar in simulated time.")
 def simulate(trace: str, profile: str | None, policy: str, drafter: str, block: int, max_running: int,
              kv_blocks: int | None, kv_block_size: int, prefill_chunk: int, rate_scale: float,
-             max_requests: int | None, horizon_s: float | None, seed: int, acceptance: str, conf_auc: float,
+             max_requests: int | None, horizon_s: float | None, seed: int, acceptance: str, recorded_donors: str, conf_auc: float,
              conf_ece: float, sla_tps: float, sla_ttft_s: float, engine: str, verify_layout: str | None, clock: str, out: str | None,
              progress: bool) -> None:
     """Replay a trace through a serving engine with confidence-scheduled speculative decoding."""
@@ -67,6 +71,7 @@ def simulate(trace: str, profile: str | None, policy: str, drafter: str, block: 
         kwargs: dict[str, Any] = dict(policy=policy, drafter=drafter, block=block, max_running=max_running, kv_blocks=kv_blocks,
                       kv_block_size=kv_block_size, prefill_chunk=prefill_chunk, rate_scale=rate_scale,
                       max_requests=max_requests, horizon_s=horizon_s, seed=seed, acceptance=acceptance,
+                      recorded_donors=recorded_donors,
                       conf_auc=conf_auc, conf_ece=conf_ece, sla_tps=sla_tps, sla_ttft_s=sla_ttft_s, clock=clock)
         if profile is not None:
             kwargs["profile"] = profile
