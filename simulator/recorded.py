@@ -11,8 +11,12 @@ than MIN_TRIALS observations use the map pooled over all positions.
 Draw. Each simulated request r takes a recorded request of its domain as its donor (a cluster
 bootstrap; donors are recorded requests with at least MIN_DONOR_ROUNDS usable rounds; unknown
 domains: every donor in the file), chosen by r's own random stream. Round t of r takes one of its
-donor's recorded confidence vectors, also by r's stream, and accepts draft k with probability
-map_k(c_k); the round's accepted prefix is the leading run. So the simulated confidences have the
+donor's recorded rounds, also by r's stream: its confidence vector and what the verifier saw. A
+recorded round that verified l drafts and accepted a of them is replayed as observed: with a < l its
+accepted prefix is a, whatever the simulated policy verifies (draft a + 1 was rejected); with a = l
+drafts 1..l are accepted and each later draft k is accepted with probability map_k(c_k), the leading
+run. So a request keeps its real acceptance, miscalibration included, and the maps only price what
+the recording did not verify. (`outcomes=False`: every draft from the maps, the older model.) So the simulated confidences have the
 recorded distribution (ranking, calibration, correlation along the block) and the recorded spread
 between requests (an easy prompt stays easy: a real drafter's acceptance varies more from request
 to request than independent rounds would give), and acceptance follows the recorded reliability
@@ -72,7 +76,7 @@ class RecordedAcceptance(PredrawnBackend):
     """Backend resampling recorded confidence vectors, with acceptance from fitted reliability maps."""
 
     def __init__(self, rounds: Rounds, block: int, slots: int, seed: int = 0, source: str = "rounds",
-                 per_request: bool = True, match_ids: bool = False) -> None:
+                 per_request: bool = True, match_ids: bool = False, outcomes: bool = True) -> None:
         if block > rounds.block:
             raise ValueError(f"{source}: recorded rounds have block {rounds.block}; cannot simulate block {block}")
         super().__init__(block, slots)
@@ -95,19 +99,25 @@ class RecordedAcceptance(PredrawnBackend):
             self.trials.append(int(sel.sum()))
             self.maps.append(fit_reliability(rounds.conf[sel, k - 1], rounds.accepted[sel] >= k)
                              if sel.sum() >= MIN_TRIALS else pooled)
-        self._pool_all = rounds.conf[usable, :g]
+        # recorded rounds: confidences [m, g]; verified and accepted drafts within the first g; pools and
+        # donors below are row indices into these
+        self._rec_conf = np.ascontiguousarray(rounds.conf[:, :g], dtype=np.float64)
+        self._rec_ver = np.minimum(rounds.verified, g).astype(np.int64)
+        self._rec_acc = np.minimum(rounds.accepted, g).astype(np.int64)
+        self.outcomes = bool(outcomes)
+        self._pool_all = np.flatnonzero(usable)
         self._pools: dict[str, np.ndarray] = {}
-        self._donors: dict[str, list[np.ndarray]] = {}  # domain -> recorded requests' confidence vectors
-        self._by_id: dict[str, np.ndarray] = {}  # request id -> its confidence vectors (match_ids)
+        self._donors: dict[str, list[np.ndarray]] = {}  # domain -> recorded requests' rounds
+        self._by_id: dict[str, np.ndarray] = {}  # request id -> its rounds (match_ids)
         if match_ids and not per_request:
             raise ValueError(f"{source}: match_ids needs per_request donors")
         for d in np.unique(rounds.domain[usable]).tolist():
-            in_d = usable & (rounds.domain == d)
-            self._pools[d] = rounds.conf[in_d, :g]
+            in_d = np.flatnonzero(usable & (rounds.domain == d))
+            self._pools[d] = in_d
             if per_request:  # group rows by request in one sort (file order kept within a request)
                 ids, inverse, counts = np.unique(rounds.request[in_d], return_inverse=True, return_counts=True)
                 order = np.argsort(inverse, kind="stable")
-                groups = np.split(rounds.conf[in_d, :g][order], np.cumsum(counts)[:-1])
+                groups = np.split(in_d[order], np.cumsum(counts)[:-1])
                 self._donors[d] = [x for x, c in zip(groups, counts) if c >= MIN_DONOR_ROUNDS]
                 if match_ids:
                     self._by_id.update((str(i), x) for i, x, c in zip(ids.tolist(), groups, counts)
@@ -135,7 +145,7 @@ class RecordedAcceptance(PredrawnBackend):
     def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = max(self.block, 1)
         r, n_rounds = rounds.shape
-        conf = np.empty((r, n_rounds, g))
+        rows = np.empty((r, n_rounds), dtype=np.int64)
         u = np.empty((r, n_rounds, g))
         for j, (s, req, first) in enumerate(zip(slots.tolist(), self._req[slots].tolist(), rounds[:, 0].tolist())):
             bits = np.random.PCG64(np.random.SeedSequence([self.seed, req, 0x5EC0]))
@@ -143,9 +153,14 @@ class RecordedAcceptance(PredrawnBackend):
                 bits.advance((g + 1) * first)
             draws = np.random.Generator(bits).random((n_rounds, g + 1))  # round-major: pick, then g uniforms
             pool = self._slot_pool[s]
-            conf[j] = pool[np.minimum((draws[:, 0] * len(pool)).astype(np.int64), len(pool) - 1)]
+            rows[j] = pool[np.minimum((draws[:, 0] * len(pool)).astype(np.int64), len(pool) - 1)]
             u[j] = draws[:, 1:]
+        conf = self._rec_conf[rows]
         p = np.stack([self.maps[k](conf[:, :, k]) for k in range(g)], axis=2)
         accept = u < p
+        if self.outcomes:  # what the recording verified is replayed: drafts 1..a accepted, a + 1 rejected if a < l
+            ver, acc = self._rec_ver[rows][..., None], self._rec_acc[rows][..., None]
+            k = np.arange(g)[None, None, :]  # draft k + 1
+            accept = np.where(k < ver, k < acc, accept)
         lead = np.where(accept.all(axis=2), g, np.argmin(accept, axis=2))
         return conf, lead

@@ -225,6 +225,39 @@ def test_recorded_model_replays_each_request_s_own_difficulty_with_matching_ids(
         RecordedAcceptance(rounds, 7, n, match_ids=True, per_request=False)
 
 
+def test_recorded_model_replays_what_the_verifier_saw(tmp_path):
+    """Two domains with the same confidences, one always accepted, one always rejected: replaying the recorded
+    outcomes keeps each domain's acceptance; drawing every draft from the (pooled) confidence maps, the
+    negative control, gives both the same middling acceptance. A recording that verified only 2 drafts
+    leaves the rest to the maps."""
+    rng = np.random.default_rng(2)
+    n = 40
+    dom = np.where(np.arange(n) % 2 == 0, "chat", "code")
+    path = tmp_path / "rounds.jsonl"
+    with RoundsWriter(path) as w:
+        for t in range(10):
+            conf = rng.uniform(0.85, 0.95, (n, 7))
+            w.add([f"r{i}" for i in range(n)], t, dom.tolist(), conf, np.full(n, 7), np.full(n, 7),
+                  np.where(dom == "chat", 7, 0))
+    rounds = read_rounds(path)
+    for outcomes, chat, code in ((True, 7.0, 0.0), (False, None, None)):
+        rec = RecordedAcceptance(rounds, 7, 50, seed=1, outcomes=outcomes)
+        a_chat = rollout(rec, 50, 10, 7, "chat")[1].mean()
+        a_code = rollout(rec, 50, 10, 7, "code", offset=100)[1].mean()
+        if outcomes:
+            assert (a_chat, a_code) == (chat, code)
+        else:
+            assert abs(a_chat - a_code) < 0.5 and 1.5 < a_code < 5.5  # half fail draft 1, then all pass
+    # censored: verified 2 of 7, both accepted; drafts 3..7 come from the maps fitted on drafts 1..2 (always
+    # accepted at these confidences), so the simulated lead is 7 when all are verified
+    with RoundsWriter(path) as w:
+        for t in range(30):
+            w.add([f"r{i}" for i in range(n)], t, "chat", rng.uniform(0.85, 0.95, (n, 7)), np.full(n, 7),
+                  np.full(n, 2), np.full(n, 2))
+    rec = RecordedAcceptance(read_rounds(path), 7, 50, seed=1)
+    assert rollout(rec, 50, 10, 7, "chat")[1].mean() == 7.0
+
+
 def test_rounds_file_errors_name_file_line_and_field(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"request": "a", "step": 0, "domain": "chat", "conf": [0.5, 0.4], "drafted": 2, '
