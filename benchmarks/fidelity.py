@@ -49,6 +49,7 @@ PROFILE_ARGS = ["--device", "cpu", "--model", "tiny", "--dtype", "float32", "--r
                 "--tokens", "1-8", "--contexts", "64,192,320", "--prompts", "32,64,128,192",
                 "--draft-requests", "1,2,4,8,12,16", "--blocks", "7", "--draft-context", "192", "--draft-layers", "1",
                 "--rank", "64", "--threads", "1", "--no-progress"]
+MODELS = ("one level", "by requests", "over time", "over time and by requests")  # host speed models
 SUMMARY_KEYS = [("throughput_tps", "aggregate output tok/s"), ("user_tps_mean", "per-user tok/s (mean)"),
                 ("user_tps_p50", "per-user tok/s (P50)"), ("tpot_p50_s", "TPOT P50 (s)"),
                 ("e2e_p50_s", "end-to-end latency P50 (s)"), ("mean_accepted_drafts", "accepted drafts per round"),
@@ -194,34 +195,6 @@ class LoopTimer:
         t = np.array([s[1] for s in got])
         return float(sum(s[3] + s[4] for s in got) / (lat[n] + curve.step_time(n * t)).sum())
 
-    def axis_levels(self, phase: str, profile: Path) -> tuple:
-        """Load level of a phase along the clock's own axes: verify by batch tokens B, draft by requests n.
-
-        Each is the twin samples' total over the profile's total at the same points, fitted linear in
-        B (in n) weighted by the profile time, and held constant outside the sampled range (a busy
-        host slows big batches more than small ones, so one level over- or under-charges some n).
-        Returns (verify_scale(B), draft_scale(n), the per-B and per-n raw ratios).
-        """
-        got, curve, lat = self._reference(phase, profile)
-        b = np.array([s[0] * s[1] for s in got], dtype=np.float64)
-        n = np.array([s[0] for s in got])
-
-        def fitted(x: np.ndarray, measured: np.ndarray, model: np.ndarray):
-            keys = np.unique(x)
-            num = np.array([measured[x == k].sum() for k in keys])
-            den = np.array([model[x == k].sum() for k in keys])
-            ratio = num / den
-            if keys.size >= 2:
-                slope, icpt = np.polyfit(keys, ratio, 1, w=np.sqrt(den))
-            else:
-                slope, icpt = 0.0, float(ratio[0])
-            lo, hi = float(keys.min()), float(keys.max())
-            return (lambda v: float(icpt + slope * min(max(float(v), lo), hi))), dict(zip(keys.tolist(), ratio.tolist()))
-
-        vs, v_raw = fitted(b, np.array([s[4] for s in got]), curve.step_time(b))
-        ds, d_raw = fitted(n.astype(np.float64), np.array([s[3] for s in got]), lat[n])
-        return vs, ds, v_raw, d_raw
-
     def context_ratios(self) -> dict[int, float]:
         """Median over (n, t) of (mean verify time at context L) / (mean over all contexts): 1 = no effect."""
         cal = self._select({"calib"})
@@ -236,8 +209,7 @@ class LoopTimer:
             out[ctx] = float(np.median(r))
         return out
 
-    def write(self, path: Path, phases, scale: float = 1.0, prefill_scale: float | None = None,
-              verify_scale=None, draft_scale=None) -> Path:
+    def write(self, path: Path, phases, scale: float = 1.0, prefill_scale: float | None = None) -> Path:
         """A profile (the base's other sections kept) with verify and draft rows from the samples of
         `phases`, every time multiplied by `scale` (a load level; 1 = as measured).
 
@@ -245,8 +217,7 @@ class LoopTimer:
         curve goes on linearly with the least-squares per-token slope of all the verify samples
         (the last grid segment alone is noise), times `prefill_scale` (default `scale`): the
         measured clock prices prefill from the profile it plans with, so a prediction at another
-        load level must keep that prefill price to compare like with like. `verify_scale(B)` and
-        `draft_scale(n)` (callables) replace `scale` for the verify curve and the drafter's times.
+        load level must keep that prefill price to compare like with like.
         """
         from sparksched.curve import isotonic_non_decreasing
         from sparksched.profile import validate_profile
@@ -266,12 +237,10 @@ class LoopTimer:
         bs = sorted(by_b)
         fit = isotonic_non_decreasing(np.array([np.mean(by_b[b]) for b in bs]),
                                       np.array([len(by_b[b]) for b in bs], dtype=np.float64))
-        vs_at = verify_scale or (lambda b: scale)
-        ds_at = draft_scale or (lambda n: scale)
-        h = {b: float(vs_at(b)) * y for b, y in zip(bs, fit)}
+        h = {b: scale * y for b, y in zip(bs, fit)}
         prof["verify"] = [{"requests": n, "tokens": n * t, "tokens_per_request": t, "context": ctx,
-                           "median_s": float(h[n * t]), "p10_s": float(vs_at(n * t) * np.quantile(v, 0.1)),
-                           "p90_s": float(vs_at(n * t) * np.quantile(v, 0.9)), "repeats": len(v)}
+                           "median_s": float(h[n * t]), "p10_s": float(scale * np.quantile(v, 0.1)),
+                           "p90_s": float(scale * np.quantile(v, 0.9)), "repeats": len(v)}
                           for (n, t), v in sorted(by_point.items()) for ctx in self.contexts]
         x = np.array([n * t for n, t, *_ in got], dtype=np.float64)
         slope = float(np.polyfit(x, np.array([s[4] for s in got]), 1)[0])
@@ -286,8 +255,8 @@ class LoopTimer:
         mean = isotonic_non_decreasing(np.array([np.mean(by_n[n]) for n in ns]),
                                        np.array([len(by_n[n]) for n in ns], dtype=np.float64))
         prof["draft"] = [{"requests": n, "block": self.g, "context": self.contexts[0],
-                          "median_s": float(ds_at(n) * m), "p10_s": float(ds_at(n) * np.quantile(by_n[n], 0.1)),
-                          "p90_s": float(ds_at(n) * np.quantile(by_n[n], 0.9)), "repeats": len(by_n[n])}
+                          "median_s": float(scale * m), "p10_s": float(scale * np.quantile(by_n[n], 0.1)),
+                          "p90_s": float(scale * np.quantile(by_n[n], 0.9)), "repeats": len(by_n[n])}
                          for n, m in zip(ns, mean)]
         prof.setdefault("notes", []).append(
             f"verify / draft rows timed through sparksched.speculative's draft + verify calls ({len(got)} samples, "
@@ -301,49 +270,119 @@ class LoopTimer:
 
 
 def timed_backend(backend, timer: LoopTimer | None = None, phase: str = "", per_step: int = 1):
-    """Wrap a ModelBackend so each decode step's (n, 1 + max l, draft s, verify s) is logged in `.calls`;
-    with a timer, `per_step` twin samples of the step's shape are taken after each verify (outside the
-    timed calls, on the timer's own decoders: the run's state and clock are untouched)."""
+    """Wrap a ModelBackend so each decode step's (n, 1 + max l, draft s, verify s, twin draft s, twin verify s)
+    is logged in `.calls`; with a timer, `per_step` twin samples of the step's shape are taken after each
+    verify (outside the timed calls, on the timer's own decoders: the run's state and clock are
+    untouched), their mean logged (NaN without a timer)."""
     draft, verify = backend.draft, backend.verify
     backend.calls = []
 
     def logged_draft(slots, block):
         out = draft(slots, block)
-        backend.calls.append([len(slots), 1, float(out.seconds), 0.0])
+        backend.calls.append([len(slots), 1, float(out.seconds), 0.0, np.nan, np.nan])
         return out
 
     def logged_verify(slots, lengths):
         out = verify(slots, lengths)
         if not backend.calls or backend.calls[-1][3]:  # a plain step: verify without a draft before it
-            backend.calls.append([len(slots), 1, 0.0, 0.0])
-        backend.calls[-1][1] = 1 + int(np.max(lengths)) if len(lengths) else 1
-        backend.calls[-1][3] = float(out.seconds)
-        for _ in range(per_step if timer is not None else 0):
-            timer.twin(backend.calls[-1][0], backend.calls[-1][1], phase)
+            backend.calls.append([len(slots), 1, 0.0, 0.0, np.nan, np.nan])
+        row = backend.calls[-1]
+        row[1] = 1 + int(np.max(lengths)) if len(lengths) else 1
+        row[3] = float(out.seconds)
+        if timer is not None and per_step > 0:
+            for _ in range(per_step):
+                timer.twin(row[0], row[1], phase)
+            row[4] = float(np.mean([x[3] for x in timer.samples[-per_step:]]))
+            row[5] = float(np.mean([x[4] for x in timer.samples[-per_step:]]))
         return out
 
     backend.draft, backend.verify = logged_draft, logged_verify
     return backend
 
 
-def clock_check(pairs: list[tuple[list, Path]], block: int, max_running: int) -> dict:
-    """The profile's draft and padded-verify times on the measured steps vs the measured times.
+def step_log(calls: list, steps) -> np.ndarray:
+    """One measured run's decode steps as [k, 7]: simulated start (s), n, 1 + max l, draft s, verify s, and
+    the twin draft s and verify s (the host speed probe). `steps`: the run's steps table (SimResult.steps);
+    its steps with decoding requests are the logged calls, in order."""
+    start = steps.filter(steps["decode_requests"] > 0)["t_start"].to_numpy()
+    c = np.asarray(calls, dtype=np.float64)
+    if start.size != c.shape[0]:
+        raise RuntimeError(f"{c.shape[0]} logged calls for {start.size} decode steps")
+    return np.c_[start, c]
 
-    pairs: (logged calls of one measured run, the profile to price them with).
+
+def host_speeds(log: np.ndarray, profile: Path, block: int, max_running: int, piece_steps: int = 50,
+                prior: float = 20.0) -> dict:
+    """Host speed models of one measured run against `profile`, from its twin samples only.
+
+    For each step the profile's price p = draft(n) + verify(n t) and the twins' time w. One level
+    L = sum w / sum p; by requests: s_n = (sum_n w + prior L pbar_n) / (sum_n p + prior pbar_n), each n
+    shrunk towards L by `prior` pseudo-steps; over time: consecutive pieces of `piece_steps` steps, each
+    T_k = sum w / sum p in the piece (shrunk likewise), starting at its first step's simulated time; both:
+    s_n / L by requests times T_k computed on the n-adjusted price. All keep prefill at the profile's
+    price (the measured clock priced it from the profile). Returns {name: HostSpeed}, and "level": L.
     """
+    from simulator.engine import draft_latency_table
+    from simulator.speed import HostSpeed
+    from sparksched.curve import ThroughputCurve
+    from sparksched.profile import load_profile
+
+    prof = load_profile(str(profile))
+    curve = ThroughputCurve.from_profile(prof, extrapolate="linear")
+    curve = curve.at_context(float(np.median(curve.contexts)))
+    lat, _ = draft_latency_table(prof, "dspark", block, max_running)
+    t0, n, t = log[:, 0], log[:, 1].astype(int), log[:, 2].astype(int)
+    drafted = log[:, 3] > 0  # a plain step (no drafter call) has no drafter price
+    p = np.where(drafted, lat[n], 0.0) + curve.step_time(n * t)
+    w = np.where(drafted, log[:, 5], 0.0) + log[:, 6]
+    level = float(w.sum() / p.sum())
+
+    def shrunk(num: float, den: float, count: int, toward: float) -> float:
+        pbar = den / max(count, 1)
+        return float((num + prior * toward * pbar) / (den + prior * pbar))
+
+    by_n = np.full(max_running + 1, level)
+    for k in np.unique(n):
+        m = n == k
+        by_n[k] = shrunk(w[m].sum(), p[m].sum(), int(m.sum()), level)
+    cuts = np.arange(0, n.size, piece_steps)
+
+    def pieces(price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f = [shrunk(w[a:a + piece_steps].sum(), price[a:a + piece_steps].sum(), min(piece_steps, n.size - a),
+                    level) for a in cuts]
+        times = t0[cuts].copy()
+        times[0] = min(times[0], 0.0)
+        return times, np.array(f)
+
+    times, f_time = pieces(p)
+    rel = by_n / level
+    times_n, f_time_n = pieces(p * rel[n])
+    return {"level": level,
+            "one level": HostSpeed(times=np.zeros(1), factors=np.array([level]), scale_prefill=False),
+            "by requests": HostSpeed(by_requests=by_n, scale_prefill=False),
+            "over time": HostSpeed(times=times, factors=f_time, scale_prefill=False),
+            "over time and by requests": HostSpeed(by_requests=rel, times=times_n, factors=f_time_n,
+                                                   scale_prefill=False),
+            "by_requests_raw": by_n.tolist(), "pieces": [times.tolist(), f_time.tolist()]}
+
+
+def clock_check(runs: list[tuple[np.ndarray, object]], profile: Path, block: int, max_running: int) -> dict:
+    """The profile's draft and padded-verify prices of the measured steps, times each run's host speed,
+    against the measured times. runs: (step_log of one measured run, its HostSpeed or None)."""
     from simulator.engine import draft_latency_table
     from sparksched.curve import ThroughputCurve
     from sparksched.profile import load_profile
 
+    prof = load_profile(str(profile))
+    curve = ThroughputCurve.from_profile(prof, extrapolate="linear")
+    curve = curve.at_context(float(np.median(curve.contexts)))
+    lat, _ = draft_latency_table(prof, "dspark", block, max_running)
     cols = []
-    for calls, profile in pairs:
-        prof = load_profile(str(profile))
-        curve = ThroughputCurve.from_profile(prof, extrapolate="linear")
-        curve = curve.at_context(float(np.median(curve.contexts)))
-        lat, _ = draft_latency_table(prof, "dspark", block, max_running)
-        c = np.asarray(calls, dtype=np.float64)
-        n, t = c[:, 0].astype(int), c[:, 1].astype(int)
-        cols.append(np.c_[n, c[:, 2], c[:, 3], lat[n], curve.step_time(n * t)])
+    for log, speed in runs:
+        n, t = log[:, 1].astype(int), log[:, 2].astype(int)
+        f = np.array([speed.factor(a, b) for a, b in zip(log[:, 0], n)]) if speed is not None else np.ones(n.size)
+        cols.append(np.c_[n, log[:, 3], log[:, 4], f * np.where(log[:, 3] > 0, lat[n], 0.0),
+                          f * curve.step_time(n * t)])
     n, dm, vm, dp, vp = np.concatenate(cols).T
     out = {"steps": int(n.size), "draft_sum_error": float(dp.sum() / dm.sum() - 1),
            "verify_sum_error": float(vp.sum() / vm.sum() - 1),
@@ -427,6 +466,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--pred-seeds", type=int, default=5, help="acceptance seeds the prediction is averaged over")
     ap.add_argument("--verify-layout", default="padded", choices=["padded", "flat"],
                     help="tokens the clock charges per verify pass (the real loop pads: padded)")
+    ap.add_argument("--piece-steps", type=int, default=50,
+                    help="measured steps per piece of the host speed over time")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     if min(a.repeats, a.pred_seeds, a.sweep_repeats, a.calib_sweeps) < 1:
@@ -459,48 +500,42 @@ def main(argv=None) -> dict:
     calib = timer.write(work / "cpu-tiny-loop-calib.json", {"calib"})
     cfg = SimConfig(policy=a.policy, block=drafter.config.block, max_running=a.max_running, seed=a.seed,
                     profile=str(calib), clock="measured", verify_layout=a.verify_layout)
-    runs, rows, calls, walls = [], [], [], []
+    runs, rows, logs, walls = [], [], [], []
     for rep in range(a.repeats):
         backend = timed_backend(new_backend(), timer, f"run{rep}", a.samples_per_step)
         t0 = time.time()
         runs.append(simulate(str(trace), cfg, backend=backend))
         walls.append(time.time() - t0)
-        calls.append(backend.calls)
-        rows.extend({**r, "request": f"run{rep}-{r['request']}"} for r in backend.rows)
-    phases = [f"run{rep}" for rep in range(a.repeats)]
-    levels = [timer.level(ph, calib) for ph in phases]
-    # each run's prediction: the calibration profile (the measured runs' scheduler curve) at the run's own
-    # load level, measured by the twin samples; a uniform scale leaves the scheduler's decisions
-    # unchanged; prefill is priced like the measured run priced it (from the calibration profile)
-    scaled = [timer.write(work / f"cpu-tiny-loop-{ph}.json", {"calib"}, lev, prefill_scale=1.0)
-              for ph, lev in zip(phases, levels)]
-    axes = [timer.axis_levels(ph, calib) for ph in phases]
-    by_axis = [timer.write(work / f"cpu-tiny-loop-{ph}-axes.json", {"calib"}, prefill_scale=1.0, verify_scale=ax[0],
-                           draft_scale=ax[1]) for ph, ax in zip(phases, axes)]
+        logs.append(step_log(backend.calls, runs[-1].steps))
+        rows.extend(backend.rows)  # one id's rounds from every run: one donor (recorded_donors="request")
+    g = drafter.config.block
+    speeds = [host_speeds(log, calib, g, a.max_running, a.piece_steps) for log in logs]
+    levels = [sp["level"] for sp in speeds]
     rounds = work / "rounds.jsonl"
     write_rounds(rounds, rows)
     measured = combine(runs, "median")
-    g = drafter.config.block
     res = {"policy": a.policy, "requests": a.requests, "rate": a.rate, "max_running": a.max_running, "seed": a.seed,
            "repeats": a.repeats, "calib_sweeps": a.calib_sweeps, "sweep_repeats": a.sweep_repeats,
            "samples_per_step": a.samples_per_step, "pred_seeds": a.pred_seeds, "verify_layout": a.verify_layout,
-           "threads": a.threads, "started_utc": started, "rounds_recorded": len(rows), "wall_measured_s": walls,
-           "measured_steps": [int(r.steps.height) for r in runs], "load_levels": levels,
-           "profile_charge_s": [float(r.steps["duration_s"].sum()) - sum(c[2] + c[3] for c in cl)
-                                for r, cl in zip(runs, calls)],
+           "piece_steps": a.piece_steps, "threads": a.threads, "started_utc": started, "rounds_recorded": len(rows),
+           "wall_measured_s": walls, "measured_steps": [int(r.steps.height) for r in runs], "load_levels": levels,
+           "speed_by_requests": [sp["by_requests_raw"] for sp in speeds],
+           "speed_pieces": [sp["pieces"] for sp in speeds],
+           "profile_charge_s": [float(r.steps["duration_s"].sum()) - float(log[:, 3:5].sum())
+                                for r, log in zip(runs, logs)],
            "context_ratios": timer.context_ratios(),
-           "clock_check": clock_check([(c, p) for c, p in zip(calls, scaled)], g, a.max_running),
-           "clock_check_calib": clock_check([(c, calib) for c in calls], g, a.max_running),
-           "clock_check_axes": clock_check([(c, p) for c, p in zip(calls, by_axis)], g, a.max_running),
-           "axis_levels": [{"verify_by_B": ax[2], "draft_by_n": ax[3]} for ax in axes], "comparisons": {}}
+           "clock_check_calib": clock_check([(log, None) for log in logs], calib, g, a.max_running),
+           "clock_check": {}, "comparisons": {}}
 
-    def predict(prof: Path) -> tuple[dict, dict]:
-        base = dataclasses.replace(cfg, clock="profile", profile=str(prof), acceptance=str(rounds))
-        runs_p = [simulate(str(trace), dataclasses.replace(base, seed=a.seed + 1000 * k)) for k in range(a.pred_seeds)]
+    def predict(donors: str, speed=None, prof: Path = calib) -> tuple[dict, dict]:
+        base = dataclasses.replace(cfg, clock="profile", profile=str(prof), acceptance=str(rounds),
+                                   recorded_donors=donors)
+        runs_p = [simulate(str(trace), dataclasses.replace(base, seed=a.seed + 1000 * k), speed=speed)
+                  for k in range(a.pred_seeds)]
         return combine(runs_p, "mean")
 
-    def paired(profiles_per_run: list[Path], label: str) -> None:
-        per_rep = [predict(p) for p in profiles_per_run]
+    def paired(label: str, per_rep: list) -> None:
+        """Each measured run against its own prediction, and the medians over the runs."""
         pred = ({k: (float(np.median([p[0][k] for p in per_rep])) if per_rep[0][0][k] is not None else None)
                  for k in per_rep[0][0]},
                 {k: float(np.median([p[1][k] for p in per_rep])) for k in per_rep[0][1]
@@ -509,32 +544,51 @@ def main(argv=None) -> dict:
         res["comparisons"][label]["paired_errors"] = {
             lab: [p[0][key] / r.summary[key] - 1 for p, r in zip(per_rep, runs)] for key, lab in SUMMARY_KEYS}
 
-    # the calibration profile (the measured runs' scheduler curve) at each run's own load level
-    paired(by_axis, "loop-timed profile at the runs' load, by batch size")
-    paired(scaled, "loop-timed profile at the runs' load, one level")
-    profiles = {"loop-timed, calibration sweeps only": calib, "profiler profile (raw passes)": profile}
-    for label, prof in profiles.items():
-        res["comparisons"][label] = compare(measured, predict(prof), runs)
+    # the calibration profile (the measured runs' scheduler curve) at each run's host speed, measured by its
+    # twin samples only; prefill at the calibration price, as the measured runs paid it
+    for model in MODELS:
+        res["clock_check"][model] = clock_check([(log, sp[model]) for log, sp in zip(logs, speeds)], calib, g,
+                                                a.max_running)
+        for donors in ("domain", "request"):
+            paired(f"host speed {model}, {donors} donors", [predict(donors, sp[model]) for sp in speeds])
+    # the previous model, for reference: one level, domain donors, every draft from the confidence maps
+    from simulator.recorded import RecordedAcceptance
+    from sparksched.rounds import read_rounds
+
+    recorded, base = read_rounds(rounds), dataclasses.replace(cfg, clock="profile", acceptance=str(rounds))
+    paired("host speed one level, domain donors, maps only", [combine(
+        [simulate(str(trace), dataclasses.replace(base, seed=a.seed + 1000 * k), speed=sp["one level"],
+                  backend=RecordedAcceptance(recorded, g, a.max_running, a.seed + 1000 * k, outcomes=False))
+         for k in range(a.pred_seeds)], "mean") for sp in speeds])
+    for label, prof in {"calibration profile alone": calib, "profiler profile (raw passes)": profile}.items():
+        res["comparisons"][f"{label}, domain donors"] = compare(measured, predict("domain", prof=prof), runs)
     for label, c in res["comparisons"].items():
-        print(f"\n== predicted with the {label}")
+        print(f"\n== predicted: {label}")
         show(c)
-    cc = res["clock_check"]
-    print(f"\n== clock check on {cc['steps']} measured steps (profile / measured - 1): draft "
-          f"{100 * cc['draft_sum_error']:+.1f}%, verify {100 * cc['verify_sum_error']:+.1f}%, "
-          f"step {100 * cc['step_sum_error']:+.1f}%; context ratios {res['context_ratios']}; load levels "
-          f"{[round(x, 3) for x in levels]}")
+    for model, cc in res["clock_check"].items():
+        print(f"clock check, host speed {model}, {cc['steps']} measured steps (priced / measured - 1): draft "
+              f"{100 * cc['draft_sum_error']:+.1f}%, verify {100 * cc['verify_sum_error']:+.1f}%, "
+              f"step {100 * cc['step_sum_error']:+.1f}%")
+    print(f"context ratios {res['context_ratios']}; load levels {[round(x, 3) for x in levels]}")
     # the acceptance model alone: the real loop again, but on the profile clock (no wall-time noise)
     pcfg = dataclasses.replace(cfg, clock="profile")
     real_on_profile = simulate(str(trace), pcfg, backend=new_backend())
-    pred = [simulate(str(trace), dataclasses.replace(pcfg, acceptance=str(rounds), seed=a.seed + 1000 * k))
-            for k in range(a.pred_seeds)]
-    res["acceptance_only"] = compare(combine([real_on_profile], "median"), combine(pred, "mean"))
-    print("\n== acceptance model only: real loop vs recorded model, both on the loop-timed profile clock")
-    show(res["acceptance_only"])
+    res["acceptance_only"] = {}
+    for donors in ("domain", "request"):
+        pred = [simulate(str(trace), dataclasses.replace(pcfg, acceptance=str(rounds), recorded_donors=donors,
+                                                         seed=a.seed + 1000 * k)) for k in range(a.pred_seeds)]
+        res["acceptance_only"][donors] = compare(combine([real_on_profile], "median"), combine(pred, "mean"))
+        print(f"\n== acceptance model only ({donors} donors): real loop vs recorded model, both on the "
+              "calibration profile's clock")
+        show(res["acceptance_only"][donors])
     res["loadavg_start"], res["loadavg_end"] = list(load0), list(os.getloadavg())
     res["loop_profile_calib"] = compact_profile(json.loads(calib.read_text()))
     if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=1, default=float))
+        out = Path(a.out)
+        np.savez_compressed(out.with_suffix(".steps.npz"),
+                            **{f"run{k}": log.astype(np.float32) for k, log in enumerate(logs)})
+        res["steps_file"] = out.with_suffix(".steps.npz").name
+        out.write_text(json.dumps(res, indent=1, default=float))
     return res
 
 
