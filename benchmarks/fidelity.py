@@ -18,14 +18,18 @@
    `--repeats` runs; after every measured step a twin sample of the step's own (n, t) is timed on the
    profiler's decoders (outside the timed calls): the same host load and cache state as the run.
 4. Predicted, per measured run: the same trace and config (verify layout padded, like the real
-   loop), acceptance fitted from the recorded rounds of all runs (`simulator.recorded`), clock from
-   the calibration profile at the run's own load level measured by its twin samples: either one
-   level (a uniform scale, which leaves the DSpark scheduler's decisions unchanged) or levels along
-   the clock's axes (verify by B, draft by n, each linear); prefill at the calibration price, as the
-   measured run paid it. Means over `--pred-seeds` acceptance seeds. Errors per run (paired) and of
-   the medians over runs. Also the calibration profile alone and the profiler's raw forward passes.
-5. Clock check: on the measured runs' own steps, the profile's draft and verify times for each
-   step's (n, 1 + max l) against the measured ones (isolates the clock from the trajectory).
+   loop), acceptance fitted from the recorded rounds of all runs (`simulator.recorded`, recorded
+   outcomes replayed), the calibration profile as the clock (the measured runs' scheduler planned
+   with it), and the run's host speed (`simulator.speed.HostSpeed`, `host_speeds`) measured by its
+   twin samples only, never by the measured steps or results: one level, by requests n, over time
+   (pieces of `--piece-steps` steps), or both; prefill at the calibration price, as the measured run
+   paid it. Every model is a common factor within a step, so DSpark's choices are those it makes at
+   the calibration profile. Donors by domain (a random recorded request of the domain) or by request
+   id (the same trace replayed). Means over `--pred-seeds` acceptance seeds. Errors per run (paired)
+   and of the medians over runs. Also: the previous model (one level, domain donors, every draft
+   from the confidence maps), the calibration profile alone, the profiler's raw forward passes.
+5. Clock check: on the measured runs' own steps, each speed model's price of the step's (n, 1 + max l)
+   against the measured times (isolates the clock from the trajectory).
 6. The acceptance model alone: the real loop once more on the calibration profile's clock (no
    wall-time noise) against the recorded-acceptance simulation on the same clock.
 """
@@ -49,7 +53,7 @@ PROFILE_ARGS = ["--device", "cpu", "--model", "tiny", "--dtype", "float32", "--r
                 "--tokens", "1-8", "--contexts", "64,192,320", "--prompts", "32,64,128,192",
                 "--draft-requests", "1,2,4,8,12,16", "--blocks", "7", "--draft-context", "192", "--draft-layers", "1",
                 "--rank", "64", "--threads", "1", "--no-progress"]
-MODELS = ("one level", "by requests", "over time", "over time and by requests")  # host speed models
+MODELS = ("one level", "by requests (linear)", "over time", "over time and by requests (linear)")  # host speed models
 SUMMARY_KEYS = [("throughput_tps", "aggregate output tok/s"), ("user_tps_mean", "per-user tok/s (mean)"),
                 ("user_tps_p50", "per-user tok/s (P50)"), ("tpot_p50_s", "TPOT P50 (s)"),
                 ("e2e_p50_s", "end-to-end latency P50 (s)"), ("mean_accepted_drafts", "accepted drafts per round"),
@@ -316,11 +320,14 @@ def host_speeds(log: np.ndarray, profile: Path, block: int, max_running: int, pi
     """Host speed models of one measured run against `profile`, from its twin samples only.
 
     For each step the profile's price p = draft(n) + verify(n t) and the twins' time w. One level
-    L = sum w / sum p; by requests: s_n = (sum_n w + prior L pbar_n) / (sum_n p + prior pbar_n), each n
-    shrunk towards L by `prior` pseudo-steps; over time: consecutive pieces of `piece_steps` steps, each
-    T_k = sum w / sum p in the piece (shrunk likewise), starting at its first step's simulated time; both:
-    s_n / L by requests times T_k computed on the n-adjusted price. All keep prefill at the profile's
-    price (the measured clock priced it from the profile). Returns {name: HostSpeed}, and "level": L.
+    L = sum w / sum p. By requests: s(n) = a + b n, a weighted least-squares line through the steps'
+    ratios w / p (weights p), rescaled so that sum s(n) p = sum w (on this VM a busy host slows big
+    batches more than small ones: in a run at level 1.4 that level over-charged the n = 1..12 steps
+    by 14-44 %). Over time: consecutive pieces of `piece_steps` steps, each T_k = sum w / sum p in the
+    piece, shrunk towards L by `prior` pseudo-steps, from its first step's simulated time; over time
+    and by requests: s(n) / L times pieces computed on the price p s(n) / L. All keep prefill at the
+    profile's price (the measured clock priced it from the profile). Returns {name: HostSpeed}, the
+    level L and the raw figures.
     """
     from simulator.engine import draft_latency_table
     from simulator.speed import HostSpeed
@@ -341,10 +348,13 @@ def host_speeds(log: np.ndarray, profile: Path, block: int, max_running: int, pi
         pbar = den / max(count, 1)
         return float((num + prior * toward * pbar) / (den + prior * pbar))
 
-    by_n = np.full(max_running + 1, level)
-    for k in np.unique(n):
-        m = n == k
-        by_n[k] = shrunk(w[m].sum(), p[m].sum(), int(m.sum()), level)
+    if np.unique(n).size >= 2:
+        sw = np.sqrt(p)
+        a, b = np.linalg.lstsq(np.c_[np.ones(n.size), n] * sw[:, None], w / p * sw, rcond=None)[0]
+    else:
+        a, b = level, 0.0
+    by_n = np.clip(a + b * np.arange(max_running + 1), 0.2 * level, 5.0 * level)
+    by_n *= w.sum() / (by_n[n] * p).sum()
     cuts = np.arange(0, n.size, piece_steps)
 
     def pieces(price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -359,9 +369,9 @@ def host_speeds(log: np.ndarray, profile: Path, block: int, max_running: int, pi
     times_n, f_time_n = pieces(p * rel[n])
     return {"level": level,
             "one level": HostSpeed(times=np.zeros(1), factors=np.array([level]), scale_prefill=False),
-            "by requests": HostSpeed(by_requests=by_n, scale_prefill=False),
+            "by requests (linear)": HostSpeed(by_requests=by_n, scale_prefill=False),
             "over time": HostSpeed(times=times, factors=f_time, scale_prefill=False),
-            "over time and by requests": HostSpeed(by_requests=rel, times=times_n, factors=f_time_n,
+            "over time and by requests (linear)": HostSpeed(by_requests=rel, times=times_n, factors=f_time_n,
                                                    scale_prefill=False),
             "by_requests_raw": by_n.tolist(), "pieces": [times.tolist(), f_time.tolist()]}
 
