@@ -8,23 +8,21 @@ by isotonic regression (non-decreasing in c_k) on the rounds where position k wa
 drafts 1..k-1 were accepted: exactly the observations a real verifier makes. Positions with fewer
 than MIN_TRIALS observations use the map pooled over all positions.
 
-Draw. Each simulated request r takes a recorded request of its domain as its donor (a cluster
-bootstrap; donors are recorded requests with at least MIN_DONOR_ROUNDS usable rounds; unknown
-domains: every donor in the file), chosen by r's own random stream. Round t of r takes one of its
-donor's recorded rounds, also by r's stream: its confidence vector and what the verifier saw. A
-recorded round that verified l drafts and accepted a of them is replayed as observed: with a < l its
-accepted prefix is a, whatever the simulated policy verifies (draft a + 1 was rejected); with a = l
-drafts 1..l are accepted and each later draft k is accepted with probability map_k(c_k), the leading
-run. So a request keeps its real acceptance, miscalibration included, and the maps only price what
-the recording did not verify. (`outcomes=False`: every draft from the maps, the older model.) So the simulated confidences have the
-recorded distribution (ranking, calibration, correlation along the block) and the recorded spread
-between requests (an easy prompt stays easy: a real drafter's acceptance varies more from request
-to request than independent rounds would give), and acceptance follows the recorded reliability
-curve. `per_request=False` draws every round from the whole domain pool instead. `match_ids=True`
-replays the recorded trace: a simulated request whose trace id names a donor takes that donor (its
-own recorded difficulty; its rounds are still drawn at random from its recorded ones), others a
-random donor of their domain. Rounds of one id recorded in several runs make one donor. A domain without
-donors uses its pool. Draws depend only on (seed, request, round), like the synthetic model
+Draw. Each simulated request r takes a recorded request as its donor (a cluster bootstrap; donors
+are recorded requests with at least MIN_DONOR_ROUNDS usable rounds): a random one of its domain
+chosen by r's own random stream (unknown domains: any donor in the file; a domain without donors
+uses its pool), or with `match_ids=True` the recorded request with r's own trace id when there is
+one (the recorded trace replayed; rounds of one id recorded in several runs make one donor). An easy
+prompt stays easy: a real drafter's acceptance varies more from request to request than independent
+rounds give. `per_request=False` draws every round from the whole domain pool instead.
+
+Round t of r takes one of its donor's recorded rounds at random, also by r's stream: its confidence
+vector and what the verifier saw. A round that verified l drafts and accepted a of them is replayed
+as observed: with a < l its accepted prefix is a whatever the simulated policy verifies (draft a + 1
+was rejected); with a = l drafts 1..l are accepted and each later draft k is accepted with
+probability map_k(c_k), the leading run. So a request keeps its real acceptance, miscalibration
+included, and the maps only price what the recording did not verify (`outcomes=False`: every draft
+from the maps). Draws depend only on (seed, request, round), like the synthetic model
 (simulator.predrawn).
 """
 
@@ -73,7 +71,7 @@ def position_trials(rounds: Rounds, k: int) -> np.ndarray:
 
 
 class RecordedAcceptance(PredrawnBackend):
-    """Backend resampling recorded confidence vectors, with acceptance from fitted reliability maps."""
+    """Backend resampling recorded rounds: their confidences and verifier outcomes, fitted maps past them."""
 
     def __init__(self, rounds: Rounds, block: int, slots: int, seed: int = 0, source: str = "rounds",
                  per_request: bool = True, match_ids: bool = False, outcomes: bool = True) -> None:
