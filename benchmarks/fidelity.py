@@ -595,6 +595,7 @@ def main(argv=None) -> dict:
     res["loop_profile_calib"] = compact_profile(json.loads(calib.read_text()))
     if a.out:
         out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(out.with_suffix(".steps.npz"),
                             **{f"run{k}": log.astype(np.float32) for k, log in enumerate(logs)})
         res["steps_file"] = out.with_suffix(".steps.npz").name

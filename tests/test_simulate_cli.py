@@ -78,3 +78,13 @@ def test_recorded_rounds_drive_the_simulation(tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "summary.json").read_text())
     assert doc["summary"]["finished"] == 20 and doc["meta"]["backend"] == "recorded rounds.jsonl"
+    # the recorded trace replayed request by request: the chat trace's ids name no recorded request here,
+    # so every request falls back to a donor of its domain, and the config says which mode ran
+    out2 = tmp_path / "run2"
+    res = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--max-requests", "20", "--acceptance", str(path),
+                                    "--recorded-donors", "request", "--no-progress", "-o", str(out2)])
+    assert res.exit_code == 0, res.output
+    doc2 = json.loads((out2 / "summary.json").read_text())
+    assert doc2["config"]["recorded_donors"] == "request" and doc2["summary"]["finished"] == 20
+    bad = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--recorded-donors", "trace", "-o", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "'trace' is not one of" in bad.output
