@@ -141,7 +141,9 @@ def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
     if s["unfinished_reasons"]:
         rows.append(("not finished", "; ".join(f"{k}: {v}" for k, v in s["unfinished_reasons"].items())))
     if "wall_s" in meta:
-        rows.append(("wall time", f"{meta['wall_s']:.2f} s ({meta.get('sim_per_wall', 0):,.0f} sim-s per wall-s)"))
+        rate = meta.get("sim_per_wall", 0)
+        rows.append(("wall time", f"{meta['wall_s']:.2f} s ({rate:,.0f} sim-s per wall-s)" if rate >= 10
+                     else f"{meta['wall_s']:.2f} s ({rate:.2g} sim-s per wall-s)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
