@@ -40,11 +40,11 @@ import simpy
 
 from simulator.backend import Backend, Requests
 from simulator.config import SimConfig, parse_policy
-from simulator.epoch import STATELESS, plan_epoch, policy_code, step_lengths
+from simulator.epoch import STATELESS, plan_epoch, policy_code, speed_factor, step_lengths, step_seconds
 from simulator.kv import KVBlocks, blocks_for, lifo_victims
 from simulator.policies import Policy
 from simulator.predrawn import MAX_PEEK
-from simulator.speed import HostSpeed, priced
+from simulator.speed import HostSpeed
 from sparksched.curve import ThroughputCurve
 
 # request status codes (SimResult.requests "status" column uses the names)
@@ -215,10 +215,11 @@ class Engine:
         self._t_hint = MAX_PEEK
         self.horizon = config.horizon_s
         self.padded = config.verify_layout == "padded"  # the clock charges n * (1 + max l_i) verify tokens
-        self.speed = speed  # the host's speed against the profile (simulator.speed), None: the profile's
-        self._speed_arrays = (speed or HostSpeed()).arrays(s)
-        self._speed_prefill = speed.scale_prefill if speed is not None else True
-        self._speed_min = speed.slowest_fastest()[1] if speed is not None else 1.0
+        # the host's speed against the profile (simulator.speed; None: the profile's), as the compiled
+        # code takes it: (factor by n, piece starts, piece factors, whether prefill is scaled)
+        speed = speed or HostSpeed()
+        self._speed = speed.arrays(s)
+        self._fastest = speed.fastest()
         self.record = _Record()
 
     # ---------------------------------------------------------------- processes
@@ -340,11 +341,10 @@ class Engine:
             raise RuntimeError(f"batch of {batch} tokens exceeds the step-time table ({self.clock.max_tokens})")
         if measured is not None:
             dt = measured + float(table[batch] - table[batch - p_tokens]) if p_tokens else measured
-        elif self.speed is None:
-            dt = float(table[batch]) + draft_s
         else:
-            dt = priced(self.speed.factor(now, n), draft_s, float(table[batch]), float(table[batch - p_tokens]),
-                        self._speed_prefill)
+            by_n, starts, factors, prefill = self._speed
+            dt = float(step_seconds(table, batch, p_tokens, draft_s, speed_factor(by_n, starts, factors, now, n),
+                                    prefill))
         self._pending = (now, dt, draft_s, dec, lengths, acc, drafted, pre, chunk, p_tokens, ctx, preempted, batch)
         return dt
 
@@ -426,7 +426,7 @@ class Engine:
         next_s = float(w.arrival[self.next_arrival]) if self.next_arrival < self.n_requests else math.inf
         if self.free_slots and next_s < math.inf:
             # every step takes >= table[1]: no point peeking past the next arrival
-            t_max = int(min(t_max, max((next_s - now) / (float(table[1]) * self._speed_min), 0.0) + 2))
+            t_max = int(min(t_max, max((next_s - now) / (float(table[1]) * self._fastest), 0.0) + 2))
         t_max = max(t_max, 2 if pre.size else 1)
         req = self.slot_req[members]
         begin = np.zeros(n, dtype=np.int64)
@@ -445,8 +445,7 @@ class Engine:
                           self.clock.draft_latency, self.kv.free + int(self.kv.held[members].sum()),
                           self.kv.block_size, self.padded, bucket, float(now),
                           step_ctx, p_tokens, next_s, len(self.free_slots), len(self.waiting),
-                          math.inf if self.horizon is None else float(self.horizon), *self._speed_arrays,
-                          self._speed_prefill, *out)
+                          math.inf if self.horizon is None else float(self.horizon), *self._speed, *out)
         self._t_hint = min(MAX_PEEK, max(32, 2 * stop))
         if stop < 1:
             return None

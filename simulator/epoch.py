@@ -110,6 +110,30 @@ def step_lengths(kind, param, conf, drafted, rows, table, draft_s, extra, out): 
 
 
 @njit(cache=True)
+def speed_factor(speed_n, speed_t, speed_f, now, n):  # pragma: no cover (compiled)
+    """The host's step-time factor at `now` (s) with `n` decoding requests (simulator.speed.HostSpeed):
+    speed_n [N + 1] by n (past the end: the last entry) times the piece of speed_t [k] / speed_f [k]
+    that `now` falls in (before speed_t[0]: speed_f[0])."""
+    f = speed_n[min(n, speed_n.shape[0] - 1)]
+    if speed_t.shape[0] > 1 or speed_f[0] != 1.0:
+        k = np.searchsorted(speed_t, now, side="right") - 1
+        f *= speed_f[max(k, 0)]
+    return f
+
+
+@njit(cache=True)
+def step_seconds(table, b, extra, draft_s, f, speed_prefill):  # pragma: no cover (compiled)
+    """A step's seconds: table[b] + draft_s at the profile's speed (f = 1, bit-equal); else the decode part
+    (drafter + table[b - extra]) times f and the prefill chunk's share table[b] - table[b - extra]
+    times f when `speed_prefill`, else at the profile's price."""
+    if f == 1.0:
+        return table[b] + draft_s
+    decode = table[b - extra]
+    prefill = table[b] - decode
+    return f * (draft_s + decode) + (f * prefill if speed_prefill else prefill)
+
+
+@njit(cache=True)
 def plan_epoch(kind, param, conf, lead, start, left, ctx, tables, draft_lat, avail, block_size, padded,
                bucket_size, now, ctx0_mean, prefill0, next_arrival_s, free0, waiting0, horizon,
                speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, batch, mean_ctx, n_active, sums, clock, kv_free,
@@ -192,16 +216,8 @@ def plan_epoch(kind, param, conf, lead, start, left, ctx, tables, draft_lat, ava
             tokens += li
             longest = max(longest, li)
         b = extra + (m * (1 + longest) if (padded and m > 0) else m + tokens)
-        f = speed_n[min(m, speed_n.shape[0] - 1)]
-        if speed_t.shape[0] > 1 or speed_f[0] != 1.0:
-            k = np.searchsorted(speed_t, clock[t], side="right") - 1
-            f *= speed_f[max(k, 0)]
-        if f == 1.0:  # simulator.speed.priced, compiled
-            step = table[b] + draft_s
-        else:
-            decode = table[b - extra]
-            prefill = table[b] - decode
-            step = f * (draft_s + decode) + (f * prefill if speed_prefill else prefill)
+        step = step_seconds(table, b, extra, draft_s, speed_factor(speed_n, speed_t, speed_f, clock[t], m),
+                            speed_prefill)
         end = clock[t] + step
         if t > 0 and end > horizon:
             stop = t

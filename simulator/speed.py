@@ -9,7 +9,9 @@ tokens costs
 
     f(now, n) * (draft_s + table[b - p]) + (table[b] - table[b - p]) * (f(now, n) if scale_prefill else 1)
 
-with f(now, n) = by_requests[n] * factors[k], k the last piece with times[k] <= now. The factor is
+with f(now, n) = by_requests[n] * factors[k], k the last piece with times[k] <= now (exactly
+table[b] + draft_s at f = 1). Both are computed by the compiled `simulator.epoch.speed_factor` and
+`step_seconds`, the same code in the step path and the epoch planner. The factor is
 common to the whole decode part of a step, so a scheduler that compares candidate verify lengths
 within one step by tokens per second (DSpark's greedy) makes the same choices at any factor: the
 policies plan with the profile, the host just runs at its own speed. With `scale_prefill` False the
@@ -65,36 +67,25 @@ class HostSpeed:
             object.__setattr__(self, "factors", f)
 
     def factor(self, now: float, n: int) -> float:
-        """f(now, n): the multiplier of a step starting at `now` (s) with `n` decoding requests."""
-        f = 1.0
-        if self.by_requests is not None:
-            f = float(self.by_requests[min(int(n), self.by_requests.size - 1)])
-        if self.times is not None:
-            k = max(int(np.searchsorted(self.times, now, side="right")) - 1, 0)
-            f *= float(self.factors[k])
-        return f
+        """f(now, n): the multiplier of a step starting at `now` (s) with `n` decoding requests (the engine's
+        own compiled lookup, simulator.epoch.speed_factor)."""
+        from simulator.epoch import speed_factor
 
-    def arrays(self, max_running: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(by_n [max_running + 1], times [k], factors [k]) for the compiled planner (ones where unset)."""
+        by_n, times, factors, _ = self.arrays(max(int(n), 1))
+        return float(speed_factor(by_n, times, factors, float(now), int(n)))
+
+    def arrays(self, max_running: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(by_n [max_running + 1], times [k], factors [k], scale_prefill) as the compiled engine takes them
+        (ones where unset)."""
         by_n = np.ones(max_running + 1)
         if self.by_requests is not None:
-            idx = np.minimum(np.arange(max_running + 1), self.by_requests.size - 1)
-            by_n = self.by_requests[idx].copy()
+            by_n = self.by_requests[np.minimum(np.arange(max_running + 1), self.by_requests.size - 1)].copy()
         if self.times is None:
-            return by_n, np.zeros(1), np.ones(1)
-        return by_n, self.times.copy(), self.factors.copy()
+            return by_n, np.zeros(1), np.ones(1), self.scale_prefill
+        return by_n, self.times.copy(), self.factors.copy(), self.scale_prefill
 
-    def slowest_fastest(self) -> tuple[float, float]:
-        """(largest, smallest) factor any step can get."""
-        b = self.by_requests if self.by_requests is not None else np.ones(1)
-        f = self.factors if self.factors is not None else np.ones(1)
-        return float(b.max() * f.max()), float(b.min() * f.min())
-
-
-def priced(factor: float, draft_s: float, table_b: float, table_decode: float, scale_prefill: bool) -> float:
-    """Seconds of a step under `factor`: table_b = table[b], table_decode = table[b - p] (p prefill tokens).
-    At factor 1 exactly `table_b + draft_s`, the engine's price without a HostSpeed (bit-equal)."""
-    if factor == 1.0:
-        return table_b + draft_s
-    prefill = table_b - table_decode
-    return factor * (draft_s + table_decode) + (factor * prefill if scale_prefill else prefill)
+    def fastest(self) -> float:
+        """The smallest factor any step can get."""
+        b = self.by_requests.min() if self.by_requests is not None else 1.0
+        f = self.factors.min() if self.factors is not None else 1.0
+        return float(b * f)

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 import simulator.engine as engine_mod
 from simulator.config import SimConfig
+from simulator.epoch import step_seconds
 from simulator.run import simulate
-from simulator.speed import HostSpeed, priced
+from simulator.speed import HostSpeed
 from tests.test_engine import assert_same_run, make_trace, write_profile
 
 
@@ -99,12 +100,26 @@ def test_factor_and_price():
     assert s.factor(0.0, 1) == 1.0  # before the first piece: its factor
     assert s.factor(1.0, 2) == 1.5
     assert s.factor(7.0, 9) == 12.0  # n past the end: the last entry
-    assert s.slowest_fastest() == (12.0, 0.5)
-    by_n, t, f = s.arrays(4)
+    assert s.fastest() == 0.5
+    by_n, t, f, prefill = s.arrays(4)
     np.testing.assert_array_equal(by_n, [1.0, 2.0, 3.0, 3.0, 3.0])
-    assert priced(1.0, 0.1, 0.3, 0.2, False) == 0.3 + 0.1
-    assert priced(2.0, 0.1, 0.3, 0.2, True) == pytest.approx(0.8)
-    assert priced(2.0, 0.1, 0.3, 0.2, False) == pytest.approx(0.7)
+    assert prefill is True
+    table = np.array([0.0, 0.1, 0.2, 0.3])  # seconds by batch tokens; b = 3 with 1 prefill token
+    assert step_seconds(table, 3, 1, 0.1, 1.0, False) == 0.3 + 0.1
+    assert step_seconds(table, 3, 1, 0.1, 2.0, True) == pytest.approx(0.8)
+    assert step_seconds(table, 3, 1, 0.1, 2.0, False) == pytest.approx(0.7)  # prefill share 0.1 unscaled
+
+
+def test_factor_one_is_bit_equal_to_no_speed(tmp_path):
+    trace = make_trace(30, rate=20.0, prompt=[200, 900] * 15, output=[40, 120] * 15, seed=1)
+    base = sim(trace, tmp_path, max_running=6)
+    ones = sim(trace, tmp_path, HostSpeed(by_requests=np.ones(7), times=np.array([0.0, 1.0]),
+                                          factors=np.array([1.0, 1.0])), max_running=6)
+    assert ones.steps.equals(base.steps) and ones.rounds.equals(base.rounds)
+    # negative control: a factor one ulp away from 1 moves the clock
+    off = sim(trace, tmp_path, HostSpeed(times=np.array([0.0]), factors=np.array([np.nextafter(1.0, 2.0)])),
+              max_running=6)
+    assert not off.steps["duration_s"].equals(base.steps["duration_s"])
 
 
 @pytest.mark.parametrize("kw,match", [
