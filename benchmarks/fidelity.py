@@ -180,25 +180,6 @@ class LoopTimer:
     def _select(self, phases) -> list[tuple]:
         return [s for s in self.samples if s[5] in phases]
 
-    def _reference(self, phase: str, profile: Path):
-        """(samples of `phase`, the profile's verify curve, its drafter seconds by requests)."""
-        from simulator.engine import draft_latency_table
-        from sparksched.curve import ThroughputCurve
-        from sparksched.profile import load_profile
-
-        prof = load_profile(str(profile))
-        curve = ThroughputCurve.from_profile(prof).at_context(float(self.contexts[0]))
-        lat, _ = draft_latency_table(prof, "dspark", self.g, max(n for n, _ in self.points))
-        return self._select({phase}), curve, lat
-
-    def level(self, phase: str, profile: Path) -> float:
-        """Load level of a phase: its samples' total (draft + verify) time over what `profile` (made from
-        the calibration sweeps) gives for the same points; 1 = as fast as during the calibration."""
-        got, curve, lat = self._reference(phase, profile)
-        n = np.array([s[0] for s in got])
-        t = np.array([s[1] for s in got])
-        return float(sum(s[3] + s[4] for s in got) / (lat[n] + curve.step_time(n * t)).sum())
-
     def context_ratios(self) -> dict[int, float]:
         """Median over (n, t) of (mean verify time at context L) / (mean over all contexts): 1 = no effect."""
         cal = self._select({"calib"})
@@ -213,15 +194,11 @@ class LoopTimer:
             out[ctx] = float(np.median(r))
         return out
 
-    def write(self, path: Path, phases, scale: float = 1.0, prefill_scale: float | None = None) -> Path:
+    def write(self, path: Path, phases) -> Path:
         """A profile (the base's other sections kept) with verify and draft rows from the samples of
-        `phases`, every time multiplied by `scale` (a load level; 1 = as measured).
-
-        Above the grid's largest B (where only chunked-prefill tokens take the engine's batch) the
-        curve goes on linearly with the least-squares per-token slope of all the verify samples
-        (the last grid segment alone is noise), times `prefill_scale` (default `scale`): the
-        measured clock prices prefill from the profile it plans with, so a prediction at another
-        load level must keep that prefill price to compare like with like.
+        `phases`. Above the grid's largest B (where only chunked-prefill tokens take the engine's batch)
+        the curve goes on linearly with the least-squares per-token slope of all the verify samples (the
+        last grid segment alone is noise).
         """
         from sparksched.curve import isotonic_non_decreasing
         from sparksched.profile import validate_profile
@@ -241,30 +218,29 @@ class LoopTimer:
         bs = sorted(by_b)
         fit = isotonic_non_decreasing(np.array([np.mean(by_b[b]) for b in bs]),
                                       np.array([len(by_b[b]) for b in bs], dtype=np.float64))
-        h = {b: scale * y for b, y in zip(bs, fit)}
+        h = dict(zip(bs, fit))
         prof["verify"] = [{"requests": n, "tokens": n * t, "tokens_per_request": t, "context": ctx,
-                           "median_s": float(h[n * t]), "p10_s": float(scale * np.quantile(v, 0.1)),
-                           "p90_s": float(scale * np.quantile(v, 0.9)), "repeats": len(v)}
+                           "median_s": float(h[n * t]), "p10_s": float(np.quantile(v, 0.1)),
+                           "p90_s": float(np.quantile(v, 0.9)), "repeats": len(v)}
                           for (n, t), v in sorted(by_point.items()) for ctx in self.contexts]
         x = np.array([n * t for n, t, *_ in got], dtype=np.float64)
         slope = float(np.polyfit(x, np.array([s[4] for s in got]), 1)[0])
         top_n = max(n for n, _ in self.points)
-        pre = scale if prefill_scale is None else prefill_scale
         for k in (1, 2, 3, 4, 5):  # B = 2^k x the largest grid B, as top_n requests x more tokens each
             b = bs[-1] * 2 ** k
             prof["verify"] += [{"requests": top_n, "tokens": b, "tokens_per_request": b // top_n, "context": ctx,
-                                "median_s": float(h[bs[-1]] + pre * max(slope, 0.0) * (b - bs[-1])),
+                                "median_s": float(h[bs[-1]] + max(slope, 0.0) * (b - bs[-1])),
                                 "note": "linear tail (prefill tokens)"} for ctx in self.contexts]
         ns = sorted(by_n)
         mean = isotonic_non_decreasing(np.array([np.mean(by_n[n]) for n in ns]),
                                        np.array([len(by_n[n]) for n in ns], dtype=np.float64))
         prof["draft"] = [{"requests": n, "block": self.g, "context": self.contexts[0],
-                          "median_s": float(scale * m), "p10_s": float(scale * np.quantile(by_n[n], 0.1)),
-                          "p90_s": float(scale * np.quantile(by_n[n], 0.9)), "repeats": len(by_n[n])}
+                          "median_s": float(m), "p10_s": float(np.quantile(by_n[n], 0.1)),
+                          "p90_s": float(np.quantile(by_n[n], 0.9)), "repeats": len(by_n[n])}
                          for n, m in zip(ns, mean)]
         prof.setdefault("notes", []).append(
             f"verify / draft rows timed through sparksched.speculative's draft + verify calls ({len(got)} samples, "
-            f"phases {sorted(map(str, phases))}, x {scale:.4f}); median_s holds the MEAN of the samples (the "
+            f"phases {sorted(map(str, phases))}); median_s holds the MEAN of the samples (the "
             "clock sums step times); verify pooled over contexts and over (n, t) at the same B, fitted "
             "non-decreasing in B, linear tail above the grid; draft made non-decreasing in requests "
             "(benchmarks/fidelity.py)")
@@ -315,6 +291,21 @@ def step_log(calls: list, steps) -> np.ndarray:
     return np.c_[start, c]
 
 
+def step_prices(log: np.ndarray, profile: Path, block: int, max_running: int) -> tuple[np.ndarray, np.ndarray]:
+    """The profile's drafter and padded-verify seconds of each logged step (a step_log), [k] each; a plain
+    step (no drafter call) has no drafter price."""
+    from simulator.engine import draft_latency_table
+    from sparksched.curve import ThroughputCurve
+    from sparksched.profile import load_profile
+
+    prof = load_profile(str(profile))
+    curve = ThroughputCurve.from_profile(prof, extrapolate="linear")
+    curve = curve.at_context(float(np.median(curve.contexts)))
+    lat, _ = draft_latency_table(prof, "dspark", block, max_running)
+    n, t = log[:, 1].astype(int), log[:, 2].astype(int)
+    return np.where(log[:, 3] > 0, lat[n], 0.0), curve.step_time(n * t)
+
+
 def host_speeds(log: np.ndarray, profile: Path, block: int, max_running: int, piece_steps: int = 50,
                 prior: float = 20.0) -> dict:
     """Host speed models of one measured run against `profile`, from its twin samples only.
@@ -329,25 +320,13 @@ def host_speeds(log: np.ndarray, profile: Path, block: int, max_running: int, pi
     profile's price (the measured clock priced it from the profile). Returns {name: HostSpeed}, the
     level L and the raw figures.
     """
-    from simulator.engine import draft_latency_table
     from simulator.speed import HostSpeed
-    from sparksched.curve import ThroughputCurve
-    from sparksched.profile import load_profile
 
-    prof = load_profile(str(profile))
-    curve = ThroughputCurve.from_profile(prof, extrapolate="linear")
-    curve = curve.at_context(float(np.median(curve.contexts)))
-    lat, _ = draft_latency_table(prof, "dspark", block, max_running)
-    t0, n, t = log[:, 0], log[:, 1].astype(int), log[:, 2].astype(int)
-    drafted = log[:, 3] > 0  # a plain step (no drafter call) has no drafter price
-    p = np.where(drafted, lat[n], 0.0) + curve.step_time(n * t)
-    w = np.where(drafted, log[:, 5], 0.0) + log[:, 6]
+    draft_p, verify_p = step_prices(log, profile, block, max_running)
+    p = draft_p + verify_p
+    t0, n = log[:, 0], log[:, 1].astype(int)
+    w = np.where(log[:, 3] > 0, log[:, 5], 0.0) + log[:, 6]
     level = float(w.sum() / p.sum())
-
-    def shrunk(num: float, den: float, count: int, toward: float) -> float:
-        pbar = den / max(count, 1)
-        return float((num + prior * toward * pbar) / (den + prior * pbar))
-
     if np.unique(n).size >= 2:
         sw = np.sqrt(p)
         a, b = np.linalg.lstsq(np.c_[np.ones(n.size), n] * sw[:, None], w / p * sw, rcond=None)[0]
@@ -358,8 +337,12 @@ def host_speeds(log: np.ndarray, profile: Path, block: int, max_running: int, pi
     cuts = np.arange(0, n.size, piece_steps)
 
     def pieces(price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        f = [shrunk(w[a:a + piece_steps].sum(), price[a:a + piece_steps].sum(), min(piece_steps, n.size - a),
-                    level) for a in cuts]
+        """Each piece's sum w / sum price, shrunk towards L by `prior` steps of the piece's mean price."""
+        f = []
+        for c in cuts:
+            wk, pk = w[c:c + piece_steps], price[c:c + piece_steps]
+            pbar = pk.mean()
+            f.append((wk.sum() + prior * level * pbar) / (pk.sum() + prior * pbar))
         times = t0[cuts].copy()
         times[0] = min(times[0], 0.0)
         return times, np.array(f)
@@ -372,27 +355,19 @@ def host_speeds(log: np.ndarray, profile: Path, block: int, max_running: int, pi
             "by requests (linear)": HostSpeed(by_requests=by_n, scale_prefill=False),
             "over time": HostSpeed(times=times, factors=f_time, scale_prefill=False),
             "over time and by requests (linear)": HostSpeed(by_requests=rel, times=times_n, factors=f_time_n,
-                                                   scale_prefill=False),
+                                                            scale_prefill=False),
             "by_requests_raw": by_n.tolist(), "pieces": [times.tolist(), f_time.tolist()]}
 
 
 def clock_check(runs: list[tuple[np.ndarray, object]], profile: Path, block: int, max_running: int) -> dict:
     """The profile's draft and padded-verify prices of the measured steps, times each run's host speed,
     against the measured times. runs: (step_log of one measured run, its HostSpeed or None)."""
-    from simulator.engine import draft_latency_table
-    from sparksched.curve import ThroughputCurve
-    from sparksched.profile import load_profile
-
-    prof = load_profile(str(profile))
-    curve = ThroughputCurve.from_profile(prof, extrapolate="linear")
-    curve = curve.at_context(float(np.median(curve.contexts)))
-    lat, _ = draft_latency_table(prof, "dspark", block, max_running)
     cols = []
     for log, speed in runs:
-        n, t = log[:, 1].astype(int), log[:, 2].astype(int)
+        n = log[:, 1].astype(int)
+        draft_p, verify_p = step_prices(log, profile, block, max_running)
         f = np.array([speed.factor(a, b) for a, b in zip(log[:, 0], n)]) if speed is not None else np.ones(n.size)
-        cols.append(np.c_[n, log[:, 3], log[:, 4], f * np.where(log[:, 3] > 0, lat[n], 0.0),
-                          f * curve.step_time(n * t)])
+        cols.append(np.c_[n, log[:, 3], log[:, 4], f * draft_p, f * verify_p])
     n, dm, vm, dp, vp = np.concatenate(cols).T
     out = {"steps": int(n.size), "draft_sum_error": float(dp.sum() / dm.sum() - 1),
            "verify_sum_error": float(vp.sum() / vm.sum() - 1),

@@ -52,7 +52,7 @@ def main(directory: str = "docs/fidelity") -> str:
                 errs = [_row(comp, m)["error"] for m in TARGET]
                 n_seeds += 1
                 seeds += all(abs(e) <= TOLERANCE for e in errs)
-                worst = max(worst, *(abs(e) for e in errs), key=abs)
+                worst = max(worst, *(abs(e) for e in errs))
                 if "paired_errors" in comp:
                     per_run = np.array([comp["paired_errors"][m] for m in TARGET])  # [3, runs]
                     runs_in += int(np.all(np.abs(per_run) <= TOLERANCE, axis=0).sum())
