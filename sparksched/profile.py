@@ -12,13 +12,17 @@ on a device:
      "prefill": [{"prompt_tokens": P, "median_s": s, ...}, ...]}
 
 Loading validates every required field and names the file, the section, the row and the field of
-the first problem in a one-line ValueError.
+the first problem in a one-line ValueError. Facts that cannot be true are errors too: a device
+memory below 1 MiB, a non-positive model size, a verify curve of one batch size (no curve), and a
+step time that falls by more than 25 % as the batch grows (rows repeated at one point are averaged
+first, as the curve averages them). Only regular files up to 64 MiB are read.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,14 @@ _POSITIVE = {"requests", "tokens", "block", "prompt_tokens", "median_s"}
 _NON_NEGATIVE = {"context", "p10_s", "p90_s", "backbone_s", "head_s", "cv", "repeats", "tokens_per_request"}
 
 _KINDS = ("measured", "estimated")  # optional top-level "kind": timed on a device, or a roofline
+MIN_DEVICE_MEMORY = 1 << 20  # bytes: no accelerator holds a model in less than a MiB
+# model facts that must be positive where present (they size the KV cache and the weights)
+_MODEL_POSITIVE = ("parameters", "layers", "kv_heads", "head_dim", "heads", "hidden", "vocab_size")
+MAX_PROFILE_BYTES = 64 << 20  # a profile is kilobytes; anything this large is not one
+
+
+class ProfileWarning(UserWarning):
+    """A profile lacks something a run uses, so the run assumes it (e.g. a free drafter)."""
 
 BUNDLED_DIR = "data/profiles"
 
@@ -93,8 +105,31 @@ def validate_profile(profile: Any, where: str = "profile") -> dict[str, Any]:
                 if row["requests"] * row["tokens_per_request"] != row["tokens"]:
                     raise ValueError(f"{spot}: tokens={row['tokens']} is not requests x tokens_per_request "
                                      f"= {row['requests']} x {row['tokens_per_request']}")
+    _check_facts(profile, where)
     _check_monotone(profile["verify"], where)
     return profile
+
+
+def _check_facts(profile: dict[str, Any], where: str) -> None:
+    """Refuse device and model facts that cannot be true (they would size a KV cache silently)."""
+    for part in ("device", "model"):
+        if not isinstance(profile[part], dict):
+            raise ValueError(f"{where}: field {part!r} must be an object, got {type(profile[part]).__name__}")
+    dtype = profile["dtype"]
+    if not isinstance(dtype, str) or not dtype:
+        raise ValueError(f"{where}: field 'dtype' must be a name such as 'bfloat16', got {dtype!r}")
+    mem = profile["device"].get("memory_bytes")
+    if mem is not None and not (_finite(mem) and mem >= MIN_DEVICE_MEMORY):
+        raise ValueError(f"{where}: field 'device.memory_bytes' must be a number >= {MIN_DEVICE_MEMORY} "
+                         f"(1 MiB), got {mem!r}")
+    for key in _MODEL_POSITIVE:
+        v = profile["model"].get(key)
+        if v is not None and not (_finite(v) and v > 0):
+            raise ValueError(f"{where}: field 'model.{key}' must be a number > 0, got {v!r}")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_monotone(rows: list[dict[str, Any]], where: str, tolerance: float = 0.25) -> None:
@@ -103,10 +138,15 @@ def _check_monotone(rows: list[dict[str, Any]], where: str, tolerance: float = 0
     Small dips are measurement noise and are smoothed by the isotonic fit when loading a curve; a
     large drop means a corrupt or mislabelled file.
     """
-    by_context: dict[float, dict[float, float]] = {}
+    samples: dict[float, dict[float, list[float]]] = {}
     for r in rows:
-        by_context.setdefault(float(r["context"]), {}).setdefault(float(r["tokens"]), float(r["median_s"]))
+        samples.setdefault(float(r["context"]), {}).setdefault(float(r["tokens"]), []).append(float(r["median_s"]))
+    # repeated rows at one (context, B) count by their mean, as ThroughputCurve.from_profile reads them
+    by_context = {ctx: {b: sum(v) / len(v) for b, v in pts.items()} for ctx, pts in samples.items()}
     for ctx, pts in by_context.items():
+        if len(pts) < 2:
+            raise ValueError(f"{where}: verify rows at context {ctx:g} measure one batch size (tokens="
+                             f"{next(iter(pts)):g}): a step-time curve needs at least two")
         running_max, at = 0.0, 0.0
         for b in sorted(pts):
             if pts[b] < running_max * (1 - tolerance):
@@ -118,17 +158,30 @@ def _check_monotone(rows: list[dict[str, Any]], where: str, tolerance: float = 0
 
 def load_profile(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     """Read and validate a profile from a path (bundled names resolve) or an already parsed dict."""
+    from sparksched.io import check_input_file
+
     if isinstance(source, dict):
         return validate_profile(source)
-    path = resolve_profile(source)
+    path = check_input_file(resolve_profile(source), "profile", MAX_PROFILE_BYTES)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"{path}: cannot read profile: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not valid UTF-8 (not a profile JSON file)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON: nested too deeply") from None
+    except ValueError:  # int() refuses integers of more than 4300 digits
+        m = re.search(r"\d{4300,}", text)
+        line = text.count("\n", 0, m.start()) + 1 if m else 1
+        raise ValueError(f"{path}: line {line}: not valid JSON: an integer with more than 4300 digits") from None
     profile = validate_profile(data, str(path))
     profile["_source"] = str(path)
     return profile

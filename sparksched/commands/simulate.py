@@ -1,7 +1,10 @@
 """`sparksched simulate`: replay a trace through the serving simulator and print the summary.
 
 A thin shell over `simulator.run.simulate`. Library ValueErrors become one-line click errors;
-results are written file by file atomically (temp file + rename) into the output directory.
+conflicting flags are usage errors (exit 2). The results folder is written whole or not at all
+(`sparksched.io.ResultSet`); an existing one is refused unless --overwrite, checked before the run.
+The default folder, runs/<trace>-<policy>, names the seed and the rate scale when they are not the
+defaults, so runs that differ in them never share one.
 """
 
 from __future__ import annotations
@@ -10,16 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
+
+from sparksched.commands.common import one_line_errors, surface_warnings
 
 POLICY_HELP = ("dspark | mtp1 | static-K | threshold-TAU | verify-all | none | async-dspark | "
                "vllm-adaptive | sglang-adaptive")
 
 
-def _default_out(trace: str, policy: str) -> Path:
+def _default_out(trace: str, policy: str, seed: int = 0, rate_scale: float = 1.0) -> Path:
+    """runs/<trace>-<policy>[-seed<S>][-x<rate scale>]: runs differing in seed or rate never share a folder."""
     stem = Path(trace).name
     for suffix in (".gz", ".jsonl"):
         stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
-    return Path("runs") / f"{stem}-{policy}"
+    name = f"{stem}-{policy}"
+    if seed != 0:
+        name += f"-seed{seed}"
+    if rate_scale != 1.0:
+        name += f"-x{rate_scale:g}"
+    return Path("runs") / name
 
 
 @click.command()
@@ -56,17 +68,26 @@ def _default_out(trace: str, policy: str) -> Path:
 @click.option("--clock", default="profile", show_default=True, type=click.Choice(["profile", "measured"]),
               help="Step time from the profile, or the backend's measured wall time (--engine model).")
 @click.option("-o", "--out", "out", default=None, type=click.Path(file_okay=False),
-              help="Output directory [default: runs/<trace>-<policy>].")
+              help="Output directory [default: runs/<trace>-<policy>, plus -seed<S> / -x<rate scale> when "
+                   "not the defaults].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing results folder (never merged with it).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar in simulated time.")
-def simulate(trace: str, profile: str | None, policy: str, drafter: str, block: int, max_running: int,
-             kv_blocks: int | None, kv_block_size: int, prefill_chunk: int, rate_scale: float,
-             max_requests: int | None, horizon_s: float | None, seed: int, acceptance: str, recorded_donors: str, conf_auc: float,
-             conf_ece: float, sla_tps: float, sla_ttft_s: float, engine: str, verify_layout: str | None, clock: str, out: str | None,
-             progress: bool) -> None:
+@click.pass_context
+def simulate(ctx: click.Context, trace: str, profile: str | None, policy: str, drafter: str, block: int,
+             max_running: int, kv_blocks: int | None, kv_block_size: int, prefill_chunk: int, rate_scale: float,
+             max_requests: int | None, horizon_s: float | None, seed: int, acceptance: str, recorded_donors: str,
+             conf_auc: float, conf_ece: float, sla_tps: float, sla_ttft_s: float, engine: str,
+             verify_layout: str | None, clock: str, out: str | None, overwrite: bool, progress: bool) -> None:
     """Replay a trace through a serving engine with confidence-scheduled speculative decoding."""
-    try:
+    if clock == "measured" and engine != "model":
+        raise click.UsageError("--clock measured needs --engine model (only the real loop measures wall time)")
+    if acceptance == "synthetic" and ctx.get_parameter_source("recorded_donors") != ParameterSource.DEFAULT:
+        raise click.UsageError("--recorded-donors needs a recorded-rounds file in --acceptance")
+    with surface_warnings(), one_line_errors():
         from simulator.config import SimConfig
+        from simulator.run import RESULT_FILES
         from simulator.run import simulate as run_simulation
+        from sparksched.io import ResultSet
 
         kwargs: dict[str, Any] = dict(policy=policy, drafter=drafter, block=block, max_running=max_running, kv_blocks=kv_blocks,
                       kv_block_size=kv_block_size, prefill_chunk=prefill_chunk, rate_scale=rate_scale,
@@ -77,15 +98,13 @@ def simulate(trace: str, profile: str | None, policy: str, drafter: str, block: 
             kwargs["profile"] = profile
         kwargs["verify_layout"] = verify_layout or ("padded" if engine == "model" else "flat")
         config = SimConfig(**kwargs)
+        target = Path(out) if out else _default_out(trace, policy, seed, rate_scale)
+        ResultSet.check(target, overwrite, RESULT_FILES)  # refuse before running, not after
         backend = None
         if engine == "model":
             backend = _model_backend(config)
         result = run_simulation(trace, config, backend=backend, progress=progress)
-        directory = result.write(Path(out) if out else _default_out(trace, policy))
-    except ValueError as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from None
-    except OSError as exc:
-        raise click.ClickException(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}") from None
+        directory = result.write(target, overwrite=overwrite)
     click.echo(result.table())
     click.echo(f"results: {directory}")
 
