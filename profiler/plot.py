@@ -15,7 +15,6 @@ def plot_profile(profile: dict[str, Any], path: str | Path, title: str | None = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from profiler.run import write_atomic_bytes
 
     by_ctx: dict[float, dict[float, list[float]]] = {}
     for r in profile["verify"]:
@@ -37,9 +36,6 @@ def plot_profile(profile: dict[str, Any], path: str | Path, title: str | None = 
     model = profile.get("model", {}).get("preset", "?")
     fig.suptitle(title or f"{model} on {dev} ({profile.get('dtype')}, {profile.get('kind', 'measured')})")
     fig.tight_layout()
-    import io
+    from sparksched.io import save_figure
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return write_atomic_bytes(buf.getvalue(), path)
+    return save_figure(path, fig, dpi=110)

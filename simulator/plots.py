@@ -14,8 +14,6 @@ file renamed into place) and returns its path. Matplotlib runs headless (Agg).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +49,10 @@ def _figure(nrows: int = 1, ncols: int = 1, **kw: Any):
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
+    """The figure as a PNG at `path`, all or nothing (`sparksched.io`); the figure is closed."""
+    from sparksched.io import save_figure
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(path, fig, dpi=120, bbox_inches="tight")
 
 
 def _col_max(df: pl.DataFrame, col: str) -> float:

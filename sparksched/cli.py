@@ -2,7 +2,7 @@
 
 Each command lives in its own module under `sparksched/commands/` and is imported only when it
 runs, so `sparksched trace stats` does not pay for importing torch. Library errors become one-line
-`click.ClickException`s in those modules, never tracebacks.
+`click.ClickException`s in those modules, never tracebacks; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 
 import click
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 
 # command name -> "module:attribute" of the click command implementing it
 COMMANDS: dict[str, str] = {
@@ -37,6 +39,14 @@ class LazyGroup(click.Group):
             module_name, attr = self.lazy[cmd_name].split(":")
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; Ctrl-C (SIGINT) ends it with the shell's convention, exit 130, one line."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

@@ -63,6 +63,9 @@ def _cause(exc: BaseException | str) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc).strip()
+    code = re.search(r"os error (\d+)", text)  # polars (Rust) wraps the OS error in its own words
+    if code:
+        return os.strerror(int(code.group(1)))
     first = text.splitlines()[0] if text else type(exc).__name__
     return first[:200]
 
@@ -313,8 +316,11 @@ class ResultSet:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.commit()
-        else:
-            self.discard()
+            return
+        staging = self.staging
+        self.discard()
+        if isinstance(exc, OutputError) and staging is not None:
+            self._name_target(exc, staging)
 
     def discard(self) -> None:
         """Remove the staging folder (the target stays as it was)."""
@@ -342,11 +348,19 @@ class ResultSet:
             self._publish(staging)
         except BaseException as exc:
             self.discard()
-            if _is_write_failure(exc) and not isinstance(exc, OutputError):
+            if isinstance(exc, OutputError):
+                self._name_target(exc, staging)
+            if _is_write_failure(exc):
                 raise OutputError(self.target, exc) from None
             raise
         self.staging = None
         return self.target
+
+    def _name_target(self, exc: OutputError, staging: Path) -> None:
+        """Re-raise a write error on a staged file as an error on the file the caller asked for."""
+        if exc.path.parent == staging:
+            raise OutputError(self.target / exc.path.name, exc.cause) from None
+        raise exc
 
     def _publish(self, staging: Path) -> None:
         target = self.target

@@ -209,3 +209,43 @@ def test_huge_concurrency_and_prefill_flags_allocate_what_the_run_needs(tmp_path
         got, want = (pl.read_parquet(d / "requests.parquet") for d in (out, ref))
         assert got.equals(want), flag
     del resource
+
+
+def _profile(tmp_path, edit, name="p.json"):
+    from sparksched.profile import load_profile
+
+    prof = {k: v for k, v in load_profile("h100-qwen3-8b-roofline").items() if not k.startswith("_")}
+    edit(prof)
+    path = tmp_path / name
+    path.write_text(json.dumps(prof))
+    return str(path)
+
+
+def test_profiles_with_impossible_facts_are_errors_not_fallbacks(tmp_path):
+    """Issue 15, 8: these fell back to 16384 KV blocks (or a free drafter) with a note in
+    summary.json only."""
+    cases = [
+        (lambda p: p["device"].update(memory_bytes=1), "field 'device.memory_bytes'"),
+        (lambda p: p.update(dtype="int4"), "field 'dtype': no known bytes per element for 'int4'"),
+        (lambda p: p["device"].update(memory_bytes=8e9), "leave no KV cache"),  # 16 GB of weights in 8 GB
+        (lambda p: p.update(verify=p["verify"][:1]), "measure one batch size"),
+    ]
+    for edit, needle in cases:
+        res = _run("--trace", "math", "--max-requests", "5", "--profile", _profile(tmp_path, edit),
+                   "-o", str(tmp_path / "o"))
+        assert res.exit_code == 1 and needle in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    # --kv-blocks sidesteps the sizing facts
+    res = _run("--trace", "math", "--max-requests", "5", "--kv-blocks", "4096", "-o", str(tmp_path / "k"),
+               "--profile", _profile(tmp_path, lambda p: p.update(dtype="int4")))
+    assert res.exit_code == 0, res.output
+
+
+def test_a_profile_without_drafter_timings_warns_on_stderr(tmp_path):
+    res = _run("--trace", "math", "--max-requests", "5", "--profile", _profile(tmp_path, lambda p: p.update(draft=[])),
+               "-o", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
+    assert "warning: " in res.stderr and "no draft rows: the drafter is charged 0 s" in res.stderr
+    res = _run("--trace", "math", "--max-requests", "5", "--policy", "none", "-o", str(tmp_path / "plain"),
+               "--profile", _profile(tmp_path, lambda p: p.update(draft=[])))
+    assert res.exit_code == 0 and "warning" not in res.stderr  # no drafter, nothing assumed

@@ -1,15 +1,14 @@
 """`sparksched pareto` and `sparksched whatif`: load sweeps, the serving frontier and SLA questions.
 
 Thin shells over `simulator.sweep` (runs), `simulator.frontier` (maths) and `simulator.plots`
-(figures). Library errors become one-line `click.ClickException`s. Outputs are written to a
-temporary file beside the target and renamed into place, so a failed run leaves no half-written
-file.
+(figures). Library errors become one-line `click.ClickException`s. The output folder is a
+`sparksched.io.ResultSet`: written whole or not at all, an existing one refused without
+--overwrite (checked before the sweep runs) and replaced whole with it, so no file of an earlier
+sweep survives. `whatif --from DIR` reads only complete result sets.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,9 @@ SPEED_COLUMNS = {"p50": "user_tps_p50", "p90": "user_tps_p90"}
 
 PNG_NAMES = {"frontier": "frontier.png", "budget": "verify_budget_vs_concurrency.png",
              "acceptance": "acceptance_by_position.png", "step_time": "step_time.png"}
+TABLE_NAMES = ("sweep.parquet", "frontier.parquet", "sla.parquet", "budget.parquet", "acceptance.parquet",
+               "sla_breaking_load.parquet", "speed_gain.parquet")
+RESULT_NAMES = (*TABLE_NAMES, *PNG_NAMES.values(), "report.txt")
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -106,7 +108,7 @@ def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str |
     from simulator.sweep import Backend, run_sweep, sweep_configs
     from simulator.trace import load_trace, resolve_trace
 
-    pols = _parse_list(policies, str, "--policies")
+    pols = _policies(policies)
     caps = _parse_list(loads, int, "--load")
     rates = _parse_list(rate_scales, float, "--rate-scales")
     if max_requests < 0:
@@ -120,8 +122,17 @@ def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str |
         result = run_sweep(df, configs, backend=backend, workers=workers, ray_address=ray_address,
                            progress=progress)
     except ValueError as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(" ".join(str(e).split())) from None
     return result, base, pols, time.perf_counter() - t0
+
+
+def _policies(text: str) -> list[str]:
+    """--policies as a list; a policy named twice is a usage error (it would be swept twice)."""
+    pols = _parse_list(text, str, "--policies")
+    twice = sorted({p for p in pols if pols.count(p) > 1})
+    if twice:
+        raise click.BadParameter(f"{', '.join(twice)} named more than once", param_hint="--policies")
+    return pols
 
 
 def _baseline(pols: list[str], baseline: str | None) -> str:
@@ -203,24 +214,6 @@ def breaking_text(brk: Any, sla: float, load: str) -> str:
     return "\n".join(lines)
 
 
-def _atomic_parquet(df: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".txt", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _load_column(rows: Any) -> str:
     """The load axis that varies in a sweep (max_running unless only rate_scale varies)."""
     if rows.get_column("max_running").n_unique() == 1 and rows.get_column("rate_scale").n_unique() > 1:
@@ -258,36 +251,41 @@ def report_text(a: dict[str, Any], sla: float, baseline: str, speed_col: str) ->
 
 
 def write_outputs(out: Path, result: Any, a: dict[str, Any], base: Any, sla: float, speed_col: str,
-                  text: str) -> list[Path]:
-    """Parquet tables, PNGs and the printed report in `out` (each file written atomically)."""
+                  text: str, overwrite: bool = False) -> list[Path]:
+    """Parquet tables, PNGs and the printed report as one result set in `out` (whole or not at all;
+    an existing `out` is refused unless `overwrite`, then replaced whole). Returns the files' paths."""
     import polars as pl
 
     from simulator.plots import plot_acceptance, plot_budget_vs_concurrency, plot_frontier, plot_step_time
+    from sparksched.io import ResultSet, write_parquet, write_text
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
     gains = [g.table.with_columns(policy=pl.lit(g.policy), baseline=pl.lit(g.baseline)) for g in a["gains"]]
     tables = {"sweep.parquet": result.rows, "frontier.parquet": a["front"], "sla.parquet": a["sla"],
               "budget.parquet": result.budget, "acceptance.parquet": result.acceptance,
               "sla_breaking_load.parquet": a["breaking"]}
     if gains:
         tables["speed_gain.parquet"] = pl.concat(gains)
-    for name, df in tables.items():
-        _atomic_parquet(df, out / name)
-        written.append(out / name)
-    written.append(plot_frontier(result.rows, a["front"], out / PNG_NAMES["frontier"], sla=sla,
-                                 sla_rows=a["sla"], x=speed_col))
-    written.append(plot_budget_vs_concurrency(result.rows, result.budget, out / PNG_NAMES["budget"]))
-    acc = result.acceptance
-    if not acc.is_empty():
-        acc = pl.concat([_pool_acceptance(acc), _preset_acceptance(acc, base)], how="diagonal_relaxed")
-    written.append(plot_acceptance(acc, out / PNG_NAMES["acceptance"]))
-    curve = _curve(base)
-    if curve is not None:
-        written.append(plot_step_time(curve, result.rows, out / PNG_NAMES["step_time"]))
-    _atomic_text(text + "\n", out / "report.txt")
-    written.append(out / "report.txt")
-    return written
+    names = list(tables)
+    about = {"command": "pareto", "policies": result.rows.get_column("policy").unique(maintain_order=True).to_list(),
+             "seed": getattr(base, "seed", None), "profile": getattr(base, "profile", None)}
+    with ResultSet(out, overwrite=overwrite, names=RESULT_NAMES, about=about) as rs:
+        for name, df in tables.items():
+            write_parquet(rs.path(name), df)
+        plot_frontier(result.rows, a["front"], rs.path(PNG_NAMES["frontier"]), sla=sla, sla_rows=a["sla"], x=speed_col)
+        plot_budget_vs_concurrency(result.rows, result.budget, rs.path(PNG_NAMES["budget"]))
+        names += [PNG_NAMES["frontier"], PNG_NAMES["budget"]]
+        acc = result.acceptance
+        if not acc.is_empty():
+            acc = pl.concat([_pool_acceptance(acc), _preset_acceptance(acc, base)], how="diagonal_relaxed")
+        plot_acceptance(acc, rs.path(PNG_NAMES["acceptance"]))
+        names.append(PNG_NAMES["acceptance"])
+        curve = _curve(base)
+        if curve is not None:
+            plot_step_time(curve, result.rows, rs.path(PNG_NAMES["step_time"]))
+            names.append(PNG_NAMES["step_time"])
+        write_text(rs.path("report.txt"), text + "\n")
+        names.append("report.txt")
+    return [out / name for name in names]
 
 
 def _pool_acceptance(acc: Any) -> Any:
@@ -334,9 +332,11 @@ def _curve(base: Any) -> Any:
 @sweep_options
 @click.option("-o", "--out", "out_dir", default="pareto-out", show_default=True, type=click.Path(file_okay=False),
               help="Directory for Parquet tables, PNG plots and report.txt.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder (never merged with it).")
 def pareto(trace: str, policies: str, loads: str, rate_scales: str, profile: str | None, drafter: str,
            block: int, max_requests: int, seed: int, sla: float, speed: str, baseline: str | None,
-           workers: int | None, use_ray: bool, ray_address: str | None, progress: bool, out_dir: str) -> None:
+           workers: int | None, use_ray: bool, ray_address: str | None, progress: bool, out_dir: str,
+           overwrite: bool) -> None:
     """Sweep load for each policy; print the frontier and SLA answers; write tables and plots.
 
     One simulation per (policy, --load cap, --rate-scales multiplier). With the defaults (3 policies
@@ -349,9 +349,14 @@ def pareto(trace: str, policies: str, loads: str, rate_scales: str, profile: str
     axis) and TTFT is mostly queueing; `--load 256 --rate-scales 0.5,1,2,4,8` sweeps offered load
     instead, with meaningful TTFT.
     """
-    pols = _parse_list(policies, str, "--policies")
+    from sparksched.commands.common import one_line_errors
+    from sparksched.io import ResultSet
+
+    pols = _policies(policies)
     base_name = _baseline(pols, baseline)
     speed_col = SPEED_COLUMNS[speed]
+    with one_line_errors():
+        ResultSet.check(out_dir, overwrite, RESULT_NAMES)  # a folder it cannot write: refused before the sweep
     result, base, pols, wall = _run(trace, policies, loads, rate_scales, profile, drafter, block, max_requests,
                                     seed, sla, workers, use_ray, ray_address, progress)
     a = analyse(result.rows, sla, base_name, speed_col)
@@ -361,10 +366,8 @@ def pareto(trace: str, policies: str, loads: str, rate_scales: str, profile: str
             f"on {backend}.")
     text = head + "\n\n" + report_text(a, sla, base_name, speed_col)
     click.echo(text)
-    try:
-        written = write_outputs(Path(out_dir), result, a, base, sla, speed_col, text)
-    except OSError as e:
-        raise click.ClickException(f"{out_dir}: cannot write outputs: {e}") from None
+    with one_line_errors():
+        written = write_outputs(Path(out_dir), result, a, base, sla, speed_col, text, overwrite)
     click.echo("\nWrote " + ", ".join(str(p) for p in written))
 
 
@@ -388,7 +391,13 @@ def whatif(trace: str, policies: str, loads: str, rate_scales: str, profile: str
     if from_dir is not None:
         import polars as pl
 
+        from sparksched.io import check_result_set
+
         path = Path(from_dir) / "sweep.parquet"
+        try:
+            check_result_set(from_dir, need=["sweep.parquet"])
+        except ValueError as e:
+            raise click.ClickException(f"cannot read a sweep: {' '.join(str(e).split())}") from None
         try:
             rows = pl.read_parquet(path)
         except (OSError, pl.exceptions.PolarsError) as e:
@@ -399,7 +408,7 @@ def whatif(trace: str, policies: str, loads: str, rate_scales: str, profile: str
         pols = rows.get_column("policy").unique(maintain_order=True).to_list()
         ctx = click.get_current_context()
         if ctx.get_parameter_source("policies") != click.core.ParameterSource.DEFAULT:
-            wanted = _parse_list(policies, str, "--policies")
+            wanted = _policies(policies)
             missing = [p for p in wanted if p not in pols]
             if missing:
                 raise click.BadParameter(f"{missing} not in {path} (it has {pols})", param_hint="--policies")

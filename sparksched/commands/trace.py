@@ -7,29 +7,12 @@ atomically (temp file + rename), so a failed command never leaves a half-written
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _errors(fn: F) -> F:
-    """Turn library errors into one-line ClickExceptions (no traceback, non-zero exit)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as exc:
-            raise click.ClickException(" ".join(str(exc).split())) from None
-        except OSError as exc:
-            raise click.ClickException(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}") from None
-
-    return wrapper  # type: ignore[return-value]
+from sparksched.commands.common import cli_errors as _errors
 
 
 def _load(name: str):
@@ -95,20 +78,29 @@ def trace() -> None:
               help="lengths: inter-arrival distribution.")
 @click.option("--limit", type=int, default=None, help="lengths: keep the first N rows.")
 @click.option("--shuffle", is_flag=True, help="lengths: shuffle rows (seeded) before assigning arrivals.")
+@click.option("--skip-bad", is_flag=True, help="azure, mooncake, burstgpt: drop and count bad rows (an unreadable "
+              "or implausible timestamp or token count) instead of stopping at the first.")
 @_errors
 def convert(fmt: str, src: str, out: str, domain: str | None, seed: int, jitter: bool, bucket_s: float | None,
             keep_failed: bool, model: str | None, rate: float | None, cv: float, arrival: str,
-            limit: int | None, shuffle: bool) -> None:
+            limit: int | None, shuffle: bool, skip_bad: bool) -> None:
     """Convert SRC in a public trace format into the trace schema at OUT."""
     from simulator.convert import convert as run
 
+    if bucket_s is not None and not (math.isfinite(bucket_s) and bucket_s > 0):
+        raise click.BadParameter(f"{bucket_s!r} must be a finite number of seconds > 0", param_hint="--bucket")
+    if bucket_s is not None and fmt != "mooncake":
+        raise click.UsageError("--bucket applies to --from mooncake")
+    if skip_bad and fmt == "lengths":
+        raise click.UsageError("--skip-bad applies to --from azure, mooncake and burstgpt")
     options: dict[str, Any] = {}
     if fmt == "azure":
-        options = {"domain": domain}
+        options = {"domain": domain, "skip_bad": skip_bad}
     elif fmt == "mooncake":
-        options = {"domain": domain or "chat", "jitter": jitter, "seed": seed, "bucket_s": bucket_s}
+        options = {"domain": domain or "chat", "jitter": jitter, "seed": seed, "bucket_s": bucket_s,
+                   "skip_bad": skip_bad}
     elif fmt == "burstgpt":
-        options = {"domain": domain or "chat", "keep_failed": keep_failed, "model": model}
+        options = {"domain": domain or "chat", "keep_failed": keep_failed, "model": model, "skip_bad": skip_bad}
     else:
         if rate is None:
             raise click.UsageError("--from lengths needs --rate (requests/s)")
