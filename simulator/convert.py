@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from simulator.generate import arrival_times
-from simulator.trace import MAX_ARRIVAL_S, SCHEMA
+from simulator.trace import MAX_ARRIVAL_S, SCHEMA, _show
 from sparksched.io import check_input_file, json_error, read_lines
 
 FORMATS = ("azure", "mooncake", "burstgpt", "lengths")
@@ -93,7 +93,7 @@ def _checked(raw: pl.Series, bad: pl.Series, path: Path, col: str, what: str, sk
         return
     i = _first_bad(mask)
     if i is not None:
-        raise ValueError(f"{path}: line {i + 2}: field '{col}': {what} (got {raw[i]!r})")
+        raise ValueError(f"{path}: line {i + 2}: field '{col}': {what} (got {_show(raw[i])})")
 
 
 def _int_col(df: pl.DataFrame, col: str, path: Path, skip: np.ndarray | None = None) -> np.ndarray:
@@ -164,11 +164,11 @@ def _timestamps(raw: pl.Series, path: Path, col: str, skip: np.ndarray | None) -
         i = _first_bad(unparsed)
         if i is not None:
             raise ValueError(f"{path}: line {i + 2}: field '{col}': not a time like '2023-11-16 18:15:46.6805900' "
-                             f"(got {raw[i]!r})")
+                             f"(got {_show(raw[i])})")
         i = _first_bad(implausible)
         if i is not None:
             raise ValueError(f"{path}: line {i + 2}: field '{col}': year {year[i]} is outside {FIRST_YEAR}-"
-                             f"{LAST_YEAR} (a typo? --skip-bad drops such rows) (got {raw[i]!r})")
+                             f"{LAST_YEAR} (a typo? --skip-bad drops such rows) (got {_show(raw[i])})")
     bad = (unparsed | implausible).to_numpy()
     if skip is not None:
         skip |= bad
