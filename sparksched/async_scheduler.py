@@ -45,7 +45,7 @@ from sparksched.scheduler import (
     check_conf,
     check_drafted,
     check_extra,
-    check_size,
+    check_torch_inputs,
     step_time_table,
 )
 
@@ -108,10 +108,7 @@ def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens
         2
     """
     if _is_torch(stale_conf):
-        if stale_conf.dim() != 2:
-            raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(stale_conf.shape)}")
-        caps = planning_caps(drafted, max_drafted)
-        return _plan_capacity_torch(stale_conf, curve, caps, extra_tokens, validate)
+        return _plan_capacity_torch(stale_conf, curve, planning_caps(drafted, max_drafted), extra_tokens, validate)
     arr = check_conf(stale_conf)
     n, g = arr.shape
     dr = check_drafted(planning_caps(drafted, max_drafted), n, g)
@@ -128,25 +125,13 @@ def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens
     return int(np.argmax(rate))  # first maximum: the smallest K on ties
 
 
-def _check_torch(conf: torch.Tensor, drafted: Any, validate: bool) -> None:
-    """Shapes always; values (on the host, a sync) under `validate`: the numpy paths' checks."""
-    n, g = conf.shape
-    check_size(n, g)
-    if drafted is not None and tuple(drafted.shape) != (n,):
-        raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
-    if validate:
-        check_conf(conf.detach().cpu().numpy())
-        if drafted is not None:
-            check_drafted(drafted.detach().cpu().numpy(), n, g)
-
-
 def _plan_capacity_torch(conf: torch.Tensor, table: Any, drafted: Any, extra_tokens: int,
                          validate: bool) -> torch.Tensor:
     import torch
 
+    check_torch_inputs(conf, drafted, validate)
     n, g = conf.shape
     extra = check_extra(extra_tokens)
-    _check_torch(conf, drafted, validate)
     dev = conf.device
     if isinstance(table, ThroughputCurve):
         table = torch.as_tensor(step_time_table(table, extra + n * (g + 1)), device=dev)
@@ -240,10 +225,8 @@ def admit_top_k(conf: Any, k_total: Any, drafted: Any = None, *, validate: bool 
     if _is_torch(conf):
         import torch
 
-        if conf.dim() != 2:
-            raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+        check_torch_inputs(conf, drafted, validate)
         n, g = conf.shape
-        _check_torch(conf, drafted, validate)
         kk = _check_k(k_total, validate)
         dev = conf.device
         s = _survival_torch(conf, drafted)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sparksched.scheduler import _is_torch, check_conf, check_drafted
+from sparksched.scheduler import _is_torch, check_conf, check_drafted, check_torch_inputs
 
 __all__ = ["Policy", "static", "threshold", "verify_all"]
 
@@ -40,15 +40,8 @@ def _drafted_torch(conf: Any, drafted: Any, validate: bool) -> Any:
     values, on the host, under `validate`)."""
     import torch
 
-    if conf.dim() != 2:
-        raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+    check_torch_inputs(conf, drafted, validate)
     n, g = conf.shape
-    if drafted is not None and tuple(drafted.shape) != (n,):
-        raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
-    if validate:
-        check_conf(conf.detach().cpu().numpy())
-        if drafted is not None:
-            check_drafted(drafted.detach().cpu().numpy(), n, g)
     if drafted is None:
         return torch.full((n,), g, dtype=torch.int64, device=conf.device)
     return drafted.to(device=conf.device, dtype=torch.int64)

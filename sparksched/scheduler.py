@@ -102,6 +102,21 @@ def check_drafted(drafted: Any, n: int, g: int) -> np.ndarray | None:
     return arr
 
 
+def check_torch_inputs(conf: Any, drafted: Any, validate: bool) -> None:
+    """The numpy paths' checks on tensors conf [n, g] and drafted [n] | None: shapes and sizes
+    always; values (read on the host, a synchronisation) only under `validate`."""
+    if conf.dim() != 2:
+        raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+    n, g = conf.shape
+    check_size(n, g)
+    if drafted is not None and tuple(drafted.shape) != (n,):
+        raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
+    if validate:
+        check_conf(conf.detach().cpu().numpy())
+        if drafted is not None:
+            check_drafted(drafted.detach().cpu().numpy(), n, g)
+
+
 def check_extra(extra_tokens: Any) -> int:
     """extra_tokens as a non-negative int."""
     if isinstance(extra_tokens, bool) or not isinstance(extra_tokens, (int, np.integer)) or extra_tokens < 0:
@@ -440,16 +455,11 @@ def schedule_torch(conf: torch.Tensor, table: torch.Tensor, drafted: torch.Tenso
     n, g = conf.shape
     extra = check_extra(extra_tokens)
     total = n * g
-    check_size(n, g)
+    check_torch_inputs(conf, drafted, validate)
     if table.dim() != 1 or table.shape[0] < extra + n + total + 1:
         raise ValueError(f"table must be 1-D with at least {extra + n + total + 1} entries "
                          f"(B up to extra + n * (g + 1)), got shape {tuple(table.shape)}")
-    if drafted is not None and tuple(drafted.shape) != (n,):
-        raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
     if validate:
-        check_conf(conf.detach().cpu().numpy())
-        if drafted is not None:
-            check_drafted(drafted.detach().cpu().numpy(), n, g)
         _check_table(table.detach().cpu().numpy(), extra + n + total + 1)
         _base_time(table.detach().cpu().numpy(), extra + n)
     dev = conf.device

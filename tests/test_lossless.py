@@ -36,20 +36,8 @@ from sparksched.scheduler import _SMALL, _schedule_vectorised, step_times
 TOL = 1e-12
 
 
-@pytest.fixture(scope="module")
-def no_scalar_reference():
-    """Make `schedule_numpy`'s small-batch hand-off fail: tests using this fixture must reach the
-    vectorised code."""
-    from sparksched import scheduler
-
-    mp = pytest.MonkeyPatch()
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("schedule_numpy handed the batch to the scalar reference")
-
-    mp.setattr(scheduler, "schedule_reference", refuse)
-    yield mp
-    mp.undo()
+def _refuse_scalar_path(*args, **kwargs):
+    raise AssertionError("schedule_numpy handed the batch to the scalar reference")
 Policy = Callable[[np.ndarray], np.ndarray]  # conf [n, g] -> lengths [n]; the subject is row 0
 
 
@@ -232,13 +220,17 @@ def test_greedy_vectorised_numpy_path_is_lossless(wc):
 
 @FEW
 @given(worlds_and_curves(max_vocab=3, max_block=3, min_block=2, min_others=16, max_others=24))
-def test_greedy_is_lossless_in_batches_the_dispatch_sends_to_numpy(no_scalar_reference, wc):
+def test_greedy_is_lossless_in_batches_the_dispatch_sends_to_numpy(wc):
     """Crowded batches (> 32 candidates): `schedule` itself takes the vectorised path (the scalar
     reference is made to fail if called), and decoding stays exact."""
+    from sparksched import scheduler
+
     world, curve, extra = wc
     assert (world.others + 1) * world.block > _SMALL
     policy = lambda conf: schedule(conf, curve, extra_tokens=extra)
-    assert max_law_error(world, policy, tokens=2) < TOL
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scheduler, "schedule_reference", _refuse_scalar_path)
+        assert max_law_error(world, policy, tokens=2) < TOL
 
 
 @FEW

@@ -207,13 +207,18 @@ def test_certain_token_drafter(p, q):
     assert abs(accept_rate - expected) < 4 * np.sqrt(expected * (1 - expected) / len(d))
 
 
-def test_output_layout_and_counts():
-    torch.manual_seed(2)
-    n, g, v = 64, 4, 5
+def random_round(seed: int, n: int, g: int, v: int):
+    """(target [n, g + 1, v], draft [n, g, v], tokens drawn from the draft [n, g], lengths [n]), seeded."""
+    torch.manual_seed(seed)
     target = torch.softmax(torch.randn(n, g + 1, v), -1)
     draft = torch.softmax(torch.randn(n, g, v), -1)
     tokens = torch.multinomial(draft.reshape(-1, v), 1).reshape(n, g)
-    lengths = torch.randint(0, g + 1, (n,))
+    return target, draft, tokens, torch.randint(0, g + 1, (n,))
+
+
+def test_output_layout_and_counts():
+    n, g, v = 64, 4, 5
+    target, draft, tokens, lengths = random_round(2, n, g, v)
     res = verify(target, draft, tokens, lengths)
     assert res.accepted.dtype == torch.int64 and res.tokens.shape == (n, g + 1)
     assert bool((res.accepted <= lengths).all()) and bool((res.num_emitted == res.accepted + 1).all())
@@ -258,11 +263,8 @@ def test_greedy_equals_argmax_matching():
 
 def test_negative_control_greedy_check_catches_sampling():
     """Stochastic verification disagrees with argmax matching somewhere: the check has teeth."""
-    torch.manual_seed(4)
     n, g, v = 200, 3, 4
-    target = torch.softmax(torch.randn(n, g + 1, v), -1)
-    draft = torch.softmax(torch.randn(n, g, v), -1)
-    tokens = torch.multinomial(draft.reshape(-1, v), 1).reshape(n, g)
+    target, draft, tokens, _ = random_round(4, n, g, v)
     lengths = torch.full((n,), g)
     assert not torch.equal(verify(target, draft, tokens, lengths).tokens,
                            verify(target, draft, tokens, lengths, greedy=True).tokens)
@@ -270,12 +272,8 @@ def test_negative_control_greedy_check_catches_sampling():
 
 # ---------------------------------------------------------------------------------------- determinism
 def test_seeded_determinism_under_batch_reordering():
-    torch.manual_seed(5)
     n, g, v = 32, 4, 6
-    target = torch.softmax(torch.randn(n, g + 1, v), -1)
-    draft = torch.softmax(torch.randn(n, g, v), -1)
-    tokens = torch.multinomial(draft.reshape(-1, v), 1).reshape(n, g)
-    lengths = torch.randint(0, g + 1, (n,))
+    target, draft, tokens, lengths = random_round(5, n, g, v)
     gens = lambda ids: [torch.Generator().manual_seed(1000 + int(i)) for i in ids]
     base = verify(target, draft, tokens, lengths, gens(range(n)))
     perm = torch.randperm(n)
@@ -353,12 +351,8 @@ def test_scaled_rows_give_the_same_tokens():
 # ---------------------------------------------------------------------------------------- input kinds
 def test_numpy_inputs_are_accepted():
     """Issue 15, 10g: numpy arrays raised AttributeError; they are read as tensors."""
-    torch.manual_seed(8)
     n, g, v = 16, 3, 5
-    target = torch.softmax(torch.randn(n, g + 1, v), -1)
-    draft = torch.softmax(torch.randn(n, g, v), -1)
-    tokens = torch.multinomial(draft.reshape(-1, v), 1).reshape(n, g)
-    lengths = torch.randint(0, g + 1, (n,))
+    target, draft, tokens, lengths = random_round(8, n, g, v)
     gens = lambda: [torch.Generator().manual_seed(i) for i in range(n)]
     want = verify(target, draft, tokens, lengths, gens())
     got = verify(target.numpy(), draft.numpy(), tokens.numpy(), lengths.numpy(), gens())
