@@ -249,3 +249,11 @@ def test_a_profile_without_drafter_timings_warns_on_stderr(tmp_path):
     res = _run("--trace", "math", "--max-requests", "5", "--policy", "none", "-o", str(tmp_path / "plain"),
                "--profile", _profile(tmp_path, lambda p: p.update(draft=[])))
     assert res.exit_code == 0 and "warning" not in res.stderr  # no drafter, nothing assumed
+
+
+def test_a_binary_acceptance_file_names_file_and_line(tmp_path):
+    """Issue 15, 9: a binary --acceptance file gave "'utf-8' codec can't decode"."""
+    path = tmp_path / "rounds.jsonl"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    _fails(["--trace", "chat", "--max-requests", "5", "--acceptance", str(path)], tmp_path,
+           f"{path}: line 1: field '<line>': is not valid UTF-8")
