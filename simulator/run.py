@@ -360,7 +360,8 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
             "kv_blocks_source": kv_note, "drafter_latency": lat_note, "profile": config.profile,
             "curve": repr(curve), "wall_s": wall, "sim_per_wall": summary["sim_per_wall"],
             "simulated_s": env.now, "host_speed": None if speed is None else repr(speed),
-            "arrival_offset_s": offset}
+            "arrival_offset_s": offset, "max_running_used": config.max_running,
+            "prefill_chunk_used": config.prefill_chunk}
     return SimResult(summary, requests, steps, rounds, user_config, meta)
 
 

@@ -208,6 +208,8 @@ def test_huge_concurrency_and_prefill_flags_allocate_what_the_run_needs(tmp_path
         assert r.returncode == 0, r.stderr[-2000:]
         got, want = (pl.read_parquet(d / "requests.parquet") for d in (out, ref))
         assert got.equals(want), flag
+        meta = json.loads((out / "summary.json").read_text())["meta"]
+        assert meta["max_running_used"] <= 30 and meta["prefill_chunk_used"] < 10**6  # cut to the trace
     del resource
 
 
