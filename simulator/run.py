@@ -29,7 +29,7 @@ import simpy
 
 from simulator.backend import Backend
 from simulator.config import SimConfig
-from simulator.engine import STATUS_NAMES, Engine, StepClock, Workload, draft_latency_table
+from simulator.engine import STATUS_NAMES, Engine, StepClock, Workload
 from simulator.metrics import (
     acceptance_by_position,
     budget_by_running,
@@ -39,6 +39,7 @@ from simulator.metrics import (
 )
 from simulator.policies import make_policy
 from simulator.speed import HostSpeed
+from sparksched.cost import StepCost
 from sparksched.curve import ThroughputCurve
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "fp8": 1,
@@ -168,6 +169,21 @@ def derive_kv_blocks(profile: dict[str, Any] | None, block_size: int) -> tuple[i
         return FALLBACK_KV_BLOCKS, f"fallback {FALLBACK_KV_BLOCKS} blocks (profile lacks model/device facts)"
 
 
+def _profile_or_none(name: str) -> dict[str, Any] | None:
+    """The profile `name` names, or None when it is an SGLang cost table (no profile facts)."""
+    from sparksched.profile import load_profile, resolve_profile
+    from sparksched.sglang_tables import is_sglang_table
+
+    path = resolve_profile(name)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if isinstance(data, dict) and is_sglang_table(data):
+        return None
+    return load_profile(path)
+
+
 def _workload(trace: pl.DataFrame | str | Path, config: SimConfig) -> tuple[Any, pl.DataFrame, str]:
     from simulator.engine import Workload
     from simulator.trace import load_trace, resolve_trace
@@ -209,7 +225,7 @@ def make_backend(config: SimConfig) -> Backend:
 
 def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, backend: Backend | None = None,
              progress: bool = False, curve: ThroughputCurve | None = None,
-             speed: HostSpeed | None = None) -> SimResult:
+             speed: HostSpeed | None = None, cost: StepCost | None = None) -> SimResult:
     """Run one simulation of `trace` (DataFrame, path, or bundled name) under `config`.
 
     Args:
@@ -217,23 +233,26 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         config: settings (SimConfig defaults when None).
         backend: acceptance backend; None builds it from the config (synthetic or recorded).
         progress: show a tqdm bar in simulated seconds.
-        curve: step-time curve overriding the profile's verify curve (tests, what-if analysis).
+        curve: a step-time curve by batch tokens only, overriding the profile's verify grid (tests,
+            what-if analysis); the profile still gives the drafter's price.
+        cost: a step-cost model overriding `config.profile` entirely (sparksched.cost.StepCost).
         speed: the host's speed against the profile, by batch and over time (simulator.speed; what-if
             analysis, replaying a measured run's host speed); None: the profile's speed.
     Returns:
         SimResult with summary, requests, steps and rounds.
     """
-    from sparksched.profile import load_profile
-
     config = config or SimConfig()
     wall0 = time.perf_counter()
     work, df, trace_name = _workload(trace, config)
-    profile = load_profile(config.profile) if curve is None or config.kv_blocks is None else None
-    if curve is None:
-        assert profile is not None
-        curve = ThroughputCurve.from_profile(profile, extrapolate="linear")
+    profile = None
+    if cost is None:
+        profile = _profile_or_none(config.profile)
+        if curve is not None:
+            cost = StepCost.from_curve(curve, tuple((profile or {}).get("draft") or ()),
+                                       int(((profile or {}).get("drafter") or {}).get("layers", 1) or 1))
+        else:
+            cost = StepCost.from_profile(profile) if profile is not None else StepCost.load(config.profile)
     g = config.draft_block
-    lat, lat_note = draft_latency_table(profile, config.drafter_family, g, config.max_running)
     if config.kv_blocks is not None:
         kv_blocks, kv_note = config.kv_blocks, "configured"
     else:
@@ -243,7 +262,7 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     elif g > backend.block:
         raise ValueError(f"backend drafts at most {backend.block} tokens, config needs block {g}")
     policy = make_policy(config)
-    clock = StepClock(curve, config.max_running * (g + 1) + config.prefill_chunk + 1, lat)
+    clock = StepClock(cost, config.drafter_family, g, config.max_running)
     env = simpy.Environment()
     bar = None
     tick = None
@@ -280,8 +299,8 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     summary["sim_per_wall"] = env.now / wall if wall > 0 else math.inf
     meta = {"trace": trace_name, "policy": config.policy, "drafter": config.drafter_family, "block": g,
             "backend": getattr(backend, "name", type(backend).__name__), "kv_blocks": kv_blocks,
-            "kv_blocks_source": kv_note, "drafter_latency": lat_note, "profile": config.profile,
-            "curve": repr(curve), "wall_s": wall, "sim_per_wall": summary["sim_per_wall"],
+            "kv_blocks_source": kv_note, "drafter_latency": clock.draft_note, "profile": config.profile,
+            "cost": repr(cost), "wall_s": wall, "sim_per_wall": summary["sim_per_wall"],
             "simulated_s": env.now, "host_speed": None if speed is None else repr(speed)}
     return SimResult(summary, requests, steps, rounds, config, meta)
 

@@ -13,6 +13,7 @@ from sparksched.calibration import (
     fit_sts,
     roc_auc,
 )
+from sparksched.cost import StepCost, StepPrice
 from sparksched.curve import ThroughputCurve
 from sparksched.export import vllm_cost_curves, vllm_cost_table, vllm_dynamic_k_table
 from sparksched.layouts import (
@@ -32,6 +33,7 @@ from sparksched.layouts import (
 from sparksched.policies import static, threshold, verify_all
 from sparksched.rounds import Rounds, RoundsWriter, read_rounds, write_rounds
 from sparksched.scheduler import schedule, schedule_numpy, schedule_reference, schedule_torch, step_time_table
+from sparksched.sglang_tables import read_sglang_table, sglang_additive_table, sglang_sps_table
 from sparksched.verify import VerifyResult, verify
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "PaddedBatch",
     "Rounds",
     "RoundsWriter",
+    "StepCost",
+    "StepPrice",
     "ThroughputCurve",
     "VerifyResult",
     "admit_top_k",
@@ -54,6 +58,7 @@ __all__ = [
     "plan_budget",
     "plan_capacity",
     "read_rounds",
+    "read_sglang_table",
     "roc_auc",
     "schedule",
     "schedule_mrv2",
@@ -62,6 +67,8 @@ __all__ = [
     "schedule_sglang",
     "schedule_torch",
     "schedule_vllm_flat",
+    "sglang_additive_table",
+    "sglang_sps_table",
     "sglang_to_padded",
     "static",
     "step_time_table",

@@ -58,16 +58,19 @@ def _sorted_survival_np(arr: np.ndarray, dr: np.ndarray | None) -> tuple[np.ndar
     return flat, s[s > 0.0]
 
 
-def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0) -> Any:
+def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0, *,
+                  context: float | None = None) -> Any:
     """Capacity K (total draft tokens to verify next step) by global search on stale confidences.
 
     Args:
         stale_conf: [n, g] confidences in [0, 1] from two steps earlier (numpy, or a torch tensor:
             then the result is a 0-dim int64 tensor on its device, computed without host sync).
         curve: ThroughputCurve or step-time table [>= extra + n * (g + 1) + 1] indexed by B
-            (a tensor on the device for the torch path).
+            (a tensor on the device for the torch path), or a `sparksched.cost.StepCost` /
+            `StepPrice` (see `sparksched.schedule`).
         drafted: [n] drafted counts in [0, g] (default g).
         extra_tokens: non-speculative tokens in the step, int >= 0.
+        context: the batch's mean context (tokens), for a StepCost or a curve with a context axis.
 
     Returns:
         K >= 0: argmax over K of R(K) with no early stop (smallest K among equal maxima).
@@ -78,6 +81,10 @@ def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens
         2
     """
     if _is_torch(stale_conf):
+        if not _is_torch(curve):
+            n, g = stale_conf.shape
+            curve = _prepare_curve(curve, check_extra(extra_tokens) + n * (g + 1) + 1, n, int(extra_tokens),
+                                   context)
         return _plan_capacity_torch(stale_conf, curve, drafted, extra_tokens)
     arr = check_conf(stale_conf)
     n, g = arr.shape
@@ -85,7 +92,7 @@ def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens
     extra = check_extra(extra_tokens)
     if n == 0:
         return 0
-    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1, n, extra, context)
     _base_time(curve, extra + n)
     _, s = _sorted_survival_np(arr, dr)
     rate = np.empty(s.size + 1)

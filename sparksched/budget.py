@@ -69,9 +69,7 @@ def _scaled_rates(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve 
         raise ValueError(f"max_budget must be an int >= 0 or None, got {max_budget!r}")
     if n == 0:
         return np.ones(1)
-    if isinstance(curve, ThroughputCurve) and context is not None:
-        curve = curve.at_context(context)
-    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1, n, extra, context)
     _base_time(curve, extra + n)
     _, s = _sorted_survival_np(arr, dr)
     if max_budget is not None:
@@ -112,7 +110,8 @@ def plan_budget(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve,
         stale_conf: [n, g] conditional confidences in [0, 1] of the *current* requests as known
             before the step (the previous step's or older; rows for new requests: 1.0 as vLLM
             does). numpy or a CPU tensor; a CUDA tensor is refused (reading it would sync).
-        curve: the target's step time (s) against verify batch tokens.
+        curve: the target's step time (s) against verify batch tokens: a ThroughputCurve, a table
+            indexed by B, or a `sparksched.cost.StepCost` (sliced at this step's n and `context`).
         drafted: [n] drafts each request will have (default g).
         extra_tokens: non-speculative tokens sharing the step (chunked prefill).
         draft_seconds: drafter time of the step (s), charged to every budget.
@@ -120,7 +119,7 @@ def plan_budget(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve,
         plain_fallback: also return 0 when plain decoding (no drafter run: n tokens in
             step_time(extra + n)) is at least as fast as the best budget; an engine may then skip
             drafting for the step.
-        context: context length for a curve with a context axis.
+        context: the batch's mean context (tokens), for a StepCost or a curve with a context axis.
 
     Returns:
         K, a Python int in [0, K_max].

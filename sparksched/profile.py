@@ -98,20 +98,24 @@ def validate_profile(profile: Any, where: str = "profile") -> dict[str, Any]:
 
 
 def _check_monotone(rows: list[dict[str, Any]], where: str, tolerance: float = 0.25) -> None:
-    """Reject a verify curve whose median falls by more than `tolerance` (relative) as B grows.
+    """Reject a verify grid whose median falls by more than `tolerance` (relative) as B grows at one
+    request count and context.
 
-    Small dips are measurement noise and are smoothed by the isotonic fit when loading a curve; a
-    large drop means a corrupt or mislabelled file.
+    Small dips are measurement noise and are smoothed by the isotonic fit of the step-cost model
+    (sparksched.cost); a large drop means a corrupt or mislabelled file. Rows of different request
+    counts are not compared: a step of more requests may cost more at the same B (KV reads).
     """
-    by_context: dict[float, dict[float, float]] = {}
+    by_point: dict[tuple[float, float], dict[float, float]] = {}
     for r in rows:
-        by_context.setdefault(float(r["context"]), {}).setdefault(float(r["tokens"]), float(r["median_s"]))
-    for ctx, pts in by_context.items():
+        by_point.setdefault((float(r["requests"]), float(r["context"])), {}).setdefault(
+            float(r["tokens"]), float(r["median_s"]))
+    for (n, ctx), pts in by_point.items():
         running_max, at = 0.0, 0.0
         for b in sorted(pts):
             if pts[b] < running_max * (1 - tolerance):
                 raise ValueError(f"{where}: verify step time decreases from {running_max:.6g} s at "
-                                 f"tokens={at:g} to {pts[b]:.6g} s at tokens={b:g} (context {ctx:g})")
+                                 f"tokens={at:g} to {pts[b]:.6g} s at tokens={b:g} (requests {n:g}, "
+                                 f"context {ctx:g})")
             if pts[b] > running_max:
                 running_max, at = pts[b], b
 

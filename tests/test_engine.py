@@ -15,6 +15,7 @@ import simulator.engine as engine_mod
 from simulator.backend import Draft, Requests, Verdict
 from simulator.config import SimConfig
 from simulator.run import simulate
+from sparksched.cost import StepPrice
 from sparksched.curve import ThroughputCurve
 
 CURVE = ThroughputCurve.from_points([1, 64, 256, 1024, 4096], [0.008, 0.009, 0.012, 0.030, 0.110])
@@ -312,25 +313,26 @@ def test_stale_capacity_depends_only_on_stale_confidences():
 
     seen = []
 
-    def plan(stale, curve, drafted, extra, draft_s):
+    def plan(stale, price, drafted):
         seen.append(stale.copy())
-        return plan_capacity(stale, curve, drafted, extra)
+        return plan_capacity(stale, price.curve, drafted)
 
     steep = ThroughputCurve.from_points([1, 8], [0.010, 0.030])  # each draft costs ~3 %: K depends on S
+    price = StepPrice(steep)
     pol = StaleCapacity("async-dspark", 8, 3, 2, plan, admit_top_k)
     slots, drafted = np.array([0, 1]), np.array([3, 3])
     rng = np.random.default_rng(0)
     history = [rng.uniform(0.3, 1.0, (2, 3)) for _ in range(6)]
     totals = []
     for t, conf in enumerate(history):
-        totals.append(int(pol.lengths(slots, conf, drafted, steep, 0, 0.0).sum()))
+        totals.append(int(pol.lengths(slots, conf, drafted, price).sum()))
         if t >= 2:
             np.testing.assert_array_equal(seen[t], history[t - 2])
     # replaying with different current confidences (same history two steps back) keeps every K
     pol2 = StaleCapacity("async-dspark", 8, 3, 2, plan, admit_top_k)
     for t, conf in enumerate(history):
         other = np.clip(conf[::-1] * 0.9, 0.01, 1.0) if t >= 4 else conf
-        k2 = int(pol2.lengths(slots, other, drafted, steep, 0, 0.0).sum())
+        k2 = int(pol2.lengths(slots, other, drafted, price).sum())
         if t >= 4:
             assert k2 == totals[t]
     # negative control: planning on the CURRENT confidences lets them change K
@@ -345,11 +347,11 @@ def test_sglang_adaptive_depth_follows_accepted_length():
     slots, drafted = np.arange(4), np.full(4, 7)
     assert pol.depth == 7
     for _ in range(30):  # almost nothing accepted: depth falls to 3, then 1
-        lengths = pol.lengths(slots, None, drafted, CURVE, 0, 0.0)
+        lengths = pol.lengths(slots, None, drafted, StepPrice(CURVE))
         pol.observe(slots, lengths, np.zeros(4, dtype=np.int64))
     assert pol.depth == 1
     for _ in range(30):  # everything accepted: depth climbs back
-        lengths = pol.lengths(slots, None, drafted, CURVE, 0, 0.0)
+        lengths = pol.lengths(slots, None, drafted, StepPrice(CURVE))
         pol.observe(slots, lengths, lengths)
     assert pol.depth == 7
     assert SGLangAdaptive(block=5).depths == [1, 3, 5]

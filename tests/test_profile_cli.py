@@ -55,11 +55,11 @@ def test_roofline_then_show_writes_png_and_check_prints_errors(tmp_path: Path) -
     assert Path("est.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = runner.invoke(main, ["profile", "check", "est.json"])
     assert r.exit_code == 0, r.output
-    assert "leave-one-B-out" in r.output and "median rel. error=" in r.output
+    assert "leave-one-tokens-out" in r.output and "median rel. error=" in r.output
     assert "leave-one-context-out" in r.output
     r = runner.invoke(main, ["profile", "check", "est.json", "--json"])
     summary = json.loads(r.output)
-    assert summary["B"]["points"] > 0 and summary["all"]["max"] >= summary["all"]["median"] >= 0
+    assert summary["tokens"]["points"] > 0 and summary["all"]["max"] >= summary["all"]["median"] >= 0
 
 
 def test_cpu_measure_via_cli(tmp_path: Path) -> None:

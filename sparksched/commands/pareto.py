@@ -282,9 +282,9 @@ def write_outputs(out: Path, result: Any, a: dict[str, Any], base: Any, sla: flo
     if not acc.is_empty():
         acc = pl.concat([_pool_acceptance(acc), _preset_acceptance(acc, base)], how="diagonal_relaxed")
     written.append(plot_acceptance(acc, out / PNG_NAMES["acceptance"]))
-    curve = _curve(base)
-    if curve is not None:
-        written.append(plot_step_time(curve, result.rows, out / PNG_NAMES["step_time"]))
+    cost = _cost(base)
+    if cost is not None:
+        written.append(plot_step_time(cost, result.rows, out / PNG_NAMES["step_time"]))
     _atomic_text(text + "\n", out / "report.txt")
     written.append(out / "report.txt")
     return written
@@ -317,13 +317,13 @@ def _preset_acceptance(acc: Any, base: Any) -> Any:
     return pl.DataFrame(rows)
 
 
-def _curve(base: Any) -> Any:
-    """The profile's step-time curve, or None when it cannot be read (the plot is then skipped)."""
+def _cost(base: Any) -> Any:
+    """The profile's step-cost model, or None when it cannot be read (the plot is then skipped)."""
     try:
-        from sparksched.curve import ThroughputCurve
+        from sparksched.cost import StepCost
         from sparksched.profile import resolve_profile
 
-        return ThroughputCurve.from_profile(resolve_profile(base.profile))
+        return StepCost.load(resolve_profile(base.profile))
     except (ValueError, OSError):
         return None
 

@@ -13,6 +13,7 @@ atomically (never half-written).
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,7 @@ def _summary_text(prof: dict[str, Any], max_rows: int) -> str:
 @click.option("--worst", type=int, default=5, show_default=True, help="Worst points to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def check(file: str, worst: int, as_json: bool) -> None:
-    """Hold grid points out, predict them through ThroughputCurve, report relative errors."""
+    """Hold grid points out, predict them through the step-cost model, report relative errors."""
     try:
         import json
 
@@ -277,5 +278,64 @@ def compare_cmd(file: str, roofline: str | None, output: str | None) -> None:
         click.echo(format_comparison(c))
         if output:
             write_json_atomic({"summary": c.summary(), "rows": c.rows}, output)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise _fail(exc) from None
+
+
+@profile.command("export")
+@click.argument("source")
+@click.option("--to", "fmt", type=click.Choice(["sglang-sps", "sglang-additive", "vllm"]), required=True,
+              help="Table format: SGLang's SpsCostTable or SpsAdditiveCostTable, or vLLM's cost curves.")
+@click.option("--context", type=float, required=True, help="Context length (tokens) of the steps the table prices.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Table JSON to write.")
+@click.option("--block", type=int, default=7, show_default=True,
+              help="Drafter block g: SGLang tables are whole steps with the drafter at this block, over "
+                   "1..g+1 tokens per request; vllm: the drafter rows' block (default there: the largest measured).")
+@click.option("--drafter", type=click.Choice(["dspark", "dflash", "eagle3", "mtp1"]), default="dspark",
+              show_default=True, help="Drafter family priced inside SGLang's whole steps.")
+@click.option("--requests", type=int, default=64, show_default=True,
+              help="sglang-sps: the concurrency of the slice (the format has no request axis).")
+@click.option("--max-num-seqs", type=int, default=256, show_default=True,
+              help="vllm: the engine's --max-num-seqs (its dummy profiling batches spread B tokens over "
+                   "min(B, max-num-seqs) requests).")
+def export_cmd(source: str, fmt: str, context: float, output: str, block: int, drafter: str, requests: int,
+               max_num_seqs: int) -> None:
+    """Write a profile's step cost in an engine's table format (whole steps, drafter included, for SGLang).
+
+    \b
+    sparksched profile export h100-qwen3-8b-roofline --to sglang-additive --context 2048 -o sps.json
+    sparksched simulate --trace chat --profile sps.json     # simulate the table the server loads
+    """
+    try:
+        from sparksched.cost import StepCost
+        from sparksched.export import vllm_cost_curves
+        from sparksched.sglang_tables import sglang_additive_table, sglang_sps_table, write_json
+
+        if not (math.isfinite(context) and context >= 0):
+            raise ValueError(f"--context must be a finite length >= 0, got {context}")
+        for name, v in (("--block", block), ("--requests", requests), ("--max-num-seqs", max_num_seqs)):
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        cost = StepCost.load(source)
+        if fmt == "sglang-additive":
+            fit = sglang_additive_table(cost, context, block, family=drafter)
+            table = fit.table
+            click.echo(fit.report())
+        elif fmt == "sglang-sps":
+            table = sglang_sps_table(cost, context, requests, block, family=drafter)
+            click.echo(f"SpsCostTable at {requests} requests, context {context:g}: "
+                       f"{len(table['sample_batch_tokens'])} probes, B = {table['sample_batch_tokens'][0]}.."
+                       f"{table['max_batch_tokens']} (no request axis: exact at this concurrency only; "
+                       "sglang-additive has one)")
+        else:
+            from click.core import ParameterSource
+
+            ctx = click.get_current_context()
+            vblock = None if ctx.get_parameter_source("block") == ParameterSource.DEFAULT else block
+            table = vllm_cost_curves(cost, context, vblock, max_num_seqs)
+            click.echo(f"vLLM cost curves at context {context:g}: {len(table['verify_curve'])} verify points "
+                       f"(B tokens over min(B, {max_num_seqs}) requests), {len(table['draft_curve'])} drafter points")
+        path = write_json(table, output)
+        click.echo(f"wrote {path}")
     except (ValueError, OSError, RuntimeError) as exc:
         raise _fail(exc) from None
