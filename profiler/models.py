@@ -140,11 +140,12 @@ class ModelSpec:
         return body + self.vocab_size * self.hidden * (1 if self.tie_embeddings else 2)
 
     def active_parameters(self) -> int:
-        """Parameters one token touches (top-k routed experts only), excluding the input embedding."""
+        """Parameters active per token (top-k routed experts only), embeddings counted as the model
+        cards do (so DeepSeek-V3 is 37 B, Qwen3-30B-A3B 3.3 B)."""
         n_moe = len(self.moe_layers)
         body = self.layers * self.attention_params() + (self.layers - n_moe) * self.dense_mlp_params()
         body += n_moe * (self.experts_per_token * self.expert_params() + self.shared_params() + self.router_params())
-        return body + self.vocab_size * self.hidden
+        return body + self.vocab_size * self.hidden * (1 if self.tie_embeddings else 2)
 
     # ------------------------------------------------------------------ attention arithmetic
     def kv_elements_per_token(self) -> int:
