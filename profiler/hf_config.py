@@ -12,11 +12,11 @@ Errors are one line naming the file, the field and what was expected.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from profiler.models import ModelSpec
+from sparksched.profile import read_json
 
 DENSE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 MOE = ("mixtral", "qwen2_moe", "qwen3_moe")
@@ -64,14 +64,7 @@ def read_config(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], st
         return source, "config"
     p = Path(source)
     p = p / "config.json" if p.is_dir() else p
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ValueError(f"{p}: cannot read a Hugging Face config ({exc.strerror or exc})") from None
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    cfg = read_json(p, "a Hugging Face config")
     if not isinstance(cfg, dict):
         raise ValueError(f"{p}: a config.json must be a JSON object, got {type(cfg).__name__}")
     return cfg, str(p)

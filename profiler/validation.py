@@ -59,18 +59,6 @@ REFERENCES: tuple[Reference, ...] = (
               "llama-3.1-70b", "h100", "float8", 8, 250, 193.0e-3 / 10, "vLLM 0.6.0, 10-step scheduling",
               "10-token chunks of 193 ms while 8 requests decode", kv_dtype="bfloat16",
               deployment=Deployment(gpus=2)),
-    Reference("Mixtral-8x7B, 1 request", f"{LAMBDA}/2xH100-80GB-SXM/Mixtral-8x7B-Instruct-v0.1_tp2_len2048.json",
-              "mixtral-8x7b", "h100", "bfloat16", 1, 900, 74.0e-3 / 10, "vLLM 0.6.0, 10-step scheduling",
-              "last chunks, one request left: 73-75 ms per 10 tokens", deployment=Deployment(gpus=2)),
-    Reference("Mixtral-8x7B, 2 requests", f"{LAMBDA}/2xH100-80GB-SXM/Mixtral-8x7B-Instruct-v0.1_tp2_len2048.json",
-              "mixtral-8x7b", "h100", "bfloat16", 2, 700, 104.0e-3 / 10, "vLLM 0.6.0, 10-step scheduling",
-              "chunks with two requests left: 100-106 ms per 10 tokens", deployment=Deployment(gpus=2)),
-    Reference("Mixtral-8x7B, 4 requests", f"{LAMBDA}/2xH100-80GB-SXM/Mixtral-8x7B-Instruct-v0.1_tp2_len2048.json",
-              "mixtral-8x7b", "h100", "bfloat16", 4, 300, 138.0e-3 / 10, "vLLM 0.6.0, 10-step scheduling",
-              "chunks with four requests decoding: 135-140 ms per 10 tokens", deployment=Deployment(gpus=2)),
-    Reference("Mixtral-8x7B, 9 requests", f"{LAMBDA}/2xH100-80GB-SXM/Mixtral-8x7B-Instruct-v0.1_tp2_len2048.json",
-              "mixtral-8x7b", "h100", "bfloat16", 9, 150, 175.4e-3 / 10, "vLLM 0.6.0, 10-step scheduling",
-              "first chunk, 9 requests decoding: 175.4 ms per 10 tokens", deployment=Deployment(gpus=2)),
     Reference("Qwen3-30B-A3B, 1 request", "github.com/tenstorrent/tt-inference-server/issues/340 (A100 sweep)",
               "qwen3-30b-a3b", "a100", "bfloat16", 1, 192, 9.6e-3, "vLLM (tt-inference-server GPU reference)",
               "TPOT 9.6 ms at concurrency 1, 128 input / 128 output tokens"),
@@ -79,6 +67,17 @@ REFERENCES: tuple[Reference, ...] = (
               "22,282 output tok/s per 8-GPU node at 256 requests per GPU: 256 / 2785 s per step",
               kv_dtype="bfloat16", deployment=Deployment(gpus=72, ep=72, dp_attention=True, two_batch_overlap=True)),
 )
+
+# Mixtral-8x7B on 2 H100 (TP2): one file, 10-token chunks timed while 1, 2, 4 and 9 requests decode
+_MIXTRAL = f"{LAMBDA}/2xH100-80GB-SXM/Mixtral-8x7B-Instruct-v0.1_tp2_len2048.json"
+REFERENCES += tuple(
+    Reference(f"Mixtral-8x7B, {n} request{'s' if n > 1 else ''}", _MIXTRAL, "mixtral-8x7b", "h100", "bfloat16", n,
+              ctx, chunk_ms * 1e-3 / 10, "vLLM 0.6.0, 10-step scheduling", f"{note}: {chunk_ms} ms per 10 tokens",
+              deployment=Deployment(gpus=2))
+    for n, ctx, chunk_ms, note in ((1, 900, 74.0, "last chunks, one request left"),
+                                   (2, 700, 104.0, "chunks with two requests left"),
+                                   (4, 300, 138.0, "chunks with four requests decoding"),
+                                   (9, 150, 175.4, "first chunk, 9 requests decoding")))
 
 # DeepEP's low-latency kernels (V1 docs/legacy.md): H800, 128 tokens per rank, 7168 hidden, top-8,
 # FP8 dispatch 77 us and BF16 combine 114 us at EP8.
