@@ -101,7 +101,9 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
 @click.option("--prompts", default=None, help="Prefill prompt lengths.")
 @click.option("--draft-requests", default=None, help="Requests n for drafter timing.")
 @click.option("--blocks", default=None, help="Drafter block sizes g.")
-@click.option("--draft-context", type=int, default=None, help="Context the drafter attends to.")
+@click.option("--draft-context", type=int, default=None,
+              help="Context the drafter attends to (roofline: drafters are priced at every --contexts value "
+                   "and this one).")
 @click.option("--draft-layers", type=int, default=None,
               help="Drafter backbone layers (default 5; roofline of an MoE target: 3, the paper's production drafter).")
 @click.option("--draft-window", type=int, default=None,
