@@ -153,8 +153,13 @@ def derive_kv_blocks(profile: dict[str, Any] | None, block_size: int) -> tuple[i
     """KV blocks the profiled device holds for the profiled model, vLLM-style, and how it was derived.
 
     blocks = (0.9 x device memory - weights) / (layers x 2 x kv_heads x head_dim x dtype bytes x
-    block_size). FALLBACK_KV_BLOCKS when the profile lacks any of those facts.
+    block_size). A roofline profile of a deployment states its KV capacity per attention group
+    (`deployment.kv_capacity_tokens`: MLA latents, sliding windows, TP / DP splits and FP8 KV
+    included), which is used as is. FALLBACK_KV_BLOCKS when the profile lacks any of those facts.
     """
+    cap = ((profile or {}).get("deployment") or {}).get("kv_capacity_tokens")
+    if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap >= block_size:
+        return int(cap // block_size), f"profile deployment: {int(cap):,} KV tokens per attention group"
     try:
         model, device = profile["model"], profile["device"]  # type: ignore[index]
         s = DTYPE_BYTES[str(profile.get("dtype", "bfloat16")).replace("torch.", "")]  # type: ignore[union-attr]

@@ -120,19 +120,24 @@ def _check_monotone(rows: list[dict[str, Any]], where: str, tolerance: float = 0
                 running_max, at = pts[b], b
 
 
+def read_json(path: Path, what: str) -> Any:
+    """Parsed JSON of `path`; a one-line ValueError naming the file (and the line) otherwise."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
+
+
 def load_profile(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     """Read and validate a profile from a path (bundled names resolve) or an already parsed dict."""
     if isinstance(source, dict):
         return validate_profile(source)
     path = resolve_profile(source)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read profile: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    data = read_json(path, "profile")
     profile = validate_profile(data, str(path))
     profile["_source"] = str(path)
     return profile

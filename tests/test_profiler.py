@@ -238,7 +238,7 @@ def test_compare_roofline_against_itself_and_other_device() -> None:
     prof = roofline_profile("h100", QWEN8, Grid(requests=(1, 8), tokens_per_request=(1, 4), contexts=(512,)))
     prof["device"]["name"] = "NVIDIA H100 80GB HBM3"
     assert guess_device_key(prof["device"]) == "h100"
-    assert compare(prof).summary()["max"] < 1e-12
+    assert compare(prof).summary()["max"] < 1e-5  # the profile keeps 6 significant digits
     assert compare(prof, "a100").summary()["median"] > 0.3
 
 

@@ -88,3 +88,15 @@ def test_recorded_rounds_drive_the_simulation(tmp_path):
     assert doc2["config"]["recorded_donors"] == "request" and doc2["summary"]["finished"] == 20
     bad = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--recorded-donors", "trace", "-o", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "'trace' is not one of" in bad.output
+
+
+def test_simulate_runs_on_the_bundled_moe_profiles(tmp_path):
+    for name in ("h200x8-deepseek-v3-ep8-dp-fp8-roofline", "h100-qwen3-30b-a3b-roofline"):
+        out = tmp_path / name
+        res = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--profile", name, "--max-requests", "30",
+                                        "--block", "5", "--no-progress", "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        doc = json.loads((out / "summary.json").read_text())
+        assert doc["summary"]["finished"] == 30
+        # KV blocks come from the profile's deployment (MLA latents, FP8 KV), not the dense-model formula
+        assert "profile deployment" in json.dumps(doc)

@@ -3,6 +3,8 @@
     sparksched profile --gpu 0 --model qwen3-8b --dtype bfloat16 -o h100-qwen3-8b.json
     sparksched profile --device cpu --model tiny -o cpu.json
     sparksched profile --roofline h100 --model qwen3-8b -o est.json
+    sparksched profile --roofline h200 --model deepseek-v3 --gpus 8 --ep 8 --dp-attention -o ds.json
+    sparksched profile --roofline h100 --model path/to/config.json --dtype fp8 -o est.json
     sparksched profile show FILE        # table + PNG
     sparksched profile check FILE       # held-out interpolation error
     sparksched profile compare FILE     # roofline vs measured, per point
@@ -72,12 +74,26 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
 @click.option("--gpu", type=int, default=None, help="Measure on CUDA device N.")
 @click.option("--device", "device_name", default=None, help="Measure on a torch device (cpu, cuda:1).")
 @click.option("--roofline", default=None, metavar="DEVICE",
-              help="Estimate instead of measuring: h100, h200, a100, l40s.")
-@click.option("--model", default=None, help="Preset: qwen3-8b (default on GPU/roofline), tiny (CPU), ...")
-@click.option("--dtype", default=None, help="bfloat16 (GPU/roofline default), float16, float32 (CPU default).")
+              help="Estimate instead of measuring: h100, h200, h800, h20, b200, a100, l40s, mi300x.")
+@click.option("--model", default=None,
+              help="Preset (qwen3-8b default on GPU/roofline, tiny on CPU, deepseek-v3, qwen3-30b-a3b, ...) or, "
+                   "with --roofline, the path of a Hugging Face config.json.")
+@click.option("--dtype", default=None,
+              help="Weights: bfloat16 (GPU default), float16, float32 (CPU default); roofline also fp8, fp4 "
+                   "(default: the checkpoint's own dtype).")
+@click.option("--kv-dtype", default=None, help="Roofline: KV-cache dtype (default: as --dtype; fp8 for fp4 weights).")
+@click.option("--gpus", type=int, default=None, help="Roofline: GPUs in the deployment (default 1).")
+@click.option("--tp", type=int, default=None,
+              help="Roofline: tensor parallelism of attention and dense layers (default: --gpus, or 1 with "
+                   "--dp-attention).")
+@click.option("--ep", type=int, default=None, help="Roofline: expert parallelism of the routed experts (default 1).")
+@click.option("--dp-attention", is_flag=True, default=False,
+              help="Roofline: attention data parallelism, one batch per TP group (--requests are per group).")
+@click.option("--two-batch-overlap", is_flag=True, default=False,
+              help="Roofline: split each step in two micro-batches so collectives hide behind compute.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Profile JSON to write (default <device>-<model>.json).")
-@click.option("--grid", "grid_name", type=click.Choice(["cpu", "gpu", "roofline"]), default=None,
+@click.option("--grid", "grid_name", type=click.Choice(["cpu", "gpu", "roofline", "moe"]), default=None,
               help="Named base grid (default: by mode); the options below override parts of it.")
 @click.option("--requests", default=None, help="Requests n per verify pass, e.g. 1,2,4,8.")
 @click.option("--tokens", default=None, help="Tokens per request t (anchor + drafts), e.g. 1-8.")
@@ -86,8 +102,13 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
 @click.option("--prompts", default=None, help="Prefill prompt lengths.")
 @click.option("--draft-requests", default=None, help="Requests n for drafter timing.")
 @click.option("--blocks", default=None, help="Drafter block sizes g.")
-@click.option("--draft-context", type=int, default=None, help="Context the drafter attends to.")
-@click.option("--draft-layers", type=int, default=5, show_default=True, help="Drafter backbone layers.")
+@click.option("--draft-context", type=int, default=None,
+              help="Context the drafter attends to (roofline: drafters are priced at every --contexts value "
+                   "and this one).")
+@click.option("--draft-layers", type=int, default=None,
+              help="Drafter backbone layers (default 5; roofline of an MoE target: 3, the paper's production drafter).")
+@click.option("--draft-window", type=int, default=None,
+              help="Roofline: drafter attention window (default: none; 128 for an MoE target).")
 @click.option("--rank", type=int, default=256, show_default=True, help="Markov head rank r.")
 @click.option("--parts", default="verify,draft,prefill", show_default=True, help="What to time.")
 @click.option("--repeats", type=int, default=None, help="Timed runs per point and round (default 10 GPU, 5 CPU).")
@@ -104,10 +125,12 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofline: str | None,
-            model: str | None, dtype: str | None, output: str | None, grid_name: str | None,
+            model: str | None, dtype: str | None, kv_dtype: str | None, gpus: int | None, tp: int | None,
+            ep: int | None, dp_attention: bool, two_batch_overlap: bool, output: str | None, grid_name: str | None,
             requests: str | None, tokens: str | None, block: int | None, contexts: str | None,
             prompts: str | None, draft_requests: str | None, blocks: str | None,
-            draft_context: int | None, draft_layers: int, rank: int, parts: str, repeats: int | None,
+            draft_context: int | None, draft_layers: int | None, draft_window: int | None, rank: int, parts: str,
+            repeats: int | None,
             rounds: int | None, retries: int, warmup: int, cuda_graph: bool, threads: int | None, seed: int, progress: bool) -> None:
     """Measure (--gpu / --device) or estimate (--roofline) a step-time profile."""
     if ctx.invoked_subcommand is not None:
@@ -118,30 +141,48 @@ def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofli
     try:
         if sum(x is not None for x in (gpu, device_name, roofline)) > 1:
             raise ValueError("give one of --gpu, --device, --roofline")
+        layout = {"gpus": gpus, "tp": tp, "ep": ep, "dp_attention": dp_attention or None,
+                  "two_batch_overlap": two_batch_overlap or None, "kv_dtype": kv_dtype, "draft_window": draft_window}
         if roofline is not None:
-            _run_roofline(roofline, model or "qwen3-8b", dtype or "bfloat16", output, grid_name, requests,
+            _run_roofline(roofline, model or "qwen3-8b", dtype, output, grid_name, layout, requests,
                           tokens, block, contexts, prompts, draft_requests, blocks, draft_context,
                           draft_layers, rank)
         else:
+            given = [f"--{k.replace('_', '-')}" for k, v in layout.items() if v is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only with --roofline (a measurement uses one device)")
             _run_measure(gpu, device_name, model, dtype, output, grid_name, requests, tokens, block,
-                         contexts, prompts, draft_requests, blocks, draft_context, draft_layers, rank,
+                         contexts, prompts, draft_requests, blocks, draft_context, draft_layers or 5, rank,
                          parts, repeats, rounds, retries, warmup, cuda_graph, threads, seed, progress)
     except (ValueError, OSError, RuntimeError) as exc:
         raise _fail(exc) from None
 
 
-def _run_roofline(device: str, model: str, dtype: str, output: str | None, grid_name: str | None,
-                  *grid_args: Any) -> None:
+def _run_roofline(device: str, model: str, dtype: str | None, output: str | None, grid_name: str | None,
+                  layout: dict[str, Any], *grid_args: Any) -> None:
+    from profiler.devices import canonical_dtype
+    from profiler.model_presets import resolve_model
+    from profiler.parallel import Deployment
     from profiler.roofline import get_device_spec, roofline_profile
     from profiler.run import write_profile
-    from sparksched.models.presets import get_preset
 
-    get_device_spec(device)
+    spec = get_device_spec(device)
     draft_layers, rank = grid_args[-2:]
     grid = _grid("roofline", grid_name, *grid_args[:-2])
-    prof = roofline_profile(device, get_preset(model), grid, dtype, draft_layers, rank)
-    path = write_profile(prof, output or f"{device.lower()}-{model}-roofline.json")
-    click.echo(f"wrote {path} (estimated, {len(prof['verify'])} verify points)")
+    target = resolve_model(model)
+    dep = Deployment(gpus=layout["gpus"] or 1, tp=layout["tp"], ep=layout["ep"] or 1,
+                     dp_attention=bool(layout["dp_attention"]), two_batch_overlap=bool(layout["two_batch_overlap"]))
+    wdt = canonical_dtype(dtype or target.native_dtype)
+    prof = roofline_profile(device, target, grid, wdt, draft_layers, rank, deployment=dep,
+                            kv_dtype=layout["kv_dtype"], draft_window=layout["draft_window"])
+    label = Path(model).stem if model.endswith(".json") else Path(target.name).name
+    path = write_profile(prof, output or f"{device.lower()}-{label.lower()}-roofline.json")
+    d = prof["deployment"]
+    fits = sum(r["fits"] for r in prof["verify"])
+    click.echo(f"wrote {path} (estimated: {target.name}, {wdt} weights / {prof['kv_dtype']} KV on {dep.gpus} x "
+               f"{spec.key}, tp {dep.tp}, ep {dep.ep}{', DP attention' if dep.dp_attention else ''}; "
+               f"{d['weights_bytes_per_gpu'] / 2**30:.1f} GiB weights and room for {d['kv_capacity_tokens']:,} KV "
+               f"tokens per {'GPU' if dep.groups == dep.gpus else 'attention group'}; {len(prof['verify'])} verify points, {fits} fit)")
 
 
 def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dtype: str | None,
