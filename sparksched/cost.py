@@ -162,6 +162,7 @@ class StepCost:
     arrays: CostArrays
     draft_rows: tuple[dict[str, Any], ...] = ()
     drafter_layers: int = 1
+    family_rows: tuple[dict[str, Any], ...] = ()  # drafter rows per family ("family" key), when profiled
     includes_drafter: bool = False  # the verify price is a whole step, drafter included (SGLang tables)
     capacity_source: str = "no limit known"
     source: str = ""
@@ -218,8 +219,8 @@ class StepCost:
                               "the same at every request count")
         meta = {k: profile.get(k) for k in ("device", "model", "dtype", "kind", "created") if k in profile}
         layers = int(((profile.get("drafter") or {}).get("layers", 1)) or 1)
-        return cls(arrays, tuple(profile.get("draft") or ()), layers, False, cap_source, where,
-                   tuple(fill_notes + [p_note]), meta)
+        return cls(arrays, tuple(profile.get("draft") or ()), layers, tuple(profile.get("draft_families") or ()),
+                   False, cap_source, where, tuple(fill_notes + [p_note]), meta)
 
     @classmethod
     def from_curve(cls, curve: ThroughputCurve, draft_rows: tuple[dict[str, Any], ...] = (),
@@ -232,7 +233,7 @@ class StepCost:
         extend = curve.extrapolate != "clamp"
         arrays = CostArrays(MODE_BATCH, np.ones(1), curve.tokens.copy(), curve.contexts.copy(), secs, extend,
                             float(secs.min()), math.inf, PREFILL_BATCH, np.zeros(1), np.zeros(1))
-        return cls(arrays, tuple(draft_rows), drafter_layers, False, "no limit known", repr(curve),
+        return cls(arrays, tuple(draft_rows), drafter_layers, (), False, "no limit known", repr(curve),
                    ("a curve keyed on batch tokens only: the same price at every request count",),
                    dict(curve.meta))
 
@@ -382,15 +383,17 @@ class StepCost:
         """(contexts [Cd], seconds [Cd, max_requests + 1] by n, where it came from): the drafter's
         price by requests at each measured drafter context, for `family` at `block`.
 
-        dspark and dflash (parallel drafters) cost one pass at the block: the rows of that block,
-        linear in the block between measured blocks (held outside them). mtp1 and eagle3 run
+        A profile that priced each family (`draft_families` rows) gives that family's rows directly.
+        Otherwise: dspark and dflash (parallel drafters) cost one pass at the block: the rows of that
+        block, linear in the block between measured blocks (held outside them). mtp1 and eagle3 run
         one-layer drafters: one pass costs the profiled drafter at its smallest block divided by its
         layer count (an estimate: the LM head share is divided too); mtp1 makes one such pass, eagle3
         (autoregressive) `block` passes. Linear in n between measured n, extended linearly past the
         last; 0 at n = 0 and without drafter rows.
         """
         n = np.arange(max_requests + 1, dtype=np.float64)
-        rows = self.draft_rows
+        own = tuple(r for r in self.family_rows if r.get("family") == family)
+        rows = own or self.draft_rows
         if block == 0 or not rows or self.includes_drafter:
             why = "inside the table's whole steps" if self.includes_drafter else (
                 "none in profile (0 s)" if block else "no drafter")
@@ -403,7 +406,9 @@ class StepCost:
         tables = []
         note = ""
         for c in ctxs:
-            lat, note = _draft_at_block(by[c], n, family, block, self.drafter_layers)
+            lat, note = _draft_at_block(by[c], n, "dspark" if own else family, block, self.drafter_layers)
+            if own:
+                note = f"profile {family} drafter rows (block {block})"
             lat[0] = 0.0
             tables.append(lat)
         if len(ctxs) > 1:
@@ -492,18 +497,25 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, 
 
 
 def _kv_capacity(profile: dict[str, Any], where: str) -> tuple[float, str]:
-    """KV tokens the device holds for the model: from the profile's facts when they agree with every
-    row's `fits` flag, else the largest fitting row's n (L + t); inf when no row is marked as not
-    fitting and no facts are given."""
+    """KV tokens the device holds for the model: a stated capacity (kv_capacity_tokens, the
+    deployment's, or the device and model facts) when it agrees with every row's `fits` flag, else
+    the largest fitting row's n (L + t); inf when no row is marked as not fitting and nothing is
+    stated."""
     rows = profile["verify"]
     need = [(float(r["requests"]) * (float(r["context"]) + float(r["tokens"]) / float(r["requests"])),
              r.get("fits", True) is not False) for r in rows]
-    explicit = profile.get("kv_capacity_tokens")
-    if isinstance(explicit, (int, float)) and not isinstance(explicit, bool) and explicit > 0:
-        return float(explicit), "the profile's kv_capacity_tokens"
+    candidates: list[tuple[float, str]] = []
+    for where_from, value in (("the profile's kv_capacity_tokens", profile.get("kv_capacity_tokens")),
+                              ("the deployment's kv_capacity_tokens",
+                               (profile.get("deployment") or {}).get("kv_capacity_tokens"))):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            candidates.append((float(value), where_from))
     facts = _capacity_from_facts(profile)
-    if facts is not None and all((tokens <= facts[0]) == fits for tokens, fits in need):
-        return facts
+    if facts is not None:
+        candidates.append(facts)
+    for cap, why in candidates:  # the first stated capacity that classifies every row as its flag does
+        if all((tokens <= cap) == fits for tokens, fits in need):
+            return cap, why
     if all(fits for _, fits in need):
         return math.inf, "no row of the profile is marked as not fitting"
     largest = max(tokens for tokens, fits in need if fits)

@@ -121,7 +121,7 @@ def _read_sps(d: dict[str, Any], where: str) -> StepCost:
         notes.append("steps per second rise with batch tokens somewhere: priced non-decreasing (running maximum)")
     arrays = CostArrays(MODE_BATCH, np.ones(1), np.asarray(xs), np.zeros(1), y[None, None, :].copy(), False,
                         float(y.min()), math.inf, PREFILL_BATCH, np.zeros(1), np.zeros(1), float(mbt))
-    return StepCost(arrays, (), 1, True, "no limit known", where, tuple(notes), {"format": "sglang-sps"})
+    return StepCost(arrays, (), 1, (), True, "no limit known", where, tuple(notes), {"format": "sglang-sps"})
 
 
 def _read_additive(d: dict[str, Any], where: str) -> StepCost:
@@ -142,7 +142,7 @@ def _read_additive(d: dict[str, Any], where: str) -> StepCost:
         notes.append("theta falls with batch tokens somewhere: priced non-decreasing (running maximum)")
     arrays = CostArrays(MODE_BATCH, bs, m, np.zeros(1), secs.copy(), False, float(secs.min()), math.inf,
                         PREFILL_BATCH, np.zeros(1), np.zeros(1), math.inf)
-    return StepCost(arrays, (), 1, True, "no limit known", where, tuple(notes), {"format": "sglang-additive"})
+    return StepCost(arrays, (), 1, (), True, "no limit known", where, tuple(notes), {"format": "sglang-additive"})
 
 
 # ------------------------------------------------------------------------------------------ writing
