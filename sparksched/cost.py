@@ -156,7 +156,7 @@ class StepCost:
     Example:
         >>> cost = StepCost.from_profile("h100-qwen3-8b-roofline")
         >>> [round(1e3 * float(cost.verify_seconds(64, b, 2048)), 1) for b in (64, 512)]
-        [12.2, 13.2]
+        [12.1, 16.1]
     """
 
     arrays: CostArrays

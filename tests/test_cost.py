@@ -187,9 +187,10 @@ def test_rows_that_do_not_fit_are_never_read_and_infeasible_steps_cost_inf():
     assert float(StepCost.from_profile(prof).verify_seconds(6, 6, 2000)) > 1.0
 
 
-def test_bundled_capacity_comes_from_the_device_and_model_facts():
+def test_bundled_capacity_is_the_stated_one_and_agrees_with_every_fits_flag():
     cost = StepCost.from_profile(ROOF)
-    assert "device memory" in cost.capacity_source
+    assert "kv_capacity_tokens" in cost.capacity_source
+    assert cost.arrays.kv_cap == load_profile(ROOF)["deployment"]["kv_capacity_tokens"]
     rows = load_profile(ROOF)["verify"]
     for r in rows:  # the facts classify every row as its fits flag does
         need = r["requests"] * r["context"] + r["tokens"]
