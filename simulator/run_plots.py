@@ -1,0 +1,143 @@
+"""PNG figures of one simulation: the run over time, latency distributions, acceptance by position.
+
+- `plot_timeseries`: running and waiting requests, free KV blocks and the verify budget over
+  simulated time (four stacked panels sharing the time axis). Steps are averaged into time bins,
+  each step weighted by its duration, so a panel reads as "what the engine held, on average, then".
+- `plot_latency_cdfs`: the CDFs of TTFT and TPOT over completed requests (vLLM's definitions, in
+  ms), with P50 / P90 / P99 marked.
+- `plot_run_acceptance`: per domain, the conditional acceptance by block position (DSpark's view)
+  and the unconditional per-position rate (vLLM's `spec_decode_per_position_acceptance_rates`).
+
+Each function takes the simulator's polars tables and writes one PNG atomically (through
+simulator.plots and simulator.files), returning its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from simulator.plots import _figure, _save
+
+PNG_NAMES = {"timeseries": "timeseries.png", "latency": "latency_cdf.png", "acceptance": "acceptance_by_position.png"}
+
+
+def time_binned(t0: np.ndarray, dur: np.ndarray, values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Duration-weighted mean of `values` per time bin; steps are assigned to the bin of their start.
+
+    Returns (bin centres [b], means [b]) for the bins holding at least one step.
+    """
+    edges = np.linspace(float(t0.min()), float((t0 + dur).max()), bins + 1)
+    which = np.clip(np.searchsorted(edges, t0, side="right") - 1, 0, bins - 1)
+    w = np.bincount(which, weights=dur, minlength=bins)
+    v = np.bincount(which, weights=dur * values, minlength=bins)
+    keep = w > 0
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    return centres[keep], v[keep] / w[keep]
+
+
+def plot_timeseries(steps: pl.DataFrame, path: str | Path, *, bins: int = 600, title: str | None = None) -> Path:
+    """Running, waiting, KV free blocks and verify budget per decoding request over time."""
+    fig, axes = _figure(4, 1, figsize=(9.0, 8.5), sharex=True)
+    if steps.height == 0:
+        axes[0].set_title("(no steps)")
+        return _save(fig, path)
+    t = steps["t_start"].to_numpy().astype(np.float64)
+    dur = np.maximum(steps["duration_s"].to_numpy().astype(np.float64), 1e-12)
+    n = steps["decode_requests"].to_numpy().astype(np.float64)
+    ver = steps["verified"].to_numpy().astype(np.float64)
+    panels = [
+        ("running", steps["running"].to_numpy().astype(np.float64), "running requests", "tab:blue"),
+        ("waiting", steps["waiting"].to_numpy().astype(np.float64), "waiting requests", "tab:orange"),
+        ("kv", steps["kv_free_blocks"].to_numpy().astype(np.float64), "free KV blocks", "tab:green"),
+    ]
+    for ax, (_, v, label, color) in zip(axes, panels):
+        x, y = time_binned(t, dur, v, bins)
+        ax.plot(x, y, color=color, lw=1)
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    dec = n > 0
+    ax = axes[3]
+    if dec.any():
+        x, y = time_binned(t[dec], dur[dec], 1.0 + ver[dec] / n[dec], bins)
+        ax.plot(x, y, color="tab:red", lw=1)
+    ax.axhline(2.0, ls=":", color="gray", lw=1)
+    ax.set_ylabel("verify budget\n(tokens / request / step,\nanchor included)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("simulated time, s (steps averaged per time bin, weighted by step time)")
+    axes[0].set_title(title or "The run over time")
+    return _save(fig, path)
+
+
+def _cdf(ax, values_ms: np.ndarray, label: str, color: str) -> None:
+    v = np.sort(values_ms[np.isfinite(values_ms)])
+    if v.size == 0:
+        ax.text(0.5, 0.5, "(no data)", transform=ax.transAxes, ha="center")
+        return
+    ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color=color, lw=1.5)
+    for q, ls in ((50, "-"), (90, "--"), (99, ":")):
+        p = float(np.percentile(v, q))
+        ax.axvline(p, color="gray", ls=ls, lw=1)
+        ax.text(p, 0.02 + q / 400, f" P{q} {p:.1f}", fontsize=8, color="dimgray")
+    ax.set_xlabel(f"{label}, ms")
+    ax.set_ylabel("share of completed requests")
+    ax.set_ylim(0, 1.01)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+
+
+def plot_latency_cdfs(requests: pl.DataFrame, path: str | Path, *, title: str | None = None) -> Path:
+    """CDFs of TTFT and TPOT (ms) over completed requests; TPOT over requests with > 1 output token."""
+    fin = requests.filter(pl.col("status") == "finished")
+    ttft = (fin["ttft_s"].to_numpy().astype(np.float64)) * 1e3
+    many = fin.filter(pl.col("emitted_tokens") > 1)
+    tpot = ((many["e2e_s"] - many["ttft_s"]) / (many["emitted_tokens"] - 1)).to_numpy().astype(np.float64) * 1e3
+    fig, (a, b) = _figure(1, 2, figsize=(10.0, 3.8))
+    _cdf(a, ttft, "TTFT (first token - arrival)", "tab:blue")
+    _cdf(b, tpot, "TPOT ((E2EL - TTFT) / (output tokens - 1))", "tab:red")
+    fig.suptitle(title or f"Latency CDFs over {fin.height} completed requests", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_run_acceptance(rounds: pl.DataFrame, domains: pl.Series, block: int, path: str | Path, *,
+                        title: str | None = None) -> Path:
+    """Per domain: conditional acceptance by position (solid) and vLLM's unconditional rate (dashed)."""
+    from simulator.metrics import acceptance_by_position
+
+    cond = acceptance_by_position(rounds, block, domains) if block else pl.DataFrame()
+    names = cond["domain"].unique(maintain_order=True).to_list() if not cond.is_empty() else []
+    fig, axes = _figure(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.8), sharey=True, squeeze=False)
+    dom = domains.to_numpy()[rounds["request"].to_numpy()] if rounds.height else np.zeros(0)
+    for ax, d in zip(axes[0], names or ["(no drafting)"]):
+        g = cond.filter(pl.col("domain") == d).sort("position")
+        ax.plot(g["position"], g["acceptance"], "-o", color="tab:red", ms=4,
+                label="P(k accepted | 1..k-1 accepted, k verified)")
+        sel = (dom == d) & (rounds["verified"].to_numpy() > 0)
+        acc = rounds["accepted"].to_numpy()[sel]
+        if acc.size:
+            k = np.arange(1, block + 1)
+            ax.plot(k, [(acc >= j).mean() for j in k], "--s", color="tab:blue", ms=4,
+                    label="vLLM per-position rate (unconditional)")
+        ax.set_title(d)
+        ax.set_xlabel("block position k")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("acceptance")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title or "Acceptance by block position and domain", fontsize=10, y=1.02)
+    return _save(fig, path)
+
+
+def write_run_plots(result, directory: str | Path) -> dict[str, Path]:
+    """The three PNGs of a `SimResult` into `directory`; {name: path}."""
+    d = Path(directory)
+    return {
+        "timeseries": plot_timeseries(result.steps, d / PNG_NAMES["timeseries"]),
+        "latency": plot_latency_cdfs(result.requests, d / PNG_NAMES["latency"]),
+        "acceptance": plot_run_acceptance(result.rounds, result.requests["domain"], result.config.draft_block,
+                                          d / PNG_NAMES["acceptance"]),
+    }
