@@ -38,13 +38,19 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class BadUsage(click.ClickException):
+    """A bad option value or scenario key: one line "Error: ..." and exit 2 (click's usage-error code)."""
+
+    exit_code = 2
+
+
 @contextlib.contextmanager
 def usage_errors() -> Iterator[None]:
-    """ValueError inside -> click.UsageError (exit 2): the command line or scenario is wrong."""
+    """ValueError inside -> BadUsage (exit 2): the command line or scenario is wrong."""
     try:
         yield
     except ValueError as exc:
-        raise click.UsageError(one_line(exc)) from None
+        raise BadUsage(one_line(exc)) from None
 
 
 @contextlib.contextmanager
@@ -117,7 +123,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
         try:
             defaults[opt.name] = opt.type_cast_value(ctx, _from_toml(opt, v))
         except click.BadParameter as exc:
-            raise click.UsageError(f"{value}: key '{key}': {exc.message}") from None
+            raise BadUsage(f"{value}: key '{key}': {exc.message}") from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["scenario_file"] = value
     return value
