@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "pareto": "sparksched.commands.pareto:pareto",
     "whatif": "sparksched.commands.pareto:whatif",
     "train": "sparksched.commands.train:train",
+    "compare": "sparksched.commands.compare:compare",
+    "calibration": "sparksched.commands.calibration:calibration",
 }
 
 

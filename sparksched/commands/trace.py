@@ -24,6 +24,8 @@ def _errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            raise  # `sparksched trace stats ... | head`: click's entry point exits quietly
         except ValueError as exc:
             raise click.ClickException(" ".join(str(exc).split())) from None
         except OSError as exc:
@@ -75,13 +77,20 @@ def trace() -> None:
     """Request traces (JSON Lines): convert public formats, generate, inspect, transform."""
 
 
-@trace.command()
-@click.option("--from", "fmt", required=True, type=click.Choice(["azure", "mooncake", "burstgpt", "lengths"]),
-              help="Input format.")
+@trace.command(epilog="""\b
+Examples:
+  sparksched trace convert --from azure AzureLLMInferenceTrace_conv.csv -o azure-chat.jsonl
+  sparksched trace convert --from lengths sharegpt_stats.csv --rate 5 -o sharegpt.jsonl
+  sparksched trace convert --from vllm-bench bench.json -o workload.jsonl
+""")
+@click.option("--from", "fmt", required=True,
+              type=click.Choice(["azure", "mooncake", "burstgpt", "lengths", "vllm-bench"]), help="Input format.")
 @click.argument("src", type=click.Path(dir_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out_arg", metavar="[OUT]", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", default=None, type=click.Path(dir_okay=False),
+              help="Output trace (.jsonl); the positional OUT is the old spelling of the same.")
 @click.option("--domain", default=None, help="Domain label (azure: 'code' if the file name says so, else chat).")
-@click.option("--seed", default=0, show_default=True, help="Seed for mooncake jitter / lengths arrivals.")
+@click.option("--seed", default=0, show_default=True, help="Seed for mooncake jitter / lengths and vllm-bench arrivals.")
 @click.option("--jitter/--no-jitter", default=True, show_default=True,
               help="mooncake: spread requests within a quantised timestamp bucket.")
 @click.option("--bucket", "bucket_s", type=float, default=None,
@@ -89,19 +98,32 @@ def trace() -> None:
 @click.option("--keep-failed", is_flag=True, help="burstgpt: keep 0-token responses as 1-token outputs "
               "(default: drop and count them).")
 @click.option("--model", default=None, help="burstgpt: keep only this Model (e.g. ChatGPT).")
-@click.option("--rate", type=float, default=None, help="lengths: arrival rate in requests/s (required).")
+@click.option("--rate", type=float, default=None,
+              help="lengths: arrival rate in requests/s (required); vllm-bench: override the result's request_rate.")
 @click.option("--cv", type=float, default=1.0, show_default=True, help="lengths: inter-arrival CV.")
 @click.option("--arrival", type=click.Choice(["gamma", "weibull"]), default="gamma", show_default=True,
               help="lengths: inter-arrival distribution.")
 @click.option("--limit", type=int, default=None, help="lengths: keep the first N rows.")
 @click.option("--shuffle", is_flag=True, help="lengths: shuffle rows (seeded) before assigning arrivals.")
+@click.option("--burstiness", type=float, default=None,
+              help="vllm-bench: override the result's burstiness (gamma shape; 1 = Poisson).")
+@click.option("--arrivals", "bench_arrivals", type=click.Choice(["rate", "recorded"]), default="rate",
+              show_default=True,
+              help="vllm-bench: draw arrivals from request_rate and burstiness, or use the recorded start_times.")
+@click.option("--line", type=click.IntRange(min=1), default=None,
+              help="vllm-bench: which run of a JSON Lines file (SGLang appends one per line) [default: the last].")
 @_errors
-def convert(fmt: str, src: str, out: str, domain: str | None, seed: int, jitter: bool, bucket_s: float | None,
-            keep_failed: bool, model: str | None, rate: float | None, cv: float, arrival: str,
-            limit: int | None, shuffle: bool) -> None:
-    """Convert SRC in a public trace format into the trace schema at OUT."""
+def convert(fmt: str, src: str, out_arg: str | None, out: str | None, domain: str | None, seed: int, jitter: bool,
+            bucket_s: float | None, keep_failed: bool, model: str | None, rate: float | None, cv: float, arrival: str,
+            limit: int | None, shuffle: bool, burstiness: float | None, bench_arrivals: str, line: int | None) -> None:
+    """Convert SRC in a public trace format (or a benchmark result) into the trace schema at -o OUT."""
     from simulator.convert import convert as run
 
+    if out is not None and out_arg is not None and out != out_arg:
+        raise click.UsageError(f"two outputs given: {out_arg} and -o {out}")
+    out = out or out_arg
+    if out is None:
+        raise click.UsageError("missing the output: -o OUT.jsonl")
     options: dict[str, Any] = {}
     if fmt == "azure":
         options = {"domain": domain}
@@ -109,6 +131,9 @@ def convert(fmt: str, src: str, out: str, domain: str | None, seed: int, jitter:
         options = {"domain": domain or "chat", "jitter": jitter, "seed": seed, "bucket_s": bucket_s}
     elif fmt == "burstgpt":
         options = {"domain": domain or "chat", "keep_failed": keep_failed, "model": model}
+    elif fmt == "vllm-bench":
+        options = {"domain": domain or "chat", "seed": seed, "arrivals": bench_arrivals, "rate": rate,
+                   "burstiness": burstiness, "line": line}
     else:
         if rate is None:
             raise click.UsageError("--from lengths needs --rate (requests/s)")
