@@ -20,6 +20,15 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from sparksched.commands._common import BadUsage, quiet_option
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Echo unless the command runs with -q/--quiet."""
+    ctx = click.get_current_context(silent=True)
+    if not (ctx is not None and ctx.params.get("quiet")):
+        click.echo(text, err=err)
+
 
 def _fail(exc: BaseException) -> click.ClickException:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -67,7 +76,13 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(out) | ({0} if zero else set())))
 
 
-@click.group("profile", invoke_without_command=True)
+@click.group("profile", invoke_without_command=True, epilog="""\b
+Examples:
+  sparksched profile --roofline h100 --model qwen3-8b -o est.json
+  sparksched profile --gpu 0 --model qwen3-8b --dtype bfloat16 -o h100-qwen3-8b.json
+  sparksched profile --device cpu --model tiny -o cpu.json
+  sparksched profile show est.json -o est.png
+""")
 @click.option("--gpu", type=int, default=None, help="Measure on CUDA device N.")
 @click.option("--device", "device_name", default=None, help="Measure on a torch device (cpu, cuda:1).")
 @click.option("--roofline", default=None, metavar="DEVICE",
@@ -80,7 +95,7 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
               help="Named base grid (default: by mode); the options below override parts of it.")
 @click.option("--requests", default=None, help="Requests n per verify pass, e.g. 1,2,4,8.")
 @click.option("--tokens", default=None, help="Tokens per request t (anchor + drafts), e.g. 1-8.")
-@click.option("--block", type=int, default=None, help="Block size g: tokens per request 1..g+1.")
+@click.option("--block", type=click.IntRange(min=0), default=None, help="Block size g: tokens per request 1..g+1.")
 @click.option("--contexts", default=None, help="KV context lengths L, e.g. 512,2048.")
 @click.option("--prompts", default=None, help="Prefill prompt lengths.")
 @click.option("--draft-requests", default=None, help="Requests n for drafter timing.")
@@ -101,22 +116,26 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
               help="CPU: torch intra-op threads (default 1: steadier on a shared or busy host).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@quiet_option
 @click.pass_context
 def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofline: str | None,
             model: str | None, dtype: str | None, output: str | None, grid_name: str | None,
             requests: str | None, tokens: str | None, block: int | None, contexts: str | None,
             prompts: str | None, draft_requests: str | None, blocks: str | None,
             draft_context: int | None, draft_layers: int, rank: int, parts: str, repeats: int | None,
-            rounds: int | None, retries: int, warmup: int, cuda_graph: bool, threads: int | None, seed: int, progress: bool) -> None:
+            rounds: int | None, retries: int, warmup: int, cuda_graph: bool, threads: int | None, seed: int, progress: bool,
+            quiet: bool) -> None:
     """Measure (--gpu / --device) or estimate (--roofline) a step-time profile."""
     if ctx.invoked_subcommand is not None:
         return
     if all(ctx.get_parameter_source(name) == ParameterSource.DEFAULT for name in ctx.params):
         click.echo(ctx.get_help())  # bare `sparksched profile`: say how to use it, measure nothing
         return
+    if sum(x is not None for x in (gpu, device_name, roofline)) > 1:
+        raise BadUsage("give one of --gpu, --device, --roofline")
+    if tokens and block is not None:
+        raise BadUsage("give either --tokens or --block, not both")
     try:
-        if sum(x is not None for x in (gpu, device_name, roofline)) > 1:
-            raise ValueError("give one of --gpu, --device, --roofline")
         if roofline is not None:
             _run_roofline(roofline, model or "qwen3-8b", dtype or "bfloat16", output, grid_name, requests,
                           tokens, block, contexts, prompts, draft_requests, blocks, draft_context,
@@ -124,7 +143,7 @@ def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofli
         else:
             _run_measure(gpu, device_name, model, dtype, output, grid_name, requests, tokens, block,
                          contexts, prompts, draft_requests, blocks, draft_context, draft_layers, rank,
-                         parts, repeats, rounds, retries, warmup, cuda_graph, threads, seed, progress)
+                         parts, repeats, rounds, retries, warmup, cuda_graph, threads, seed, progress and not quiet)
     except (ValueError, OSError, RuntimeError) as exc:
         raise _fail(exc) from None
 
@@ -140,7 +159,7 @@ def _run_roofline(device: str, model: str, dtype: str, output: str | None, grid_
     grid = _grid("roofline", grid_name, *grid_args[:-2])
     prof = roofline_profile(device, get_preset(model), grid, dtype, draft_layers, rank)
     path = write_profile(prof, output or f"{device.lower()}-{model}-roofline.json")
-    click.echo(f"wrote {path} (estimated, {len(prof['verify'])} verify points)")
+    _say(f"wrote {path} (estimated, {len(prof['verify'])} verify points)")
 
 
 def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dtype: str | None,
@@ -174,7 +193,7 @@ def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dt
         raise ValueError(f"{out}: folder {out.parent} does not exist")
     prof = measure_profile(config, device, dtype, grid, warmup, repeats or (10 if on_gpu else 5),
                            cuda_graph, seed, part_list, draft_layers, rank, progress,
-                           log=lambda m: click.echo(m, err=True), retries=retries,
+                           log=lambda m: _say(m, err=True), retries=retries,
                            rounds=rounds or (1 if on_gpu else 3))
     try:
         write_profile(prof, out)
@@ -184,13 +203,16 @@ def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dt
         keep = out.with_name(out.stem + ".invalid.json")
         write_json_atomic(prof, keep)
         raise ValueError(f"{exc} (measurements kept in {keep}; not a valid profile)") from None
-    click.echo(f"wrote {out} ({len(prof['verify'])} verify, {len(prof['draft'])} draft, "
+    _say(f"wrote {out} ({len(prof['verify'])} verify, {len(prof['draft'])} draft, "
                f"{len(prof['prefill'])} prefill points; {len(prof['skipped'])} skipped)")
 
 
-@profile.command("show")
+@profile.command("show", epilog="""\b
+Example:
+  sparksched profile show h100-qwen3-8b-roofline -o profile.png
+""")
 @click.argument("file")
-@click.option("--png", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--png", type=click.Path(dir_okay=False), default=None,
               help="PNG to write (default <file stem>.png in the current folder).")
 @click.option("--max-rows", type=int, default=60, show_default=True, help="Verify rows to print.")
 def show(file: str, png: str | None, max_rows: int) -> None:
@@ -245,7 +267,10 @@ def _summary_text(prof: dict[str, Any], max_rows: int) -> str:
     return "\n".join(lines)
 
 
-@profile.command("check")
+@profile.command("check", epilog="""\b
+Example:
+  sparksched profile check h100-qwen3-8b-roofline --worst 10
+""")
 @click.argument("file")
 @click.option("--worst", type=int, default=5, show_default=True, help="Worst points to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -262,7 +287,10 @@ def check(file: str, worst: int, as_json: bool) -> None:
         raise _fail(exc) from None
 
 
-@profile.command("compare")
+@profile.command("compare", epilog="""\b
+Example:
+  sparksched profile compare h100-qwen3-8b.json --roofline h100 -o errors.json
+""")
 @click.argument("file")
 @click.option("--roofline", default=None, metavar="DEVICE", help="Roofline device (default: from the file).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
