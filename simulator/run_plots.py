@@ -7,6 +7,9 @@
   ms), with P50 / P90 / P99 marked.
 - `plot_run_acceptance`: per domain, the conditional acceptance by block position (DSpark's view)
   and the unconditional per-position rate (vLLM's `spec_decode_per_position_acceptance_rates`).
+- `plot_timeline_window`: a static picture of what timeline.json shows (simulator.timeline) for a
+  short window: the engine's steps (coloured by kind, with the verify budget per request) above
+  the requests in flight, each a lane of queued / prefill / decode.
 
 Each function takes the simulator's polars tables and writes one PNG atomically (through
 simulator.plots and simulator.files), returning its path.
@@ -129,6 +132,61 @@ def plot_run_acceptance(rounds: pl.DataFrame, domains: pl.Series, block: int, pa
     axes[0][0].set_ylabel("acceptance")
     axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.suptitle(title or "Acceptance by block position and domain", fontsize=10, y=1.02)
+    return _save(fig, path)
+
+
+PHASE_COLORS = {"queued": "0.75", "prefill": "tab:orange", "decode": "tab:blue"}
+STEP_COLORS = {"decode": "tab:blue", "prefill": "tab:orange", "prefill+decode": "tab:purple"}
+
+
+def busiest_window(steps: pl.DataFrame, width_s: float) -> tuple[float, float]:
+    """The `width_s` window starting at the step with the most running requests (a busy stretch to show)."""
+    i = int(np.argmax(steps["running"].to_numpy())) if steps.height else 0
+    t0 = float(steps["t_start"][i]) if steps.height else 0.0
+    return max(t0 - width_s / 4, 0.0), max(t0 - width_s / 4, 0.0) + width_s
+
+
+def plot_timeline_window(requests: pl.DataFrame, steps: pl.DataFrame, path: str | Path, t0: float, t1: float, *,
+                         title: str | None = None) -> Path:
+    """Steps and request lifetimes between t0 and t1 (s), drawn as timeline.json lays them out."""
+    from simulator.timeline import pack_lanes
+
+    fig, (top, bot) = _figure(2, 1, figsize=(10.0, 6.0), sharex=True, gridspec_kw={"height_ratios": [1, 3]})
+    win = steps.filter((pl.col("t_start") < t1) & (pl.col("t_start") + pl.col("duration_s") > t0))
+    for r in win.iter_rows(named=True):
+        kind = ("prefill+decode" if r["decode_requests"] else "prefill") if r["prefill_tokens"] else "decode"
+        top.barh(0, r["duration_s"], left=r["t_start"], height=0.8, color=STEP_COLORS[kind], edgecolor="white", lw=0.3)
+        if r["decode_requests"]:
+            top.plot(r["t_start"] + r["duration_s"] / 2, 1 + r["verified"] / r["decode_requests"], "k.", ms=3)
+    top.set_ylim(-0.6, 10.5)
+    top.set_yticks([0, 2, 4, 6, 8])
+    top.set_yticklabels(["steps", "2", "4", "6", "8"])
+    top.set_ylabel("verify budget / request\n(dots, anchor incl.)", fontsize=8)
+    top.grid(axis="y", alpha=0.3)
+    for k, c in STEP_COLORS.items():
+        top.barh(0, 0, color=c, label=k)
+    top.legend(fontsize=7, loc="upper right", ncol=3)
+    arrival = requests["arrival_s"].to_numpy().astype(np.float64)
+    finish = requests["finish_s"].to_numpy().astype(np.float64)
+    stop = np.where(np.isfinite(finish), finish, np.inf)
+    lanes = pack_lanes(arrival, np.where(np.isfinite(stop), stop, arrival.max() + 1e9))
+    show = (arrival < t1) & (stop > t0)
+    bounds = np.stack([arrival, requests["admitted_s"].to_numpy().astype(np.float64),
+                       requests["first_token_s"].to_numpy().astype(np.float64), stop])
+    for i in np.flatnonzero(show):
+        for k, phase in enumerate(("queued", "prefill", "decode")):
+            a, b = bounds[k, i], bounds[k + 1, i]
+            if np.isfinite(a) and b > a:
+                bot.barh(lanes[i], min(b, t1) - max(a, t0), left=max(a, t0), height=0.8,
+                         color=PHASE_COLORS[phase], lw=0)
+    for k, c in PHASE_COLORS.items():
+        bot.barh(0, 0, color=c, label=k)
+    bot.legend(fontsize=7, loc="upper right", ncol=3)
+    bot.set_ylabel("requests in flight (one lane each)")
+    bot.set_xlabel("simulated time, s")
+    bot.set_xlim(t0, t1)
+    bot.invert_yaxis()
+    top.set_title(title or f"Timeline, {t1 - t0:.1f} s of the run (what timeline.json shows in ui.perfetto.dev)")
     return _save(fig, path)
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from sparksched.commands._common import quiet_option
+from sparksched.commands._common import BadUsage, quiet_option, usage_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 POSITIVE = click.FloatRange(min=0, min_open=True)
@@ -193,9 +193,11 @@ def generate(domain: str, rate: float | None, duration: float | None, requests: 
         duration = 3600.0
     if mix_text is not None and domain != "mixed":
         raise click.UsageError("--mix needs --domain mixed")
-    mod = Modulation.named(modulation, mod_amplitude, mod_period)
+    with usage_errors():
+        mod = Modulation.named(modulation, mod_amplitude, mod_period)
+        mix = parse_mix(mix_text) if mix_text else None
     df = generate_trace(domain, rate=rate, duration_s=duration, requests=requests, seed=seed, cv=cv,
-                        arrival=arrival, modulation=mod, mix=parse_mix(mix_text) if mix_text else None)
+                        arrival=arrival, modulation=mod, mix=mix)
     n = _write(df, out)
     span = float(df["arrival_s"].to_numpy().max())
     _say(quiet, f"{domain}: {n} requests over {span:.1f} s -> {out}")
@@ -280,6 +282,8 @@ def mix_command(sources: tuple[str, ...], out: str, weights: str | None, seed: i
             w = [float(x) for x in weights.split(",")]
         except ValueError:
             raise click.UsageError(f"--weights: expected numbers separated by commas, got {weights!r}") from None
+        if len(w) != len(sources):
+            raise BadUsage(f"--weights: mix: {len(w)} weights for {len(sources)} traces")
     df = mix([_load(s) for s in sources], w, seed=seed, align=align)
     n = _write(df, out)
     counts = df.group_by("domain").len().sort("domain")
