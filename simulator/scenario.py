@@ -123,7 +123,8 @@ def toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(str(v), ensure_ascii=False)  # a TOML basic string
+    # a TOML basic string: JSON's escapes are TOML's, except that TOML also forbids a raw DEL
+    return json.dumps(str(v), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def to_toml(rows: Iterable[tuple[str, Any, str]], header: str = "") -> str:

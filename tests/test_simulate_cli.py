@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from sparksched.cli import main
 
-
 OUTPUTS = ["acceptance.parquet", "acceptance_by_position.png", "budget.parquet", "latency_cdf.png",
            "report.html", "requests.parquet", "result.json", "rounds.parquet", "scenario.toml", "steps.parquet",
            "summary.json", "timeline.json", "timeseries.png"]
