@@ -115,7 +115,9 @@ def plot_run_acceptance(rounds: pl.DataFrame, domains: pl.Series, block: int, pa
     names = cond["domain"].unique(maintain_order=True).to_list() if not cond.is_empty() else []
     fig, axes = _figure(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.8), sharey=True, squeeze=False)
     dom = domains.to_numpy()[rounds["request"].to_numpy()] if rounds.height else np.zeros(0)
-    for ax, d in zip(axes[0], names or ["(no drafting)"]):
+    if not names:
+        axes[0][0].text(0.5, 0.5, "no drafting in this run", transform=axes[0][0].transAxes, ha="center")
+    for ax, d in zip(axes[0], names):
         g = cond.filter(pl.col("domain") == d).sort("position")
         ax.plot(g["position"], g["acceptance"], "-o", color="tab:red", ms=4,
                 label="P(k accepted | 1..k-1 accepted, k verified)")
@@ -130,7 +132,8 @@ def plot_run_acceptance(rounds: pl.DataFrame, domains: pl.Series, block: int, pa
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("acceptance")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    if names:
+        axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.suptitle(title or "Acceptance by block position and domain", fontsize=10, y=1.02)
     return _save(fig, path)
 

@@ -178,3 +178,17 @@ def test_recorded_rounds_drive_the_simulation(tmp_path):
     assert doc2["config"]["recorded_donors"] == "request" and doc2["summary"]["finished"] == 20
     bad = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--recorded-donors", "trace", "-o", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "'trace' is not one of" in bad.output
+
+
+@pytest.mark.parametrize("policy", ["none", "mtp1"])
+def test_report_for_runs_without_or_with_one_token_drafts(tmp_path, policy):
+    """Plain decoding writes no spec_decode_* keys (vLLM omits them) and still draws every figure."""
+    out = tmp_path / policy
+    res = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--max-requests", "15", "--policy", policy,
+                                    "--timeline", "-q", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "result.json").read_text())
+    assert ("spec_decode_acceptance_length" in result) == (policy == "mtp1")
+    if policy == "mtp1":
+        assert len(result["spec_decode_per_position_acceptance_rates"]) == 1
+    assert (out / "acceptance_by_position.png").read_bytes()[:4] == b"\x89PNG" and (out / "report.html").exists()
