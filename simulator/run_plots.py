@@ -177,8 +177,8 @@ def plot_timeline_window(requests: pl.DataFrame, steps: pl.DataFrame, path: str 
     bounds = np.stack([arrival, requests["admitted_s"].to_numpy().astype(np.float64),
                        requests["first_token_s"].to_numpy().astype(np.float64), stop])
     for i in np.flatnonzero(show):
-        for k, phase in enumerate(("queued", "prefill", "decode")):
-            a, b = bounds[k, i], bounds[k + 1, i]
+        for j, phase in enumerate(("queued", "prefill", "decode")):
+            a, b = float(bounds[j, i]), float(bounds[j + 1, i])
             if np.isfinite(a) and b > a:
                 bot.barh(lanes[i], min(b, t1) - max(a, t0), left=max(a, t0), height=0.8,
                          color=PHASE_COLORS[phase], lw=0)

@@ -95,9 +95,9 @@ def step_events(steps: pl.DataFrame, pid: int) -> list[dict[str, Any]]:
         v = c[col].astype(np.int64)
         changed = np.ones(v.size, dtype=bool)
         changed[1:] = v[1:] != v[:-1]
-        for i in np.flatnonzero(changed):
-            out.append({"ph": "C", "pid": pid, "name": label, "ts": float(ts[i]),
-                        "args": {col: int(v[i])}})
+        for j in np.flatnonzero(changed).tolist():
+            out.append({"ph": "C", "pid": pid, "name": label, "ts": float(ts[j]),
+                        "args": {col: int(v[j])}})
     return out
 
 

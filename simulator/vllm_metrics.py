@@ -84,6 +84,7 @@ def parse_goodput(spec: str | Sequence[str] | Mapping[str, float] | None) -> dic
     """
     if spec is None:
         return {}
+    items: list[tuple[str, Any]]
     if isinstance(spec, Mapping):
         items = [(str(k), v) for k, v in spec.items()]
     else:

@@ -170,7 +170,8 @@ def resolved_scenario(ctx: click.Context, extra: dict[str, Any] | None = None) -
         value = (extra or {}).get(p.name, ctx.params.get(p.name))
         if isinstance(value, tuple):
             value = list(value)
-        rows.append((long, value, source_note.get(ctx.get_parameter_source(p.name), "")))
+        source = ctx.get_parameter_source(p.name)
+        rows.append((long, value, "" if source is None else source_note.get(source, "")))
     from sparksched import __version__
 
     header = (f"sparksched {ctx.command.name}: the resolved scenario of this run (sparksched {__version__}).\n"

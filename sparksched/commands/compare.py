@@ -7,7 +7,9 @@ directory (its result.json). Prints the table; -o also writes it (.csv, .parquet
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -46,8 +48,8 @@ def compare(result: str, run_dir: str, line: int | None, out: str | None, quiet:
         table, text = compare_files(result, run_dir, line)
         if out is not None:
             suffix = Path(out).suffix
-            writer = {".csv": table.write_csv, ".parquet": table.write_parquet,
-                      ".json": lambda p: table.write_json(p)}[suffix]
-            atomic_write(out, writer)
+            writers: dict[str, Callable[[str], Any]] = {".csv": table.write_csv, ".parquet": table.write_parquet,
+                                                        ".json": table.write_json}
+            atomic_write(out, writers[suffix])
     if not quiet:
         click.echo(text)
