@@ -57,8 +57,13 @@ class SimConfig:
     conf_ece: float = 0.01  # synthetic confidences' target calibration error (paper: ~1% after STS)
     mtp1_acceptance: float | None = None  # override the MTP-1 preset acceptance (DeepSeek: 0.85-0.9)
     # --- SLA for goodput
-    sla_tps: float = 20.0  # per-user tokens/s a request must reach (1 / TPOT); trace slo_tps overrides
+    # per-user tokens/s a request must reach (1 / TPOT); trace slo_tps overrides. 80 tok/s/user is the
+    # DSpark paper's moderate SLA anchor (V4-Flash), and the default of pareto and whatif too
+    sla_tps: float = 80.0
     sla_ttft_s: float = 2.0  # time to first token a request must not exceed
+    # vLLM's goodput SLOs, in its `--goodput` syntax: "ttft:MS tpot:MS e2el:MS" (any subset, in ms);
+    # they give result.json its request_goodput. None: no SLOs (request_goodput is null, as in vLLM)
+    goodput: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -135,6 +140,11 @@ def _validate(c: SimConfig) -> None:
         _number_in("mtp1_acceptance", c.mtp1_acceptance, 0.0, 0.999)
     _positive("sla_tps", c.sla_tps)
     _positive("sla_ttft_s", c.sla_ttft_s)
+    if c.goodput is not None:
+        from simulator.vllm_metrics import parse_goodput
+
+        if not isinstance(c.goodput, str) or not parse_goodput(c.goodput):
+            raise ValueError(f"goodput must be SLOs like 'ttft:500 tpot:50' (ms), got {c.goodput!r}")
     if not isinstance(c.profile, str) or not c.profile:
         raise ValueError(f"profile must be a bundled name or a path, got {c.profile!r}")
     if not isinstance(c.acceptance, str) or not c.acceptance:

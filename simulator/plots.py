@@ -9,14 +9,12 @@
 - `plot_step_time`: the profile's step price by batch tokens at several request counts, with each
   sweep point's operating point.
 
-Every function takes polars frames (or a ThroughputCurve), writes one PNG atomically (a temporary
-file renamed into place) and returns its path. Matplotlib runs headless (Agg).
+Every function takes polars frames (or a ThroughputCurve), writes one PNG atomically
+(simulator.files) and returns its path. Matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +52,12 @@ def _figure(nrows: int = 1, ncols: int = 1, **kw: Any):
 def _save(fig: Any, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    from simulator.files import atomic_write
+
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
     finally:
         plt.close(fig)
-    return path
 
 
 def _col_max(df: pl.DataFrame, col: str) -> float:

@@ -4,22 +4,22 @@
     from simulator.config import SimConfig
     res = simulate("chat", SimConfig(policy="dspark"))
     print(res.table())
-    res.write("runs/chat-dspark")   # requests.parquet, steps.parquet, rounds.parquet, summary.json
+    res.write("runs/chat-dspark")   # Parquet tables, summary.json, result.json (vllm bench serve keys)
 
 The result holds three polars tables: `requests` (one row per trace request, every request present:
 finished, rejected or unfinished with a reason), `steps` (one row per engine step) and `rounds` (one
-row per decoding request per step: verified drafts, accepted drafts, emitted tokens), and `summary`,
-a dict of scalars (definitions in `simulator.metrics`).
+row per decoding request per step: verified drafts, accepted drafts, emitted tokens), `summary`,
+a dict of scalars (definitions in `simulator.metrics`), and `bench`, the same run in the keys and
+definitions of a `vllm bench serve` result (simulator.vllm_metrics), written as result.json.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,9 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, 
                "float8": 1, "int8": 1}
 GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of device memory for weights + KV cache
 FALLBACK_KV_BLOCKS = 16384  # when a profile lacks model/device facts: 262k tokens at block 16
+# the files SimResult.write puts into a run directory
+RESULT_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptance.parquet", "budget.parquet",
+                "summary.json", "result.json")
 
 
 @dataclass
@@ -67,8 +70,18 @@ class SimResult:
         """Mean verify budget (anchor incl.) per number of decoding requests in a step."""
         return budget_by_running(self.steps)
 
+    @cached_property
+    def bench(self) -> dict[str, Any]:
+        """The run as a `vllm bench serve` result: vLLM's keys and definitions (simulator.vllm_metrics)."""
+        from simulator.vllm_metrics import bench_result, parse_goodput
+
+        meta = {"label": self.config.policy, "model_id": self.meta.get("profile", self.config.profile),
+                "trace": self.meta.get("trace")}
+        return bench_result(self.requests, self.steps, self.rounds, block=self.config.draft_block,
+                            goodput=parse_goodput(self.config.goodput), meta=meta)
+
     def write(self, directory: str | Path) -> Path:
-        """Write requests/steps/rounds Parquet and summary.json into `directory`, each file atomically."""
+        """Write the Parquet tables, summary.json and result.json into `directory`, each file atomically."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         files = {"requests.parquet": self.requests, "steps.parquet": self.steps,
@@ -79,11 +92,14 @@ class SimResult:
             _atomic(out / name, lambda p, df=df: df.write_parquet(p))
         _atomic(out / "summary.json",
                 lambda p: Path(p).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n"))
+        from simulator.files import write_json
+
+        write_json(out / "result.json", self.bench)
         return out
 
     def table(self) -> str:
         """The summary as an aligned text table."""
-        return summary_table(self.summary, self.meta)
+        return summary_table(self.summary, self.meta, self.bench)
 
 
 def _json_default(x: Any) -> Any:
@@ -95,18 +111,17 @@ def _json_default(x: Any) -> Any:
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from simulator.files import atomic_write
+
+    atomic_write(path, write)
 
 
-def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
-    """Human-readable summary: the headline numbers, one per line."""
+def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None,
+                  bench: dict[str, Any] | None = None) -> str:
+    """Human-readable summary: the headline numbers, one per line.
+
+    With `bench` (the vLLM-keyed result), latencies are vLLM's: mean / median / P90 / P99 in ms.
+    """
     def f(v: Any, unit: str = "", digits: int = 3) -> str:
         if v is None:
             return "-"
@@ -126,16 +141,36 @@ def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
         ("simulated time", f(s["duration_s"], " s")),
         ("throughput", f(s["throughput_tps"], " tok/s")),
         ("per-user tok/s P50 / P90 / P99", " / ".join(f(s[f"user_tps_p{q}"]) for q in (50, 90, 99))),
-        ("TTFT P50 / P90 / P99", " / ".join(ms(s[f"ttft_p{q}_s"]) for q in (50, 90, 99))),
-        ("TPOT P50 / P90 / P99", " / ".join(ms(s[f"tpot_p{q}_s"]) for q in (50, 90, 99))),
-        ("ITL per step P50 / P99", " / ".join(ms(s[f"itl_step_p{q}_s"]) for q in (50, 99))),
+    ]
+    if bench is not None:
+        for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL")):
+            stats = [bench.get(f"{k}_{key}_ms") for k in ("mean", "median", "p90", "p99")]
+            rows.append((f"{label} mean / median / P90 / P99",
+                         " / ".join("-" if v is None else f"{v:.1f}" for v in stats) + " ms"))
+    else:
+        rows += [
+            ("TTFT P50 / P90 / P99", " / ".join(ms(s[f"ttft_p{q}_s"]) for q in (50, 90, 99))),
+            ("TPOT P50 / P90 / P99", " / ".join(ms(s[f"tpot_p{q}_s"]) for q in (50, 90, 99))),
+            ("ITL per step P50 / P99", " / ".join(ms(s[f"itl_step_p{q}_s"]) for q in (50, 99))),
+        ]
+    rows += [
         ("ITL per token P50 / P99", " / ".join(ms(s[f"itl_token_p{q}_s"]) for q in (50, 99))),
         ("accepted length per round", f(s["mean_accepted_per_round"])),
         ("verify budget / request (anchor incl.)", f(s["mean_verify_budget"])),
         ("acceptance by position", " ".join(f"{a:.2f}" if a is not None else "-"
                                              for a in s["acceptance_by_position"]) or "-"),
-        (f"goodput (TTFT <= {s['sla_ttft_s']:g} s, >= {s['sla_tps']:g} tok/s/user)",
-         f"{100 * s['goodput_share']:.1f} % of requests, {f(s['goodput_tps'], ' tok/s')}"),
+    ]
+    if bench is not None and "spec_decode_acceptance_length" in bench:
+        rows.append(("vLLM acceptance length / rate", f"{bench['spec_decode_acceptance_length']:.2f} / "
+                                                      f"{bench['spec_decode_acceptance_rate']:.1f} %"))
+    rows.append((f"goodput (TTFT <= {s['sla_ttft_s']:g} s, >= {s['sla_tps']:g} tok/s/user)",
+                 f"{100 * s['goodput_share']:.1f} % of requests, {f(s['goodput_tps'], ' tok/s')}"))
+    if bench is not None and bench.get("request_goodput") is not None:
+        from simulator.vllm_metrics import format_goodput
+
+        rows.append((f"request goodput ({format_goodput(bench['dspark_goodput_slos_ms'])} ms)",
+                     f"{bench['request_goodput']:.2f} req/s ({100 * bench['dspark_slo_attainment']:.1f} % of requests)"))
+    rows += [
         ("preemptions", f(s["preemptions"])),
         ("steps (mean batch tokens)", f"{s['steps']} ({f(s.get('mean_batch_tokens'))})"),
     ]
@@ -275,14 +310,15 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         from tqdm import tqdm
 
         end_guess = float(work.arrival[-1])
-        bar = tqdm(total=round(end_guess, 1), unit="sim-s", desc=f"simulate {trace_name}",
+        bar = tqdm(total=max(end_guess, 0.1), unit="sim-s", desc=f"simulate {trace_name}",
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
 
-        def tick(now: float) -> None:
+        def tick(now: float) -> None:  # the bar's total grows with the clock: n never passes it
             now = float(now)
             if now > bar.total:
-                bar.total = round(now, 1) + 0.1
-            bar.update(max(now - bar.n, 0.0))
+                bar.total = now
+            bar.n = now
+            bar.update(0)  # refreshes at tqdm's usual rate
 
     engine = Engine(env, work, config, backend, policy, clock, kv_blocks, tick, speed)
     env.process(engine.arrivals())
@@ -294,8 +330,9 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     else:
         env.run(until=done)
     if bar is not None:
-        bar.total = max(bar.total, round(float(env.now), 1))
-        bar.update(max(float(env.now) - bar.n, 0.0))
+        bar.total = max(bar.total, float(env.now))
+        bar.n = float(env.now)
+        bar.refresh()
         bar.close()
     wall = time.perf_counter() - wall0
     requests, steps, rounds = _tables(engine, df, work)

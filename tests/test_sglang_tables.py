@@ -129,4 +129,9 @@ def test_cli_exports_both_formats_and_simulates_them(tmp_path):
                                  "--no-progress", "-o", str(tmp_path / f"run-{table.stem}")])
         assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["profile", "export", ROOF, "--to", "sglang-sps", "--context", "-5", "-o", str(sps)])
-    assert r.exit_code == 1 and "--context must be a finite length >= 0" in r.output
+    assert r.exit_code == 2 and "--context must be a finite length >= 0" in r.output  # a usage error
+    r = runner.invoke(main, ["profile", "export", str(tmp_path / "none.json"), "--to", "vllm", "--context", "1",
+                             "-o", str(vl)])
+    assert r.exit_code == 1 and "none.json" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["profile", "export", ROOF, "--to", "vllm", "--context", "8192", "-q", "-o", str(vl)])
+    assert r.exit_code == 0 and r.output == ""

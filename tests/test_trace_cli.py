@@ -93,13 +93,13 @@ def test_convert_lengths_needs_rate(run, tmp_path):
     (("stats", "bad.jsonl"), 1, "bad.jsonl: line 2: field 'output_tokens'"),
     (("convert", "--from", "azure", "missing.csv", "x.jsonl"), 1, "missing.csv: no such file"),
     (("convert", "--from", "azure", "bad.csv", "x.jsonl"), 1, "line 2: field 'TIMESTAMP'"),
-    (("generate", "--cv", "-1", "-o", "x.jsonl"), 1, "cv must be > 0"),
+    (("generate", "--cv", "-1", "-o", "x.jsonl"), 2, "'--cv': -1.0 is not in the range x>0"),
     (("generate", "--duration", "5", "--requests", "5", "-o", "x.jsonl"), 2, "not both"),
     (("generate", "--mix", "chat=1", "-o", "x.jsonl"), 2, "--mix needs --domain mixed"),
-    (("generate", "--domain", "mixed", "--mix", "poetry=1", "-o", "x.jsonl"), 1, "mix: expected"),
-    (("transform", "chat", "-o", "x.jsonl", "--rate-scale", "0"), 1, "rate scale must be"),
-    (("transform", "chat", "-o", "x.jsonl", "--clip-output", "0"), 1, "must be >= 1"),
-    (("mix", "chat", "code", "-o", "x.jsonl", "--weights", "1"), 1, "1 weights for 2 traces"),
+    (("generate", "--domain", "mixed", "--mix", "poetry=1", "-o", "x.jsonl"), 2, "mix: expected"),
+    (("transform", "chat", "-o", "x.jsonl", "--rate-scale", "0"), 2, "'--rate-scale': 0.0 is not in the range x>0"),
+    (("transform", "chat", "-o", "x.jsonl", "--clip-output", "0"), 2, "'--clip-output': 0 is not in the range x>=1"),
+    (("mix", "chat", "code", "-o", "x.jsonl", "--weights", "1"), 2, "1 weights for 2 traces"),
 ])
 def test_errors_are_one_line_and_write_nothing(run, tmp_path, args, code, needle):
     (tmp_path / "bad.jsonl").write_text(

@@ -23,6 +23,15 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from sparksched.commands._common import BadUsage, quiet_option
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Echo unless the command runs with -q/--quiet."""
+    ctx = click.get_current_context(silent=True)
+    if not (ctx is not None and ctx.params.get("quiet")):
+        click.echo(text, err=err)
+
 
 def _fail(exc: BaseException) -> click.ClickException:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -70,7 +79,13 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(out) | ({0} if zero else set())))
 
 
-@click.group("profile", invoke_without_command=True)
+@click.group("profile", invoke_without_command=True, epilog="""\b
+Examples:
+  sparksched profile --roofline h100 --model qwen3-8b -o est.json
+  sparksched profile --gpu 0 --model qwen3-8b --dtype bfloat16 -o h100-qwen3-8b.json
+  sparksched profile --device cpu --model tiny -o cpu.json
+  sparksched profile show est.json -o est.png
+""")
 @click.option("--gpu", type=int, default=None, help="Measure on CUDA device N.")
 @click.option("--device", "device_name", default=None, help="Measure on a torch device (cpu, cuda:1).")
 @click.option("--roofline", default=None, metavar="DEVICE",
@@ -97,7 +112,7 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
               help="Named base grid (default: by mode); the options below override parts of it.")
 @click.option("--requests", default=None, help="Requests n per verify pass, e.g. 1,2,4,8.")
 @click.option("--tokens", default=None, help="Tokens per request t (anchor + drafts), e.g. 1-8.")
-@click.option("--block", type=int, default=None, help="Block size g: tokens per request 1..g+1.")
+@click.option("--block", type=click.IntRange(min=0), default=None, help="Block size g: tokens per request 1..g+1.")
 @click.option("--contexts", default=None, help="KV context lengths L, e.g. 512,2048.")
 @click.option("--prompts", default=None, help="Prefill prompt lengths.")
 @click.option("--draft-requests", default=None, help="Requests n for drafter timing.")
@@ -123,6 +138,7 @@ def _parse_contexts(text: str) -> tuple[int, ...]:
               help="CPU: torch intra-op threads (default 1: steadier on a shared or busy host).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@quiet_option
 @click.pass_context
 def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofline: str | None,
             model: str | None, dtype: str | None, kv_dtype: str | None, gpus: int | None, tp: int | None,
@@ -131,16 +147,19 @@ def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofli
             prompts: str | None, draft_requests: str | None, blocks: str | None,
             draft_context: int | None, draft_layers: int | None, draft_window: int | None, rank: int, parts: str,
             repeats: int | None,
-            rounds: int | None, retries: int, warmup: int, cuda_graph: bool, threads: int | None, seed: int, progress: bool) -> None:
+            rounds: int | None, retries: int, warmup: int, cuda_graph: bool, threads: int | None, seed: int, progress: bool,
+            quiet: bool) -> None:
     """Measure (--gpu / --device) or estimate (--roofline) a step-time profile."""
     if ctx.invoked_subcommand is not None:
         return
     if all(ctx.get_parameter_source(name) == ParameterSource.DEFAULT for name in ctx.params):
         click.echo(ctx.get_help())  # bare `sparksched profile`: say how to use it, measure nothing
         return
+    if sum(x is not None for x in (gpu, device_name, roofline)) > 1:
+        raise BadUsage("give one of --gpu, --device, --roofline")
+    if tokens and block is not None:
+        raise BadUsage("give either --tokens or --block, not both")
     try:
-        if sum(x is not None for x in (gpu, device_name, roofline)) > 1:
-            raise ValueError("give one of --gpu, --device, --roofline")
         layout = {"gpus": gpus, "tp": tp, "ep": ep, "dp_attention": dp_attention or None,
                   "two_batch_overlap": two_batch_overlap or None, "kv_dtype": kv_dtype, "draft_window": draft_window}
         if roofline is not None:
@@ -153,7 +172,7 @@ def profile(ctx: click.Context, gpu: int | None, device_name: str | None, roofli
                 raise ValueError(f"{', '.join(given)}: only with --roofline (a measurement uses one device)")
             _run_measure(gpu, device_name, model, dtype, output, grid_name, requests, tokens, block,
                          contexts, prompts, draft_requests, blocks, draft_context, draft_layers or 5, rank,
-                         parts, repeats, rounds, retries, warmup, cuda_graph, threads, seed, progress)
+                         parts, repeats, rounds, retries, warmup, cuda_graph, threads, seed, progress and not quiet)
     except (ValueError, OSError, RuntimeError) as exc:
         raise _fail(exc) from None
 
@@ -179,7 +198,7 @@ def _run_roofline(device: str, model: str, dtype: str | None, output: str | None
     path = write_profile(prof, output or f"{device.lower()}-{label.lower()}-roofline.json")
     d = prof["deployment"]
     fits = sum(r["fits"] for r in prof["verify"])
-    click.echo(f"wrote {path} (estimated: {target.name}, {wdt} weights / {prof['kv_dtype']} KV on {dep.gpus} x "
+    _say(f"wrote {path} (estimated: {target.name}, {wdt} weights / {prof['kv_dtype']} KV on {dep.gpus} x "
                f"{spec.key}, tp {dep.tp}, ep {dep.ep}{', DP attention' if dep.dp_attention else ''}; "
                f"{d['weights_bytes_per_gpu'] / 2**30:.1f} GiB weights and room for {d['kv_capacity_tokens']:,} KV "
                f"tokens per {'GPU' if dep.groups == dep.gpus else 'attention group'}; {len(prof['verify'])} verify points, {fits} fit)")
@@ -216,7 +235,7 @@ def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dt
         raise ValueError(f"{out}: folder {out.parent} does not exist")
     prof = measure_profile(config, device, dtype, grid, warmup, repeats or (10 if on_gpu else 5),
                            cuda_graph, seed, part_list, draft_layers, rank, progress,
-                           log=lambda m: click.echo(m, err=True), retries=retries,
+                           log=lambda m: _say(m, err=True), retries=retries,
                            rounds=rounds or (1 if on_gpu else 3))
     try:
         write_profile(prof, out)
@@ -226,13 +245,16 @@ def _run_measure(gpu: int | None, device_name: str | None, model: str | None, dt
         keep = out.with_name(out.stem + ".invalid.json")
         write_json_atomic(prof, keep)
         raise ValueError(f"{exc} (measurements kept in {keep}; not a valid profile)") from None
-    click.echo(f"wrote {out} ({len(prof['verify'])} verify, {len(prof['draft'])} draft, "
+    _say(f"wrote {out} ({len(prof['verify'])} verify, {len(prof['draft'])} draft, "
                f"{len(prof['prefill'])} prefill points; {len(prof['skipped'])} skipped)")
 
 
-@profile.command("show")
+@profile.command("show", epilog="""\b
+Example:
+  sparksched profile show h100-qwen3-8b-roofline -o profile.png
+""")
 @click.argument("file")
-@click.option("--png", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--png", type=click.Path(dir_okay=False), default=None,
               help="PNG to write (default <file stem>.png in the current folder).")
 @click.option("--max-rows", type=int, default=60, show_default=True, help="Verify rows to print.")
 def show(file: str, png: str | None, max_rows: int) -> None:
@@ -287,7 +309,10 @@ def _summary_text(prof: dict[str, Any], max_rows: int) -> str:
     return "\n".join(lines)
 
 
-@profile.command("check")
+@profile.command("check", epilog="""\b
+Example:
+  sparksched profile check h100-qwen3-8b-roofline --worst 10
+""")
 @click.argument("file")
 @click.option("--worst", type=int, default=5, show_default=True, help="Worst points to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -304,7 +329,10 @@ def check(file: str, worst: int, as_json: bool) -> None:
         raise _fail(exc) from None
 
 
-@profile.command("compare")
+@profile.command("compare", epilog="""\b
+Example:
+  sparksched profile compare h100-qwen3-8b.json --roofline h100 -o errors.json
+""")
 @click.argument("file")
 @click.option("--roofline", default=None, metavar="DEVICE", help="Roofline device (default: from the file).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -339,32 +367,35 @@ def compare_cmd(file: str, roofline: str | None, output: str | None) -> None:
 @click.option("--max-num-seqs", type=int, default=256, show_default=True,
               help="vllm: the engine's --max-num-seqs (its dummy profiling batches spread B tokens over "
                    "min(B, max-num-seqs) requests).")
+@quiet_option
 def export_cmd(source: str, fmt: str, context: float, output: str, block: int, drafter: str, requests: int,
-               max_num_seqs: int) -> None:
+               max_num_seqs: int, quiet: bool) -> None:
     """Write a profile's step cost in an engine's table format (whole steps, drafter included, for SGLang).
 
     \b
-    sparksched profile export h100-qwen3-8b-roofline --to sglang-additive --context 2048 -o sps.json
-    sparksched simulate --trace chat --profile sps.json     # simulate the table the server loads
+    Examples:
+      sparksched profile export h100-qwen3-8b-roofline --to sglang-additive --context 2048 -o sps.json
+      sparksched simulate --trace chat --profile sps.json     # simulate the table the server loads
+      sparksched profile export f.json --to vllm --context 8192 --max-num-seqs 256 -o vllm_curves.json
     """
+    if not (math.isfinite(context) and context >= 0):
+        raise BadUsage(f"--context must be a finite length >= 0, got {context}")
+    for name, v in (("--block", block), ("--requests", requests), ("--max-num-seqs", max_num_seqs)):
+        if v < 1:
+            raise BadUsage(f"{name} must be >= 1, got {v}")
     try:
         from sparksched.cost import StepCost
         from sparksched.export import vllm_cost_curves
         from sparksched.sglang_tables import sglang_additive_table, sglang_sps_table, write_json
 
-        if not (math.isfinite(context) and context >= 0):
-            raise ValueError(f"--context must be a finite length >= 0, got {context}")
-        for name, v in (("--block", block), ("--requests", requests), ("--max-num-seqs", max_num_seqs)):
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
         cost = StepCost.load(source)
         if fmt == "sglang-additive":
             fit = sglang_additive_table(cost, context, block, family=drafter)
             table = fit.table
-            click.echo(fit.report())
+            _say(fit.report())
         elif fmt == "sglang-sps":
             table = sglang_sps_table(cost, context, requests, block, family=drafter)
-            click.echo(f"SpsCostTable at {requests} requests, context {context:g}: "
+            _say(f"SpsCostTable at {requests} requests, context {context:g}: "
                        f"{len(table['sample_batch_tokens'])} probes, B = {table['sample_batch_tokens'][0]}.."
                        f"{table['max_batch_tokens']} (no request axis: exact at this concurrency only; "
                        "sglang-additive has one)")
@@ -374,9 +405,9 @@ def export_cmd(source: str, fmt: str, context: float, output: str, block: int, d
             ctx = click.get_current_context()
             vblock = None if ctx.get_parameter_source("block") == ParameterSource.DEFAULT else block
             table = vllm_cost_curves(cost, context, vblock, max_num_seqs)
-            click.echo(f"vLLM cost curves at context {context:g}: {len(table['verify_curve'])} verify points "
+            _say(f"vLLM cost curves at context {context:g}: {len(table['verify_curve'])} verify points "
                        f"(B tokens over min(B, {max_num_seqs}) requests), {len(table['draft_curve'])} drafter points")
         path = write_json(table, output)
-        click.echo(f"wrote {path}")
+        _say(f"wrote {path}")
     except (ValueError, OSError, RuntimeError) as exc:
         raise _fail(exc) from None
