@@ -37,6 +37,9 @@ class SimConfig:
     kv_block_size: int = 16  # tokens per KV block (vLLM's default)
     kv_watermark: float = 0.01  # share of KV blocks kept free when admitting (vLLM's default)
     prefill_chunk: int = 2048  # prefill tokens per step (chunked prefill budget, mixed into decode)
+    # prefill on separate prefill instances (PD disaggregation, the paper's decode engines): a request
+    # joins this replica with its prompt's KV and its first token already made; the replica only decodes
+    disaggregated: bool = False
     # --- workload
     rate_scale: float = 1.0  # arrival rate multiplier: arrival_s is divided by this
     max_requests: int | None = None  # simulate only the first N requests of the trace
@@ -127,6 +130,10 @@ def _validate(c: SimConfig) -> None:
         _int_at_least("kv_blocks", c.kv_blocks, 1)
     _int_at_least("kv_block_size", c.kv_block_size, 1)
     _int_at_least("prefill_chunk", c.prefill_chunk, 1)
+    if not isinstance(c.disaggregated, bool):
+        raise ValueError(f"disaggregated must be true or false, got {c.disaggregated!r}")
+    if c.disaggregated and c.clock == "measured":
+        raise ValueError("disaggregated: the measured clock times the real loop, which prefills itself")
     _int_at_least("seed", c.seed, 0)
     if c.max_requests is not None:
         _int_at_least("max_requests", c.max_requests, 1)

@@ -9,7 +9,9 @@ there is none). Each step:
 1. reserve KV for every decoding request: its anchor plus all drafted tokens (the lookahead); when
    blocks run out, preempt the most recently admitted requests (recompute, counted);
 2. admit waiting requests into free slots (at most `max_running` resident) while their whole
-   prefill fits in KV above the watermark (none when this step preempted);
+   prefill fits in KV above the watermark (none when this step preempted); with `disaggregated`
+   (prefill instances apart, as in the paper's production decode engines) a request joins with its
+   prompt's KV and its first token already made, and decodes from the next step;
 3. chunked prefill: up to `prefill_chunk` prompt tokens, oldest admission first;
 4. decode: draft for every decoding request, the policy picks verify lengths (the step's prefill
    tokens are `extra_tokens`), the backend verifies;
@@ -435,6 +437,8 @@ class Engine:
             return None  # a prefill continues past this step
         w = self.work
         members = np.flatnonzero(self.slot_req >= 0)  # slot order: the step path's candidate order
+        if members.size > dec.size + pre.size:
+            return None  # joined this step with its prompt's KV (disaggregated): decodes from the next step
         n = members.size
         g, t_max = self.g, self._t_hint  # plan about twice the last epoch's length (<= MAX_PEEK)
         ctx0 = self.slot_ctx[members]
@@ -540,9 +544,18 @@ class Engine:
     def _admit(self, now: float) -> None:
         joined: list[tuple[int, int]] = []
         kv, w = self.kv, self.work
+        split = self.cfg.disaggregated
         while self.waiting and self.free_slots:
             r = self.waiting[0]
             tokens = int(w.prompt[r] + self.emitted[r])  # recompute prefills emitted tokens too
+            if split and self.emitted[r] == 0 and w.output[r] <= 1:
+                # prefilled elsewhere, and its first token is its last: done as it arrives
+                self.waiting.popleft()
+                self.emitted[r], self.first_s[r], self.finish_s[r] = 1, now, now
+                self.admit_s[r] = now
+                self.status[r] = DONE
+                self.closed += 1
+                continue
             if not kv.admissible(tokens + 1):
                 self.waiting.popleft()
                 self._close(r, REJECTED, f"prefill of {tokens} tokens exceeds the KV cache "
@@ -556,6 +569,12 @@ class Engine:
             self.slot_req[s] = r
             self.slot_prefill[s] = tokens
             self.slot_ctx[s] = tokens
+            if split:  # the prompt's KV arrives from a prefill instance, with its first token
+                self.slot_prefill[s] = 0
+                if self.emitted[r] == 0:
+                    self.emitted[r] = 1
+                    self.first_s[r] = now
+                    self.slot_ctx[s] = tokens + 1
             self.slot_seq[s] = self._seq
             self._seq += 1
             self.status[r] = RUNNING

@@ -81,6 +81,9 @@ def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Profile JSON (or bundled name) for step times; default: the simulator's."),
         click.option("--drafter", default=SIM.drafter, show_default=True, help="Drafter acceptance preset."),
         click.option("--block", default=SIM.block, show_default=True, type=int, help="Drafted tokens per round."),
+        click.option("--disaggregated", is_flag=True, default=SIM.disaggregated,
+                     help="Prefill on separate prefill instances (PD disaggregation): requests join with their "
+                          "prompt's KV and first token, the replica only decodes (the paper's decode engines)."),
         click.option("--max-requests", default=DEFAULT_MAX_REQUESTS, show_default=True, type=int,
                      help="Simulate the first N requests of the trace in every run (0: all)."),
         click.option("--seed", default=SIM.seed, show_default=True, type=int, help="Seed of every run."),
@@ -111,11 +114,12 @@ def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _base_config(profile: str | None, drafter: str, block: int, max_requests: int, seed: int, sla: float,
-                 goodput: str | None = None) -> Any:
+                 goodput: str | None = None, disaggregated: bool = False) -> Any:
     from simulator.config import SimConfig
 
     kw: dict[str, Any] = {"drafter": drafter, "block": block, "seed": seed, "sla_tps": sla,
-                          "max_requests": max_requests or None, "goodput": _normal_goodput(goodput)}
+                          "max_requests": max_requests or None, "goodput": _normal_goodput(goodput),
+                          "disaggregated": disaggregated}
     if profile is not None:
         kw["profile"] = profile
     return SimConfig(**kw)
@@ -123,7 +127,8 @@ def _base_config(profile: str | None, drafter: str, block: int, max_requests: in
 
 def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str | None, drafter: str,
          block: int, max_requests: int, seed: int, sla: float, workers: int | None, use_ray: bool,
-         ray_address: str | None, progress: bool, goodput: str | None = None) -> tuple[Any, Any, list[str], float]:
+         ray_address: str | None, progress: bool, goodput: str | None = None,
+         disaggregated: bool = False) -> tuple[Any, Any, list[str], float]:
     """Build the configs, run the sweep; (SweepResult, base config, policy list, wall seconds)."""
     from simulator.sweep import Backend, run_sweep, sweep_configs
     from simulator.trace import load_trace, resolve_trace
@@ -134,7 +139,7 @@ def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str |
     if max_requests < 0:
         raise click.BadParameter(f"{max_requests} must be >= 0", param_hint="--max-requests")
     try:
-        base = _base_config(profile, drafter, block, max_requests, seed, sla, goodput)
+        base = _base_config(profile, drafter, block, max_requests, seed, sla, goodput, disaggregated)
         configs = sweep_configs(base, pols, caps, rates)
     except ValueError as e:
         raise BadUsage(str(e)) from None
@@ -417,7 +422,7 @@ Examples:
               help="Directory for Parquet tables, PNG plots, report.txt, report.html and scenario.toml.")
 @click.pass_context
 def pareto(ctx: click.Context, trace: str, policies: str, loads: str, rate_scales: str, profile: str | None,
-           drafter: str, block: int, max_requests: int, seed: int, sla: float, goodput: str | None, attainment: float,
+           drafter: str, block: int, disaggregated: bool, max_requests: int, seed: int, sla: float, goodput: str | None, attainment: float,
            speed: str, baseline: str | None, workers: int | None, use_ray: bool, ray_address: str | None,
            progress: bool, quiet: bool, out_dir: str) -> None:
     """Sweep load for each policy; print the frontier and SLA answers; write tables and plots.
@@ -437,7 +442,8 @@ def pareto(ctx: click.Context, trace: str, policies: str, loads: str, rate_scale
     base_name = _baseline(pols, baseline)
     speed_col = SPEED_COLUMNS[speed]
     result, base, pols, wall = _run(trace, policies, loads, rate_scales, profile, drafter, block, max_requests,
-                                    seed, sla, workers, use_ray, ray_address, progress and not quiet, goodput)
+                                    seed, sla, workers, use_ray, ray_address, progress and not quiet, goodput,
+                                    disaggregated)
     a = _analyse(result.rows, sla, base_name, speed_col, goodput, attainment)
     backend = "Ray" if (use_ray or ray_address) else "local processes"
     head = (f"Swept {result.rows.height} runs ({len(pols)} policies) on {trace} "
@@ -493,7 +499,7 @@ def _row_goodput(rows: Any) -> str | None:
               help="Also write report.html (answers, figures, tables) and scenario.toml into this directory.")
 @click.pass_context
 def whatif(ctx: click.Context, trace: str, policies: str, loads: str, rate_scales: str, profile: str | None,
-           drafter: str, block: int, max_requests: int, seed: int, sla: float, goodput: str | None,
+           drafter: str, block: int, disaggregated: bool, max_requests: int, seed: int, sla: float, goodput: str | None,
            attainment: float, speed: str, baseline: str | None, workers: int | None, use_ray: bool,
            ray_address: str | None, progress: bool, quiet: bool, throughput: float | None, from_dir: str | None,
            out_dir: str | None) -> None:
@@ -530,7 +536,8 @@ def whatif(ctx: click.Context, trace: str, policies: str, loads: str, rate_scale
             rows, pols = rows.filter(pl.col("policy").is_in(wanted)), wanted
     else:
         result, _, pols, _ = _run(trace, policies, loads, rate_scales, profile, drafter, block, max_requests,
-                                  seed, sla, workers, use_ray, ray_address, progress and not quiet, goodput)
+                                  seed, sla, workers, use_ray, ray_address, progress and not quiet, goodput,
+                                  disaggregated)
         rows = result.rows
     base_name = _baseline(pols, baseline)
     a = _analyse(rows, sla, base_name, speed_col, goodput, attainment)

@@ -16,6 +16,7 @@ import click
 
 from simulator.scenario import SIM
 from sparksched.commands._common import (
+    BadUsage,
     Command,
     config_option,
     goodput_option,
@@ -56,6 +57,9 @@ def _default_out(trace: str, policy: str) -> Path:
 @click.option("--kv-blocks", default=None, type=int, help="KV cache blocks [default: derived from the profile].")
 @click.option("--kv-block-size", default=SIM.kv_block_size, show_default=True, type=int, help="Tokens per KV block.")
 @click.option("--prefill-chunk", default=SIM.prefill_chunk, show_default=True, type=int, help="Prefill tokens per step.")
+@click.option("--disaggregated", is_flag=True, default=SIM.disaggregated,
+              help="Prefill on separate prefill instances (PD disaggregation): requests join with their prompt's KV "
+                   "and first token already made, and this replica only decodes (TTFT is the wait to join).")
 @click.option("--rate-scale", default=SIM.rate_scale, show_default=True, type=float, help="Arrival-rate multiplier.")
 @click.option("--max-requests", default=None, type=int, help="Simulate only the first N requests.")
 @click.option("--horizon", "horizon_s", default=None, type=float, help="Stop the clock at this simulated time (s).")
@@ -90,7 +94,7 @@ def _default_out(trace: str, policy: str) -> Path:
 @quiet_option
 @click.pass_context
 def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter: str, block: int, max_running: int,
-             kv_blocks: int | None, kv_block_size: int, prefill_chunk: int, rate_scale: float,
+             kv_blocks: int | None, kv_block_size: int, prefill_chunk: int, disaggregated: bool, rate_scale: float,
              max_requests: int | None, horizon_s: float | None, seed: int, acceptance: str, recorded_donors: str,
              conf_auc: float, conf_ece: float, sla_tps: float, sla_ttft_s: float, goodput: str | None, engine: str,
              verify_layout: str | None, clock: str, timeline: bool, report: bool, out: str | None,
@@ -104,9 +108,12 @@ def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter:
     from simulator.config import SimConfig
 
     layout = verify_layout or ("padded" if engine == "model" else "flat")
+    if disaggregated and engine == "model":
+        raise BadUsage("--disaggregated with --engine model: the real loop prefills its own requests")
     with usage_errors():
         config = SimConfig(policy=policy, drafter=drafter, block=block, max_running=max_running, kv_blocks=kv_blocks,
-                           kv_block_size=kv_block_size, prefill_chunk=prefill_chunk, rate_scale=rate_scale,
+                           kv_block_size=kv_block_size, prefill_chunk=prefill_chunk, disaggregated=disaggregated,
+                           rate_scale=rate_scale,
                            max_requests=max_requests, horizon_s=horizon_s, seed=seed, acceptance=acceptance,
                            recorded_donors=recorded_donors, conf_auc=conf_auc, conf_ece=conf_ece, sla_tps=sla_tps,
                            sla_ttft_s=sla_ttft_s, goodput=goodput, clock=clock, profile=profile,
