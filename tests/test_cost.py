@@ -269,3 +269,20 @@ def test_a_profile_without_fitting_rows_is_an_error(tmp_path):
     path.write_text(json.dumps(prof))
     with pytest.raises(ValueError, match=r"p.json: no verify row fits in memory"):
         StepCost.from_profile(path)
+
+
+def test_the_engine_clock_charges_what_the_step_cost_says(tmp_path):
+    """Every decode-only step of a simulation costs T(n, B, L) + D(n, g, L) at its own n, B and mean
+    context (the steps table stores L in float32: equal to 1e-6)."""
+    from simulator.config import SimConfig
+    from simulator.run import simulate
+
+    res = simulate("chat", SimConfig(policy="dspark", rate_scale=8.0, max_requests=400))
+    cost = StepCost.from_profile(SimConfig().profile)
+    dec = res.steps.filter((res.steps["prefill_tokens"] == 0) & (res.steps["decode_requests"] > 0))
+    assert dec.height > 50 and dec["decode_requests"].max() >= 16
+    for r in dec.iter_rows(named=True):
+        n, b, ctx = r["decode_requests"], r["batch_tokens"], float(r["mean_context"])
+        want = float(cost.verify_seconds(n, b, ctx)) + cost.draft_seconds(n, 7, ctx)
+        assert r["duration_s"] == pytest.approx(want, rel=1e-6)
+        assert r["draft_s"] == pytest.approx(cost.draft_seconds(n, 7, ctx), rel=1e-6)
