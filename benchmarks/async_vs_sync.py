@@ -9,17 +9,19 @@ the first steps the engine runs pure decode steps at concurrency n (max_running 
 the decode throughput over those steps: emitted tokens / their summed step time (drafter included),
 counted only while all n requests are decoding and no prefill shares the step.
 
-Curves (step time vs verify batch tokens B), all from the bundled H100 / Qwen3-8B roofline profile
-at context 2048:
-    smooth   the profile's lower convex hull: convex and non-decreasing, so the expected-throughput
-             ratio R = (n + sum S) / t(B) is unimodal along the greedy's path and the early stop is
-             optimal
+Step prices, all from the bundled H100 / Qwen3-8B roofline profile at context 2048:
+    roofline the profile's step-cost surface as it is (sparksched.cost.StepCost): every step priced
+             at its own n requests, B tokens and mean context
+    smooth   a curve keyed on B only: the lower convex hull of the profile priced on vLLM's
+             dummy-batch ray (B tokens over min(B, 128) requests); convex and non-decreasing, so the
+             expected-throughput ratio R = (n + sum S) / t(B) is unimodal along the greedy's path and
+             the early stop is optimal
     jagged   the same hull padded to 128-token tiles: t(B) = smooth(ceil(B / 128) * 128), flat inside
              a tile and a jump at each boundary (GEMM tiles, CUDA-graph capture sizes), where the
              greedy's early stop halts before a cliff that a global search jumps
-    roofline the bundled profile as it is (its B-averaged points have flat stretches, e.g. 256-384)
-    measured the bundled CPU profile's measured curve (cpu-tiny), rescaled to the H100 curve's
-             step time at B = 1 (its jagged shape on a real device), when that profile is bundled
+    measured the bundled CPU profile's measured slice (cpu-tiny, 8 requests at its first context),
+             rescaled to the smooth curve's step time at B = 1 (its jagged shape on a real device),
+             when that profile is bundled
 
 Policies: `dspark` (synchronous greedy with early stop), `async-dspark` (capacity K from a global
 search over the confidences of two steps earlier, then top-K by current survival); `--more` adds
@@ -38,7 +40,9 @@ import polars as pl
 
 from simulator.config import SimConfig
 from simulator.run import simulate
+from sparksched.cost import StepCost
 from sparksched.curve import ThroughputCurve
+from sparksched.export import vllm_verify_seconds
 from sparksched.profile import bundled_profiles
 
 TILE = 128
@@ -59,20 +63,22 @@ def lower_convex_hull(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.nd
     return xs[hull], ys[hull]
 
 
-def curves() -> dict[str, ThroughputCurve]:
-    """The smooth, jagged and (when bundled) measured curves described in the module docstring."""
-    roof = ThroughputCurve.from_profile("h100-qwen3-8b-roofline").at_context(2048)
-    hx, hy = lower_convex_hull(roof.tokens, roof.seconds[0])
+def curves() -> dict[str, ThroughputCurve | StepCost]:
+    """The roofline surface and the smooth, jagged and (when bundled) measured curves of the module
+    docstring."""
+    roof = StepCost.from_profile("h100-qwen3-8b-roofline")
+    b = np.asarray(sorted({float(n * t) for n in roof.arrays.reqs for t in roof.arrays.knots if n <= 128}))
+    hx, hy = lower_convex_hull(b, vllm_verify_seconds(roof, b, 2048.0, max_num_seqs=128))
     hy = np.maximum.accumulate(hy)
     smooth = ThroughputCurve.from_points(hx, hy)
     # padded to tiles: flat from k*TILE + 1 to (k+1)*TILE, a jump right after each boundary
     edges = np.arange(TILE, 4096 + 1, TILE, dtype=np.float64)
     xs = np.concatenate([[1.0], np.ravel(np.column_stack([edges, edges + 1]))])
     jagged = ThroughputCurve.from_points(xs, smooth.step_time(np.ceil(xs / TILE) * TILE))
-    out = {"smooth": smooth, "jagged": jagged, "roofline": roof}
+    out: dict[str, ThroughputCurve | StepCost] = {"roofline": roof, "smooth": smooth, "jagged": jagged}
     if "cpu-tiny" in bundled_profiles():
-        cpu = ThroughputCurve.from_profile("cpu-tiny")
-        cpu = cpu.at_context(float(cpu.contexts[0]))
+        tiny = StepCost.from_profile("cpu-tiny")
+        cpu = tiny.curve(8, float(tiny.arrays.ctxs[0]))
         scale = float(smooth.step_time(1.0)) / float(cpu.step_time(1.0))
         out["measured"] = ThroughputCurve.from_points(cpu.tokens, cpu.seconds[0] * scale)
     return out
@@ -107,7 +113,8 @@ def run(concurrency: list[int], output_tokens: int, policies: list[str], seed: i
             trace = closed_batch(n, output_tokens)
             for pol in policies:
                 cfg = SimConfig(policy=pol, block=7, max_running=n, seed=seed, prefill_chunk=8192)
-                res = simulate(trace, cfg, curve=curve)
+                res = (simulate(trace, cfg, cost=curve) if isinstance(curve, StepCost)
+                       else simulate(trace, cfg, curve=curve))
                 tps, budget, counted = decode_capacity(res.steps, n)
                 rows.append({"curve": cname, "n": n, "policy": pol, "tokens_per_s": tps,
                              "verify_per_req": budget, "steps": counted})

@@ -197,41 +197,31 @@ class LoopTimer:
 
     def write(self, path: Path, phases) -> Path:
         """A profile (the base's other sections kept) with verify and draft rows from the samples of
-        `phases`. Above the grid's largest B (where only chunked-prefill tokens take the engine's batch)
-        the curve goes on linearly with the least-squares per-token slope of all the verify samples (the
-        last grid segment alone is noise).
+        `phases`: each (n, t) point's mean verify time, made non-decreasing in t at each n (weighted
+        by the samples) and written at every context (the loop's cost barely depends on it); above
+        the grid the step-cost model extends each n's last segment (sparksched.cost). The drafter's
+        mean by n, made non-decreasing in n.
         """
         from sparksched.curve import isotonic_non_decreasing
         from sparksched.profile import validate_profile
 
         got = self._select(set(phases))
         prof = json.loads(json.dumps(self.base))
-        # the clock's curve is indexed by batch tokens B only: pool every (n, t) with n * t = B (the loop's
-        # per-request cost is small next to its per-token cost), fit non-decreasing in B weighted by the
-        # samples, and give each row its B's value (what ThroughputCurve.from_profile would compute)
-        by_b: dict[int, list[float]] = {}
         by_point: dict[tuple[int, int], list[float]] = {}
         by_n: dict[int, list[float]] = {}
         for n, t, _, ds, vs, _ in got:
-            by_b.setdefault(n * t, []).append(vs)
             by_point.setdefault((n, t), []).append(vs)
             by_n.setdefault(n, []).append(ds)
-        bs = sorted(by_b)
-        fit = isotonic_non_decreasing(np.array([np.mean(by_b[b]) for b in bs]),
-                                      np.array([len(by_b[b]) for b in bs], dtype=np.float64))
-        h = dict(zip(bs, fit))
+        fitted: dict[tuple[int, int], float] = {}
+        for n in sorted({n for n, _ in by_point}):
+            ts = sorted(t for m, t in by_point if m == n)
+            fit = isotonic_non_decreasing(np.array([np.mean(by_point[(n, t)]) for t in ts]),
+                                          np.array([len(by_point[(n, t)]) for t in ts], dtype=np.float64))
+            fitted.update({(n, t): float(f) for t, f in zip(ts, fit)})
         prof["verify"] = [{"requests": n, "tokens": n * t, "tokens_per_request": t, "context": ctx,
-                           "median_s": float(h[n * t]), "p10_s": float(np.quantile(v, 0.1)),
+                           "median_s": fitted[(n, t)], "p10_s": float(np.quantile(v, 0.1)),
                            "p90_s": float(np.quantile(v, 0.9)), "repeats": len(v)}
                           for (n, t), v in sorted(by_point.items()) for ctx in self.contexts]
-        x = np.array([n * t for n, t, *_ in got], dtype=np.float64)
-        slope = float(np.polyfit(x, np.array([s[4] for s in got]), 1)[0])
-        top_n = max(n for n, _ in self.points)
-        for k in (1, 2, 3, 4, 5):  # B = 2^k x the largest grid B, as top_n requests x more tokens each
-            b = bs[-1] * 2 ** k
-            prof["verify"] += [{"requests": top_n, "tokens": b, "tokens_per_request": b // top_n, "context": ctx,
-                                "median_s": float(h[bs[-1]] + max(slope, 0.0) * (b - bs[-1])),
-                                "note": "linear tail (prefill tokens)"} for ctx in self.contexts]
         ns = sorted(by_n)
         mean = isotonic_non_decreasing(np.array([np.mean(by_n[n]) for n in ns]),
                                        np.array([len(by_n[n]) for n in ns], dtype=np.float64))
@@ -242,9 +232,8 @@ class LoopTimer:
         prof.setdefault("notes", []).append(
             f"verify / draft rows timed through sparksched.speculative's draft + verify calls ({len(got)} samples, "
             f"phases {sorted(map(str, phases))}); median_s holds the MEAN of the samples (the "
-            "clock sums step times); verify pooled over contexts and over (n, t) at the same B, fitted "
-            "non-decreasing in B, linear tail above the grid; draft made non-decreasing in requests "
-            "(benchmarks/fidelity.py)")
+            "clock sums step times); verify per (n, t) pooled over contexts, fitted non-decreasing in t at "
+            "each n; draft made non-decreasing in requests (benchmarks/fidelity.py)")
         validate_profile(prof)
         write_json(path, prof, indent=1)
         return path
@@ -295,16 +284,14 @@ def step_log(calls: list, steps) -> np.ndarray:
 def step_prices(log: np.ndarray, profile: Path, block: int, max_running: int) -> tuple[np.ndarray, np.ndarray]:
     """The profile's drafter and padded-verify seconds of each logged step (a step_log), [k] each; a plain
     step (no drafter call) has no drafter price."""
-    from simulator.engine import draft_latency_table
-    from sparksched.curve import ThroughputCurve
-    from sparksched.profile import load_profile
+    from sparksched.cost import StepCost
 
-    prof = load_profile(str(profile))
-    curve = ThroughputCurve.from_profile(prof, extrapolate="linear")
-    curve = curve.at_context(float(np.median(curve.contexts)))
-    lat, _ = draft_latency_table(prof, "dspark", block, max_running)
+    cost = StepCost.from_profile(str(profile))
+    ctx = float(np.median(cost.arrays.ctxs))
+    lat = cost.draft_table("dspark", block, max_running)[1][0]
     n, t = log[:, 1].astype(int), log[:, 2].astype(int)
-    return np.where(log[:, 3] > 0, lat[n], 0.0), curve.step_time(n * t)
+    verify = np.asarray([float(cost.verify_seconds(a, a * b, ctx)) for a, b in zip(n, t)])
+    return np.where(log[:, 3] > 0, lat[n], 0.0), verify
 
 
 def host_speeds(log: np.ndarray, profile: Path, block: int, max_running: int, piece_steps: int = 50,

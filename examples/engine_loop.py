@@ -6,9 +6,11 @@ onto vLLM's and SGLang's hook points):
     1. propose   the drafter proposes g tokens per request: drafts [n, g], their distributions
                  q [n, g, V] and a confidence c [n, g] per position (c_k never reads x_k)
     2. schedule  sparksched decides how many drafts of each request to verify:
-                 sync : lengths = schedule(conf, curve)                        (Algorithm 1)
-                 async: K = plan_budget(conf of 2 steps ago) on the host, then
-                        lengths = assign_budget(conf, K) on the device          (section 5.2)
+                 sync : lengths = schedule(conf, cost, context=L)               (Algorithm 1)
+                 async: K = plan_budget(conf of 2 steps ago, cost, context=L) on the host,
+                        then lengths = assign_budget(conf, K) on the device     (section 5.2)
+                 (cost: the price of a step by requests, tokens and context, sliced here at
+                 this step's n requests and mean context L)
     3. forward   the target scores [anchor, x_1..x_g] for every request in one pass (static
                  shape [n, g + 1]; a varlen engine would send only 1 + lengths[i] tokens)
     4. verify    lossless rejection sampling: result = verify(p, q, drafts, lengths, generators)
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sparksched import RoundsWriter, ThroughputCurve, assign_budget, plan_budget, schedule, verify
+from sparksched import RoundsWriter, StepCost, ThroughputCurve, assign_budget, plan_budget, schedule, verify
 from sparksched.models.decoder import Decoder, build_decoder
 from sparksched.models.drafter import DrafterConfig, DSparkDrafter, build_drafter
 from sparksched.models.presets import get_preset
@@ -181,20 +183,21 @@ PROMPTS = ["def fibonacci(n):\n    ", "The capital of France is", "Question: wha
            "import numpy as np\n", "Once upon a time", "for i in range(10):\n    "]
 
 
-def default_curve(device: str) -> tuple[ThroughputCurve, str]:
-    """The step-time curve the scheduler optimises, and where it comes from.
+def default_cost(device: str) -> tuple[StepCost, str]:
+    """The price of a step the scheduler optimises, and where it comes from.
 
     On CPU: the bundled measurement of the tiny preset on a 2-core machine (`cpu-tiny`, the bundled
-    target's architecture), at a 64-token context. Elsewhere: a stand-in with a flat memory-bound
-    start and tile-boundary steps (profile your device with `sparksched profile`).
+    target's architecture), by requests, tokens and context. Elsewhere: a stand-in keyed on batch
+    tokens only, with a flat memory-bound start and tile-boundary steps (profile your device with
+    `sparksched profile`).
     """
     if device == "cpu":
         try:
-            return ThroughputCurve.from_profile("cpu-tiny").at_context(64.0), "profile cpu-tiny"
+            return StepCost.from_profile("cpu-tiny"), "profile cpu-tiny"
         except ValueError:
             pass
-    return (ThroughputCurve.from_points([1, 16, 17, 32, 33, 64, 65, 512],
-                                        [0.010, 0.010, 0.013, 0.013, 0.016, 0.016, 0.022, 0.080]),
+    return (StepCost.from_curve(ThroughputCurve.from_points([1, 16, 17, 32, 33, 64, 65, 512],
+                                                            [0.010, 0.010, 0.013, 0.013, 0.016, 0.016, 0.022, 0.080])),
             "stand-in curve")
 
 
@@ -209,7 +212,7 @@ def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "
     """
     models, tok = load_models(drafter, device, dtype, block, seed, checkpoints)
     block = models.block
-    curve, curve_name = default_curve(device)
+    cost, curve_name = default_cost(device)
     vocab = models.target.config.vocab_size
     if tok is not None:                                                 # real text, left-truncated to 16
         ids = [tok.encode(PROMPTS[i % len(PROMPTS)]).ids[-16:] for i in range(requests)]
@@ -233,12 +236,13 @@ def run(requests: int = 4, new_tokens: int = 48, block: int = 5, policy: str = "
     while min(len(o) for o in out) < new_tokens:
         # 1. propose: drafts [n, g], q [n, g, V], conf [n, g]
         prop = models.propose(anchor, gens, greedy)
-        # 2. schedule
+        # 2. schedule, on the price of a step of this size: n requests at their mean context
+        context = float(prompts.shape[1] + np.mean([len(o) for o in out]))
         if policy == "sync":
-            lengths = schedule(prop.conf, curve)
+            lengths = schedule(prop.conf, cost, context=context)
         else:
             old = stale[-2] if len(stale) >= 2 else np.ones(tuple(prop.conf.shape))
-            k = plan_budget(old, curve)                                 # host: stale confidences only
+            k = plan_budget(old, cost, context=context)                 # host: stale confidences only
             lengths = assign_budget(prop.conf, torch.tensor(k, device=device), validate=False)
             stale.append(prop.conf.cpu().numpy())                       # a real engine copies async
         # 3. forward: the target scores anchor + drafts in one pass

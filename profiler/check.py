@@ -1,12 +1,13 @@
-"""Accuracy of a profile's curve on points it did not see, through `ThroughputCurve`.
+"""Accuracy of a profile's step-cost model on points it did not see, through `StepCost`.
 
-Two hold-out tests, both on interior points (inside the measured range, so interpolation is tested,
-not extrapolation):
-- leave-one-B-out: drop every row with batch tokens B (at all contexts, so the grid stays whole),
-  rebuild the curve from the rest and predict B at each context;
-- leave-one-context-out: drop an interior context L and predict its points by blending the
-  neighbouring contexts (`ThroughputCurve.at_context`).
-Error is |predicted - measured| / measured, with "measured" the mean of the rows at that (L, B).
+Three hold-out tests, each on interior grid values (inside the measured range, so interpolation is
+tested, not extrapolation), using only the rows that fit in memory:
+- leave-one-tokens-out: drop every row with an interior tokens-per-request t, rebuild the cost from
+  the rest and predict those rows at their own (n, B, L);
+- leave-one-requests-out: the same for an interior request count n;
+- leave-one-context-out: the same for an interior context L.
+Error is |predicted - measured| / measured, with "measured" the mean of the rows at that (n, t, L).
+A profile with one request count is priced by batch tokens: its "tokens" test leaves out batch sizes.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from sparksched.curve import ThroughputCurve
+from sparksched.cost import StepCost
 from sparksched.profile import load_profile
+
+TESTS = ("tokens", "requests", "context")
 
 
 @dataclass(frozen=True)
 class HeldOut:
     """One held-out prediction."""
 
-    test: str  # "B" or "context"
+    test: str  # "tokens", "requests" or "context"
+    requests: float
+    tokens: float  # batch tokens B
     context: float
-    tokens: float
     measured_s: float
     predicted_s: float
 
@@ -48,7 +52,7 @@ class CheckReport:
     def summary(self) -> dict[str, Any]:
         """median / max relative error per test and overall, and median / max repeat CV."""
         out: dict[str, Any] = {}
-        for name, test in (("B", "B"), ("context", "context"), ("all", None)):
+        for name, test in [*((t, t) for t in TESTS), ("all", None)]:
             e = self.errors(test)
             out[name] = ({"points": int(e.size), "median": float(np.median(e)), "max": float(e.max())}
                          if e.size else {"points": 0, "median": None, "max": None})
@@ -57,11 +61,9 @@ class CheckReport:
         return out
 
 
-def _means(rows: list[dict[str, Any]]) -> dict[tuple[float, float], float]:
-    acc: dict[tuple[float, float], list[float]] = {}
-    for r in rows:
-        acc.setdefault((float(r["context"]), float(r["tokens"])), []).append(float(r["median_s"]))
-    return {k: float(np.mean(v)) for k, v in acc.items()}
+def _key(r: dict[str, Any], by_batch: bool) -> tuple[float, float, float]:
+    n, b = float(r["requests"]), float(r["tokens"])
+    return n, (b if by_batch else b / n), float(r["context"])
 
 
 def _without(profile: dict[str, Any], keep) -> dict[str, Any]:
@@ -73,24 +75,25 @@ def _without(profile: dict[str, Any], keep) -> dict[str, Any]:
 def check_profile(source: Any) -> CheckReport:
     """Hold-out accuracy of a profile (path, bundled name or parsed dict); ValueError if unusable."""
     profile = load_profile(source)
-    rows = profile["verify"]
-    measured = _means(rows)
-    contexts = sorted({c for c, _ in measured})
-    tokens = sorted({b for _, b in measured})
+    rows = [r for r in profile["verify"] if r.get("fits", True) is not False]
+    by_batch = len({float(r["requests"]) for r in rows}) == 1
+    acc: dict[tuple[float, float, float], list[float]] = {}
+    for r in rows:
+        acc.setdefault(_key(r, by_batch), []).append(float(r["median_s"]))
+    measured = {k: float(np.mean(v)) for k, v in acc.items()}
     points: list[HeldOut] = []
-    for b in tokens[1:-1]:
-        curve = ThroughputCurve.from_profile(_without(profile, lambda r, b=b: float(r["tokens"]) != b))
-        for c in contexts:
-            if (c, b) in measured:
-                points.append(HeldOut("B", c, b, measured[(c, b)], float(curve.step_time(b, c))))
-    for c in contexts[1:-1]:
-        curve = ThroughputCurve.from_profile(_without(profile, lambda r, c=c: float(r["context"]) != c))
-        for b in tokens:
-            if (c, b) in measured:
-                points.append(HeldOut("context", c, b, measured[(c, b)], float(curve.step_time(b, c))))
+    for axis, test in enumerate(("requests", "tokens", "context")):
+        values = sorted({k[axis] for k in measured})
+        for v in values[1:-1]:
+            rest = _without(profile, lambda r, v=v, a=axis: _key(r, by_batch)[a] != v)
+            cost = StepCost.from_profile(rest)
+            for (n, t, ctx), s in measured.items():
+                if (n, t, ctx)[axis] == v:
+                    b = t if by_batch else n * t
+                    points.append(HeldOut(test, n, b, ctx, s, float(cost.verify_seconds(n, b, ctx))))
     if not points:
         raise ValueError(f"{profile.get('_source', 'profile')}: too few grid points to hold any out "
-                         "(need 3 batch sizes or 3 contexts)")
+                         "(need 3 values of tokens per request, requests or context)")
     cv = [float(r["cv"]) for r in rows if "cv" in r and r.get("repeats", 0) and r["repeats"] > 1]
     return CheckReport(points, cv)
 
@@ -99,15 +102,17 @@ def format_report(report: CheckReport, worst: int = 5) -> str:
     """A short text report: summary lines and the worst points."""
     s = report.summary()
     lines = []
-    for name, label in (("B", "leave-one-B-out"), ("context", "leave-one-context-out"), ("all", "all held-out")):
+    labels = {"tokens": "leave-one-tokens-out", "requests": "leave-one-requests-out",
+              "context": "leave-one-context-out", "all": "all held-out"}
+    for name, label in labels.items():
         d = s[name]
         if d["points"]:
-            lines.append(f"{label:22s} points={d['points']:4d}  median rel. error={d['median']:.2%}  "
+            lines.append(f"{label:23s} points={d['points']:4d}  median rel. error={d['median']:.2%}  "
                          f"max={d['max']:.2%}")
     if s["repeat_cv"]:
-        lines.append(f"{'repeat CV':22s} median={s['repeat_cv']['median']:.2%}  max={s['repeat_cv']['max']:.2%}")
+        lines.append(f"{'repeat CV':23s} median={s['repeat_cv']['median']:.2%}  max={s['repeat_cv']['max']:.2%}")
     lines.append(f"worst {min(worst, len(report.points))}:")
     for p in sorted(report.points, key=lambda p: -p.rel_error)[:worst]:
-        lines.append(f"  {p.test:7s} context={p.context:g} B={p.tokens:g}: measured {p.measured_s * 1e3:.4g} ms, "
-                     f"predicted {p.predicted_s * 1e3:.4g} ms ({p.rel_error:.2%})")
+        lines.append(f"  {p.test:8s} n={p.requests:g} B={p.tokens:g} context={p.context:g}: measured "
+                     f"{p.measured_s * 1e3:.4g} ms, predicted {p.predicted_s * 1e3:.4g} ms ({p.rel_error:.2%})")
     return "\n".join(lines)

@@ -7,11 +7,20 @@ from typing import Any
 
 import numpy as np
 
+from profiler.models import ModelSpec, from_decoder_config
 from profiler.roofline import DEVICES, get_device_spec, verify_cost
 from sparksched.models.presets import DecoderConfig
 from sparksched.profile import load_profile
 
 _CONFIG_FIELDS = set(DecoderConfig.__dataclass_fields__)
+
+
+def model_of(profile: dict[str, Any]) -> ModelSpec:
+    """The ModelSpec a profile's "model" field describes (a roofline ModelSpec or a measured DecoderConfig)."""
+    model = profile["model"]
+    if "model_type" in model:
+        return ModelSpec.from_dict(model)
+    return from_decoder_config(DecoderConfig(**{k: v for k, v in model.items() if k in _CONFIG_FIELDS}))
 
 
 def guess_device_key(device: dict[str, Any]) -> str:
@@ -40,8 +49,7 @@ def compare(measured: Any, device: str | None = None) -> Comparison:
     prof = load_profile(measured)
     key = device or guess_device_key(prof.get("device", {}))
     spec = get_device_spec(key)
-    model = prof["model"]
-    config = DecoderConfig(**{k: v for k, v in model.items() if k in _CONFIG_FIELDS})
+    config = model_of(prof)
     dtype = prof["dtype"]
     rows = []
     for r in prof["verify"]:

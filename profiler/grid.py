@@ -105,7 +105,12 @@ class Grid:
 # e.g. B = 384 (n = 128 x 3) costs more than B = 448 (n = 64 x 7) at L = 8192.
 # "cpu": a modest grid for the tiny preset on 2 cores. "gpu": an 8B target on one 80 GB card
 # (n L <= 128 x 2056 tokens of KV, ~39 GB at bf16). "roofline": the simulation default, B up to
-# 256 x 8 = 2048 tokens.
+# 256 x 8 = 2048 tokens. "moe": the paper's regime on an MoE deployment (requests per attention group
+# up to 512, every verify length 1..8 of blocks up to 7, contexts to 32 K, drafter rows up to 512
+# requests): a full requests x tokens x context grid for a step-cost model keyed on (n, B, L). With
+# every t in 1..8 the requests must double (1, 2, 4, ...): then the fewest requests giving a batch B,
+# 2^ceil(log2(B / 8)), never falls as B grows, and a KV-heavy long-context curve read by B stays
+# non-decreasing (an in-between n such as 96 x 5 = 480 would cost more than 64 x 8 = 512 at 32 K).
 _POW2_T = (1, 2, 4, 8)
 GRIDS: dict[str, Grid] = {
     "cpu": Grid(requests=(1, 2, 4, 8, 16, 32), tokens_per_request=_POW2_T, contexts=(64, 256, 1024),
@@ -118,6 +123,10 @@ GRIDS: dict[str, Grid] = {
                      tokens_per_request=_POW2_T,
                      contexts=(512, 2048, 8192), prompts=(128, 512, 2048, 8192),
                      draft_requests=(1, 8, 32, 64, 128), blocks=(5, 7, 16), draft_context=2048),
+    "moe": Grid(requests=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+                tokens_per_request=tuple(range(1, 9)), contexts=(512, 2048, 8192, 32768),
+                prompts=(128, 512, 2048, 8192), draft_requests=(1, 8, 32, 64, 128, 256, 384, 512),
+                blocks=(5, 7, 16), draft_context=2048),
 }
 
 

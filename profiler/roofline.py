@@ -1,218 +1,170 @@
-"""Roofline what-if: a profile estimated from FLOPs and bytes moved per step, not measured.
+"""Roofline what-if: a profile estimated from FLOPs, bytes and collectives per step, not measured.
 
-Covers: one verify pass of a decoder (n requests x t tokens on top of a KV cache of L tokens each),
-one drafter step (a backbone of a few target-width layers over the block, then the sequential head)
-and one prefill. Each is costed as
+For a model (`profiler.models`: dense, sliding-window, MoE, MLA), a deployment (`profiler.parallel`:
+GPUs, TP, EP, DP attention) and a device (`profiler.devices`), every grid point is priced by
+`profiler.passes`: verify passes (n requests per attention group x t tokens over a KV cache of L),
+drafter steps (`profiler.drafters`: DSpark by default, and the other families in `draft_families`)
+and prefills. The result has the profile schema (verify / draft / prefill rows) with
+`"kind": "estimated"`, plus the deployment (per-GPU weights and KV, KV capacity), per-row
+deployment and per-GPU throughput, and the time split into compute, memory, collectives and launches.
 
-    time = max(flops / peak_flops, bytes / bandwidth) + kernels x launch_gap
-
-with the device's *effective* (achievable) rates, not its datasheet peaks. The fixed term models the
-per-kernel gap that remains even under CUDA-graph replay (a decoder layer is ~14 kernels).
-
-Bytes per verify step (dtype bytes s, B = n t tokens, per-token KV size kv = layers 2 Hkv hd s):
-    weights      every block matrix + LM head, read once            (params - embedding) s
-    embedding    B rows gathered                                     B d s
-    KV reads     each request's cache, every layer                   n L kv
-    KV writes    the B new entries                                   B kv
-    activations  ~ (12 d + 3 I) per token per layer, read + written  B layers (12 d + 3 I) s
-    logits       float32, written                                    B V 4
-FLOPs: 2 B (block params + LM head) for the matmuls (B rounded up to the GEMM tile, which gives the
-steps real GPUs show at tile boundaries once compute-bound), plus attention 4 B layers H hd (L + (t+1)/2).
-
-The result has the profile schema of DESIGN.md section 3 with `"kind": "estimated"`.
+Rows whose weights + KV exceed the usable memory (90 % of the device) stay in the grid, marked
+`"fits": false`, so every context has the same batch grid. A deployment whose weights alone do not fit,
+or in which no grid point fits, is an error.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from profiler.devices import DEVICES, DTYPE_BYTES, DeviceSpec, canonical_dtype, get_device_spec
+from profiler.drafters import FAMILIES, draft_cost, drafter_presets
 from profiler.grid import Grid
-from sparksched.models.presets import DecoderConfig
+from profiler.models import ModelSpec, as_model_spec
+from profiler.moe import MOE_TILE
+from profiler.parallel import (
+    SINGLE,
+    Deployment,
+    kv_bytes_per_token_layer,
+    kv_capacity_tokens,
+    weight_bytes_per_gpu,
+)
+from profiler.passes import (
+    GEMM_TILE,
+    KERNELS_FIXED,
+    KERNELS_MLA,
+    KERNELS_MOE,
+    KERNELS_PER_LAYER,
+    Precision,
+    prefill_cost,
+    verify_cost,
+)
 
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8": 1}
+__all__ = ["DEVICES", "DTYPE_BYTES", "DeviceSpec", "get_device_spec", "verify_cost", "prefill_cost",
+           "roofline_profile", "default_kv_dtype", "check_fits"]
 
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """Achievable rates of an accelerator (dense, no sparsity) and the datasheet figures behind them."""
-
-    name: str
-    flops: float  # effective dense bf16/fp16 tensor-core FLOP/s used by the estimate
-    bandwidth: float  # effective HBM/GDDR bytes/s used by the estimate
-    memory_bytes: float  # device memory (bytes), to flag grid points that would not fit
-    peak_flops: float  # datasheet dense bf16 FLOP/s
-    peak_bandwidth: float  # datasheet bytes/s
-    launch_gap_s: float = 1.0e-6  # per-kernel gap under CUDA-graph replay (s)
-    source: str = ""
-
-
-# Datasheet peaks are dense (no 2:4 sparsity) BF16 tensor-core rates. Effective rates: 80 % of peak
-# compute (what large cuBLAS GEMMs sustain) and ~90 % of peak bandwidth (what a device-to-device copy
-# or a memory-bound GEMV sustains); H100 figures as measured on such a card (issue 3).
-DEVICES: dict[str, DeviceSpec] = {
-    # NVIDIA H100 SXM5 80 GB datasheet: 989 TFLOP/s BF16 dense (1979 with sparsity), 3.35 TB/s HBM3.
-    # https://www.nvidia.com/en-us/data-center/h100/ ; effective 790 TFLOP/s, ~3.0 TB/s measured.
-    "h100": DeviceSpec("NVIDIA H100 SXM5 80GB (roofline)", 790e12, 3.0e12, 80e9, 989e12, 3.35e12,
-                       source="nvidia.com/en-us/data-center/h100 datasheet; effective 80% FLOPs, ~90% BW"),
-    # NVIDIA H200 SXM 141 GB datasheet: 989 TFLOP/s BF16 dense, 4.8 TB/s HBM3e.
-    # https://www.nvidia.com/en-us/data-center/h200/
-    "h200": DeviceSpec("NVIDIA H200 SXM 141GB (roofline)", 790e12, 4.3e12, 141e9, 989e12, 4.8e12,
-                       source="nvidia.com/en-us/data-center/h200 datasheet; effective 80% FLOPs, ~90% BW"),
-    # NVIDIA A100 SXM4 80 GB datasheet: 312 TFLOP/s BF16 dense, 2.039 TB/s HBM2e.
-    # https://www.nvidia.com/en-us/data-center/a100/
-    "a100": DeviceSpec("NVIDIA A100 SXM4 80GB (roofline)", 250e12, 1.83e12, 80e9, 312e12, 2.039e12,
-                       launch_gap_s=1.5e-6,
-                       source="nvidia.com/en-us/data-center/a100 datasheet; effective 80% FLOPs, ~90% BW"),
-    # NVIDIA L40S 48 GB datasheet: 362 TFLOP/s BF16 dense (733 with sparsity), 864 GB/s GDDR6.
-    # https://www.nvidia.com/en-us/data-center/l40s/
-    "l40s": DeviceSpec("NVIDIA L40S 48GB (roofline)", 290e12, 0.78e12, 48e9, 362e12, 0.864e12,
-                       launch_gap_s=1.5e-6,
-                       source="nvidia.com/en-us/data-center/l40s datasheet; effective 80% FLOPs, ~90% BW"),
-}
-
-KERNELS_PER_LAYER = 14  # norms, q/k/v/o, rope, cache write, attention, gate/up/act/down, residuals
-KERNELS_FIXED = 10  # embedding, final norm, LM head, position/rope gathers
-GEMM_TILE = 64  # rows of a GEMM tile: compute is paid in whole tiles
+GiB = 2**30
+ASSUMPTIONS = (
+    "effective rates: 80 % of dense tensor-core peak per dtype, 90 % of memory bandwidth, 80 % of link bandwidth",
+    "each phase (attention, MLP / experts, LM head) costs max(compute, memory); phases add up",
+    "top-k routing uniform and independent across tokens; no expert load imbalance between ranks",
+    "collectives add to the step unless two-batch overlap hides them behind compute",
+    "requests per attention group; with DP attention every group holds the same batch",
+    "kernel launch gap per kernel under CUDA-graph replay; no host (scheduler, sampling) overhead",
+)
 
 
-def get_device_spec(name: str) -> DeviceSpec:
-    """The spec called `name` (case-insensitive); ValueError listing the known devices otherwise."""
-    try:
-        return DEVICES[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown roofline device {name!r}; known: {', '.join(DEVICES)}") from None
+def default_kv_dtype(weight_dtype: str) -> str:
+    """KV-cache dtype when none is given: the weights' dtype, FP8 for 4-bit weights."""
+    return "float8" if weight_dtype == "float4" else weight_dtype
 
 
-@dataclass(frozen=True)
-class StepCost:
-    """Work of one pass: FLOPs, bytes moved, kernels launched, and bytes resident (weights + KV)."""
-
-    flops: float
-    bytes: float
-    kernels: int
-    resident_bytes: float
-
-    def seconds(self, spec: DeviceSpec) -> float:
-        """Roofline time (s): the slower of compute and memory, plus the fixed launch gaps."""
-        return max(self.flops / spec.flops, self.bytes / spec.bandwidth) + self.kernels * spec.launch_gap_s
-
-    def bound(self, spec: DeviceSpec) -> str:
-        return "compute" if self.flops / spec.flops > self.bytes / spec.bandwidth else "memory"
+def check_fits(model: ModelSpec, dep: Deployment, device: DeviceSpec, weight_dtype: str) -> float:
+    """Weight bytes per GPU; a one-line ValueError when they alone exceed the usable memory."""
+    weights = weight_bytes_per_gpu(model, dep, weight_dtype)
+    usable = dep.memory_fraction * device.memory_bytes
+    if weights > usable:
+        hint = ("add GPUs (--gpus with --ep to spread the experts)" if model.is_moe
+                else "add GPUs (--gpus / --tp)")
+        raise ValueError(f"{model.name} ({weight_dtype}) does not fit: {weights / GiB:.1f} GiB of weights per GPU "
+                         f"on {dep.gpus} x {device.key or device.name} (tp {dep.tp}, ep {dep.ep}) exceed the "
+                         f"{usable / GiB:.1f} GiB usable ({dep.memory_fraction:.0%} of {device.memory_bytes / GiB:.0f} "
+                         f"GiB); {hint}, or a narrower --dtype")
+    return weights
 
 
-def _kv_bytes_per_token(c: DecoderConfig, layers: int, s: int) -> int:
-    return layers * 2 * c.kv_heads * c.head_dim * s
+def _sig(x: float) -> float:
+    """`x` to 6 significant digits (an estimate has no more; keeps bundled files small)."""
+    return float(f"{x:.6g}")
 
 
-def _block_params(c: DecoderConfig) -> int:
-    d, h = c.hidden, c.head_dim
-    return (d * h * (c.heads + 2 * c.kv_heads) + c.heads * h * d + 3 * d * c.intermediate
-            + 2 * d + (2 * h if c.qk_norm else 0))
+def _timing(sec: float) -> dict[str, Any]:
+    sec = _sig(sec)
+    return {"median_s": sec, "p10_s": sec, "p90_s": sec, "cv": 0.0, "repeats": 0}
 
 
-def _tiled(b: int) -> int:
-    return int(math.ceil(b / GEMM_TILE) * GEMM_TILE)
-
-
-def layers_cost(c: DecoderConfig, layers: int, n: int, t: int, context: int, s: int) -> StepCost:
-    """`layers` decoder blocks over n requests x t new tokens attending to `context` cached tokens each."""
-    b = n * t
-    p = _block_params(c) * layers
-    kv = _kv_bytes_per_token(c, layers, s)
-    act = b * layers * (12 * c.hidden + 3 * c.intermediate) * s
-    flops = 2.0 * _tiled(b) * p + 4.0 * b * layers * c.heads * c.head_dim * (context + (t + 1) / 2)
-    moved = p * s + n * context * kv + b * kv + act
-    return StepCost(flops, moved, layers * KERNELS_PER_LAYER, p * s + n * (context + t) * kv)
-
-
-def verify_cost(c: DecoderConfig, n: int, t: int, context: int, dtype: str = "bfloat16") -> StepCost:
-    """One verify pass: n requests x t tokens (anchor + drafts) over a KV cache of `context` each."""
-    s = DTYPE_BYTES[dtype]
-    body = layers_cost(c, c.layers, n, t, context, s)
-    b = n * t
-    head = c.vocab_size * c.hidden
-    flops = body.flops + 2.0 * _tiled(b) * head
-    moved = body.bytes + head * s + b * c.hidden * s + b * c.vocab_size * 4
-    emb = 0 if c.tie_embeddings else head * s
-    return StepCost(flops, moved, body.kernels + KERNELS_FIXED, body.resident_bytes + head * s + emb)
-
-
-def prefill_cost(c: DecoderConfig, prompt: int, dtype: str = "bfloat16") -> StepCost:
-    """Prefill of one prompt of `prompt` tokens (causal; logits of the last position only)."""
-    s = DTYPE_BYTES[dtype]
-    body = layers_cost(c, c.layers, 1, prompt, 0, s)  # attention term uses (t + 1) / 2: causal
-    head = c.vocab_size * c.hidden
-    return StepCost(body.flops + 2.0 * GEMM_TILE * head, body.bytes + head * s + c.vocab_size * 4,
-                    body.kernels + KERNELS_FIXED, body.resident_bytes + head * s)
-
-
-def draft_cost(c: DecoderConfig, n: int, block: int, context: int, draft_layers: int, rank: int,
-               dtype: str = "bfloat16") -> tuple[StepCost, StepCost]:
-    """(backbone, head) of one DSpark drafter step: backbone = `draft_layers` target-width blocks over
-    n x block positions attending to `context` projected target states + LM head; head = `block`
-    sequential steps of a rank-`rank` Markov bias (V x r lookup, r x V projection), softmax, sampling.
-    """
-    s = DTYPE_BYTES[dtype]
-    body = layers_cost(c, draft_layers, n, block, context, s)
-    b = n * block
-    v = c.vocab_size
-    backbone = StepCost(body.flops + 2.0 * _tiled(b) * v * c.hidden,
-                        body.bytes + v * c.hidden * s + b * v * 4, body.kernels + KERNELS_FIXED,
-                        body.resident_bytes)
-    # per head step: gather n rows of W1, [n, r] x [r, V], add, softmax, multinomial over [n, V] float32
-    head = StepCost(block * (2.0 * _tiled(n) * rank * v + 6.0 * n * v),
-                    block * (rank * v * s + n * rank * s + 4 * n * v * 4), block * 6, (v * rank * 2) * s)
-    return backbone, head
-
-
-def roofline_profile(device: str, config: DecoderConfig, grid: Grid, dtype: str = "bfloat16",
-                     draft_layers: int = 5, rank: int = 256) -> dict[str, Any]:
-    """A schema-1 profile estimated for `device` (a DEVICES key) over `grid`; `kind` = "estimated".
-
-    Rows whose weights + KV cache exceed device memory are kept (the curve needs a full grid) and
-    marked `"fits": false`.
-    """
-    if dtype not in DTYPE_BYTES:
-        raise ValueError(f"unknown dtype {dtype!r} for a roofline; known: {', '.join(DTYPE_BYTES)}")
+def roofline_profile(device: str, config: Any, grid: Grid, dtype: str = "bfloat16", draft_layers: int | None = None,
+                     rank: int = 256, *, deployment: Deployment = SINGLE, kv_dtype: str | None = None,
+                     draft_window: int | None = None) -> dict[str, Any]:
+    """A schema-1 profile estimated for `device` (a DEVICES key), `config` (ModelSpec or DecoderConfig)
+    on `deployment` over `grid`; `kind` = "estimated"."""
     spec = get_device_spec(device)
+    model = as_model_spec(config)
+    deployment.check(model)
+    w = canonical_dtype(dtype)
+    kv = canonical_dtype(kv_dtype) if kv_dtype else default_kv_dtype(w)
+    prec = Precision(w, kv)
+    weights = check_fits(model, deployment, spec, w)
+    usable = deployment.memory_fraction * spec.memory_bytes
+    gpus, groups = deployment.gpus, deployment.groups
+
     verify = []
     for n, t, ctx in grid.verify_points():
-        cost = verify_cost(config, n, t, ctx, dtype)
-        sec = cost.seconds(spec)
-        verify.append({"requests": n, "tokens": n * t, "tokens_per_request": t, "context": ctx,
-                       "median_s": sec, "p10_s": sec, "p90_s": sec, "cv": 0.0, "repeats": 0,
-                       "flops": cost.flops, "bytes": cost.bytes, "bound": cost.bound(spec),
-                       "fits": cost.resident_bytes <= spec.memory_bytes})
-    draft = []
-    for n, g in grid.draft_points():
-        bb, hd = draft_cost(config, n, g, grid.draft_context, draft_layers, rank, dtype)
-        b_s, h_s = bb.seconds(spec), hd.seconds(spec)
-        draft.append({"requests": n, "block": g, "context": grid.draft_context, "backbone_s": b_s,
-                      "head_s": h_s, "median_s": b_s + h_s, "p10_s": b_s + h_s, "p90_s": b_s + h_s,
-                      "cv": 0.0, "repeats": 0})
+        cost = verify_cost(model, n, t, ctx, w, deployment, kv)
+        split = cost.breakdown(spec)
+        sec = split["total_s"]
+        verify.append({"requests": n, "tokens": n * t, "tokens_per_request": t, "context": ctx, **_timing(sec),
+                       "flops": _sig(cost.flops), "bytes": _sig(cost.bytes), "bound": cost.bound(spec),
+                       "fits": cost.resident_bytes <= usable,
+                       "deployment_tokens": groups * n * t, "tokens_per_s": _sig(groups * n * t / sec),
+                       "tokens_per_s_per_gpu": _sig(groups * n * t / sec / gpus),
+                       **{k: _sig(split[k]) for k in ("compute_s", "memory_s", "comm_s", "launch_s")},
+                       "resident_bytes": _sig(cost.resident_bytes)})
+    if not any(r["fits"] for r in verify):
+        r0 = min(verify, key=lambda r: (r["requests"], r["context"]))
+        raise ValueError(f"no grid point fits: {model.name} ({w}, KV {kv}) on {gpus} x {device.lower()} needs "
+                         f"{r0['resident_bytes'] / GiB:.1f} GiB per GPU at n={r0['requests']}, L={r0['context']} "
+                         f"(usable {usable / GiB:.1f} GiB); shrink --contexts / --requests or add GPUs")
+
+    presets = drafter_presets(model, draft_layers, draft_window, rank)
+    contexts = sorted(set(grid.contexts) | {grid.draft_context})
+    draft, families = [], []
+    for fam in FAMILIES:
+        blocks = (1,) if fam == "mtp1" else grid.blocks
+        for n in grid.draft_requests:
+            for g in blocks:
+                for ctx in contexts:
+                    bb, hd = draft_cost(model, presets[fam], n, g, ctx, prec, deployment)
+                    b_s, h_s = bb.seconds(spec), hd.seconds(spec)
+                    row = {"requests": n, "block": g, "context": ctx, "backbone_s": _sig(b_s),
+                           "head_s": _sig(h_s), **_timing(b_s + h_s)}
+                    families.append({"family": fam, **row})
+                    if fam == "dspark":
+                        draft.append(dict(row))
+
     prefill = []
     for p in grid.prompts:
-        cost = prefill_cost(config, p, dtype)
-        sec = cost.seconds(spec)
-        prefill.append({"prompt_tokens": p, "median_s": sec, "p10_s": sec, "p90_s": sec, "cv": 0.0,
-                        "repeats": 0, "bound": cost.bound(spec)})
+        cost = prefill_cost(model, p, w, deployment, kv)
+        prefill.append({"prompt_tokens": p, **_timing(cost.seconds(spec)), "bound": cost.bound(spec)})
+
+    kv_token = sum(kv_bytes_per_token_layer(model, deployment, kv) for i in range(model.layers) if not model.window(i))
+    dspark = presets["dspark"]
     return {
         "schema": 1,
         "kind": "estimated",
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "device": {"type": "roofline", "key": device.lower(), **asdict(spec),
-                   "kernels_per_layer": KERNELS_PER_LAYER, "kernels_fixed": KERNELS_FIXED,
-                   "gemm_tile": GEMM_TILE},
-        "model": {"preset": config.name, **config.to_dict(), "parameters": config.parameters()},
-        "dtype": dtype,
+        "device": {"type": "roofline", **spec.to_dict(), "kernels_per_layer": KERNELS_PER_LAYER,
+                   "kernels_mla": KERNELS_MLA, "kernels_moe": KERNELS_MOE, "kernels_fixed": KERNELS_FIXED,
+                   "gemm_tile": GEMM_TILE, "moe_tile": MOE_TILE},
+        "model": {"preset": model.name, **model.to_dict(), "parameters": model.parameters(),
+                  "active_parameters": model.active_parameters()},
+        "dtype": w,
+        "kv_dtype": kv,
+        "compute_dtype": {"gemm": spec.compute_dtype(w), "attention": spec.compute_dtype(kv)},
         "torch": None,
+        "deployment": {**deployment.to_dict(),
+                       "requests_axis": "requests per attention group" + (" (one GPU each)" if groups == gpus else ""),
+                       "weights_bytes_per_gpu": weights, "usable_memory_bytes": usable,
+                       "kv_bytes_per_token_per_gpu": kv_token,
+                       "kv_capacity_tokens": kv_capacity_tokens(model, deployment, spec, w, kv)},
+        "assumptions": list(ASSUMPTIONS),
         "grid": grid.to_dict(),
-        "drafter": {"layers": draft_layers, "width": config.hidden, "rank": rank,
-                    "implementation": "roofline"},
+        "drafter": {"family": "dspark", "layers": dspark.layers, "width": model.hidden, "rank": dspark.rank,
+                    "window": dspark.window, "moe": dspark.moe, "implementation": "roofline",
+                    "families": {k: v.to_dict() for k, v in presets.items()}},
         "verify": verify,
         "draft": draft,
+        "draft_families": families,
         "prefill": prefill,
     }

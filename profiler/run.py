@@ -95,22 +95,23 @@ def complete_grid(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     return [r for r in rows if r["tokens"] not in dropped], dropped
 
 
-def monotone_violations(rows: list[dict[str, Any]], tolerance: float = 0.15) -> set[tuple[int, int]]:
-    """(context, tokens) points of a verify curve that drop more than `tolerance` below an earlier B's
-    time at the same context, together with the earlier points they drop below.
+def monotone_violations(rows: list[dict[str, Any]], tolerance: float = 0.15) -> set[tuple[int, int, int]]:
+    """(requests, context, tokens) points of a verify grid that drop more than `tolerance` below an
+    earlier B's time at the same request count and context, together with the earlier points they
+    drop below.
 
-    Mirrors the schema check (`sparksched.profile`, 25 % tolerance, first row per (context, B)) with
-    a tighter tolerance, so noisy points are re-timed before the profile could be rejected.
+    Mirrors the schema check (`sparksched.profile`, 25 % tolerance, first row per point) with a
+    tighter tolerance, so noisy points are re-timed before the profile could be rejected.
     """
-    first: dict[int, dict[int, float]] = {}
+    first: dict[tuple[int, int], dict[int, float]] = {}
     for r in rows:
-        first.setdefault(r["context"], {}).setdefault(r["tokens"], r["median_s"])
-    bad: set[tuple[int, int]] = set()
-    for ctx, pts in first.items():
+        first.setdefault((r.get("requests", 1), r["context"]), {}).setdefault(r["tokens"], r["median_s"])
+    bad: set[tuple[int, int, int]] = set()
+    for (n, ctx), pts in first.items():
         running, at = 0.0, 0
         for b in sorted(pts):
             if pts[b] < running * (1 - tolerance):
-                bad |= {(ctx, b), (ctx, at)}
+                bad |= {(n, ctx, b), (n, ctx, at)}
             if pts[b] > running:
                 running, at = pts[b], b
     return bad
@@ -300,9 +301,9 @@ def _retime_outliers(model: Any, rows: list[dict[str, Any]], warmup: int, repeat
         if not bad:
             break
         if log:
-            log(f"re-timing {len(bad)} (context, B) point(s) that break monotonicity: {sorted(bad)}")
+            log(f"re-timing {len(bad)} (requests, context, B) point(s) that break monotonicity: {sorted(bad)}")
         for r in rows:
-            if (r["context"], r["tokens"]) in bad:
+            if (r["requests"], r["context"], r["tokens"]) in bad:
                 n, t, ctx = r["requests"], r["tokens_per_request"], r["context"]
                 try:
                     tm = time_verify(model, n, t, ctx, warmup, repeats, cuda_graph, None, seed)

@@ -37,6 +37,9 @@ class SimConfig:
     kv_block_size: int = 16  # tokens per KV block (vLLM's default)
     kv_watermark: float = 0.01  # share of KV blocks kept free when admitting (vLLM's default)
     prefill_chunk: int = 2048  # prefill tokens per step (chunked prefill budget, mixed into decode)
+    # prefill on separate prefill instances (PD disaggregation, the paper's decode engines): a request
+    # joins this replica with its prompt's KV and its first token already made; the replica only decodes
+    disaggregated: bool = False
     # --- workload
     rate_scale: float = 1.0  # arrival rate multiplier: arrival_s is divided by this
     max_requests: int | None = None  # simulate only the first N requests of the trace
@@ -57,8 +60,13 @@ class SimConfig:
     conf_ece: float = 0.01  # synthetic confidences' target calibration error (paper: ~1% after STS)
     mtp1_acceptance: float | None = None  # override the MTP-1 preset acceptance (DeepSeek: 0.85-0.9)
     # --- SLA for goodput
-    sla_tps: float = 20.0  # per-user tokens/s a request must reach (1 / TPOT); trace slo_tps overrides
+    # per-user tokens/s a request must reach (1 / TPOT); trace slo_tps overrides. 80 tok/s/user is the
+    # DSpark paper's moderate SLA anchor (V4-Flash), and the default of pareto and whatif too
+    sla_tps: float = 80.0
     sla_ttft_s: float = 2.0  # time to first token a request must not exceed
+    # vLLM's goodput SLOs, in its `--goodput` syntax: "ttft:MS tpot:MS e2el:MS" (any subset, in ms);
+    # they give result.json its request_goodput. None: no SLOs (request_goodput is null, as in vLLM)
+    goodput: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -122,6 +130,10 @@ def _validate(c: SimConfig) -> None:
         _int_at_least("kv_blocks", c.kv_blocks, 1)
     _int_at_least("kv_block_size", c.kv_block_size, 1)
     _int_at_least("prefill_chunk", c.prefill_chunk, 1)
+    if not isinstance(c.disaggregated, bool):
+        raise ValueError(f"disaggregated must be true or false, got {c.disaggregated!r}")
+    if c.disaggregated and c.clock == "measured":
+        raise ValueError("disaggregated: the measured clock times the real loop, which prefills itself")
     _int_at_least("seed", c.seed, 0)
     if c.max_requests is not None:
         _int_at_least("max_requests", c.max_requests, 1)
@@ -135,6 +147,11 @@ def _validate(c: SimConfig) -> None:
         _number_in("mtp1_acceptance", c.mtp1_acceptance, 0.0, 0.999)
     _positive("sla_tps", c.sla_tps)
     _positive("sla_ttft_s", c.sla_ttft_s)
+    if c.goodput is not None:
+        from simulator.vllm_metrics import parse_goodput
+
+        if not isinstance(c.goodput, str) or not parse_goodput(c.goodput):
+            raise ValueError(f"goodput must be SLOs like 'ttft:500 tpot:50' (ms), got {c.goodput!r}")
     if not isinstance(c.profile, str) or not c.profile:
         raise ValueError(f"profile must be a bundled name or a path, got {c.profile!r}")
     if not isinstance(c.acceptance, str) or not c.acceptance:

@@ -21,6 +21,15 @@ Formats:
   default and counted; `keep_failed=True` keeps them as 1-token outputs (the schema needs >= 1).
 - `lengths`: a length-only statistics CSV `num_prefill_tokens,num_decode_tokens[,...]` (e.g.
   etalon's ShareGPT stats) plus a renewal arrival process given by rate, cv and distribution.
+- `vllm-bench`: a `vllm bench serve --save-result --save-detailed` result JSON (or SGLang
+  `bench_serving --output-details` output): the per-request `input_lens` and `output_lens`, in
+  order, with arrivals drawn as the benchmark drew them: gamma inter-arrival times with shape
+  `burstiness` and mean 1 / `request_rate`, rescaled so the last request is sent at
+  n / request_rate (vLLM's normalisation), seeded by `seed` (vLLM's own draws depend on its
+  dataset sampling, so the times are a fresh sample of the same process); `request_rate` "inf"
+  sends everything at 0. `arrivals="recorded"` uses the result's `start_times` instead (when the
+  benchmark capped concurrency these are the send times after the cap). Failed requests (an
+  error or 0 output tokens) are dropped and counted.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from simulator.generate import arrival_times
 from simulator.trace import MAX_ARRIVAL_S, SCHEMA, _show
 from sparksched.io import check_input_file, json_error, read_lines
 
-FORMATS = ("azure", "mooncake", "burstgpt", "lengths")
+FORMATS = ("azure", "mooncake", "burstgpt", "lengths", "vllm-bench")
 MAX_INPUT_BYTES = 16 << 30  # the public traces are megabytes to a few GB
 # plausible wall-clock years for a trace timestamp (anything else is a typo or a corrupt row)
 FIRST_YEAR, LAST_YEAR = 1970, 2200
@@ -391,11 +400,101 @@ def convert_lengths(path: str | Path, *, rate: float, cv: float = 1.0, arrival: 
     return out, report
 
 
+def bench_arrivals(rng: np.random.Generator, n: int, rate: float, burstiness: float) -> np.ndarray:
+    """(n,) send times of `vllm bench serve`: cumulative gamma(shape=burstiness, scale=1/(rate*burstiness))
+    delays, rescaled so the last is n / rate; rate inf: all 0; burstiness inf: constant 1 / rate gaps."""
+    if not rate > 0:
+        raise ValueError(f"vllm-bench: request_rate must be > 0 (got {rate})")
+    if not burstiness > 0:
+        raise ValueError(f"vllm-bench: burstiness must be > 0 (got {burstiness})")
+    if math.isinf(rate):
+        return np.zeros(n)
+    if math.isinf(burstiness):
+        delays = np.full(n, 1.0 / rate)
+    else:
+        delays = rng.gamma(burstiness, 1.0 / (rate * burstiness), size=n)
+    times = np.cumsum(delays)
+    return times * ((n / rate) / times[-1]) if times[-1] > 0 else times
+
+
+def _lens(obj: dict[str, Any], key: str, path: Path, line: int) -> np.ndarray:
+    v = obj.get(key)
+    if not isinstance(v, list) or not v:
+        raise ValueError(f"{path}: line {line}: field '{key}': missing or empty: the result needs per-request "
+                         "lengths (run vllm bench serve with --save-detailed, sglang bench_serving with "
+                         "--output-details)")
+    for i, x in enumerate(v):
+        if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+            raise ValueError(f"{path}: line {line}: field '{key}[{i}]': must be an integer >= 0 (got {x!r})")
+    return np.asarray(v, dtype=np.int64)
+
+
+def _rate(v: Any, path: Path, line: int, key: str, default: float) -> float:
+    if v is None:
+        return default
+    if v == "inf":
+        return math.inf
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError(f"{path}: line {line}: field '{key}': must be a number > 0 or \"inf\" (got {v!r})")
+    return float(v)
+
+
+def convert_vllm_bench(path: str | Path, *, domain: str = "chat", seed: int = 0, arrivals: str = "rate",
+                       rate: float | None = None, burstiness: float | None = None,
+                       line: int | None = None) -> tuple[pl.DataFrame, ConvertReport]:
+    """vllm bench serve (or sglang bench_serving) result with per-request lengths -> trace.
+
+    rate / burstiness override the result's request_rate / burstiness; line picks a run of a JSON
+    Lines file (default: the last). See the module docstring for the arrival process.
+    """
+    from simulator.bench_files import read_bench
+
+    path = Path(path)
+    bench = read_bench(path, line)
+    obj, ln = bench.data, bench.line
+    if obj.get("ramp_up_strategy"):
+        raise ValueError(f"{path}: line {ln}: field 'ramp_up_strategy': ramp-up runs are not supported "
+                         f"(got {obj['ramp_up_strategy']!r})")
+    prompt = _lens(obj, "input_lens", path, ln)
+    output = _lens(obj, "output_lens", path, ln)
+    if prompt.size != output.size:
+        raise ValueError(f"{path}: line {ln}: field 'output_lens': {output.size} entries for {prompt.size} input_lens")
+    report = ConvertReport(str(path), "vllm-bench", rows_in=int(prompt.size))
+    keep = (prompt >= 1) & (output >= 1)
+    errors = obj.get("errors")
+    if isinstance(errors, list) and len(errors) == prompt.size:
+        keep &= np.array([not e for e in errors])
+    _drop(report, keep, "failed (an error or 0 tokens)")
+    if not keep.any():
+        raise _no_rows(path, report)
+    if arrivals == "recorded":
+        starts = obj.get("start_times")
+        if not isinstance(starts, list) or len(starts) != prompt.size or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in starts):
+            raise ValueError(f"{path}: line {ln}: field 'start_times': --arrivals recorded needs one start time "
+                             "per request (a recent vllm bench serve with --save-detailed)")
+        times = np.asarray(starts, dtype=np.float64)[keep]
+        report.notes.append("arrivals: the benchmark's recorded start times")
+    elif arrivals == "rate":
+        r = rate if rate is not None else _rate(obj.get("request_rate"), path, ln, "request_rate", math.inf)
+        b = burstiness if burstiness is not None else _rate(obj.get("burstiness"), path, ln, "burstiness", 1.0)
+        times = bench_arrivals(np.random.default_rng(seed), int(keep.sum()), r, b)
+        report.notes.append(f"arrivals: request rate {r:g} req/s, burstiness {b:g}, seed {seed}")
+    else:
+        raise ValueError(f"vllm-bench: arrivals must be 'rate' or 'recorded', got {arrivals!r}")
+    if obj.get("max_concurrency") not in (None, "None"):
+        report.notes.append(f"the benchmark capped concurrency at {obj['max_concurrency']} (not in the trace)")
+    out = _build(times, prompt[keep], output[keep], domain, "vb")
+    report.rows_out = out.height
+    return out, report
+
+
 CONVERTERS: dict[str, Callable[..., tuple[pl.DataFrame, ConvertReport]]] = {
     "azure": convert_azure,
     "mooncake": convert_mooncake,
     "burstgpt": convert_burstgpt,
     "lengths": convert_lengths,
+    "vllm-bench": convert_vllm_bench,
 }
 
 

@@ -9,16 +9,17 @@ there is none). Each step:
 1. reserve KV for every decoding request: its anchor plus all drafted tokens (the lookahead); when
    blocks run out, preempt the most recently admitted requests (recompute, counted);
 2. admit waiting requests into free slots (at most `max_running` resident) while their whole
-   prefill fits in KV above the watermark (none when this step preempted);
+   prefill fits in KV above the watermark (none when this step preempted); with `disaggregated`
+   (prefill instances apart, as in the paper's production decode engines) a request joins with its
+   prompt's KV and its first token already made, and decodes from the next step;
 3. chunked prefill: up to `prefill_chunk` prompt tokens, oldest admission first;
 4. decode: draft for every decoding request, the policy picks verify lengths (the step's prefill
    tokens are `extra_tokens`), the backend verifies;
-5. the clock advances by the profiled step time at the batch's mean context for
-   B = prefill tokens + sum(1 + l_i) (or n * (1 + max l_i) with `verify_layout="padded"`), plus the drafter's latency for (decoding requests, block).
-   The policy optimises against that whole step time (verify time at B plus the drafter's time,
-   a constant in B): the paper's SPS(B) counts every step the engine takes. Prefill tokens ride in
-   the same pass (the verify curve at B = P, context P / 2 is within 8 % of the bundled profile's
-   prefill rows for P = 512..2048);
+5. the clock advances by the step's price (sparksched.cost.StepCost): the verify pass T(n, B, L) at the
+   step's own number of decoding requests n, its B = sum(1 + l_i) verify tokens (n * (1 + max l_i)
+   with `verify_layout="padded"`) and the decoding requests' mean context L, plus the drafter's
+   D(n, g, L) and the prefill chunks' price. The policy optimises against that whole step (the
+   drafter and the prefill are constants in B): the paper's SPS(B) is the slice at the step's n and L;
 6. results land at the step's end: emitted tokens (clipped at the trace's output length), first
    tokens of finished prefills, finished requests leave and free their blocks.
 
@@ -45,12 +46,13 @@ from simulator.kv import KVBlocks, blocks_for, lifo_victims
 from simulator.policies import Policy
 from simulator.predrawn import MAX_PEEK
 from simulator.speed import HostSpeed
+from sparksched.cost import StepCost, StepPrice
+from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, prefill_price, slice_knots
 from sparksched.curve import ThroughputCurve
 
 # request status codes (SimResult.requests "status" column uses the names)
 PENDING, WAITING, RUNNING, DONE, REJECTED, UNFINISHED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = ("pending", "waiting", "running", "finished", "rejected", "unfinished")
-CONTEXT_BUCKET = 256  # tokens: the step-time curve is evaluated at the mean context bucketed by this
 
 
 @dataclass(frozen=True)
@@ -142,34 +144,45 @@ class _Record:
 
 
 class StepClock:
-    """Step time (s) by batch tokens at a context bucket, from cached lookup tables."""
+    """The run's prices: a StepCost in the compiled form, and the drafter's table for this run's drafter.
 
-    def __init__(self, curve: ThroughputCurve, max_tokens: int, draft_latency: np.ndarray) -> None:
-        self.curve = curve if curve.extrapolate != "error" else ThroughputCurve(
-            curve.tokens, curve.seconds, curve.contexts, "linear", curve.meta)
-        self.max_tokens = int(max_tokens)
-        self.draft_latency = draft_latency  # [max_running + 1] seconds by decoding requests
-        self._cache: dict[int, tuple[ThroughputCurve, np.ndarray]] = {}
-        self._stack: np.ndarray | None = None
+    `slice(n, context)` gives the verify slice's knots (sparksched.cost.slice_knots), `price(...)` the
+    StepPrice a policy object sees; the compiled planner takes `cost`, `draft_ctx` and `draft_tab`.
+    """
 
-    def at(self, context: float) -> tuple[ThroughputCurve, np.ndarray]:
-        """(1-D curve, table [max_tokens + 1]) at the bucketed context."""
-        key = int(context) // CONTEXT_BUCKET
-        hit = self._cache.get(key)
-        if hit is None:
-            c1 = self.curve.at_context(key * CONTEXT_BUCKET + CONTEXT_BUCKET / 2)
-            hit = (c1, c1.table(self.max_tokens))
-            self._cache[key] = hit
-        return hit
+    def __init__(self, cost: StepCost, family: str, block: int, max_running: int) -> None:
+        self.cost = cost
+        self.arrays = cost.arrays
+        self.extend = bool(cost.arrays.extend)
+        self.draft_ctx, self.draft_tab, self.draft_note = cost.draft_table(family, block, max_running)
 
-    def stack(self, key: int) -> np.ndarray:
-        """Tables of context buckets 0..>= key as rows [K, max_tokens + 1] (one row without a context
-        axis), grown by doubling: the compiled epoch looks a step's table up by its bucket."""
-        rows = 1 if not self.curve.has_context else key + 1
-        if self._stack is None or self._stack.shape[0] < rows:
-            k = rows if self._stack is None else max(rows, 2 * self._stack.shape[0])
-            self._stack = np.stack([self.at(b * CONTEXT_BUCKET)[1] for b in range(k)])
-        return self._stack
+    def slice(self, n: int, context: float) -> tuple[np.ndarray, np.ndarray]:
+        """(xs, ys): the verify slice at n decoding requests (at least 1) and mean context `context`."""
+        k = self.arrays.knots.size
+        xs, ys = np.empty(k), np.empty(k)
+        slice_knots(self.arrays, float(max(n, 1)), float(context), xs, ys)
+        return xs, ys
+
+    def draft_seconds(self, n: int, context: float) -> float:
+        """The drafter's seconds for n decoding requests at `context` (0 for n = 0)."""
+        return float(draft_at(self.draft_ctx, self.draft_tab, int(n), float(context)))
+
+    def prefill_seconds(self, chunk: np.ndarray | None, offsets: np.ndarray | None, n: int, xs: np.ndarray,
+                        ys: np.ndarray) -> float:
+        """The prefill chunks' seconds in a step with n decoding requests on the slice (xs, ys)."""
+        if chunk is None or chunk.size == 0:
+            return 0.0
+        return float(prefill_price(self.arrays, chunk.astype(np.int64), offsets.astype(np.int64), int(n), xs, ys))
+
+    def cap(self, n: int, context: float) -> float:
+        """The largest verify batch whose KV fits at (n, context) (inf: no limit)."""
+        return float(batch_cap(self.arrays, float(n), float(context)))
+
+    def price(self, xs: np.ndarray, ys: np.ndarray, n: int, context: float, prefill_s: float,
+              draft_s: float) -> StepPrice:
+        """The StepPrice a policy object sees for this step."""
+        curve = ThroughputCurve(xs, ys[None, :], np.zeros(1), "linear" if self.extend else "clamp")
+        return StepPrice(curve, prefill_s, draft_s, self.cap(n, context))
 
 
 class Engine:
@@ -300,16 +313,16 @@ class Engine:
     def _step(self, start: tuple) -> float:
         """A step's second half, after `_prologue`: draft, verify lengths, verify; returns its seconds."""
         now, dec, pre, chunk, p_tokens, preempted = start
-        g, cfg = self.g, self.cfg
+        g, cfg, clock = self.g, self.cfg, self.clock
         n = dec.size
+        ctx = float(self.slot_ctx[dec].mean()) if n else float(self.slot_ctx[pre].mean())
+        xs, ys = clock.slice(n, ctx)
+        prefill_s = clock.prefill_seconds(chunk, None if chunk is None else self._offsets(pre), n, xs, ys)
+        cap = clock.cap(n, ctx)
         draft_s = 0.0
-        if n:
-            ctx = float(self.slot_ctx[dec].mean())
-        else:
-            ctx = float(self.slot_ctx[pre].mean())
-        curve, table = self.clock.at(ctx)
+        drafting_s = clock.draft_seconds(n, ctx) if n and g > 0 else 0.0
         if (n and g > 0 and self._code is None
-                and self.policy.skips_draft(dec, g, curve, p_tokens, float(self.clock.draft_latency[n]))):
+                and self.policy.skips_draft(dec, g, clock.price(xs, ys, n, ctx, prefill_s, drafting_s))):
             # the policy planned no drafts before drafting: a plain step, the drafter does not run
             lengths = np.zeros(n, dtype=np.int64)
             verdict = self.backend.verify(dec, lengths)
@@ -317,13 +330,15 @@ class Engine:
             measured = verdict.seconds if cfg.clock == "measured" and verdict.seconds is not None else None
         elif n and g > 0:
             draft = self.backend.draft(dec, g)
-            draft_s = float(self.clock.draft_latency[n])
+            draft_s = drafting_s
             if self._code is not None:
                 lengths = np.zeros(n, dtype=np.int64)
                 step_lengths(self._code[0], self._code[1], np.ascontiguousarray(draft.conf, dtype=np.float64),
-                             draft.drafted.astype(np.int64), self._rows[:n], table, draft_s, p_tokens, lengths)
+                             draft.drafted.astype(np.int64), self._rows[:n], xs, ys, clock.extend, cap,
+                             draft_s + prefill_s, lengths)
             else:
-                lengths = self.policy.lengths(dec, draft.conf, draft.drafted, curve, p_tokens, draft_s)
+                lengths = self.policy.lengths(dec, draft.conf, draft.drafted,
+                                              clock.price(xs, ys, n, ctx, prefill_s, draft_s))
             verdict = self.backend.verify(dec, lengths)
             acc = verdict.accepted
             drafted = draft.drafted
@@ -336,17 +351,24 @@ class Engine:
             acc = lengths
             drafted = lengths
             measured = None
-        batch = p_tokens + (n * (1 + int(lengths.max())) if self.padded and n else n + int(lengths.sum()))
-        if batch > self.clock.max_tokens:
-            raise RuntimeError(f"batch of {batch} tokens exceeds the step-time table ({self.clock.max_tokens})")
+        verify_b = n * (1 + int(lengths.max())) if self.padded and n else n + int(lengths.sum())
+        if verify_b > cap:
+            raise ValueError(f"step at t={now:.6g} s: {clock.cost.why(n, verify_b, ctx)}; lower --max-running "
+                             "or --kv-blocks")
+        batch = p_tokens + verify_b
         if measured is not None:
-            dt = measured + float(table[batch] - table[batch - p_tokens]) if p_tokens else measured
+            dt = measured + prefill_s
         else:
+            decode_s = float(knot_price(xs, ys, clock.extend, float(verify_b)) if n else empty_pass(clock.arrays, xs, ys))
             by_n, starts, factors, prefill = self._speed
-            dt = float(step_seconds(table, batch, p_tokens, draft_s, speed_factor(by_n, starts, factors, now, n),
+            dt = float(step_seconds(decode_s, draft_s, prefill_s, speed_factor(by_n, starts, factors, now, n),
                                     prefill))
         self._pending = (now, dt, draft_s, dec, lengths, acc, drafted, pre, chunk, p_tokens, ctx, preempted, batch)
         return dt
+
+    def _offsets(self, pre: np.ndarray) -> np.ndarray:
+        """Where each prefilling request's next chunk starts in its prompt (tokens already prefilled)."""
+        return self.slot_ctx[pre] - self.slot_prefill[pre]
 
     def _finish_step(self) -> None:
         (t0, dt, draft_s, dec, lengths, acc, drafted, pre, chunk, p_tokens, ctx,
@@ -403,7 +425,7 @@ class Engine:
         Exactly what the same number of `_step` calls would do (`simulator.epoch.plan_epoch`): this
         step (after `_prologue`: its reserve, admissions and prefill chunk) and the decode-only steps
         after it; requests that finish leave at their step's end, requests whose prefill completes
-        in this step decode from the next; each step's time is looked up at its own mean context. It
+        in this step decode from the next; each step is priced at its own n and mean context. It
         needs every started prefill to complete in this step and no preemption; it stops before any
         step in which a request could be admitted or the KV lookahead would not fit.
         """
@@ -415,18 +437,19 @@ class Engine:
             return None  # a prefill continues past this step
         w = self.work
         members = np.flatnonzero(self.slot_req >= 0)  # slot order: the step path's candidate order
+        if members.size > dec.size + pre.size:
+            return None  # joined this step with its prompt's KV (disaggregated): decodes from the next step
         n = members.size
         g, t_max = self.g, self._t_hint  # plan about twice the last epoch's length (<= MAX_PEEK)
         ctx0 = self.slot_ctx[members]
         step_ctx = float(self.slot_ctx[dec].mean()) if dec.size else float(self.slot_ctx[pre].mean())
-        _, table = self.clock.at(step_ctx)
-        # buckets the batch's mean context may reach: every step adds at most g + 1 tokens a request
-        reach = int(ctx0.max()) + (g + 1) * t_max if self.clock.curve.has_context else 0
-        tables = self.clock.stack(reach // CONTEXT_BUCKET)
+        clock = self.clock
+        xs, ys = clock.slice(dec.size, step_ctx)
+        prefill_s = clock.prefill_seconds(chunk, None if chunk is None else self._offsets(pre), dec.size, xs, ys)
         next_s = float(w.arrival[self.next_arrival]) if self.next_arrival < self.n_requests else math.inf
         if self.free_slots and next_s < math.inf:
-            # every step takes >= table[1]: no point peeking past the next arrival
-            t_max = int(min(t_max, max((next_s - now) / (float(table[1]) * self._fastest), 0.0) + 2))
+            # every step takes at least the cheapest priced step: no point peeking past the next arrival
+            t_max = int(min(t_max, max((next_s - now) / (clock.arrays.floor * self._fastest), 0.0) + 2))
         t_max = max(t_max, 2 if pre.size else 1)
         req = self.slot_req[members]
         begin = np.zeros(n, dtype=np.int64)
@@ -440,24 +463,23 @@ class Engine:
         left = w.output[req] - self.emitted[req]
         ctx = ctx0.copy()
         out = self._epoch_out(t_max, n)
-        bucket = CONTEXT_BUCKET if self.clock.curve.has_context else 0
-        stop = plan_epoch(self._code[0], self._code[1], conf, lead, begin, left, ctx, tables,
-                          self.clock.draft_latency, self.kv.free + int(self.kv.held[members].sum()),
-                          self.kv.block_size, self.padded, bucket, float(now),
-                          step_ctx, p_tokens, next_s, len(self.free_slots), len(self.waiting),
-                          math.inf if self.horizon is None else float(self.horizon), *self._speed, *out)
+        stop = plan_epoch(self._code[0], self._code[1], conf, lead, begin, left, ctx, clock.arrays, clock.draft_ctx,
+                          clock.draft_tab, self.kv.free + int(self.kv.held[members].sum()), self.kv.block_size,
+                          self.padded, float(now), step_ctx, p_tokens, prefill_s, next_s, len(self.free_slots),
+                          len(self.waiting), math.inf if self.horizon is None else float(self.horizon),
+                          *self._speed, *out)
         self._t_hint = min(MAX_PEEK, max(32, 2 * stop))
         if stop < 1:
             return None
-        lengths, acc, e, active, dt, batch, mean_ctx, n_act, sums, clock, kv_free, fin = out
+        lengths, acc, e, active, dt, draft, batch, mean_ctx, n_act, sums, starts, kv_free, fin = out
         # queue length at each step's end: arrivals released by then join the waiting queue
-        ends = clock[1:stop + 1]
+        ends = starts[1:stop + 1]
         waits = len(self.waiting) + np.searchsorted(w.arrival[self.next_arrival:], ends, side="right")
         return {"members": members, "req": req, "stop": stop, "lengths": lengths[:stop], "acc": acc[:stop],
-                "e": e[:stop], "active": active[:stop], "dt": dt[:stop], "batch": batch[:stop],
-                "mean_ctx": mean_ctx[:stop], "n_act": n_act[:stop], "sums": sums[:stop], "start": clock[:stop],
+                "e": e[:stop], "active": active[:stop], "dt": dt[:stop], "draft": draft[:stop], "batch": batch[:stop],
+                "mean_ctx": mean_ctx[:stop], "n_act": n_act[:stop], "sums": sums[:stop], "start": starts[:stop],
                 "ends": ends, "kv_free": kv_free[:stop],
-                "fin": fin, "waits": waits, "end": float(clock[stop]), "left": left, "ctx": ctx,
+                "fin": fin, "waits": waits, "end": float(starts[stop]), "left": left, "ctx": ctx,
                 "pre": pre, "p_tokens": p_tokens}
 
     @staticmethod
@@ -465,7 +487,7 @@ class Engine:
         """Output arrays for `plan_epoch` (fresh: the record keeps views of them)."""
         return (np.zeros((t_max, n), dtype=np.int64), np.zeros((t_max, n), dtype=np.int64),
                 np.zeros((t_max, n), dtype=np.int64), np.zeros((t_max, n), dtype=np.bool_),
-                np.zeros(t_max), np.zeros(t_max, dtype=np.int64), np.zeros(t_max),
+                np.zeros(t_max), np.zeros(t_max), np.zeros(t_max, dtype=np.int64), np.zeros(t_max),
                 np.zeros(t_max, dtype=np.int64), np.zeros((t_max, 3), dtype=np.int64), np.zeros(t_max + 1),
                 np.zeros(t_max, dtype=np.int64), np.zeros(n, dtype=np.int64))
 
@@ -491,7 +513,7 @@ class Engine:
         prefill = np.zeros((2, steps), dtype=np.int64)
         prefill[:, 0] = pre.size, p["p_tokens"]
         first_index = self.record.add_epoch(steps, (
-            p["start"], p["dt"], self.clock.draft_latency[n_act] if g > 0 else np.zeros(steps), n_act,
+            p["start"], p["dt"], p["draft"], n_act,
             prefill[0], prefill[1], p["batch"], sums[:, 0], sums[:, 1], sums[:, 2], p["mean_ctx"],
             np.full(steps, running) - gone, p["waits"], p["kv_free"], np.zeros(steps, dtype=np.int64)))
         t_idx, i_idx = np.nonzero(active)  # rounds: step-major, slot order within a step
@@ -522,9 +544,18 @@ class Engine:
     def _admit(self, now: float) -> None:
         joined: list[tuple[int, int]] = []
         kv, w = self.kv, self.work
+        split = self.cfg.disaggregated
         while self.waiting and self.free_slots:
             r = self.waiting[0]
             tokens = int(w.prompt[r] + self.emitted[r])  # recompute prefills emitted tokens too
+            if split and self.emitted[r] == 0 and w.output[r] <= 1:
+                # prefilled elsewhere, and its first token is its last: done as it arrives
+                self.waiting.popleft()
+                self.emitted[r], self.first_s[r], self.finish_s[r] = 1, now, now
+                self.admit_s[r] = now
+                self.status[r] = DONE
+                self.closed += 1
+                continue
             if not kv.admissible(tokens + 1):
                 self.waiting.popleft()
                 self._close(r, REJECTED, f"prefill of {tokens} tokens exceeds the KV cache "
@@ -538,6 +569,12 @@ class Engine:
             self.slot_req[s] = r
             self.slot_prefill[s] = tokens
             self.slot_ctx[s] = tokens
+            if split:  # the prompt's KV arrives from a prefill instance, with its first token
+                self.slot_prefill[s] = 0
+                if self.emitted[r] == 0:
+                    self.emitted[r] = 1
+                    self.first_s[r] = now
+                    self.slot_ctx[s] = tokens + 1
             self.slot_seq[s] = self._seq
             self._seq += 1
             self.status[r] = RUNNING
@@ -604,58 +641,6 @@ def _exact_delay(now: float, end: float) -> float:
     while now + d > end:
         d = float(np.nextafter(d, -np.inf))
     return max(d, 0.0)
-
-
-def draft_latency_table(profile: dict | None, family: str, block: int, max_running: int) -> tuple[np.ndarray, str]:
-    """Drafter seconds per step by decoding requests n = 0..max_running, and where it came from.
-
-    From the profile's `draft` rows (median_s by requests and block; a DSpark drafter of
-    `profile["drafter"]["layers"]` layers), linear in requests (extended linearly past the grid) and
-    in block between measured blocks. dspark and dflash (parallel drafters) cost one pass at the
-    block. mtp1 and eagle3 run one-layer drafters: one pass costs the profiled drafter at its
-    smallest block divided by its layer count (an estimate: the LM head share is divided too);
-    mtp1 makes one such pass, eagle3 (autoregressive) `block` passes. Zero without draft rows.
-    """
-    n = np.arange(max_running + 1, dtype=np.float64)
-    rows = (profile or {}).get("draft") or []
-    if block == 0 or not rows:
-        return np.zeros(max_running + 1), "none in profile (0 s)" if block else "no drafter"
-    by_block: dict[int, dict[float, list[float]]] = {}
-    for r in rows:
-        by_block.setdefault(int(r["block"]), {}).setdefault(float(r["requests"]), []).append(float(r["median_s"]))
-    blocks = sorted(by_block)
-
-    def at_block(b: int) -> np.ndarray:
-        pts = by_block[b]
-        xs = np.asarray(sorted(pts))
-        ys = np.asarray([np.mean(pts[x]) for x in xs])
-        out = np.interp(n, xs, ys)
-        if xs.size >= 2:
-            slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-            out = np.where(n > xs[-1], ys[-1] + slope * (n - xs[-1]), out)
-        return out
-
-    if family in ("mtp1", "eagle3"):
-        layers = int(((profile or {}).get("drafter") or {}).get("layers", 1) or 1)
-        one_pass = at_block(blocks[0]) / layers
-        passes = block if family == "eagle3" else 1
-        lat = passes * np.maximum(one_pass, 0.0)
-        note = (f"profile draft rows (block {blocks[0]}) / {layers} layers"
-                f"{f' x {passes} passes' if passes > 1 else ''}")
-    else:
-        if block in by_block:
-            lat = at_block(block)
-        elif block < blocks[0] or block > blocks[-1]:
-            lat = at_block(blocks[0] if block < blocks[0] else blocks[-1])
-        else:
-            hi = next(b for b in blocks if b > block)
-            lo = max(b for b in blocks if b < block)
-            w = (block - lo) / (hi - lo)
-            lat = (1 - w) * at_block(lo) + w * at_block(hi)
-        lat = np.maximum(lat, 0.0)
-        note = f"profile draft rows (block {block})"
-    lat[0] = 0.0
-    return lat, note
 
 
 def _blocks_needed(tokens: int, block_size: int) -> int:

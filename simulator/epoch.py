@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, slice_knots
 from sparksched.scheduler import SCALE
 
 # policy kinds understood by the compiled code
@@ -52,12 +53,21 @@ def policy_code(kind: str, param: float | None, g: int) -> tuple[int, float]:
 
 
 @njit(cache=True)
-def dspark_step(conf, drafted, rows, table, draft_s, extra, out):  # pragma: no cover (compiled)
+def _price(xs, ys, extend, cap, b):  # pragma: no cover (compiled)
+    """Verify seconds at b batch tokens on the slice (xs, ys); inf past `cap` (the KV does not fit)."""
+    if b > cap:
+        return np.inf
+    return knot_price(xs, ys, extend, float(b))
+
+
+@njit(cache=True)
+def dspark_step(conf, drafted, rows, xs, ys, extend, cap, const, out):  # pragma: no cover (compiled)
     """Algorithm 1 on requests `rows` of conf [*, g]: verify lengths into out[rows].
 
     conf: [n, g] float64 conditional confidences; drafted: [n] int64; rows: [m] int64 the requests of
-    this step, in candidate-index order; table: step time (s) by batch tokens (without the drafter);
-    draft_s: the drafter's seconds (constant in B); extra: non-speculative tokens (prefill).
+    this step, in candidate-index order; (xs, ys, extend): the verify slice at this step's n and
+    context (sparksched.cost.slice_knots), priced by `knot_price`; cap: the largest batch B whose
+    KV fits; const: the seconds of the step that do not depend on B (drafter + prefill chunk).
     """
     n = rows.size
     g = conf.shape[1]
@@ -71,15 +81,14 @@ def dspark_step(conf, drafted, rows, table, draft_s, extra, out):  # pragma: no 
             flat[k * n + j] = s
         out[r] = 0
     order = np.argsort(-flat, kind="mergesort")  # S descending; ties keep (k, i) index order
-    b0 = extra + n
     numer = n * SCALE
-    rate = float(numer) / (table[b0] + draft_s)
+    rate = float(numer) / (_price(xs, ys, extend, cap, n) + const)
     for j in range(m):
         s = flat[order[j]]
         if not s > 0.0:
             break
         nxt = numer + np.int64(s * float(SCALE))
-        r_next = float(nxt) / (table[b0 + j + 1] + draft_s)
+        r_next = float(nxt) / (_price(xs, ys, extend, cap, n + j + 1) + const)
         if not r_next > rate:
             break
         numer, rate = nxt, r_next
@@ -87,11 +96,11 @@ def dspark_step(conf, drafted, rows, table, draft_s, extra, out):  # pragma: no 
 
 
 @njit(cache=True)
-def step_lengths(kind, param, conf, drafted, rows, table, draft_s, extra, out):  # pragma: no cover (compiled)
+def step_lengths(kind, param, conf, drafted, rows, xs, ys, extend, cap, const, out):  # pragma: no cover (compiled)
     """One step's verify lengths into out[rows] under a stateless policy (kind codes above); the
     arguments as for `dspark_step`."""
     if kind == DSPARK:
-        dspark_step(conf, drafted, rows, table, draft_s, extra, out)
+        dspark_step(conf, drafted, rows, xs, ys, extend, cap, const, out)
         return
     g = conf.shape[1]
     for r in rows:
@@ -122,38 +131,38 @@ def speed_factor(speed_n, speed_t, speed_f, now, n):  # pragma: no cover (compil
 
 
 @njit(cache=True)
-def step_seconds(table, b, extra, draft_s, f, speed_prefill):  # pragma: no cover (compiled)
-    """A step's seconds: table[b] + draft_s at the profile's speed (f = 1, bit-equal); else the decode part
-    (drafter + table[b - extra]) times f and the prefill chunk's share table[b] - table[b - extra]
-    times f when `speed_prefill`, else at the profile's price."""
+def step_seconds(decode_s, draft_s, prefill_s, f, speed_prefill):  # pragma: no cover (compiled)
+    """A step's seconds from its parts: decode_s (the verify pass) + (draft_s + prefill_s) at the
+    profile's speed (f = 1: the sum the scheduler optimised, bit for bit); else the decode part
+    (drafter + verify) times f, and the prefill chunk's price times f when `speed_prefill`, else at
+    the profile's price."""
     if f == 1.0:
-        return table[b] + draft_s
-    decode = table[b - extra]
-    prefill = table[b] - decode
-    return f * (draft_s + decode) + (f * prefill if speed_prefill else prefill)
+        return decode_s + (draft_s + prefill_s)
+    return f * (draft_s + decode_s) + (f * prefill_s if speed_prefill else prefill_s)
 
 
 @njit(cache=True)
-def plan_epoch(kind, param, conf, lead, start, left, ctx, tables, draft_lat, avail, block_size, padded,
-               bucket_size, now, ctx0_mean, prefill0, next_arrival_s, free0, waiting0, horizon,
-               speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, batch, mean_ctx, n_active, sums, clock, kv_free,
-               fin_step):  # pragma: no cover (compiled)
+def plan_epoch(kind, param, conf, lead, start, left, ctx, cost, draft_ctx, draft_tab, avail, block_size, padded,
+               now, ctx0_mean, prefill0, prefill0_s, next_arrival_s, free0, waiting0, horizon,
+               speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, draft, batch, mean_ctx,
+               n_active, sums, clock, kv_free, fin_step):  # pragma: no cover (compiled)
     """Plan up to T steps of the n resident requests in conf [T, n, g]; return the number planned.
 
     Member i decodes from step start[i] on (0: decoding now; 1: its prefill completes in step 0, the
     step's `prefill0` prompt tokens, which emits its first token), its round r = t - start[i] at step t.
 
     Inputs: lead [T, n] accepted prefix of each round if all g drafts were verified; left [n] tokens
-    each request has still to emit and ctx [n] its context (KV tokens), both updated in place; tables
-    [K, B] step seconds by batch tokens for context buckets 0..K-1 of `bucket_size` tokens (0: one
-    row, no context axis), looked up at step 0's context ctx0_mean and then at the decoding requests'
-    mean context; draft_lat [n + 1] drafter seconds by decoding requests; avail KV blocks these
-    requests may hold; padded: charge n * (1 + max l) verify tokens; now: clock at step 0; next_arrival_s: the next arrival not yet released (inf: none); free0 free slots;
-    waiting0 queued requests; horizon (inf: none); speed_n [n_max + 1], speed_t [k], speed_f [k],
-    speed_prefill: the host's speed (simulator.speed.HostSpeed.arrays, ones: the profile's).
+    each request has still to emit and ctx [n] its context (KV tokens), both updated in place; cost:
+    the step-cost model (sparksched.cost.CostArrays), priced at each step's own number of decoding
+    requests and mean context (step 0: ctx0_mean); draft_ctx [Cd], draft_tab [Cd, n + 1]: drafter
+    seconds by decoding requests (sparksched.cost.draft_at); avail KV blocks these requests may hold;
+    padded: charge n * (1 + max l) verify tokens; now: clock at step 0; prefill0_s: the seconds of
+    step 0's prefill chunks; next_arrival_s: the next arrival not yet released (inf: none); free0
+    free slots; waiting0 queued requests; horizon (inf: none); speed_n [n_max + 1], speed_t [k],
+    speed_f [k], speed_prefill: the host's speed (simulator.speed.HostSpeed.arrays, ones: the profile's).
 
-    Outputs (first `stop` steps): lengths / acc / emit / active (decoded) [T, n]; dt, batch, mean_ctx,
-    n_active [T]; sums [T, 3] verified, accepted, emitted tokens; clock [T + 1] step start times
+    Outputs (first `stop` steps): lengths / acc / emit / active (decoded) [T, n]; dt, draft (the
+    drafter's seconds), batch, mean_ctx, n_active [T]; sums [T, 3] verified, accepted, emitted tokens; clock [T + 1] step start times
     (clock[t + 1] = clock[t] + dt[t], as SimPy adds them); kv_free [T] after each step; fin_step [n]
     the step in which each request finished (-1: still running).
     """
@@ -164,6 +173,8 @@ def plan_epoch(kind, param, conf, lead, start, left, ctx, tables, draft_lat, ava
     out = np.zeros(n, dtype=np.int64)
     drafted = np.full(n, g, dtype=np.int64)
     step_conf = np.zeros((n, g))
+    xs = np.empty(cost.knots.shape[0])
+    ys = np.empty(cost.knots.shape[0])
     finished = 0
     clock[0] = now
     for i in range(n):
@@ -192,38 +203,42 @@ def plan_epoch(kind, param, conf, lead, start, left, ctx, tables, draft_lat, ava
         if free0 + finished > 0 and (next_arrival_s <= clock[t] or (t > 0 and waiting0 > 0 and finished > 0)):
             stop = t
             break
-        mean = ctx0_mean if t == 0 else total / m
-        row = np.int64(mean) // bucket_size if bucket_size > 0 else 0
-        if row >= tables.shape[0]:  # past the tables handed in: the step path looks it up
-            stop = t
-            break
-        table = tables[row]
         if need > avail:  # the lookahead reserve does not fit: preemption, on the step path
             stop = t
             break
-        draft_s = draft_lat[m] if (g > 0 and m > 0) else 0.0
+        mean = ctx0_mean if t == 0 else total / m
+        slice_knots(cost, float(max(m, 1)), mean, xs, ys)
+        cap = batch_cap(cost, float(m), mean)
+        draft_s = draft_at(draft_ctx, draft_tab, m, mean) if (g > 0 and m > 0) else 0.0
+        prefill_s = prefill0_s if t == 0 else 0.0
         if g > 0 and m > 0:
             for j in range(m):
                 i = rows[j]
                 r = t - start[i]
                 for k in range(g):
                     step_conf[i, k] = conf[r, i, k]
-            step_lengths(kind, param, step_conf, drafted, rows[:m], table, draft_s, extra, out)
+            step_lengths(kind, param, step_conf, drafted, rows[:m], xs, ys, cost.extend, cap,
+                         draft_s + prefill_s, out)
         tokens = 0
         longest = 0
         for j in range(m):
             li = out[rows[j]] if g > 0 else 0
             tokens += li
             longest = max(longest, li)
-        b = extra + (m * (1 + longest) if (padded and m > 0) else m + tokens)
-        step = step_seconds(table, b, extra, draft_s, speed_factor(speed_n, speed_t, speed_f, clock[t], m),
+        b = m * (1 + longest) if (padded and m > 0) else m + tokens
+        if b > cap:  # the KV does not fit: the step path refuses it with the reason
+            stop = t
+            break
+        decode_s = knot_price(xs, ys, cost.extend, float(b)) if m > 0 else empty_pass(cost, xs, ys)
+        step = step_seconds(decode_s, draft_s, prefill_s, speed_factor(speed_n, speed_t, speed_f, clock[t], m),
                             speed_prefill)
         end = clock[t] + step
         if t > 0 and end > horizon:
             stop = t
             break
         dt[t] = step
-        batch[t] = b
+        draft[t] = draft_s
+        batch[t] = extra + b
         mean_ctx[t] = mean
         n_active[t] = m
         clock[t + 1] = end

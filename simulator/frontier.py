@@ -278,3 +278,52 @@ def sla_breaking_load(rows: pl.DataFrame, sla: float, load: str = "max_running",
     schema = {"policy": pl.Utf8, "last_ok_load": pl.Float64, "first_fail_load": pl.Float64,
               "crossing_load": pl.Float64, "status": pl.Utf8}
     return pl.DataFrame(out, schema=schema).select(list(schema))
+
+
+def goodput_table(rows: pl.DataFrame, attainment: float = 0.9, baseline: str | None = None) -> pl.DataFrame:
+    """Goodput-style SLO answers per policy, from sweep rows carrying vLLM's goodput columns.
+
+    Rows need `request_goodput` (vLLM: completed requests meeting every --goodput SLO, per second),
+    `dspark_slo_attainment` (share of all requests meeting them), `output_throughput` (tok/s) and the
+    load columns. Per policy:
+        best_goodput          the most request_goodput of any swept point (req/s), and its load
+        attainment_there      the SLO attainment at that point
+        throughput_at_slo     the most output throughput of the points where at least `attainment` of
+                              the requests meet every SLO (tok/s; None when no point does), its load
+        ratio                 throughput_at_slo / the baseline's (None for the baseline itself, or
+                              when either is missing)
+
+    Example: two loads of one policy, goodput 5 and 8 req/s, attainment 0.95 and 0.5, output
+    throughput 1000 and 1900 tok/s: best_goodput 8 (attainment 0.5); at attainment 0.9 the most
+    throughput is 1000 tok/s.
+    """
+    if not 0 < attainment <= 1:
+        raise ValueError(f"attainment must lie in (0, 1], got {attainment}")
+    need = {"policy", "request_goodput", "dspark_slo_attainment", "output_throughput"}
+    missing = need - set(rows.columns)
+    if missing:
+        raise ValueError(f"goodput needs sweep rows with {sorted(missing)}: sweep with --goodput")
+    out = []
+    for p in rows.get_column("policy").unique(maintain_order=True).to_list():
+        g = rows.filter((pl.col("policy") == p) & pl.col("request_goodput").is_not_null())
+        rec: dict = {"policy": p, "best_goodput": None, "best_max_running": None, "best_rate_scale": None,
+                     "attainment_there": None, "throughput_at_slo": None, "slo_max_running": None,
+                     "slo_rate_scale": None}
+        if g.height:
+            best = g.sort("request_goodput", descending=True).row(0, named=True)
+            rec.update(best_goodput=best["request_goodput"], best_max_running=best.get("max_running"),
+                       best_rate_scale=best.get("rate_scale"), attainment_there=best["dspark_slo_attainment"])
+            ok = g.filter(pl.col("dspark_slo_attainment") >= attainment)
+            if ok.height:
+                top = ok.sort("output_throughput", descending=True).row(0, named=True)
+                rec.update(throughput_at_slo=top["output_throughput"], slo_max_running=top.get("max_running"),
+                           slo_rate_scale=top.get("rate_scale"))
+        out.append(rec)
+    base = next((r["throughput_at_slo"] for r in out if r["policy"] == baseline), None)
+    for r in out:
+        r["ratio"] = (r["throughput_at_slo"] / base if r["policy"] != baseline and base and
+                      r["throughput_at_slo"] is not None else None)
+    schema = {"policy": pl.Utf8, "best_goodput": pl.Float64, "best_max_running": pl.Int64,
+              "best_rate_scale": pl.Float64, "attainment_there": pl.Float64, "throughput_at_slo": pl.Float64,
+              "slo_max_running": pl.Int64, "slo_rate_scale": pl.Float64, "ratio": pl.Float64}
+    return pl.DataFrame(out, schema=schema)

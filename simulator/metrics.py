@@ -74,16 +74,20 @@ def meets_sla(requests: pl.DataFrame, sla_tps: float, sla_ttft_s: float) -> pl.S
     return requests.select(ok.alias("meets_sla")).to_series()
 
 
-def itl(rounds: pl.DataFrame, steps: pl.DataFrame, requests: pl.DataFrame) -> dict[str, float | None]:
-    """Inter-token latency percentiles per step and per token (see the module docstring).
+def emission_gaps(rounds: pl.DataFrame, steps: pl.DataFrame,
+                  requests: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every decoding round's gap since the request's previous emission, as streamed chunks.
 
-    Emissions are the decoding rounds plus each request's first token (end of its prefill).
+    Emissions are each request's first token (the end of its prefill) and then one chunk per
+    decoding round (all the tokens the round emitted arrive together). Rounds that emitted nothing
+    are left out.
+
+    Returns:
+        (request [r] int64 row index into `requests`, gap [r] seconds, tokens [r] float64 emitted in
+        the chunk), sorted by request, then time.
     """
-    out: dict[str, float | None] = {}
     if rounds.height == 0:
-        for q in PERCENTILES:
-            out[f"itl_step_p{q}_s"] = out[f"itl_token_p{q}_s"] = None
-        return out
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
     end = (steps["t_start"] + steps["duration_s"]).to_numpy()
     req = rounds["request"].to_numpy().astype(np.int64)
     t = end[rounds["step"].to_numpy()]
@@ -98,11 +102,24 @@ def itl(rounds: pl.DataFrame, steps: pl.DataFrame, requests: pl.DataFrame) -> di
     prev[new] = first[req[new]]
     gap = t - prev
     keep = (e > 0) & np.isfinite(gap)
-    gap, e = gap[keep], e[keep]
+    return req[keep], gap[keep], e[keep]
+
+
+def itl(rounds: pl.DataFrame, steps: pl.DataFrame, requests: pl.DataFrame) -> dict[str, float | None]:
+    """Inter-token latency percentiles per step and per token (see the module docstring).
+
+    Emissions are the decoding rounds plus each request's first token (end of its prefill).
+    """
+    out: dict[str, float | None] = {}
+    _, gap, e = emission_gaps(rounds, steps, requests)
+    if gap.size == 0:
+        for q in PERCENTILES:
+            out[f"itl_step_p{q}_s"] = out[f"itl_token_p{q}_s"] = None
+        return out
     per_token = weighted_percentiles(gap / e, e, PERCENTILES)
-    per_step = np.percentile(gap, PERCENTILES) if gap.size else [None] * len(PERCENTILES)
+    per_step = np.percentile(gap, PERCENTILES)
     for q, a, b in zip(PERCENTILES, per_step, per_token):
-        out[f"itl_step_p{q}_s"] = None if a is None else float(a)
+        out[f"itl_step_p{q}_s"] = float(a)
         out[f"itl_token_p{q}_s"] = b
     return out
 

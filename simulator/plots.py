@@ -6,10 +6,11 @@
   (bottom), against the number of running requests (Figure 8: DSpark's budget expands when the
   target is idle and contracts under load; MTP-1 stays at 2).
 - `plot_acceptance`: conditional acceptance per block position, one panel per domain (Figure 2).
-- `plot_step_time`: the profile's step-time curve with each sweep point's operating point.
+- `plot_step_time`: the profile's step price by batch tokens at several request counts, with each
+  sweep point's operating point.
 
-Every function takes polars frames (or a ThroughputCurve), writes one PNG atomically (a temporary
-file renamed into place) and returns its path. Matplotlib runs headless (Agg).
+Every function takes polars frames (or a ThroughputCurve), writes one PNG atomically
+(simulator.files) and returns its path. Matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations
@@ -191,24 +192,43 @@ def plot_acceptance(acc: pl.DataFrame, path: str | Path, *, title: str | None = 
     return _save(fig, path)
 
 
-def plot_step_time(curve: Any, rows: pl.DataFrame, path: str | Path, *, max_tokens: float | None = None,
+def plot_step_time(cost: Any, rows: pl.DataFrame, path: str | Path, *, context: float | None = None,
                    title: str | None = None) -> Path:
-    """The step-time curve (ms vs verify batch tokens B) with each sweep point's operating point.
+    """The step's price (ms vs verify batch tokens B) at several request counts, with each sweep
+    point's operating point.
 
     Args:
-        curve: a `sparksched.curve.ThroughputCurve`; one line per measured context length.
-        rows: sweep rows with policy, max_running, mean_batch_tokens and mean_verify_s (step time
-            less drafting, so comparable with the curve; mean_step_s when absent).
+        cost: a `sparksched.cost.StepCost` (or anything `as_step_cost` takes); one line per request
+            count n (the sweep's mean decoding requests, rounded to the profile's grid), each over B
+            from n (anchors only) to 8 n, at `context` (default: the profile's middle context).
+        rows: sweep rows with policy, max_running, mean_batch_tokens, mean_decode_requests and
+            mean_verify_s (step time less drafting, so comparable with the curve; mean_step_s when
+            absent).
     """
+    from sparksched.cost import as_step_cost
+
+    cost = as_step_cost(cost)
+    ctxs = cost.arrays.ctxs
+    ctx = float(ctxs[ctxs.size // 2]) if context is None else float(context)
     fig, ax = _figure(figsize=(7.5, 4.8))
     t_col = "mean_verify_s" if "mean_verify_s" in rows.columns else "mean_step_s"
     top = _col_max(rows, "mean_batch_tokens")
-    hi = max_tokens or max(min(float(curve.max_tokens), 1.5 * top), top * 1.1, 8.0)
-    b = np.linspace(1.0, hi, 400)
-    shades = np.linspace(0.0, 0.6, curve.contexts.size)
-    for ctx, g in zip(curve.contexts, shades):
-        label = f"profile, context {ctx:g}" if curve.has_context else "profile"
-        ax.plot(b, 1e3 * curve.step_time(b, float(ctx)), color=str(g), lw=1.3, label=label)
+    if "mean_decode_requests" in rows.columns and rows.height:
+        want = rows.get_column("mean_decode_requests").to_numpy()
+        grid = cost.arrays.reqs
+        ns = sorted({float(grid[np.argmin(np.abs(grid - w))]) for w in want if np.isfinite(w) and w > 0})
+    else:
+        ns = [float(x) for x in cost.arrays.reqs[:: max(1, cost.arrays.reqs.size // 4)]]
+    ns = ns[:: max(1, len(ns) // 6)] or [1.0]
+    hi = max(top * 1.1, 8.0 * max(ns), 8.0)
+    y_top = 0.0
+    for n, shade in zip(ns, np.linspace(0.0, 0.6, len(ns))):
+        b = np.linspace(n, 8.0 * n, 200)
+        y = 1e3 * cost.verify_seconds(n, b, ctx)
+        ok = np.isfinite(y)
+        if ok.any():
+            ax.plot(b[ok], y[ok], color=str(shade), lw=1.3, label=f"profile, n = {n:g} requests")
+            y_top = max(y_top, float(y[ok].max()))
     colors = policy_colors(_policies(rows))
     for p, c in colors.items():
         g = rows.filter(pl.col("policy") == p)
@@ -217,13 +237,13 @@ def plot_step_time(curve: Any, rows: pl.DataFrame, path: str | Path, *, max_toke
         if "max_running" in g.columns and p == next(iter(colors)):  # label one policy: caps coincide
             for x_, y_, m in zip(xs, ys, g.get_column("max_running").to_list()):
                 ax.annotate(f"{m}", (x_, y_), textcoords="offset points", xytext=(4, -9), fontsize=7, color=c)
-    y_top = max(1e3 * float(curve.step_time(hi, float(curve.contexts[0]))),
-                1e3 * _col_max(rows, t_col))
+    y_top = max(y_top, 1e3 * _col_max(rows, t_col))
     ax.set_xlim(0, hi)
-    ax.set_ylim(0, 1.4 * y_top)
+    ax.set_ylim(0, 1.15 * y_top)
     ax.set_xlabel("verify batch tokens B per step (anchors + verified drafts + prefill), mean per run")
     ax.set_ylabel(f"step time, ms ({'verify pass, drafting excluded' if t_col == 'mean_verify_s' else 'step'})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title or "Step-time curve and the sweep's operating points (labels: max_running)")
+    ax.set_title(title or f"Step price by batch tokens at context {ctx:g}, one line per request count,\n"
+                          "and the sweep's operating points (labels: max_running)", fontsize=10)
     return _save(fig, path)

@@ -27,17 +27,18 @@ admit by rank of a non-increasing survival; sglang-adaptive uses only past round
 lossless under the confidence contract (c_k never reads x_k); none of them is lossless when fed a
 confidence that reads x_k itself.
 
-Step cost: every policy that weighs throughput sees the whole step, verify time at B plus the
-drafter's time for the batch (constant in B): the engine passes dspark and async-dspark a step-time
-table with the drafter's seconds added, and vllm-adaptive's `plan_budget` its `draft_seconds`.
-Stateless policies run in the engine through `simulator.epoch` (bit-equal to the library calls
-wrapped here, tested), so a step does not pay the library's per-call validation.
+Step cost: every policy that weighs throughput sees the whole step as a `sparksched.cost.StepPrice`:
+the verify slice at the step's own number of decoding requests and mean context (by verify batch
+tokens B), plus the prefill chunk's and the drafter's seconds (constants in B). dspark and
+async-dspark index `price.table(...)` (all three parts), vllm-adaptive's `plan_budget` gets the
+drafter's seconds separately (its plain-decoding fallback runs without the drafter). Stateless
+policies run in the engine through `simulator.epoch` (bit-equal to the library calls wrapped here,
+tested), so a step does not pay the library's per-call validation.
 
-Interface: before drafting, `policy.skips_draft(slots, block, curve, extra_tokens, draft_seconds)`
-(True: a plain step, the drafter does not run); then `policy.lengths(slots, conf, drafted, curve,
-extra_tokens, draft_seconds) -> [n] int64`, `policy.observe(slots, lengths, accepted)` after
-verification, and `policy.forget(slots)` when slots change hands. `BasePolicy` gives the no-op
-defaults (never skip, no state).
+Interface: before drafting, `policy.skips_draft(slots, block, price)` (True: a plain step, the
+drafter does not run); then `policy.lengths(slots, conf, drafted, price) -> [n] int64`,
+`policy.observe(slots, lengths, accepted)` after verification, and `policy.forget(slots)` when
+slots change hands. `BasePolicy` gives the no-op defaults (never skip, no state).
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ from typing import Protocol
 import numpy as np
 
 from simulator.config import SimConfig, parse_policy
-from sparksched.curve import ThroughputCurve
+from sparksched.cost import StepPrice
 
-CoreFn = Callable[[np.ndarray, ThroughputCurve, np.ndarray, int], np.ndarray]
+CoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 class Policy(Protocol):
@@ -58,15 +59,13 @@ class Policy(Protocol):
 
     name: str
 
-    def lengths(self, slots: np.ndarray, conf: np.ndarray, drafted: np.ndarray, curve: ThroughputCurve,
-                extra_tokens: int, draft_seconds: float) -> np.ndarray: ...
+    def lengths(self, slots: np.ndarray, conf: np.ndarray, drafted: np.ndarray, price: StepPrice) -> np.ndarray: ...
 
     def observe(self, slots: np.ndarray, lengths: np.ndarray, accepted: np.ndarray) -> None: ...
 
     def forget(self, slots: np.ndarray) -> None: ...
 
-    def skips_draft(self, slots: np.ndarray, block: int, curve: ThroughputCurve, extra_tokens: int,
-                    draft_seconds: float) -> bool: ...
+    def skips_draft(self, slots: np.ndarray, block: int, price: StepPrice) -> bool: ...
 
 
 class BasePolicy:
@@ -74,7 +73,7 @@ class BasePolicy:
 
     name: str
 
-    def skips_draft(self, slots, block, curve, extra_tokens, draft_seconds) -> bool:  # noqa: D102
+    def skips_draft(self, slots, block, price) -> bool:  # noqa: D102
         return False
 
     def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
@@ -85,13 +84,15 @@ class BasePolicy:
 
 
 class Stateless(BasePolicy):
-    """Wraps a core policy callable (conf, curve, drafted, extra_tokens) -> lengths."""
+    """Wraps a core policy callable (conf, step-seconds table by B, drafted) -> lengths; the table is
+    the whole step (`price.table`: verify slice + prefill + drafter)."""
 
     def __init__(self, name: str, fn: CoreFn) -> None:
         self.name, self.fn = name, fn
 
-    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
-        return np.asarray(self.fn(conf, curve, drafted, extra_tokens), dtype=np.int64)
+    def lengths(self, slots, conf, drafted, price):  # noqa: D102
+        n, g = conf.shape
+        return np.asarray(self.fn(conf, price.table(n * (g + 1) + 1), drafted), dtype=np.int64)
 
 
 class Plain(BasePolicy):
@@ -99,7 +100,7 @@ class Plain(BasePolicy):
 
     name = "none"
 
-    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
+    def lengths(self, slots, conf, drafted, price):  # noqa: D102
         return np.zeros(slots.size, dtype=np.int64)
 
 
@@ -112,7 +113,7 @@ class StaleCapacity(BasePolicy):
         block: draft block g.
         staleness: how many decoding steps old the planning confidences are (2: DSpark section 5.2;
             1: vLLM's double-buffered previous step).
-        plan: (stale_conf [n, g], curve, drafted [n], extra_tokens, draft_seconds) -> K.
+        plan: (stale_conf [n, g], price (StepPrice), drafted [n]) -> K.
         admit: (conf [n, g], K, drafted [n]) -> lengths [n].
         ema: per-slot smoothing weight on the newest confidence (1.0: none).
         unknown: how rows without stale data are filled: "mean" of the known rows, or "one".
@@ -133,7 +134,7 @@ class StaleCapacity(BasePolicy):
         self._has = np.zeros(slots, dtype=bool)
         self._t = 0
 
-    def _planned(self, slots, g, drafted, curve, extra_tokens, draft_seconds) -> int:
+    def _planned(self, slots, g, drafted, price) -> int:
         """K from the stale ring entry of this step (rows without stale data filled per `unknown`)."""
         j = self._t % self.staleness
         ok = self._valid[j, slots]
@@ -143,15 +144,15 @@ class StaleCapacity(BasePolicy):
                 stale[~ok] = stale[ok].mean(axis=0)
             else:
                 stale[~ok] = 1.0
-        return int(self.plan(stale, curve, drafted, extra_tokens, draft_seconds))
+        return int(self.plan(stale, price, drafted))
 
-    def skips_draft(self, slots, block, curve, extra_tokens, draft_seconds) -> bool:
+    def skips_draft(self, slots, block, price) -> bool:
         """Before drafting: plan K; True (the step runs plain, no drafter) when K is 0 and the policy
         skips. The planned K is kept for this step's `lengths`."""
         if not self.skip_draft:
             return False
         drafted = np.full(slots.size, block, dtype=np.int64)
-        k = self._planned(slots, block, drafted, curve, extra_tokens, draft_seconds)
+        k = self._planned(slots, block, drafted, price)
         if k > 0:
             self._k = k
             return False
@@ -160,10 +161,10 @@ class StaleCapacity(BasePolicy):
         self._valid[j] = False  # no confidences from this step
         return True
 
-    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
+    def lengths(self, slots, conf, drafted, price):  # noqa: D102
         j = self._t % self.staleness
         if self._k is None:
-            k = self._planned(slots, conf.shape[1], drafted, curve, extra_tokens, draft_seconds)
+            k = self._planned(slots, conf.shape[1], drafted, price)
         else:
             k, self._k = self._k, None
         self._t += 1
@@ -204,7 +205,7 @@ class SGLangAdaptive(BasePolicy):
         """Current draft depth."""
         return self.depths[self.level]
 
-    def lengths(self, slots, conf, drafted, curve, extra_tokens, draft_seconds):  # noqa: D102
+    def lengths(self, slots, conf, drafted, price):  # noqa: D102
         return np.minimum(drafted, self.depth).astype(np.int64)
 
     def observe(self, slots, lengths, accepted) -> None:  # noqa: D102
@@ -248,18 +249,17 @@ def make_policy(config: SimConfig) -> Policy:
     if kind == "async-dspark":
         from sparksched.async_scheduler import admit_top_k, plan_capacity
 
-        def plan(stale, curve, drafted, extra, draft_s):  # step time includes the drafter's (constant in B)
-            table = curve.table(extra + stale.shape[0] * (stale.shape[1] + 1) + 1) + draft_s
-            return plan_capacity(stale, table, drafted, extra)
+        def plan(stale, price, drafted):  # the whole step: verify slice + prefill + drafter
+            return plan_capacity(stale, price.table(stale.shape[0] * (stale.shape[1] + 1) + 1), drafted)
 
         return StaleCapacity("async-dspark", config.max_running, g, 2, plan, admit_top_k)
     if kind == "vllm-adaptive":
         from sparksched.async_scheduler import admit_top_k
         from sparksched.budget import plan_budget
 
-        def plan_v(stale, curve, drafted, extra, draft_s):
-            return plan_budget(stale, curve, drafted, extra_tokens=extra, draft_seconds=draft_s,
-                               plain_fallback=True)
+        def plan_v(stale, price, drafted):  # the drafter apart: the plain fallback step skips it
+            table = price.table(stale.shape[0] * (stale.shape[1] + 1) + 1, draft=False)
+            return plan_budget(stale, table, drafted, draft_seconds=price.draft_seconds, plain_fallback=True)
 
         return StaleCapacity("vllm-adaptive", config.max_running, g, 1, plan_v, admit_top_k,
                              ema=0.8, unknown="one", skip_draft=True)

@@ -4,12 +4,13 @@
     from simulator.config import SimConfig
     res = simulate("chat", SimConfig(policy="dspark"))
     print(res.table())
-    res.write("runs/chat-dspark")   # requests/steps/rounds/... .parquet, summary.json, manifest.json
+    res.write("runs/chat-dspark")   # Parquet tables, summary.json, result.json, manifest.json
 
 The result holds three polars tables: `requests` (one row per trace request, every request present:
 finished, rejected or unfinished with a reason), `steps` (one row per engine step) and `rounds` (one
-row per decoding request per step: verified drafts, accepted drafts, emitted tokens), and `summary`,
-a dict of scalars (definitions in `simulator.metrics`).
+row per decoding request per step: verified drafts, accepted drafts, emitted tokens), `summary`,
+a dict of scalars (definitions in `simulator.metrics`), and `bench`, the same run in the keys and
+definitions of a `vllm bench serve` result (simulator.vllm_metrics), written as result.json.
 
 Arrivals run on a clock that starts at the trace's first arrival, less its fractional second: a
 trace stamped in epoch seconds (1.7e9) is shifted by an exact whole number of seconds, so every
@@ -25,6 +26,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,8 @@ import simpy
 
 from simulator.backend import Backend
 from simulator.config import SimConfig
-from simulator.engine import STATUS_NAMES, Engine, StepClock, Workload, draft_latency_table
+from simulator.engine import STATUS_NAMES, Engine, StepClock, Workload
+from simulator.files import write_json as write_strict_json
 from simulator.metrics import (
     acceptance_by_position,
     budget_by_running,
@@ -44,20 +47,20 @@ from simulator.metrics import (
 )
 from simulator.policies import make_policy
 from simulator.speed import HostSpeed
+from sparksched.cost import DTYPE_BYTES, StepCost
 from sparksched.curve import ThroughputCurve
 from sparksched.io import ResultSet, write_json, write_parquet
 from sparksched.profile import ProfileWarning
 
-DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "fp8": 1,
-               "float8": 1, "int8": 1}
 GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of device memory for weights + KV cache
 FALLBACK_KV_BLOCKS = 16384  # when a profile lacks model/device facts: 262k tokens at block 16
 MAX_ARRIVAL_S = 2.0**33  # float64 spacing of larger times is coarser than a microsecond (2**-19 s)
 # tokens one step may batch (decode + chunked prefill); the step-time tables hold one entry per
 # token. Engines batch 8k-64k; a million is far past any, and keeps every table below 8 MB
 MAX_STEP_TOKENS = 1 << 20
+# the files SimResult.write puts into a run directory
 RESULT_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptance.parquet", "budget.parquet",
-                "summary.json")
+                "summary.json", "result.json")
 
 
 @dataclass
@@ -79,28 +82,49 @@ class SimResult:
         """Mean verify budget (anchor incl.) per number of decoding requests in a step."""
         return budget_by_running(self.steps)
 
-    def write(self, directory: str | Path, overwrite: bool = False) -> Path:
-        """Write the result set into `directory`, whole or not at all (`sparksched.io.ResultSet`):
-        requests/steps/rounds/acceptance/budget Parquet, summary.json and manifest.json.
+    @cached_property
+    def bench(self) -> dict[str, Any]:
+        """The run as a `vllm bench serve` result: vLLM's keys and definitions (simulator.vllm_metrics)."""
+        from simulator.vllm_metrics import bench_result, parse_goodput
 
-        An existing non-empty `directory` is refused unless `overwrite` (then it is replaced, never
-        merged). Write errors raise `sparksched.io.OutputError` naming the file.
-        """
+        meta = {"label": self.config.policy, "model_id": self.meta.get("profile", self.config.profile),
+                "trace": self.meta.get("trace")}
+        return bench_result(self.requests, self.steps, self.rounds, block=self.config.draft_block,
+                            goodput=parse_goodput(self.config.goodput), meta=meta)
+
+    def about(self) -> dict[str, Any]:
+        """What identifies the run, for a result set's manifest (trace, policy, seed, rate scale)."""
+        return {"command": "simulate", "trace": self.meta.get("trace"), "policy": self.config.policy,
+                "seed": self.config.seed, "rate_scale": self.config.rate_scale}
+
+    def write_files(self, folder: str | Path) -> list[Path]:
+        """The Parquet tables, summary.json and result.json into `folder` (e.g. a ResultSet's
+        staging folder), each file atomically; returns their paths (RESULT_FILES, in order)."""
+        folder = Path(folder)
         files = {"requests.parquet": self.requests, "steps.parquet": self.steps,
                  "rounds.parquet": self.rounds, "acceptance.parquet": self.acceptance_by_position(),
                  "budget.parquet": self.budget_by_running()}
         doc = {"summary": self.summary, "config": self.config.to_dict(), "meta": self.meta}
-        about = {"command": "simulate", "trace": self.meta.get("trace"), "policy": self.config.policy,
-                 "seed": self.config.seed, "rate_scale": self.config.rate_scale}
-        with ResultSet(directory, overwrite=overwrite, names=RESULT_FILES, about=about) as rs:
-            for name, df in files.items():
-                write_parquet(rs.path(name), df)
-            write_json(rs.path("summary.json"), doc, indent=2, default=_json_default)
+        for name, df in files.items():
+            write_parquet(folder / name, df)
+        write_json(folder / "summary.json", doc, indent=2, default=_json_default)
+        write_strict_json(folder / "result.json", self.bench)
+        return [folder / name for name in RESULT_FILES]
+
+    def write(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write the result set into `directory`, whole or not at all (`sparksched.io.ResultSet`):
+        the Parquet tables, summary.json, result.json and manifest.json.
+
+        An existing non-empty `directory` is refused unless `overwrite` (then it is replaced, never
+        merged). Write errors raise `sparksched.io.OutputError` naming the file.
+        """
+        with ResultSet(directory, overwrite=overwrite, names=RESULT_FILES, about=self.about()) as rs:
+            self.write_files(rs.folder)
         return Path(directory)
 
     def table(self) -> str:
         """The summary as an aligned text table."""
-        return summary_table(self.summary, self.meta)
+        return summary_table(self.summary, self.meta, self.bench)
 
 
 def _json_default(x: Any) -> Any:
@@ -111,8 +135,12 @@ def _json_default(x: Any) -> Any:
     return str(x)
 
 
-def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
-    """Human-readable summary: the headline numbers, one per line."""
+def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None,
+                  bench: dict[str, Any] | None = None) -> str:
+    """Human-readable summary: the headline numbers, one per line.
+
+    With `bench` (the vLLM-keyed result), latencies are vLLM's: mean / median / P90 / P99 in ms.
+    """
     def f(v: Any, unit: str = "", digits: int = 3) -> str:
         if v is None:
             return "-"
@@ -132,16 +160,36 @@ def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
         ("simulated time", f(s["duration_s"], " s")),
         ("throughput", f(s["throughput_tps"], " tok/s")),
         ("per-user tok/s P50 / P90 / P99", " / ".join(f(s[f"user_tps_p{q}"]) for q in (50, 90, 99))),
-        ("TTFT P50 / P90 / P99", " / ".join(ms(s[f"ttft_p{q}_s"]) for q in (50, 90, 99))),
-        ("TPOT P50 / P90 / P99", " / ".join(ms(s[f"tpot_p{q}_s"]) for q in (50, 90, 99))),
-        ("ITL per step P50 / P99", " / ".join(ms(s[f"itl_step_p{q}_s"]) for q in (50, 99))),
+    ]
+    if bench is not None:
+        for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL")):
+            stats = [bench.get(f"{k}_{key}_ms") for k in ("mean", "median", "p90", "p99")]
+            rows.append((f"{label} mean / median / P90 / P99",
+                         " / ".join("-" if v is None else f"{v:.1f}" for v in stats) + " ms"))
+    else:
+        rows += [
+            ("TTFT P50 / P90 / P99", " / ".join(ms(s[f"ttft_p{q}_s"]) for q in (50, 90, 99))),
+            ("TPOT P50 / P90 / P99", " / ".join(ms(s[f"tpot_p{q}_s"]) for q in (50, 90, 99))),
+            ("ITL per step P50 / P99", " / ".join(ms(s[f"itl_step_p{q}_s"]) for q in (50, 99))),
+        ]
+    rows += [
         ("ITL per token P50 / P99", " / ".join(ms(s[f"itl_token_p{q}_s"]) for q in (50, 99))),
         ("accepted length per round", f(s["mean_accepted_per_round"])),
         ("verify budget / request (anchor incl.)", f(s["mean_verify_budget"])),
         ("acceptance by position", " ".join(f"{a:.2f}" if a is not None else "-"
                                              for a in s["acceptance_by_position"]) or "-"),
-        (f"goodput (TTFT <= {s['sla_ttft_s']:g} s, >= {s['sla_tps']:g} tok/s/user)",
-         f"{100 * s['goodput_share']:.1f} % of requests, {f(s['goodput_tps'], ' tok/s')}"),
+    ]
+    if bench is not None and "spec_decode_acceptance_length" in bench:
+        rows.append(("vLLM acceptance length / rate", f"{bench['spec_decode_acceptance_length']:.2f} / "
+                                                      f"{bench['spec_decode_acceptance_rate']:.1f} %"))
+    rows.append((f"goodput (TTFT <= {s['sla_ttft_s']:g} s, >= {s['sla_tps']:g} tok/s/user)",
+                 f"{100 * s['goodput_share']:.1f} % of requests, {f(s['goodput_tps'], ' tok/s')}"))
+    if bench is not None and bench.get("request_goodput") is not None:
+        from simulator.vllm_metrics import format_goodput
+
+        rows.append((f"request goodput ({format_goodput(bench['dspark_goodput_slos_ms'])} ms)",
+                     f"{bench['request_goodput']:.2f} req/s ({100 * bench['dspark_slo_attainment']:.1f} % of requests)"))
+    rows += [
         ("preemptions", f(s["preemptions"])),
         ("steps (mean batch tokens)", f"{s['steps']} ({f(s.get('mean_batch_tokens'))})"),
     ]
@@ -159,11 +207,16 @@ def derive_kv_blocks(profile: dict[str, Any] | None, block_size: int) -> tuple[i
     """KV blocks the profiled device holds for the profiled model, vLLM-style, and how it was derived.
 
     blocks = (0.9 x device memory - weights) / (layers x 2 x kv_heads x head_dim x dtype bytes x
-    block_size). FALLBACK_KV_BLOCKS when the profile lacks any of those facts (a CPU profile has no
-    device memory). Facts that are present but impossible are errors, not a fallback: a dtype
-    without a known size, or weights that do not fit in the device's memory (`load_profile`
-    already refuses non-positive sizes).
+    block_size). A roofline profile of a deployment states its KV capacity per attention group
+    (`deployment.kv_capacity_tokens`: MLA latents, sliding windows, TP / DP splits and FP8 KV
+    included), which is used as is. FALLBACK_KV_BLOCKS when the profile lacks any of those facts
+    (a CPU profile has no device memory). Facts that are present but impossible are errors, not a
+    fallback: a dtype without a known size, or weights that do not fit in the device's memory
+    (`load_profile` already refuses non-positive sizes).
     """
+    cap = ((profile or {}).get("deployment") or {}).get("kv_capacity_tokens")
+    if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap >= block_size:
+        return int(cap // block_size), f"profile deployment: {int(cap):,} KV tokens per attention group"
     where = (profile or {}).get("_source", "profile")
     model, device = (profile or {}).get("model") or {}, (profile or {}).get("device") or {}
     needed = {"model": ("layers", "kv_heads", "head_dim", "parameters"), "device": ("memory_bytes",)}
@@ -186,6 +239,18 @@ def derive_kv_blocks(profile: dict[str, Any] | None, block_size: int) -> tuple[i
                          "pass --kv-blocks to simulate anyway")
     return blocks, (f"derived: {GPU_MEMORY_UTILIZATION:g} x {memory / 2**30:.0f} GiB "
                     f"- weights, {per_token / 1024:.0f} KiB/token")
+
+
+def _profile_or_none(name: str) -> dict[str, Any] | None:
+    """The profile `name` names, or None when it is an SGLang cost table (no profile facts)."""
+    from sparksched.profile import load_profile, read_json, resolve_profile
+    from sparksched.sglang_tables import is_sglang_table
+
+    path = resolve_profile(name)
+    data = read_json(path, "profile")
+    if isinstance(data, dict) and is_sglang_table(data):
+        return None
+    return load_profile(path)
 
 
 def _workload(trace: pl.DataFrame | str | Path, config: SimConfig) -> tuple[Any, pl.DataFrame, str, float]:
@@ -278,7 +343,7 @@ def make_backend(config: SimConfig) -> Backend:
 
 def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, backend: Backend | None = None,
              progress: bool = False, curve: ThroughputCurve | None = None,
-             speed: HostSpeed | None = None) -> SimResult:
+             speed: HostSpeed | None = None, cost: StepCost | None = None) -> SimResult:
     """Run one simulation of `trace` (DataFrame, path, or bundled name) under `config`.
 
     Args:
@@ -286,24 +351,28 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         config: settings (SimConfig defaults when None).
         backend: acceptance backend; None builds it from the config (synthetic or recorded).
         progress: show a tqdm bar in simulated seconds.
-        curve: step-time curve overriding the profile's verify curve (tests, what-if analysis).
+        curve: a step-time curve by batch tokens only, overriding the profile's verify grid (tests,
+            what-if analysis); the profile still gives the drafter's price.
+        cost: a step-cost model overriding `config.profile` entirely (sparksched.cost.StepCost).
         speed: the host's speed against the profile, by batch and over time (simulator.speed; what-if
             analysis, replaying a measured run's host speed); None: the profile's speed.
     Returns:
         SimResult with summary, requests, steps and rounds.
     """
-    from sparksched.profile import load_profile
-
     config = config or SimConfig()
     wall0 = time.perf_counter()
     if config.clock == "measured" and backend is None:
         raise ValueError("clock 'measured' needs a backend that measures wall time (the real loop, --engine "
                          "model); the synthetic and recorded backends measure nothing")
     work, df, trace_name, offset = _workload(trace, config)
-    profile = load_profile(config.profile) if curve is None or config.kv_blocks is None else None
-    if curve is None:
-        assert profile is not None
-        curve = ThroughputCurve.from_profile(profile, extrapolate="linear")
+    profile = None
+    if cost is None:
+        profile = _profile_or_none(config.profile)
+        if curve is not None:
+            cost = StepCost.from_curve(curve, tuple((profile or {}).get("draft") or ()),
+                                       int(((profile or {}).get("drafter") or {}).get("layers", 1) or 1))
+        else:
+            cost = StepCost.from_profile(profile) if profile is not None else StepCost.load(config.profile)
     g = config.draft_block
     if config.kv_blocks is not None:
         kv_blocks, kv_note = config.kv_blocks, "configured"
@@ -314,13 +383,12 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         warnings.warn(f"{profile.get('_source', 'profile')} has no draft rows: the drafter is charged 0 s per step, "
                       "so speculative policies look faster than they are (profile the drafter too)",
                       ProfileWarning, stacklevel=2)
-    lat, lat_note = draft_latency_table(profile, config.drafter_family, g, config.max_running)
     if backend is None:
         backend = make_backend(config)
     elif g > backend.block:
         raise ValueError(f"backend drafts at most {backend.block} tokens, config needs block {g}")
     policy = make_policy(config)
-    clock = StepClock(curve, config.max_running * (g + 1) + config.prefill_chunk + 1, lat)
+    clock = StepClock(cost, config.drafter_family, g, config.max_running)
     env = simpy.Environment()
     bar = None
     tick = None
@@ -328,14 +396,15 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         from tqdm import tqdm
 
         end_guess = float(work.arrival[-1])
-        bar = tqdm(total=round(end_guess, 1), unit="sim-s", desc=f"simulate {trace_name}",
+        bar = tqdm(total=max(end_guess, 0.1), unit="sim-s", desc=f"simulate {trace_name}",
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
 
-        def tick(now: float) -> None:
+        def tick(now: float) -> None:  # the bar's total grows with the clock: n never passes it
             now = float(now)
             if now > bar.total:
-                bar.total = round(now, 1) + 0.1
-            bar.update(max(now - bar.n, 0.0))
+                bar.total = now
+            bar.n = now
+            bar.update(0)  # refreshes at tqdm's usual rate
 
     engine = Engine(env, work, config, backend, policy, clock, kv_blocks, tick, speed)
     env.process(engine.arrivals())
@@ -347,8 +416,9 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     else:
         env.run(until=done)
     if bar is not None:
-        bar.total = max(bar.total, round(float(env.now), 1))
-        bar.update(max(float(env.now) - bar.n, 0.0))
+        bar.total = max(bar.total, float(env.now))
+        bar.n = float(env.now)
+        bar.refresh()
         bar.close()
     wall = time.perf_counter() - wall0
     requests, steps, rounds = _tables(engine, df, work)
@@ -357,8 +427,8 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     summary["sim_per_wall"] = env.now / wall if wall > 0 else math.inf
     meta = {"trace": trace_name, "policy": config.policy, "drafter": config.drafter_family, "block": g,
             "backend": getattr(backend, "name", type(backend).__name__), "kv_blocks": kv_blocks,
-            "kv_blocks_source": kv_note, "drafter_latency": lat_note, "profile": config.profile,
-            "curve": repr(curve), "wall_s": wall, "sim_per_wall": summary["sim_per_wall"],
+            "kv_blocks_source": kv_note, "drafter_latency": clock.draft_note, "profile": config.profile,
+            "cost": repr(cost), "wall_s": wall, "sim_per_wall": summary["sim_per_wall"],
             "simulated_s": env.now, "host_speed": None if speed is None else repr(speed),
             "arrival_offset_s": offset, "max_running_used": config.max_running,
             "prefill_chunk_used": config.prefill_chunk}

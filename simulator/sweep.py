@@ -200,9 +200,13 @@ def _ray_map(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]], shared: A
 # summary keys left out of rows: wall-clock facts differ from run to run (rows must not)
 NONDETERMINISTIC = frozenset({"wall_s", "sim_per_wall"})
 
+# result.json keys that describe the run's setup, not its outcome (left out of rows)
+BENCH_SETUP = frozenset({"backend", "label", "model_id", "trace", "request_rate", "burstiness", "max_concurrency",
+                         "num_prompts", "duration"})
+
 # configuration fields copied into every row (what identifies a run)
 CONFIG_COLUMNS = ("policy", "drafter", "block", "max_running", "rate_scale", "max_requests", "horizon_s",
-                  "seed", "profile")
+                  "seed", "profile", "goodput")
 
 
 def sweep_configs(base: Any, policies: Sequence[str], max_running: Sequence[int],
@@ -222,7 +226,8 @@ class SweepResult:
     """A sweep's tables (polars), one run per config.
 
     Attributes:
-        rows: one row per run: config columns, the simulator's summary scalars, and
+        rows: one row per run: config columns, the simulator's summary scalars, the scalar keys of
+            its vllm bench serve result (simulator.vllm_metrics: mean_ttft_ms, request_goodput, ...), and
             mean_running (time-weighted running requests), mean_batch_tokens and mean_step_s
             (step-weighted), budget_per_request (mean verified tokens per request per decode step,
             anchor included).
@@ -274,6 +279,8 @@ def simulate_point(trace: pl.DataFrame, run: int, config: Any) -> dict[str, Any]
     row.update({k: getattr(config, k) for k in CONFIG_COLUMNS})
     row.update({k: v for k, v in res.summary.items()
                 if k not in row and k not in NONDETERMINISTIC and _is_scalar(v)})
+    # vllm bench serve's keys (mean_ttft_ms, request_goodput, ...): their names never clash with the summary's
+    row.update({k: v for k, v in res.bench.items() if k not in row and k not in BENCH_SETUP and _is_scalar(v)})
     row.update(step_stats(res.steps))
     budget = [{"run": run, "policy": config.policy, **b} for b in budget_by_running(res.steps)]
     acc = [{"run": run, "policy": config.policy, **a}

@@ -82,7 +82,7 @@ def planning_caps(drafted: Any, max_drafted: Any) -> Any:
 
 
 def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0, *,
-                  max_drafted: Any = None, validate: bool = True) -> Any:
+                  context: float | None = None, max_drafted: Any = None, validate: bool = True) -> Any:
     """Capacity K (total draft tokens to verify next step) by global search on stale confidences.
 
     Args:
@@ -90,10 +90,12 @@ def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens
             then the result is a 0-dim int64 tensor on its device, computed without host sync
             when `validate` is False).
         curve: ThroughputCurve or step-time table [>= extra + n * (g + 1) + 1] indexed by B
-            (a tensor on the device for the torch path).
+            (a tensor on the device for the torch path), or a `sparksched.cost.StepCost` /
+            `StepPrice` (see `sparksched.schedule`).
         drafted: ignored, with a DeprecationWarning (see `planning_caps`); kept so old callers
             that pass this step's drafted counts keep running, without K seeing them.
         extra_tokens: non-speculative tokens in the step, int >= 0.
+        context: the batch's mean context (tokens), for a StepCost or a curve with a context axis.
         max_drafted: [n] caps in [0, g] on each request's drafts, fixed before the step drafts
             (default g). Never the counts the step's drafter produced.
         validate: check values (NaN, ranges, the table) on the host; the torch path with False
@@ -108,6 +110,11 @@ def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens
         2
     """
     if _is_torch(stale_conf):
+        if not _is_torch(curve):
+            check_torch_inputs(stale_conf, None, False)  # shapes, before reading them
+            n, g = stale_conf.shape
+            curve = _prepare_curve(curve, check_extra(extra_tokens) + n * (g + 1) + 1, n, int(extra_tokens),
+                                   context)
         return _plan_capacity_torch(stale_conf, curve, planning_caps(drafted, max_drafted), extra_tokens, validate)
     arr = check_conf(stale_conf)
     n, g = arr.shape
@@ -115,7 +122,7 @@ def plan_capacity(stale_conf: Any, curve: Any, drafted: Any = None, extra_tokens
     extra = check_extra(extra_tokens)
     if n == 0:
         return 0
-    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1, n, extra, context)
     _base_time(curve, extra + n)
     _, s = _sorted_survival_np(arr, dr)
     rate = np.empty(s.size + 1)

@@ -19,8 +19,8 @@ tokens (nor on the step's drafted counts, which carry the tokens when drafting s
 planner takes only caps fixed before drafting, `max_drafted`); and since S is non-increasing
 along a draft, admitting (i, k) by rank only compares S_{i,k} with other requests' candidates and
 with S_{i,j<k}, never with anything computed from x_{i,k}. The admitted set is always a prefix of
-each draft. (The same rule with K searched globally over the
-*current* confidences is not lossless; `tests/test_engine_policies_lossless.py` shows it.)
+each draft. (The same rule with K searched globally over the *current* confidences is not lossless;
+`tests/test_engine_policies_lossless.py` shows it.)
 
 This module is a thin engine-facing layer over `sparksched.async_scheduler` (the paper's
 asynchronous scheduler), adding the drafter's cost, a cap on the budget and a plain-decoding
@@ -71,9 +71,7 @@ def _scaled_rates(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve 
         raise ValueError(f"max_budget must be an int >= 0 or None, got {max_budget!r}")
     if n == 0:
         return np.ones(1)
-    if isinstance(curve, ThroughputCurve) and context is not None:
-        curve = curve.at_context(context)
-    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1, n, extra, context)
     _base_time(curve, extra + n)
     _, s = _sorted_survival_np(arr, dr)
     if max_budget is not None:
@@ -116,7 +114,8 @@ def plan_budget(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve,
         stale_conf: [n, g] conditional confidences in [0, 1] of the *current* requests as known
             before the step (the previous step's or older; rows for new requests: 1.0 as vLLM
             does). numpy or a CPU tensor; a CUDA tensor is refused (reading it would sync).
-        curve: the target's step time (s) against verify batch tokens.
+        curve: the target's step time (s) against verify batch tokens: a ThroughputCurve, a table
+            indexed by B, or a `sparksched.cost.StepCost` (sliced at this step's n and `context`).
         drafted: ignored, with a DeprecationWarning: this step's drafted counts depend on the
             drafted tokens when drafting stops early (EOS), and a budget that sees them is not
             lossless (`sparksched.async_scheduler.planning_caps`).
@@ -126,7 +125,7 @@ def plan_budget(stale_conf: np.ndarray | torch.Tensor, curve: ThroughputCurve,
         plain_fallback: also return 0 when plain decoding (no drafter run: n tokens in
             step_time(extra + n)) is at least as fast as the best budget; an engine may then skip
             drafting for the step.
-        context: context length for a curve with a context axis.
+        context: the batch's mean context (tokens), for a StepCost or a curve with a context axis.
         max_drafted: [n] caps on each request's drafts fixed before the step drafts (the block,
             or the tokens a request may still emit); default g.
 

@@ -1,8 +1,10 @@
 """The `sparksched` command line: a thin shell over the library.
 
 Each command lives in its own module under `sparksched/commands/` and is imported only when it
-runs, so `sparksched trace stats` does not pay for importing torch. Library errors become one-line
-`click.ClickException`s in those modules, never tracebacks; Ctrl-C exits 130.
+runs; `import sparksched` loads its names lazily too, so `sparksched --help`, `sparksched trace`
+and `sparksched simulate` without a model never import torch. Library errors become one-line
+`click.ClickException`s in those modules, never tracebacks: exit 2 for usage errors, 1 for runtime
+errors (sparksched/commands/_common.py); Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "pareto": "sparksched.commands.pareto:pareto",
     "whatif": "sparksched.commands.pareto:whatif",
     "train": "sparksched.commands.train:train",
+    "compare": "sparksched.commands.compare:compare",
+    "calibration": "sparksched.commands.calibration:calibration",
 }
 
 
@@ -49,7 +53,22 @@ class LazyGroup(click.Group):
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """\b
+Examples:
+  sparksched simulate --trace chat --timeline -o runs/chat
+  sparksched pareto --trace chat -o pareto-out
+  sparksched whatif --from pareto-out --sla 120
+  sparksched compare bench.json runs/chat
+  sparksched <command> --help
+
+\b
+Exit status: 0 success, 2 usage error (bad option, value or scenario key), 1 runtime error,
+130 interrupted (Ctrl-C).
+"""
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXAMPLES)
 @click.version_option(package_name="sparksched")
 def main() -> None:
     """Confidence-scheduled speculative decoding: profile, schedule, verify, simulate."""

@@ -4,11 +4,14 @@ The scheduler reads one number per candidate batch size B (tokens in the step's 
 `step_time(B)` in seconds; the paper's SPS(B) is its reciprocal. A curve is piecewise linear between
 its points, exact at them, and non-decreasing (a bigger batch never finishes sooner). Beyond the
 measured range the caller chooses what happens (`extrapolate`): raise, extend the last segment
-linearly, or hold the end value ("clamp").
+linearly ("linear": above the range only; below it the first value is held, since a step's fixed
+costs do not vanish), or hold the end values ("clamp").
 
-Context length is a second axis: a profile measures the same B grid at several contexts L. A
-`ThroughputCurve` holds one 1-D curve per context; `at_context(L)` blends the two nearest ones
-linearly in L and returns a plain 1-D curve, which is what the scheduler consumes.
+A curve is one slice of a step's price: the price of a real step also depends on how many requests
+it serves and on their context (`sparksched.cost.StepCost`). `ThroughputCurve.from_profile` takes
+that slice at a given number of requests and context; `StepCost.curve(n, L)` is the same. A curve
+may also carry a context axis of its own (one row per context L, `at_context(L)` blends the two
+nearest linearly in L) for callers who build one from points.
 """
 
 from __future__ import annotations
@@ -148,37 +151,24 @@ class ThroughputCurve:
         return cls(tokens, seconds[None, :], np.zeros(1), extrapolate)
 
     @classmethod
-    def from_profile(cls, source: str | Path | dict[str, Any],
-                     extrapolate: Extrapolate = "linear") -> ThroughputCurve:
-        """Load the verify-pass curve of a profile (file path or parsed dict; DESIGN.md section 3).
+    def from_profile(cls, source: str | Path | dict[str, Any], extrapolate: Extrapolate = "linear", *,
+                     requests: float | None = None, context: float | None = None) -> ThroughputCurve:
+        """The verify slice of a profile (path, bundled name or parsed dict) at `requests` decoding
+        requests and mean context `context` (tokens): `StepCost.from_profile(source).curve(requests,
+        context)`, the paper's SPS(B) for a step of that size.
 
-        Rows with the same (context, tokens) are averaged; each context's medians are made
-        non-decreasing by an isotonic least-squares fit (measurements are noisy). Contexts must share
-        the same grid of B values (the profiler writes a full grid).
+        A profile prices a step by requests, batch tokens and context; averaging its rows of equal B
+        into one curve would misprice every draft, so both are required.
         """
-        from sparksched.profile import load_profile
+        from sparksched.cost import StepCost
 
-        profile = load_profile(source)
-        rows = profile["verify"]
-        contexts = sorted({float(r.get("context", 0)) for r in rows})
-        grids: list[dict[float, list[float]]] = [{} for _ in contexts]
-        for r in rows:
-            grids[contexts.index(float(r.get("context", 0)))].setdefault(float(r["tokens"]), []).append(
-                float(r["median_s"]))
-        token_sets = [sorted(g) for g in grids]
-        where = profile.get("_source", "profile")
-        for c, ts in zip(contexts, token_sets):
-            if ts != token_sets[0]:
-                raise ValueError(f"{where}: verify grid at context {c:g} has batch tokens {ts}, "
-                                 f"expected the same as at context {contexts[0]:g}: {token_sets[0]}")
-        tokens = np.asarray(token_sets[0], dtype=np.float64)
-        seconds = np.stack([
-            isotonic_non_decreasing(np.asarray([np.mean(g[t]) for t in token_sets[0]]),
-                                    np.asarray([len(g[t]) for t in token_sets[0]]))
-            for g in grids])
-        meta: dict[str, Any] = {k: profile.get(k) for k in ("device", "model", "dtype", "kind", "created")
-                                if k in profile}
-        return cls(tokens, seconds, np.asarray(contexts), extrapolate, meta)
+        if requests is None or context is None:
+            raise ValueError("a profile prices a step by requests and context: pass requests= and context= "
+                             "(or use sparksched.cost.StepCost.from_profile for the whole surface)")
+        curve = StepCost.from_profile(source).curve(requests, context)
+        if extrapolate == curve.extrapolate:
+            return curve
+        return ThroughputCurve(curve.tokens, curve.seconds, curve.contexts, extrapolate, curve.meta)
 
     # ---------------------------------------------------------------- queries
     @property
@@ -227,13 +217,10 @@ class ThroughputCurve:
             bad = x[(x < xs[0]) | (x > xs[-1])].ravel()[0]
             raise ValueError(f"batch tokens {bad:g} outside the measured range [{xs[0]:g}, {xs[-1]:g}] "
                              "and extrapolate='error'")
-        y = np.interp(x, xs, ys)
+        y = np.interp(x, xs, ys)  # below the first point: its value (fixed costs do not vanish)
         if self.extrapolate == "linear" and xs.size >= 2:
             hi_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-            lo_slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
             y = np.where(x > xs[-1], ys[-1] + hi_slope * (x - xs[-1]), y)
-            # below the first point: extend the first segment, never below 0 (stays non-decreasing)
-            y = np.where(x < xs[0], np.maximum(ys[0] + lo_slope * (x - xs[0]), 0.0), y)
         return y
 
     def steps_per_second(self, batch_tokens: float | np.ndarray, context: float | None = None) -> np.ndarray:
@@ -243,8 +230,8 @@ class ThroughputCurve:
     def table(self, max_tokens: int, context: float | None = None) -> np.ndarray:
         """step_time at B = 0, 1, ..., max_tokens as a float64 lookup table [max_tokens + 1].
 
-        Entry 0 is the curve's value at B = 0 under its extrapolation rule (clamped or linear); the
-        vectorised schedulers index this table instead of interpolating per candidate.
+        Entries below the first point hold its value; the vectorised schedulers index this table
+        instead of interpolating per candidate.
         """
         b = np.arange(max_tokens + 1, dtype=np.float64)
         if self.extrapolate == "error":

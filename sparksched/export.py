@@ -1,4 +1,4 @@
-"""Export a sparksched profile to the tables vLLM reads.
+"""Export a sparksched profile (or any StepCost) to the tables vLLM reads.
 
 Two vLLM features consume a step-cost profile:
 
@@ -13,11 +13,18 @@ Two vLLM features consume a step-cost profile:
   `[start_bs, end_bs, K]` meaning "at concurrency start_bs..end_bs (inclusive) draft K tokens";
   K = 0 turns speculation off. `vllm_dynamic_k_table` derives it (derivation below).
 
+Which step each vLLM table entry stands for. vLLM keys its verify cost on batch tokens only and
+measures it at engine start with dummy batches of B tokens spread over min(B, max_num_seqs)
+requests at one context (default 8192 tokens). A sparksched profile prices a step by requests,
+tokens and context (`sparksched.cost.StepCost`), so the exported verify curve is the price of that
+same dummy step: T(min(B, max_num_seqs), B, context). The drafter's curve is D(n, block, context).
+
 Derivation of the dynamic-K table. At concurrency b with K drafts per request and a typical
 per-position conditional acceptance a_1, a_2, ... (the probability that draft k is accepted given
 drafts 1..k-1 were), each request emits on average E(K) = 1 + sum_{k=1..K} a_1 a_2 ... a_k tokens
 per step, and the step costs `draft_seconds(b, K) + step_time(b * (1 + K))` seconds (no drafter
-runs when K = 0). Output throughput is b * E(K) / cost. For every b in 1..max_batch_size we take
+runs when K = 0). Output throughput is b * E(K) / cost, with the step priced at its own b requests:
+T(b, b (1 + K), context). For every b in 1..max_batch_size we take
 the K in 0..max_k with the highest throughput (ties: the smaller K, as vLLM's own tuner does) and
 merge adjacent batch sizes with the same K into one range. This is the static-K counterpart of
 sparksched's scheduler: it uses an average acceptance instead of each request's confidences, so it
@@ -33,68 +40,96 @@ from typing import Any
 
 import numpy as np
 
+from sparksched.cost import StepCost, as_step_cost
 from sparksched.curve import ThroughputCurve
 
 DraftSeconds = Callable[[int, int], float]
 """Drafter time (s) of one step as a function of (batch size b, drafted tokens per request K)."""
 
+VLLM_MAX_NUM_SEQS = 256  # vLLM's default --max-num-seqs: requests in its dummy profiling batches
 
-def _as_curve(source: ThroughputCurve | str | Path | dict[str, Any], context: float | None) -> ThroughputCurve:
-    curve = source if isinstance(source, ThroughputCurve) else ThroughputCurve.from_profile(source)
-    return curve.at_context(context) if context is not None else curve.at_context(float(curve.contexts[0]))
+Source = StepCost | ThroughputCurve | str | Path | dict[str, Any]
 
 
-def vllm_cost_curves(source: ThroughputCurve | str | Path | dict[str, Any], context: float | None = None,
-                     block: int | None = None) -> dict[str, list[list[float]]]:
+def _context(cost: StepCost, context: float | None) -> float:
+    return float(cost.arrays.ctxs[0]) if context is None else float(context)
+
+
+def _verify_tokens(cost: StepCost, max_num_seqs: int) -> np.ndarray:
+    """The batch sizes the profile measured on vLLM's dummy-batch ray (B requests up to max_num_seqs,
+    then more tokens each): every grid B = n t with n <= max_num_seqs."""
+    a = cost.arrays
+    if a.mode == 1:
+        return a.knots.copy()
+    b = {float(n * t) for n in a.reqs for t in a.knots if n <= max_num_seqs}
+    return np.asarray(sorted(b))
+
+
+def vllm_verify_seconds(cost: StepCost, batch_tokens: np.ndarray, context: float,
+                        max_num_seqs: int = VLLM_MAX_NUM_SEQS) -> np.ndarray:
+    """Verify seconds of vLLM's dummy step of B tokens: min(B, max_num_seqs) requests at `context`."""
+    b = np.asarray(batch_tokens, dtype=np.float64)
+    out = np.empty(b.shape)
+    for i, x in np.ndenumerate(b):
+        n = max(1.0, min(float(x), float(max_num_seqs)))
+        out[i] = float(cost.verify_seconds(n, max(float(x), n), context))
+    return out
+
+
+def vllm_cost_curves(source: Source, context: float | None = None, block: int | None = None,
+                     max_num_seqs: int = VLLM_MAX_NUM_SEQS) -> dict[str, list[list[float]]]:
     """vLLM adaptive verification's cost curves, `{"verify_curve": [[tokens, ms], ...], "draft_curve": [[reqs, ms], ...]}`.
 
     Args:
-        source: a profile (path, bundled name or parsed dict) or a `ThroughputCurve`.
-        context: context length (tokens) at which to read the verify curve; None = the first
-            measured context.
+        source: a profile (path, bundled name or parsed dict), a `StepCost` or a `ThroughputCurve`.
+        context: context length (tokens) of the steps; None = the first measured context.
         block: drafter block size whose rows form `draft_curve` (profile `draft` section); None
             takes the largest block measured. A bare curve has no drafter rows: `draft_curve` is
             then `[]` and vLLM must get its drafter cost elsewhere.
+        max_num_seqs: the engine's --max-num-seqs: a verify point of B tokens is the step of
+            min(B, max_num_seqs) requests, as vLLM's own dummy profiling batches are.
 
     Returns:
         JSON-ready dict; pass the lists to vLLM's `AdaptiveVerificationManager.set_cost_curves`.
-        Verify points are the curve's measured batch sizes (monotone after the isotonic fit).
+        Verify points are the profile's measured batch sizes on that ray (those whose KV does not
+        fit at `context` are left out: vLLM's own dummy batch would not fit either); drafter points
+        its measured request counts.
 
     Example:
         >>> c = ThroughputCurve.from_points([1, 64, 128], [0.010, 0.012, 0.020])
         >>> vllm_cost_curves(c)["verify_curve"]
         [[1, 10.0], [64, 12.0], [128, 20.0]]
     """
-    curve = _as_curve(source, context)
-    verify = [[int(round(b)), float(s * 1e3)] for b, s in zip(curve.tokens, curve.seconds[0])]
+    cost = as_step_cost(source)
+    ctx = _context(cost, context)
+    b = _verify_tokens(cost, max_num_seqs)
+    verify = [[int(round(x)), float(s * 1e3)] for x, s in zip(b, vllm_verify_seconds(cost, b, ctx, max_num_seqs))
+              if np.isfinite(s)]
+    if not verify:
+        raise ValueError(f"no verify point fits at context {ctx:g}: {cost.why(1, 1, ctx)}")
     draft: list[list[float]] = []
-    if not isinstance(source, ThroughputCurve):
-        from sparksched.profile import load_profile
-
-        rows = load_profile(source).get("draft", [])
-        if rows:
-            blocks = sorted({int(r["block"]) for r in rows})
-            if block is None:
-                block = blocks[-1]
-            if block not in blocks:
-                raise ValueError(f"block={block}: the profile's draft rows measure blocks {blocks}")
-            by_req: dict[int, list[float]] = {}
-            for r in rows:
-                if int(r["block"]) == block:
-                    by_req.setdefault(int(r["requests"]), []).append(float(r["median_s"]))
-            draft = [[n, float(np.median(v) * 1e3)] for n, v in sorted(by_req.items())]
+    rows = cost.draft_rows
+    if rows:
+        blocks = sorted({int(r["block"]) for r in rows})
+        if block is None:
+            block = blocks[-1]
+        if block not in blocks:
+            raise ValueError(f"block={block}: the profile's draft rows measure blocks {blocks}")
+        ns = sorted({int(r["requests"]) for r in rows if int(r["block"]) == block})
+        draft = [[n, float(cost.draft_seconds(n, block, ctx) * 1e3)] for n in ns]
     return {"verify_curve": verify, "draft_curve": draft}
 
 
-def vllm_cost_table(source: ThroughputCurve | str | Path | dict[str, Any], max_batch_tokens: int,
-                    context: float | None = None,
-                    capture_sizes: Sequence[int] | None = None) -> np.ndarray:
+def vllm_cost_table(source: Source, max_batch_tokens: int, context: float | None = None,
+                    capture_sizes: Sequence[int] | None = None,
+                    max_num_seqs: int = VLLM_MAX_NUM_SEQS) -> np.ndarray:
     """Verify-pass cost in milliseconds for 0..max_batch_tokens tokens, float64 [max_batch_tokens + 1].
 
-    Between measured points the cost is our curve's interpolation. With `capture_sizes` (the
-    engine's CUDA-graph batch sizes), a size at or below the largest capture size costs what the
-    next capture size costs, because the engine pads the batch up to it (the step function vLLM's
-    `build_cost_tables_from_curves` builds); above it the curve is used as is.
+    Entry B is the step of B tokens over min(B, max_num_seqs) requests at `context` (vLLM's dummy
+    batches; entry 0 holds entry 1). With `capture_sizes` (the engine's CUDA-graph batch sizes), a
+    size at or below the largest capture size costs what the next capture size costs, because the
+    engine pads the batch up to it (the step function vLLM's `build_cost_tables_from_curves`
+    builds); above it the cost is used as is.
 
     Example:
         >>> c = ThroughputCurve.from_points([1, 8], [0.001, 0.008])
@@ -103,16 +138,17 @@ def vllm_cost_table(source: ThroughputCurve | str | Path | dict[str, Any], max_b
     """
     if not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
         raise ValueError(f"max_batch_tokens must be an int >= 1, got {max_batch_tokens!r}")
-    curve = _as_curve(source, context)
+    cost = as_step_cost(source)
+    ctx = _context(cost, context)
     sizes = np.arange(max_batch_tokens + 1)
-    table = curve.table(max_batch_tokens) * 1e3
+    table = vllm_verify_seconds(cost, np.maximum(sizes, 1).astype(np.float64), ctx, max_num_seqs) * 1e3
     if capture_sizes:
         caps = np.asarray(sorted(set(int(c) for c in capture_sizes)), dtype=np.int64)
         if caps[0] < 1:
             raise ValueError(f"capture_sizes must be >= 1, got {caps[0]}")
         padded = sizes <= caps[-1]
         target = caps[np.searchsorted(caps, sizes[padded], side="left")]
-        table[padded] = curve.step_time(target.astype(np.float64)) * 1e3
+        table[padded] = vllm_verify_seconds(cost, target.astype(np.float64), ctx, max_num_seqs) * 1e3
     return table
 
 
@@ -141,22 +177,22 @@ def _acceptance_array(acceptance: float | Sequence[float], k: int) -> np.ndarray
     return np.concatenate([arr, np.full(k - arr.size, arr[-1])])
 
 
-def vllm_dynamic_k_table(source: ThroughputCurve | str | Path | dict[str, Any],
-                         acceptance: float | Sequence[float], max_batch_size: int, max_k: int,
-                         draft_seconds: float | DraftSeconds = 0.0,
+def vllm_dynamic_k_table(source: Source, acceptance: float | Sequence[float], max_batch_size: int, max_k: int,
+                         draft_seconds: float | DraftSeconds | None = None,
                          context: float | None = None) -> list[list[int]]:
     """vLLM's `num_speculative_tokens_per_batch_size` table `[[start_bs, end_bs, K], ...]` from a profile.
 
     See the module docstring for the derivation: per concurrency b, the K in 0..max_k that
-    maximises b * E(K) / (draft_seconds(b, K) + step_time(b * (1 + K))); equal neighbours merged.
+    maximises b * E(K) / (draft_seconds(b, K) + T(b, b (1 + K), context)); equal neighbours merged.
 
     Args:
-        source: profile (path, bundled name, dict) or `ThroughputCurve`.
+        source: profile (path, bundled name, dict), `StepCost` or `ThroughputCurve`.
         acceptance: typical conditional acceptance per draft position (float or sequence).
         max_batch_size: largest concurrency to cover (ranges cover 1..max_batch_size).
         max_k: largest K considered (vLLM's `num_speculative_tokens`).
-        draft_seconds: drafter time per step when K > 0: a constant (s) or a function (b, K) -> s.
-        context: context length at which to read the curve.
+        draft_seconds: drafter time per step when K > 0: a constant (s) or a function (b, K) -> s;
+            None: the profile's drafter at block K (0 without drafter rows).
+        context: context length (tokens) of the steps; None = the first measured context.
 
     Example:
         >>> flat_then_steep = ThroughputCurve.from_points([1, 64, 512], [0.010, 0.010, 0.080])
@@ -167,18 +203,24 @@ def vllm_dynamic_k_table(source: ThroughputCurve | str | Path | dict[str, Any],
         raise ValueError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
     if not isinstance(max_k, int) or max_k < 0:
         raise ValueError(f"max_k must be an int >= 0, got {max_k!r}")
-    curve = _as_curve(source, context)
+    cost = as_step_cost(source)
+    ctx = _context(cost, context)
     a = _acceptance_array(acceptance, max_k)
     e = np.concatenate([[1.0], 1.0 + np.cumsum(np.cumprod(a))])            # E(K), K = 0..max_k
-    draft = draft_seconds if callable(draft_seconds) else (lambda b, k, _d=float(draft_seconds): _d)
+    if draft_seconds is None:
+        draft: DraftSeconds = lambda b, k: cost.draft_seconds(b, k, ctx)
+    elif callable(draft_seconds):
+        draft = draft_seconds
+    else:
+        draft = lambda b, k, _d=float(draft_seconds): _d
     best_k: list[int] = []
     for b in range(1, max_batch_size + 1):
         ks = np.arange(max_k + 1)
-        cost = curve.step_time(b * (1.0 + ks)) + np.asarray(
-            [0.0 if k == 0 else float(draft(b, int(k))) for k in ks])
-        if np.any(~np.isfinite(cost)) or np.any(cost <= 0):
-            raise ValueError(f"step cost at batch size {b} is not a positive finite time: {cost.tolist()}")
-        rate = b * e / cost
+        step = np.asarray([float(cost.verify_seconds(b, b * (1.0 + k), ctx)) for k in ks])
+        step = step + np.asarray([0.0 if k == 0 else float(draft(b, int(k))) for k in ks])
+        if np.any(~np.isfinite(step)) or np.any(step <= 0):
+            raise ValueError(f"step cost at batch size {b} is not a positive finite time: {step.tolist()}")
+        rate = b * e / step
         best_k.append(int(np.flatnonzero(rate >= rate.max() * (1 - 1e-12))[0]))
     table: list[list[int]] = []
     for b, k in enumerate(best_k, start=1):

@@ -305,6 +305,13 @@ class ResultSet:
             raise OutputError(self.target, exc) from None
         return self
 
+    @property
+    def folder(self) -> Path:
+        """The staging folder: write the set's files into it (plain names, no subfolders)."""
+        if self.staging is None:
+            raise RuntimeError("ResultSet.folder outside its `with` block")
+        return self.staging
+
     def path(self, name: str) -> Path:
         """Where to write result file `name` (a plain file name) while the set is staged."""
         if self.staging is None:

@@ -41,7 +41,10 @@ _NON_NEGATIVE = {"context", "p10_s", "p90_s", "backbone_s", "head_s", "cv", "rep
 _KINDS = ("measured", "estimated")  # optional top-level "kind": timed on a device, or a roofline
 MIN_DEVICE_MEMORY = 1 << 20  # bytes: no accelerator holds a model in less than a MiB
 # model facts that must be positive where present (they size the KV cache and the weights)
-_MODEL_POSITIVE = ("parameters", "layers", "kv_heads", "head_dim", "heads", "hidden", "vocab_size")
+_MODEL_POSITIVE = ("parameters", "layers", "kv_heads", "head_dim", "heads", "hidden", "vocab_size",
+                   "kv_bytes_per_token")
+# optional sections that, where present, are objects (the step-cost model and the simulator read into them)
+_OPTIONAL_OBJECTS = ("drafter", "deployment", "grid", "settings", "software")
 MAX_PROFILE_BYTES = 64 << 20  # a profile is kilobytes; anything this large is not one
 
 
@@ -112,9 +115,16 @@ def validate_profile(profile: Any, where: str = "profile") -> dict[str, Any]:
 
 def _check_facts(profile: dict[str, Any], where: str) -> None:
     """Refuse device and model facts that cannot be true (they would size a KV cache silently)."""
-    for part in ("device", "model"):
-        if not isinstance(profile[part], dict):
+    for part in ("device", "model", *_OPTIONAL_OBJECTS):
+        if part in profile and not isinstance(profile[part], dict):
             raise ValueError(f"{where}: field {part!r} must be an object, got {type(profile[part]).__name__}")
+    if "draft_families" in profile and not isinstance(profile["draft_families"], list):
+        raise ValueError(f"{where}: field 'draft_families' must be a list, got "
+                         f"{type(profile['draft_families']).__name__}")
+    for holder, key in ((profile, "kv_capacity_tokens"), (profile.get("deployment") or {}, "kv_capacity_tokens")):
+        v = holder.get(key)
+        if v is not None and not (_finite(v) and v > 0):
+            raise ValueError(f"{where}: field {key!r} must be a number > 0, got {v!r}")
     dtype = profile["dtype"]
     if not isinstance(dtype, str) or not dtype:
         raise ValueError(f"{where}: field 'dtype' must be a name such as 'bfloat16', got {dtype!r}")
@@ -133,47 +143,57 @@ def _finite(v: Any) -> bool:
 
 
 def _check_monotone(rows: list[dict[str, Any]], where: str, tolerance: float = 0.25) -> None:
-    """Reject a verify curve whose median falls by more than `tolerance` (relative) as B grows.
+    """Reject a verify grid whose median falls by more than `tolerance` (relative) as B grows at one
+    request count and context.
 
-    Small dips are measurement noise and are smoothed by the isotonic fit when loading a curve; a
-    large drop means a corrupt or mislabelled file.
+    Small dips are measurement noise and are smoothed by the isotonic fit of the step-cost model
+    (sparksched.cost); a large drop means a corrupt or mislabelled file. Rows of different request
+    counts are not compared: a step of more requests may cost more at the same B (KV reads).
     """
-    samples: dict[float, dict[float, list[float]]] = {}
+    samples: dict[tuple[float, float], dict[float, list[float]]] = {}
     for r in rows:
-        samples.setdefault(float(r["context"]), {}).setdefault(float(r["tokens"]), []).append(float(r["median_s"]))
-    # repeated rows at one (context, B) count by their mean, as ThroughputCurve.from_profile reads them
-    by_context = {ctx: {b: sum(v) / len(v) for b, v in pts.items()} for ctx, pts in samples.items()}
-    for ctx, pts in by_context.items():
-        if len(pts) < 2:
+        samples.setdefault((float(r["requests"]), float(r["context"])), {}).setdefault(
+            float(r["tokens"]), []).append(float(r["median_s"]))
+    # repeated rows at one point count by their mean, as the step-cost model reads them
+    by_point = {key: {b: sum(v) / len(v) for b, v in pts.items()} for key, pts in samples.items()}
+    batches: dict[float, set[float]] = {}
+    for (_, ctx), pts in by_point.items():
+        batches.setdefault(ctx, set()).update(pts)
+    for ctx, bs in batches.items():
+        if len(bs) < 2:
             raise ValueError(f"{where}: verify rows at context {ctx:g} measure one batch size (tokens="
-                             f"{next(iter(pts)):g}): a step-time curve needs at least two")
+                             f"{next(iter(bs)):g}): a step-time curve needs at least two")
+    for (n, ctx), pts in by_point.items():
         running_max, at = 0.0, 0.0
         for b in sorted(pts):
             if pts[b] < running_max * (1 - tolerance):
                 raise ValueError(f"{where}: verify step time decreases from {running_max:.6g} s at "
-                                 f"tokens={at:g} to {pts[b]:.6g} s at tokens={b:g} (context {ctx:g})")
+                                 f"tokens={at:g} to {pts[b]:.6g} s at tokens={b:g} (requests {n:g}, "
+                                 f"context {ctx:g})")
             if pts[b] > running_max:
                 running_max, at = pts[b], b
 
 
-def load_profile(source: str | Path | dict[str, Any]) -> dict[str, Any]:
-    """Read and validate a profile from a path (bundled names resolve) or an already parsed dict."""
+def read_json(path: Path, what: str) -> Any:
+    """Parsed JSON of `path`; a one-line ValueError naming the file (and the line) otherwise.
+
+    Only a regular file of at most MAX_PROFILE_BYTES is read (a FIFO or /dev/zero would never end);
+    undecodable bytes, deep nesting and integers of more than 4300 digits are named like syntax errors.
+    """
     from sparksched.io import check_input_file
 
-    if isinstance(source, dict):
-        return validate_profile(source)
-    path = check_input_file(resolve_profile(source), "profile", MAX_PROFILE_BYTES)
+    check_input_file(path, what, MAX_PROFILE_BYTES)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read profile: {exc.strerror}") from None
+        raise ValueError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}: line {line}: not valid UTF-8 (not a profile JSON file)") from None
+        raise ValueError(f"{path}: line {line}: not valid UTF-8 (not a {what} JSON file)") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
     except RecursionError:
@@ -182,6 +202,14 @@ def load_profile(source: str | Path | dict[str, Any]) -> dict[str, Any]:
         m = re.search(r"\d{4300,}", text)
         line = text.count("\n", 0, m.start()) + 1 if m else 1
         raise ValueError(f"{path}: line {line}: not valid JSON: an integer with more than 4300 digits") from None
+
+
+def load_profile(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Read and validate a profile from a path (bundled names resolve) or an already parsed dict."""
+    if isinstance(source, dict):
+        return validate_profile(source)
+    path = resolve_profile(source)
+    data = read_json(path, "profile")
     profile = validate_profile(data, str(path))
     profile["_source"] = str(path)
     return profile

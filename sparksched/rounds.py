@@ -104,8 +104,8 @@ def _check_row(row: Any, where: str, line: int, block: int | None) -> int:
         raise _bad(where, line, "request", "must be a non-empty string", row["request"])
     if not isinstance(row["domain"], str) or not row["domain"]:
         raise _bad(where, line, "domain", "must be a non-empty string", row["domain"])
-    if not _is_int(row["step"]) or row["step"] < 0:
-        raise _bad(where, line, "step", "must be an integer >= 0", row["step"])
+    if not _is_int(row["step"]) or not 0 <= row["step"] < 2**63:
+        raise _bad(where, line, "step", "must be an integer in [0, 2**63)", row["step"])
     conf = row["conf"]
     if not isinstance(conf, (list, tuple)) or not conf:
         raise _bad(where, line, "conf", "must be a non-empty list of numbers", conf)

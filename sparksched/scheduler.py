@@ -213,9 +213,34 @@ def step_time_table(curve: ThroughputCurve, max_tokens: int) -> np.ndarray:
     return step_times(curve, np.arange(max_tokens + 1))
 
 
-def _prepare_curve(curve: Any, need: int) -> ThroughputCurve | np.ndarray:
+def _prepare_curve(curve: Any, need: int, n: int = 1, extra: int = 0,
+                   context: float | None = None) -> ThroughputCurve | np.ndarray:
+    """The step's price as a 1-D ThroughputCurve or table indexed by B (need = entries it must cover).
+
+    A `sparksched.cost.StepCost` is sliced at this step's n requests and `context` (its table counts
+    `extra` prefill tokens as a fresh prompt chunk); a `StepPrice` is already one step's price (its
+    prefill is inside: extra must be 0); a curve with a context axis is read at `context`.
+    """
     if isinstance(curve, ThroughputCurve):
+        if curve.has_context:
+            if context is None:
+                raise ValueError(f"the curve has a context axis (contexts {curve.contexts.tolist()}): pass "
+                                 "context= (the batch's mean context, tokens)")
+            return curve.at_context(float(context))
         return curve
+    if type(curve).__name__ in ("StepCost", "StepPrice"):
+        from sparksched.cost import StepCost, StepPrice
+
+        if isinstance(curve, StepPrice):
+            if extra:
+                raise ValueError("a StepPrice holds its step's prefill already: extra_tokens must be 0")
+            return curve.table(need - 1)
+        if isinstance(curve, StepCost):
+            ctxs = curve.arrays.ctxs
+            if context is None and ctxs.size > 1:
+                raise ValueError(f"a StepCost prices by context (contexts {ctxs.tolist()}): pass context= (the "
+                                 "batch's mean context, tokens)")
+            return curve.table(max(n, 1), float(ctxs[0] if context is None else context), need - 1, extra)
     if _is_torch(curve):
         curve = curve.detach().cpu().numpy()
     if isinstance(curve, (np.ndarray, list, tuple)):
@@ -233,15 +258,18 @@ def _base_time(curve: ThroughputCurve | np.ndarray, b0: int) -> float:
 
 # ---------------------------------------------------------------------------------------- reference
 def schedule_reference(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any = None,
-                       extra_tokens: int = 0) -> np.ndarray:
+                       extra_tokens: int = 0, *, context: float | None = None) -> np.ndarray:
     """Plain-Python greedy with early stop: the specification the vectorised versions must match.
 
     Args:
         conf: [n, g] conditional survival probabilities c_{i,k} in [0, 1] (see module docstring
             for the confidence contract).
-        curve: ThroughputCurve, or a 1-D step-time table [max_B + 1] (seconds, indexed by B).
+        curve: the step's price: a ThroughputCurve, a 1-D step-time table [max_B + 1] (seconds,
+            indexed by B), a `sparksched.cost.StepCost` (sliced at this step's n and `context`) or
+            a `StepPrice` (one step's price, prefill and drafter included).
         drafted: [n] ints in [0, g], drafted tokens per request (default g for all).
         extra_tokens: non-speculative tokens sharing the step (chunked prefill), >= 0.
+        context: the batch's mean context (tokens), for a StepCost or a curve with a context axis.
 
     Returns:
         [n] int64 verify lengths l_i, prefix-closed, 0 <= l_i <= drafted_i.
@@ -257,7 +285,7 @@ def schedule_reference(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: 
     extra = check_extra(extra_tokens)
     rows = arr.tolist()
     counts = [g] * n if dr is None else dr.tolist()
-    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1, n, extra, context)
     lengths = [0] * n
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -337,7 +365,7 @@ def _scan(pool: np.ndarray, numerator0: int, times: np.ndarray, m: int) -> tuple
 
 
 def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any = None,
-                   extra_tokens: int = 0) -> np.ndarray:
+                   extra_tokens: int = 0, *, context: float | None = None) -> np.ndarray:
     """Vectorised greedy with early stop; equal to `schedule_reference` bit for bit.
 
     No Python loop over candidates: (1) a probe of the largest S_{i,1} returns at once when even
@@ -348,8 +376,9 @@ def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any 
     sum. Ties need no sort: the admitted set is every value above the last admitted one plus the
     first ties at it in (k, i) index order. Batches of at most 32 candidates use the scalar loop.
     Same arguments and result as the reference:
-    conf [n, g] float in [0, 1], curve (ThroughputCurve or table [max_B + 1]), drafted [n] ints,
-    extra_tokens int >= 0; returns [n] int64 lengths.
+    conf [n, g] float in [0, 1], curve (ThroughputCurve, table [max_B + 1], StepCost or StepPrice),
+    drafted [n] ints, extra_tokens int >= 0, context (tokens, for a StepCost or a context axis);
+    returns [n] int64 lengths.
 
     Example:
         >>> curve = ThroughputCurve.from_points([1, 256, 8192], [0.02, 0.02, 0.64])
@@ -359,17 +388,17 @@ def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any 
     arr = check_conf(conf)
     n, g = arr.shape
     if n * g <= _SMALL:  # tiny batches: the scalar loop has less overhead than array calls
-        return schedule_reference(arr, curve, drafted, extra_tokens)
-    return _schedule_vectorised(arr, curve, drafted, extra_tokens)
+        return schedule_reference(arr, curve, drafted, extra_tokens, context=context)
+    return _schedule_vectorised(arr, curve, drafted, extra_tokens, context)
 
 
-def _schedule_vectorised(arr: np.ndarray, curve: ThroughputCurve | np.ndarray, drafted: Any,
-                         extra_tokens: int) -> np.ndarray:
+def _schedule_vectorised(arr: np.ndarray, curve: Any, drafted: Any, extra_tokens: int,
+                         context: float | None = None) -> np.ndarray:
     """`schedule_numpy` without the small-batch hand-off (arr: a checked float64 [n, g])."""
     n, g = arr.shape
     dr = check_drafted(drafted, n, g)
     extra = check_extra(extra_tokens)
-    curve = _prepare_curve(curve, extra + n * (g + 1) + 1)
+    curve = _prepare_curve(curve, extra + n * (g + 1) + 1, n, extra, context)
     lengths = np.zeros(n, dtype=np.int64)
     b0 = extra + n
     if g == 0:
@@ -492,18 +521,23 @@ def schedule_torch(conf: torch.Tensor, table: torch.Tensor, drafted: torch.Tenso
 
 
 # ---------------------------------------------------------------------------------------- dispatch
-def schedule(conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0) -> Any:
+def schedule(conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0, *,
+             context: float | None = None) -> Any:
     """Verify lengths for one step by the non-anticipating greedy (DSpark Algorithm 1).
 
     Args:
         conf: [n, g] conditional survival probabilities c_{i,k} in [0, 1]: numpy array (or nested
             list) -> numpy path; torch tensor (any device) -> torch path on that device.
             Contract: c_{i,k} may use the context, hidden states, q_k and x_{<k}, never x_k.
-        curve: ThroughputCurve (step time in seconds vs batch tokens B) or a 1-D step-time table
-            [max_B + 1] indexed by B (numpy array, or a tensor for the torch path).
+        curve: the step's price: a ThroughputCurve (step time in seconds vs batch tokens B), a 1-D
+            step-time table [max_B + 1] indexed by B (numpy array, or a tensor for the torch path),
+            a `sparksched.cost.StepCost` (sliced at this step's n and `context`: the price of a
+            step depends on the number of requests and the context, not on B alone) or a
+            `StepPrice` (one step's price, prefill and drafter included).
         drafted: [n] drafted tokens per request, ints in [0, g] (default g).
         extra_tokens: non-speculative tokens in the same step (chunked prefill), int >= 0;
             B = extra_tokens + sum_i (1 + l_i).
+        context: the batch's mean context in tokens, for a StepCost or a curve with a context axis.
 
     Returns:
         [n] int64 verify lengths l_i (numpy array, or tensor on conf's device).
@@ -522,6 +556,8 @@ def schedule(conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0) 
             raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
         n, g = conf.shape
         need = check_extra(extra_tokens) + n * (g + 1)
+        if not _is_torch(curve):
+            curve = _prepare_curve(curve, need + 1, n, int(extra_tokens), context)
         if isinstance(curve, ThroughputCurve):
             table = torch.as_tensor(step_time_table(curve, need), device=conf.device)
         elif _is_torch(curve):
@@ -531,4 +567,4 @@ def schedule(conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0) 
         dr = drafted if drafted is None or _is_torch(drafted) else torch.as_tensor(
             np.asarray(drafted), device=conf.device)
         return schedule_torch(conf, table, dr, extra_tokens)
-    return schedule_numpy(conf, curve, drafted, extra_tokens)
+    return schedule_numpy(conf, curve, drafted, extra_tokens, context=context)

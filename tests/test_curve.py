@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sparksched import ThroughputCurve
 from sparksched.curve import curve_from_json
+from sparksched.profile import load_profile
 
 
 @st.composite
@@ -67,7 +68,10 @@ def test_extrapolation_modes():
     table = err.table(45)
     assert np.isinf(table[:10]).all() and np.isinf(table[41:]).all() and table[40] == 2.0
     steep_start = ThroughputCurve.from_points([10, 20], [1.0, 3.0], extrapolate="linear")
-    assert steep_start.step_time(0) == 0.0  # extends the first segment, floored at 0
+    # below the measured range the first value holds: extending the first segment would price a
+    # 1-token step near 0 s, as if a pass's fixed costs (weights, launches) vanished
+    assert steep_start.step_time(0) == 1.0 and steep_start.step_time(5) == 1.0
+    assert steep_start.table(3).tolist() == [1.0] * 4
 
 
 def _profile(contexts, seconds_by_context, tokens=(1, 64, 256)):
@@ -77,35 +81,53 @@ def _profile(contexts, seconds_by_context, tokens=(1, 64, 256)):
             "verify": rows}
 
 
+def _context_curve(extrapolate="linear"):
+    return ThroughputCurve([1, 64, 256], [[0.01, 0.01, 0.02], [0.02, 0.03, 0.06]], [512, 4096], extrapolate)
+
+
 def test_context_axis_blends_linearly_and_is_exact_at_measured_contexts():
-    curve = ThroughputCurve.from_profile(_profile([512, 4096], [[0.01, 0.01, 0.02], [0.02, 0.03, 0.06]]))
+    curve = _context_curve()
     assert curve.has_context
     np.testing.assert_allclose(curve.at_context(512).seconds[0], [0.01, 0.01, 0.02])
     np.testing.assert_allclose(curve.at_context(4096).seconds[0], [0.02, 0.03, 0.06])
     mid = (512 + 4096) / 2
     np.testing.assert_allclose(curve.at_context(mid).seconds[0], [0.015, 0.02, 0.04])
     assert curve.step_time(64, context=mid) == pytest.approx(0.02)
-    assert curve.step_time(64) == pytest.approx(0.01)  # no context: the first measured one
+    assert curve.step_time(64) == pytest.approx(0.01)  # no context: the first measured one (documented)
     assert not curve.at_context(mid).has_context
 
 
 def test_context_extrapolation_stays_valid():
-    curve = ThroughputCurve.from_profile(_profile([512, 1024], [[0.02, 0.02, 0.02], [0.01, 0.03, 0.06]]))
+    curve = ThroughputCurve([1, 64, 256], [[0.02, 0.02, 0.02], [0.01, 0.03, 0.06]], [512, 1024])
     far = curve.at_context(100_000)  # linear in L would drive small B below 0: must stay valid
     assert np.all(np.diff(far.seconds[0]) >= 0) and np.all(far.seconds[0] > 0)
-    clamp = ThroughputCurve.from_profile(_profile([512, 1024], [[0.01, 0.02, 0.03], [0.02, 0.03, 0.04]]),
-                                         extrapolate="clamp")
+    pts = [[0.01, 0.02, 0.03], [0.02, 0.03, 0.04]]
+    clamp = ThroughputCurve([1, 64, 256], pts, [512, 1024], "clamp")
     np.testing.assert_allclose(clamp.at_context(10_000).seconds[0], [0.02, 0.03, 0.04])
-    err = ThroughputCurve.from_profile(_profile([512, 1024], [[0.01, 0.02, 0.03], [0.02, 0.03, 0.04]]),
-                                       extrapolate="error")
+    err = ThroughputCurve([1, 64, 256], pts, [512, 1024], "error")
     with pytest.raises(ValueError, match="context 2000 outside the measured range"):
         err.at_context(2000)
 
 
+def test_from_profile_is_the_slice_at_requests_and_context():
+    """A profile's curve is the StepCost slice at one (n, L): exact at the grid, not a B-average."""
+    from sparksched.cost import StepCost
+
+    curve = ThroughputCurve.from_profile("h100-qwen3-8b-roofline", requests=64, context=2048)
+    assert curve == StepCost.from_profile("h100-qwen3-8b-roofline").curve(64, 2048)
+    assert curve.tokens.tolist() == [64.0, 128.0, 256.0, 512.0]
+    rows = {(r["requests"], r["tokens"]): r["median_s"] for r in load_profile("h100-qwen3-8b-roofline")["verify"]
+            if r["context"] == 2048}
+    np.testing.assert_array_equal(curve.seconds[0], [rows[(64, b)] for b in (64, 128, 256, 512)])
+    with pytest.raises(ValueError, match="pass requests= and context="):
+        ThroughputCurve.from_profile("h100-qwen3-8b-roofline")
+    assert ThroughputCurve.from_profile("h100-qwen3-8b-roofline", "clamp", requests=64, context=2048).extrapolate == "clamp"
+
+
 def test_from_profile_makes_noisy_medians_monotone_and_averages_repeats():
     prof = _profile([0], [[0.02, 0.018, 0.03]])
-    prof["verify"].append({"requests": 2, "tokens": 256, "context": 0, "median_s": 0.05})
-    curve = ThroughputCurve.from_profile(prof)
+    prof["verify"].append({"requests": 1, "tokens": 256, "context": 0, "median_s": 0.05})
+    curve = ThroughputCurve.from_profile(prof, requests=1, context=0)
     s = curve.seconds[0]
     assert np.all(np.diff(s) >= 0)
     assert s[0] == pytest.approx(0.019) and s[1] == pytest.approx(0.019)  # pooled, not max'ed
@@ -136,12 +158,7 @@ def test_bad_points(tokens, seconds, match):
 def test_bad_options_and_profiles():
     with pytest.raises(ValueError, match="extrapolate must be one of"):
         ThroughputCurve.from_points([1, 2], [1.0, 2.0], extrapolate="cubic")
-    curve = ThroughputCurve.from_profile(_profile([512, 1024], [[0.01, 0.02, 0.03], [0.02, 0.03, 0.04]]))
     with pytest.raises(ValueError, match="context must be a finite length >= 0, got -1"):
-        curve.at_context(-1)
-    prof = _profile([512, 1024], [[0.01, 0.02, 0.03], [0.02, 0.03, 0.04]])
-    prof["verify"].pop()  # the 1024 grid now lacks B = 256
-    with pytest.raises(ValueError, match="verify grid at context 1024"):
-        ThroughputCurve.from_profile(prof)
+        _context_curve().at_context(-1)
     with pytest.raises(ValueError, match="missing field 'verify'"):
-        ThroughputCurve.from_profile({"schema": 1, "device": {}, "model": {}, "dtype": "x"})
+        ThroughputCurve.from_profile({"schema": 1, "device": {}, "model": {}, "dtype": "x"}, requests=1, context=0)

@@ -15,6 +15,7 @@ import simulator.engine as engine_mod
 from simulator.backend import Draft, Requests, Verdict
 from simulator.config import SimConfig
 from simulator.run import simulate
+from sparksched.cost import StepPrice
 from sparksched.curve import ThroughputCurve
 
 CURVE = ThroughputCurve.from_points([1, 64, 256, 1024, 4096], [0.008, 0.009, 0.012, 0.030, 0.110])
@@ -229,14 +230,15 @@ def assert_same_run(fast, slow) -> None:
 @given(n=st.integers(1, 14), rate=st.floats(1.0, 300.0), seed=st.integers(0, 5),
        policy=st.sampled_from(["dspark", "mtp1", "static-2", "threshold-0.4", "verify-all", "none"]),
        max_running=st.integers(1, 7), kv=st.sampled_from([None, 60, 200]), chunk=st.sampled_from([64, 512]),
-       layout=st.sampled_from(["flat", "padded"]), horizon=st.sampled_from([None, 3.0]), data=st.data())
+       layout=st.sampled_from(["flat", "padded"]), horizon=st.sampled_from([None, 3.0]), split=st.booleans(),
+       data=st.data())
 def test_property_planned_epochs_equal_the_step_path(tmp_path, n, rate, seed, policy, max_running, kv, chunk,
-                                                      layout, horizon, data):
+                                                      layout, horizon, split, data):
     prompts = data.draw(st.lists(st.integers(1, 700), min_size=n, max_size=n))
     outputs = data.draw(st.lists(st.integers(1, 150), min_size=n, max_size=n))
     trace = make_trace(n, rate, prompts, outputs, seed=seed)
     kw = dict(policy=policy, max_running=max_running, kv_blocks=kv, seed=seed, prefill_chunk=chunk,
-              verify_layout=layout, horizon_s=horizon)
+              verify_layout=layout, horizon_s=horizon, disaggregated=split)
     fast = run(trace, tmp_path, **kw)
     engine_mod.Engine._epoch_plan, real = (lambda self, start: None), engine_mod.Engine._epoch_plan
     try:
@@ -312,25 +314,26 @@ def test_stale_capacity_depends_only_on_stale_confidences():
 
     seen = []
 
-    def plan(stale, curve, drafted, extra, draft_s):
+    def plan(stale, price, drafted):
         seen.append(stale.copy())
-        return plan_capacity(stale, curve, drafted, extra)
+        return plan_capacity(stale, price.curve, drafted)
 
     steep = ThroughputCurve.from_points([1, 8], [0.010, 0.030])  # each draft costs ~3 %: K depends on S
+    price = StepPrice(steep)
     pol = StaleCapacity("async-dspark", 8, 3, 2, plan, admit_top_k)
     slots, drafted = np.array([0, 1]), np.array([3, 3])
     rng = np.random.default_rng(0)
     history = [rng.uniform(0.3, 1.0, (2, 3)) for _ in range(6)]
     totals = []
     for t, conf in enumerate(history):
-        totals.append(int(pol.lengths(slots, conf, drafted, steep, 0, 0.0).sum()))
+        totals.append(int(pol.lengths(slots, conf, drafted, price).sum()))
         if t >= 2:
             np.testing.assert_array_equal(seen[t], history[t - 2])
     # replaying with different current confidences (same history two steps back) keeps every K
     pol2 = StaleCapacity("async-dspark", 8, 3, 2, plan, admit_top_k)
     for t, conf in enumerate(history):
         other = np.clip(conf[::-1] * 0.9, 0.01, 1.0) if t >= 4 else conf
-        k2 = int(pol2.lengths(slots, other, drafted, steep, 0, 0.0).sum())
+        k2 = int(pol2.lengths(slots, other, drafted, price).sum())
         if t >= 4:
             assert k2 == totals[t]
     # negative control: planning on the CURRENT confidences lets them change K
@@ -345,11 +348,11 @@ def test_sglang_adaptive_depth_follows_accepted_length():
     slots, drafted = np.arange(4), np.full(4, 7)
     assert pol.depth == 7
     for _ in range(30):  # almost nothing accepted: depth falls to 3, then 1
-        lengths = pol.lengths(slots, None, drafted, CURVE, 0, 0.0)
+        lengths = pol.lengths(slots, None, drafted, StepPrice(CURVE))
         pol.observe(slots, lengths, np.zeros(4, dtype=np.int64))
     assert pol.depth == 1
     for _ in range(30):  # everything accepted: depth climbs back
-        lengths = pol.lengths(slots, None, drafted, CURVE, 0, 0.0)
+        lengths = pol.lengths(slots, None, drafted, StepPrice(CURVE))
         pol.observe(slots, lengths, lengths)
     assert pol.depth == 7
     assert SGLangAdaptive(block=5).depths == [1, 3, 5]
@@ -379,3 +382,29 @@ def test_vllm_adaptive_plain_fallback_skips_the_drafter(tmp_path, monkeypatch):
     monkeypatch.setattr(pol.StaleCapacity, "skips_draft", lambda self, *a: False)
     _, dec2 = decode_steps()
     assert (dec2["draft_s"] > 0).all()
+
+
+def test_disaggregated_prefill_decodes_only(tmp_path, monkeypatch):
+    """With prefill on other instances a request joins with its prompt's KV and first token: no step
+    carries prefill tokens, every token is still emitted, TTFT is the wait to join, and the planned
+    epochs equal the step path."""
+    trace = make_trace(60, rate=25.0, prompt=[300, 1200, 2500] * 20, output=[1, 40, 150] * 20, seed=4)
+    split = run(trace, tmp_path, disaggregated=True, max_running=8)
+    check_invariants(split, trace)
+    assert split.summary["finished"] == 60
+    assert (split.steps["prefill_tokens"] == 0).all() and (split.steps["prefill_requests"] == 0).all()
+    one = split.requests.filter(pl.col("output_tokens") == 1)
+    assert one.height == 20 and (one["finish_s"] == one["first_token_s"]).all()  # done as they join
+    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, start: None)
+    slow = run(trace, tmp_path, disaggregated=True, max_running=8)
+    monkeypatch.undo()
+    assert_same_run(split, slow)
+    # negative control: the same trace with prefill in the engine pays for it
+    joint = run(trace, tmp_path, max_running=8)
+    assert (joint.steps["prefill_tokens"] > 0).any()
+    assert joint.requests["ttft_s"].mean() > split.requests["ttft_s"].mean()
+
+
+def test_disaggregated_refuses_the_measured_clock():
+    with pytest.raises(ValueError, match="disaggregated: the measured clock"):
+        SimConfig(disaggregated=True, clock="measured")

@@ -48,6 +48,13 @@ from simulator.config import SimConfig
 from simulator.policies import make_policy
 from sparksched.async_scheduler import admit_top_k
 from sparksched.budget import plan_budget
+from sparksched.cost import StepPrice
+
+
+def _price(curve, extra: int = 0, draft_s: float = 0.0) -> StepPrice:
+    """What the engine hands a policy: the verify slice, a prefill chunk's seconds (here 10 ms per
+    `extra` token: any constant the current tokens cannot move) and the drafter's seconds."""
+    return StepPrice(curve, 0.01 * extra, draft_s)
 
 
 def _warmed(name: str, block: int, n: int, seed: int, steps: int = 12):
@@ -59,7 +66,7 @@ def _warmed(name: str, block: int, n: int, seed: int, steps: int = 12):
     for _ in range(steps):
         conf = r.random((n, block))
         drafted = np.full(n, block)
-        lengths = pol.lengths(slots, conf, drafted, curve, 0, 0.0)
+        lengths = pol.lengths(slots, conf, drafted, _price(curve))
         pol.observe(slots, lengths, np.minimum(lengths, r.integers(0, block + 1, n)))
     return pol
 
@@ -70,7 +77,7 @@ def _frozen(pol, curve, extra: int, draft_s: float = 0.0):
     def policy(conf: np.ndarray) -> np.ndarray:
         p = copy.deepcopy(pol)
         n, g = conf.shape
-        return p.lengths(np.arange(n), conf, np.full(n, g), curve, extra, draft_s)
+        return p.lengths(np.arange(n), conf, np.full(n, g), _price(curve, extra, draft_s))
 
     return policy
 
@@ -144,7 +151,7 @@ def test_sglang_depth_moves_with_the_accepted_length():
     slots, conf, drafted = np.arange(4), np.ones((4, 7)), np.full(4, 7)
     depths = []
     for accepted in [0] * 40 + [7] * 40:
-        lengths = pol.lengths(slots, conf, drafted, APPENDIX_A_CURVE, 0, 0.0)
+        lengths = pol.lengths(slots, conf, drafted, _price(APPENDIX_A_CURVE))
         depths.append(int(lengths[0]))
         pol.observe(slots, lengths, np.minimum(lengths, accepted))
     assert depths[0] == 7 and min(depths) == 1 and depths[-1] > 1
@@ -173,7 +180,7 @@ def test_policies_respect_drafted_and_prefix(name):
     pol = _warmed(name, 4, 3, seed=1)
     conf = np.random.default_rng(2).random((3, 4))
     drafted = np.array([4, 2, 0])
-    lengths = pol.lengths(np.arange(3), conf, drafted, APPENDIX_A_CURVE, 0, 0.0)
+    lengths = pol.lengths(np.arange(3), conf, drafted, _price(APPENDIX_A_CURVE))
     assert np.all(lengths <= drafted) and np.all(lengths >= 0)
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from simulator.epoch import policy_code, step_lengths
 from sparksched import schedule
+from sparksched.cost import StepPrice
 from sparksched.curve import ThroughputCurve
 from sparksched.policies import static, threshold, verify_all
 
@@ -22,44 +23,49 @@ def batches(draw):
     idx = np.asarray(draw(st.lists(st.integers(0, levels.size - 1), min_size=n * g, max_size=n * g)))
     conf = levels[idx].reshape(n, g)
     drafted = np.asarray(draw(st.lists(st.integers(0, g), min_size=n, max_size=n)), dtype=np.int64)
-    extra = draw(st.integers(0, 40))
+    prefill_s = draw(st.sampled_from([0.0, 0.002, 0.0173]))
     draft_s = draw(st.sampled_from([0.0, 0.003, 0.0101]))
-    # flat, then a cliff, then flat again: the shape where the early stop matters
+    # flat, then a cliff, then flat again: the shape where the early stop matters; sometimes a
+    # KV limit inside the block (inf past it)
     cliff = draw(st.integers(2, 60))
     xs = [1.0, float(cliff), float(cliff + 1), 4096.0]
     ys = [0.010, 0.010, draw(st.sampled_from([0.011, 0.02, 0.05])), 0.6]
-    return conf, drafted, extra, draft_s, ThroughputCurve.from_points(xs, ys)
+    cap = draw(st.sampled_from([np.inf, float(n + draw(st.integers(0, n * g)))]))
+    return conf, drafted, StepPrice(ThroughputCurve.from_points(xs, ys), prefill_s, draft_s, cap)
 
 
-def compiled(kind, param, conf, drafted, curve, extra, draft_s=0.0):
+def compiled(kind, param, conf, drafted, price):
     n, g = conf.shape
     code = policy_code(kind, param, g)
     out = np.full(n, -1, dtype=np.int64)
-    step_lengths(code[0], code[1], conf, drafted, np.arange(n, dtype=np.int64),
-                 curve.table(extra + n * (g + 1) + 1), draft_s, extra, out)
+    c = price.curve
+    step_lengths(code[0], code[1], conf, drafted, np.arange(n, dtype=np.int64), c.tokens, c.seconds[0],
+                 c.extrapolate == "linear", price.max_tokens, price.draft_seconds + price.fixed_seconds, out)
     return out
 
 
 @settings(max_examples=200, deadline=None)
 @given(batches())
 def test_compiled_dspark_equals_library_schedule(case):
-    conf, drafted, extra, draft_s, curve = case
+    """The engine's compiled greedy on the step's price == the library's schedule on its table."""
+    conf, drafted, price = case
     n, g = conf.shape
-    want = schedule(conf, curve.table(extra + n * (g + 1) + 1) + draft_s, drafted, extra)  # drafter: constant in B
-    np.testing.assert_array_equal(compiled("dspark", None, conf, drafted, curve, extra, draft_s), want)
+    want = schedule(conf, price.table(n * (g + 1) + 1), drafted)  # prefill and drafter: constant in B
+    np.testing.assert_array_equal(compiled("dspark", None, conf, drafted, price), want)
 
 
 @settings(max_examples=80, deadline=None)
 @given(batches(), st.sampled_from([0.0, 0.3, 0.5, 0.81, 1.0]), st.integers(0, 8))
 def test_compiled_baselines_equal_library_policies(case, tau, k):
-    conf, drafted, extra, _, curve = case
-    np.testing.assert_array_equal(compiled("threshold", tau, conf, drafted, curve, extra),
+    conf, drafted, price = case
+    curve, extra = price.curve, 0
+    np.testing.assert_array_equal(compiled("threshold", tau, conf, drafted, price),
                                   threshold(tau)(conf, curve, drafted, extra))
-    np.testing.assert_array_equal(compiled("static", k, conf, drafted, curve, extra),
+    np.testing.assert_array_equal(compiled("static", k, conf, drafted, price),
                                   static(k)(conf, curve, drafted, extra))
-    np.testing.assert_array_equal(compiled("verify-all", None, conf, drafted, curve, extra),
+    np.testing.assert_array_equal(compiled("verify-all", None, conf, drafted, price),
                                   verify_all(conf, curve, drafted, extra))
-    np.testing.assert_array_equal(compiled("none", None, conf, drafted, curve, extra), np.zeros(conf.shape[0]))
+    np.testing.assert_array_equal(compiled("none", None, conf, drafted, price), np.zeros(conf.shape[0]))
 
 
 def _no_early_stop(conf, drafted, table, extra):
@@ -83,7 +89,7 @@ def test_negative_control_global_search_differs_from_library():
     conf = np.array([[0.8, 0.9]])
     drafted = np.array([2])
     want = schedule(conf, curve, drafted)
-    assert np.array_equal(compiled("dspark", None, conf, drafted, curve, 0), want)
+    assert np.array_equal(compiled("dspark", None, conf, drafted, StepPrice(curve)), want)
     assert not np.array_equal(_no_early_stop(conf, drafted, curve.table(8), 0), want)
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sparksched.cost import StepCost
 from sparksched.curve import ThroughputCurve
 from sparksched.export import expected_tokens, vllm_cost_curves, vllm_cost_table, vllm_dynamic_k_table
 
@@ -37,9 +38,33 @@ def test_cost_curves_default_block_is_the_largest_and_a_missing_block_is_an_erro
 
 
 def test_cost_table_without_capture_sizes_is_the_curve_in_ms():
-    curve = ThroughputCurve.from_profile(_profile()).at_context(0)
+    curve = StepCost.from_profile(_profile()).curve(1, 0)  # one request count: priced by batch tokens
     table = vllm_cost_table(_profile(), 300)
     np.testing.assert_allclose(table, curve.table(300) * 1e3)
+
+
+def test_verify_entries_are_vllms_dummy_steps_on_a_request_grid():
+    """Entry B is the step of min(B, max_num_seqs) requests (vLLM's dummy batches), not a B-average."""
+    cost = StepCost.from_profile("h100-qwen3-8b-roofline")
+    out = dict((b, ms) for b, ms in vllm_cost_curves(cost, context=512, max_num_seqs=64)["verify_curve"])
+    assert out[64] == pytest.approx(1e3 * float(cost.verify_seconds(64, 64, 512)))
+    assert out[512] == pytest.approx(1e3 * float(cost.verify_seconds(64, 512, 512)))  # 64 requests x 8 tokens
+    assert max(out) == 64 * 8
+    table = vllm_cost_table(cost, 600, context=512, max_num_seqs=64)
+    assert table[32] == pytest.approx(1e3 * float(cost.verify_seconds(32, 32, 512)))
+    assert table[300] == pytest.approx(1e3 * float(cost.verify_seconds(64, 300, 512)))
+    # negative control: the same B spread over fewer requests is cheaper (KV reads), so the ray matters
+    assert table[64] > 1e3 * float(cost.verify_seconds(8, 64, 512))
+
+
+def test_dynamic_k_prices_each_concurrency_at_its_own_requests():
+    cost = StepCost.from_profile("h100-qwen3-8b-roofline")
+    table = vllm_dynamic_k_table(cost, 0.75, 64, 4, context=2048)
+    for start, end, k in table:
+        for b in (start, end):
+            rates = [b * expected_tokens(0.75, kk) / (float(cost.verify_seconds(b, b * (1 + kk), 2048))
+                                                      + cost.draft_seconds(b, kk, 2048)) for kk in range(5)]
+            assert rates[k] == pytest.approx(max(rates))
 
 
 def test_cost_table_pads_to_the_next_capture_size_then_follows_the_curve():

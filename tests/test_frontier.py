@@ -257,3 +257,21 @@ def test_sla_breaking_load():
                            "user_tps_p50": [100.0, 50.0, 90.0]})
     r = sla_breaking_load(wobbly, 80.0).row(0, named=True)
     assert r["first_fail_load"] == 2.0 and r["crossing_load"] == pytest.approx(1.4)
+
+
+def test_goodput_table_answers_per_policy():
+    from simulator.frontier import goodput_table
+
+    rows = pl.DataFrame({
+        "policy": ["a", "a", "a", "b", "b"], "max_running": [4, 16, 64, 4, 16], "rate_scale": [1.0] * 5,
+        "request_goodput": [5.0, 8.0, 6.0, 4.0, 3.0], "dspark_slo_attainment": [0.99, 0.92, 0.5, 0.95, 0.6],
+        "output_throughput": [1000.0, 1900.0, 2500.0, 900.0, 1500.0]})
+    t = goodput_table(rows, attainment=0.9, baseline="b")
+    a, b = (t.filter(pl.col("policy") == p).row(0, named=True) for p in ("a", "b"))
+    assert a["best_goodput"] == 8.0 and a["best_max_running"] == 16 and a["attainment_there"] == 0.92
+    assert a["throughput_at_slo"] == 1900.0 and a["slo_max_running"] == 16  # 2500 misses the attainment
+    assert b["throughput_at_slo"] == 900.0 and a["ratio"] == pytest.approx(1900 / 900) and b["ratio"] is None
+    strict = goodput_table(rows, attainment=0.999, baseline="b")
+    assert strict["throughput_at_slo"].to_list() == [None, None]
+    with pytest.raises(ValueError, match="sweep with --goodput"):
+        goodput_table(rows.drop("request_goodput"))

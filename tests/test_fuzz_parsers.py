@@ -206,19 +206,19 @@ def _profile_bytes() -> st.SearchStrategy[bytes]:
 
 def _parse_profile(path: Path):
     from simulator.run import derive_kv_blocks
-    from sparksched.curve import ThroughputCurve
+    from sparksched.cost import StepCost
     from sparksched.profile import load_profile
 
     profile = load_profile(path)
-    curve = ThroughputCurve.from_profile(profile)  # what simulate builds from it, same errors
+    cost = StepCost.from_profile(profile)  # what simulate builds from it, same errors
     blocks, _ = derive_kv_blocks(profile, 16)
-    return profile, curve, blocks
+    return profile, cost, blocks
 
 
 def _check_profile(result) -> None:
-    _, curve, blocks = result
-    assert np.all(np.isfinite(curve.seconds)) and np.all(np.diff(curve.seconds, axis=1) >= 0)
-    assert blocks >= 1
+    _, cost, blocks = result
+    t = [cost.step_seconds(n, n * t, 256.0) for n in (1, 4) for t in (1, 2, 4)]
+    assert all(x > 0 for x in t) and blocks >= 1
 
 
 def _round_record(i: int, draw) -> dict[str, Any]:

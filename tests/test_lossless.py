@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from sparksched import ThroughputCurve, schedule, schedule_reference
@@ -418,3 +418,73 @@ def test_appendix_a_async_capacity_from_stale_confidences_is_exact():
     assert k_total == 2
     law = _appendix_a_law(lambda c: admit_top_k(c, k_total))
     np.testing.assert_allclose(law, [0.7, 0.3], atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------- StepCost
+@st.composite
+def worlds_and_costs(draw, max_vocab: int = 4, max_block: int = 3, max_others: int = 2):
+    """A world and a step-cost surface whose slice depends on the batch's request count and on a
+    context drawn for the world (known before the round drafts): flat stretches and cliffs in t,
+    a different shape at each n and L, sometimes a KV limit inside the batch."""
+    from sparksched import StepCost
+
+    vocab = draw(st.integers(1, max_vocab))
+    block = draw(st.integers(1, max_block))
+    others = draw(st.integers(0, max_others))
+    seed = draw(st.integers(0, 2**32 - 1))
+    per = list(range(1, block + 2))
+    rows = []
+    for ctx in (8, 64):
+        for n in (1, 2, 3):
+            steps = draw(st.lists(st.sampled_from([0.0, 0.0, 0.02, 0.1, 0.7, 2.0]), min_size=len(per),
+                                  max_size=len(per)))
+            base = draw(st.sampled_from([0.5, 1.0, 3.0])) * (1 + n / 4) * (1 + ctx / 64)
+            rows += [{"requests": n, "tokens": n * t, "tokens_per_request": t, "context": ctx, "median_s": float(s)}
+                     for t, s in zip(per, base + np.cumsum(steps))]
+    prof = {"schema": 1, "device": {"name": "toy"}, "model": {"preset": "toy"}, "dtype": "float32", "verify": rows}
+    if draw(st.booleans()):  # a KV limit: some wide steps at the long context do not fit
+        limit = draw(st.integers(3 * 8 + 3, 3 * 64 + 3 * len(per)))
+        for r in rows:
+            r["fits"] = r["requests"] * r["context"] + r["tokens"] <= max(limit, 64 + len(per))
+    context = draw(st.sampled_from([8.0, 20.0, 64.0, 100.0]))
+    cost = StepCost.from_profile(prof)
+    assume(cost.max_batch_tokens(others + 1, context) >= others + 1)  # the anchors alone must fit
+    return World(seed, vocab, block, others), cost, context
+
+
+@FAST
+@given(worlds_and_costs())
+def test_greedy_on_a_step_cost_surface_is_lossless(wcc):
+    """The slice at the step's own n (from the batch) and context (fixed before drafting) keeps the
+    greedy exact: the slice never reads a draft token."""
+    world, cost, ctx = wcc
+    policy = lambda conf: schedule(conf, cost, context=ctx)
+    assert max_law_error(world, policy, tokens=2) < TOL
+
+
+@FEW
+@given(worlds_and_costs(max_vocab=3, max_block=2), st.integers(0, 2**32 - 1))
+def test_async_top_k_on_a_step_cost_surface_is_lossless(wcc, stale_seed):
+    world, cost, ctx = wcc
+    stale = np.random.default_rng(stale_seed).random((world.others + 1, world.block))
+    k_total = plan_capacity(stale, cost, context=ctx)
+    assert max_law_error(world, lambda conf: admit_top_k(conf, k_total), tokens=2) < TOL
+
+
+def test_negative_control_global_search_on_a_step_cost_slice_is_biased():
+    """The same surface does not save a search that looks past a non-improving candidate."""
+    from sparksched import StepCost
+
+    worst_global, worst_greedy = 0.0, 0.0
+    for world, curve in _cliff_cases(cheat=False):
+        # a surface whose slice at n = 1 is the cliff curve, and a dearer one at n = 2
+        rows = [{"requests": n, "tokens": n * t, "tokens_per_request": t, "context": 16,
+                 "median_s": float(s * n)} for n in (1, 2) for t, s in zip((1, 2, 3), curve.seconds[0])]
+        cost = StepCost.from_profile({"schema": 1, "device": {}, "model": {}, "dtype": "x", "verify": rows})
+        sliced = cost.curve(1, 16.0)
+        np.testing.assert_array_equal(sliced.seconds[0], curve.seconds[0])
+        worst_global = max(worst_global, max_law_error(world, global_search(sliced), tokens=1))
+        worst_greedy = max(worst_greedy, max_law_error(world, lambda c, k=cost: schedule(c, k, context=16.0),
+                                                       tokens=1))
+    assert worst_greedy < TOL
+    assert worst_global > 0.05, worst_global

@@ -55,11 +55,11 @@ def test_roofline_then_show_writes_png_and_check_prints_errors(tmp_path: Path) -
     assert Path("est.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = runner.invoke(main, ["profile", "check", "est.json"])
     assert r.exit_code == 0, r.output
-    assert "leave-one-B-out" in r.output and "median rel. error=" in r.output
+    assert "leave-one-tokens-out" in r.output and "median rel. error=" in r.output
     assert "leave-one-context-out" in r.output
     r = runner.invoke(main, ["profile", "check", "est.json", "--json"])
     summary = json.loads(r.output)
-    assert summary["B"]["points"] > 0 and summary["all"]["max"] >= summary["all"]["median"] >= 0
+    assert summary["tokens"]["points"] > 0 and summary["all"]["max"] >= summary["all"]["median"] >= 0
 
 
 def test_cpu_measure_via_cli(tmp_path: Path) -> None:
@@ -73,6 +73,14 @@ def test_cpu_measure_via_cli(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--roofline", "b300", "-o", "x.json"], "unknown roofline device 'b300'"),
     (["--roofline", "h100", "--model", "gpt-9", "-o", "x.json"], "unknown model preset 'gpt-9'"),
+    (["--roofline", "h100", "--model", "deepseek-v3", "--dtype", "bf16", "--gpus", "8", "--ep", "8", "-o", "x.json"],
+     "deepseek-v3 (bfloat16) does not fit: "),
+    (["--roofline", "h100", "--model", "qwen3-8b", "--gpus", "8", "--tp", "4", "-o", "x.json"],
+     "without --dp-attention one engine's attention spans all GPUs"),
+    (["--roofline", "h100", "--model", "qwen3-8b", "--ep", "2", "--gpus", "2", "-o", "x.json"], "qwen3-8b is dense"),
+    (["--roofline", "h100", "--dtype", "int3", "-o", "x.json"], "unknown dtype 'int3'"),
+    (["--roofline", "h100", "--model", "no/config.json", "-o", "x.json"], "--model no/config.json: no such file"),
+    (["--device", "cpu", "--gpus", "2", "-o", "x.json"], "--gpus: only with --roofline"),
     (["--roofline", "h100", "--requests", "1,two", "-o", "x.json"], "--requests: 'two' is not an integer"),
     (["--roofline", "h100", "-o", "no/such/dir/x.json"], "does not exist"),
     (["--device", "cpu", "--dtype", "int3", "-o", "x.json"], "--dtype 'int3'"),
@@ -83,6 +91,38 @@ def test_bad_options_are_one_line_and_write_nothing(tmp_path: Path, args: list[s
     result, files = _run(args, tmp_path)
     assert message in _one_line_error(result)
     assert files == []
+
+
+def test_roofline_deepseek_on_8_h200_with_ep8(tmp_path: Path) -> None:
+    result, files = _run(["--roofline", "h200", "--model", "deepseek-v3", "--gpus", "8", "--ep", "8", "-o", "f.json"],
+                         tmp_path)
+    assert result.exit_code == 0, result.output
+    assert files == ["f.json"] and "float8 weights" in result.output and "ep 8" in result.output
+    prof = load_profile("f.json")
+    dep = prof["deployment"]
+    assert (dep["gpus"], dep["tp"], dep["ep"], prof["dtype"]) == (8, 8, 8, "float8")
+    assert dep["kv_capacity_tokens"] > 100_000 and prof["model"]["attention"] == "mla"
+    row = prof["verify"][0]
+    assert row["tokens_per_s_per_gpu"] == pytest.approx(row["tokens_per_s"] / 8, rel=1e-5)
+    assert {r["family"] for r in prof["draft_families"]} == {"dspark", "dflash", "mtp1", "eagle3"}
+    assert prof["drafter"]["layers"] == 3 and prof["drafter"]["window"] == 128
+
+
+def test_roofline_from_a_qwen3_moe_config_json(tmp_path: Path) -> None:
+    from profiler.model_presets import MODEL_PRESETS
+
+    QWEN3_30B_A3B = MODEL_PRESETS["qwen3-30b-a3b"]  # the public config.json fields
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_30B_A3B))
+    result, files = _run(["--roofline", "h100", "--model", "config.json", "--requests", "1,8,64", "-o", "q.json"],
+                         tmp_path)
+    assert result.exit_code == 0, result.output
+    prof = load_profile("q.json")
+    assert prof["model"]["n_routed_experts"] == 128 and prof["dtype"] == "bfloat16"
+    assert prof["model"]["parameters"] == pytest.approx(30.5e9, rel=0.01)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**QWEN3_30B_A3B, "model_type": "jamba"}))
+    result, files = _run(["--roofline", "h100", "--model", str(bad), "-o", "j.json"], tmp_path)
+    assert "field 'model_type': 'jamba' is not supported" in _one_line_error(result) and "j.json" not in files
 
 
 def test_check_and_show_report_bad_files_in_one_line(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from profiler.grid import Grid, parse_int_list
 from profiler.roofline import DEVICES, get_device_spec, roofline_profile, verify_cost
 from profiler.run import complete_grid, measure_profile, monotone_violations, write_json_atomic, write_profile
 from profiler.timer import summarize, time_fn
-from sparksched.curve import ThroughputCurve, _pav, isotonic_non_decreasing
+from sparksched.cost import StepCost
+from sparksched.curve import _pav, isotonic_non_decreasing
 from sparksched.models.presets import get_preset
 from sparksched.profile import load_profile
 
@@ -64,7 +65,10 @@ def test_complete_grid_drops_batch_sizes_missing_at_a_context() -> None:
 
 def test_monotone_violations_flags_the_drop_and_the_peak() -> None:
     rows = [{"context": 0, "tokens": b, "median_s": s} for b, s in [(1, 1.0), (2, 2.0), (4, 1.0), (8, 3.0)]]
-    assert monotone_violations(rows) == {(0, 2), (0, 4)}
+    assert monotone_violations(rows) == {(1, 0, 2), (1, 0, 4)}
+    # rows of another request count are not compared with these (more requests may cost more)
+    more = [{"requests": 8, "context": 0, "tokens": 8 * b, "median_s": 5.0} for b in (1, 2)]
+    assert monotone_violations([dict(r, median_s=float(r["tokens"])) for r in rows] + more) == set()
     assert monotone_violations([dict(r, median_s=float(r["tokens"])) for r in rows]) == set()
 
 
@@ -104,9 +108,9 @@ def test_cpu_profile_end_to_end(cpu_profile: dict, tmp_path: Path) -> None:
     assert prof["draft"][0]["backbone_s"] > 0 and prof["draft"][0]["head_s"] > 0
     assert prof["drafter"]["implementation"] == "sparksched.models.drafter.DSparkDrafter"
     assert prof["prefill"][0]["prompt_tokens"] == 8
-    curve = ThroughputCurve.from_profile(path)
-    assert curve.contexts.tolist() == [8.0, 64.0] and curve.tokens.tolist() == [1.0, 8.0, 64.0]
-    assert np.all(np.diff(curve.seconds, axis=1) >= 0)
+    cost = StepCost.from_profile(path)
+    assert cost.arrays.ctxs.tolist() == [8.0, 64.0] and cost.arrays.reqs.tolist() == [1.0, 8.0]
+    assert cost.arrays.knots.tolist() == [1.0, 8.0] and np.all(np.diff(cost.arrays.secs, axis=2) >= 0)
 
 
 def test_write_is_atomic(tmp_path: Path) -> None:
@@ -218,13 +222,20 @@ def test_roofline_profile_validates_and_loads(tmp_path: Path) -> None:
     assert prof["kind"] == "estimated"
     fits = {(r["requests"], r["context"]): r["fits"] for r in prof["verify"]}
     assert fits[(1, 512)] and not fits[(64, 8192)]  # 64 x 8 K tokens of KV + weights exceed 80 GB
-    curve = ThroughputCurve.from_profile(write_profile(prof, tmp_path / "est.json"))
-    assert curve.step_time(1, 512) == pytest.approx(verify_cost(QWEN8, 1, 1, 512).seconds(get_device_spec("h100")))
+    cost = StepCost.from_profile(write_profile(prof, tmp_path / "est.json"))
+    h100 = get_device_spec("h100")
+    # exact at the grid's rows (the roofline writes 6 significant digits)
+    rows = {(r["requests"], r["tokens"], r["context"]): r["median_s"] for r in load_profile(tmp_path / "est.json")["verify"]}
+    assert float(cost.verify_seconds(1, 1, 512)) == rows[(1, 1, 512)]
+    assert float(cost.verify_seconds(8, 64, 8192)) == rows[(8, 64, 8192)]
+    assert rows[(8, 64, 8192)] == pytest.approx(verify_cost(QWEN8, 8, 8, 8192).seconds(h100), rel=1e-5)
+    assert not np.isfinite(cost.verify_seconds(64, 64, 8192)) and "KV tokens" in cost.why(64, 64, 8192)
 
 
 def test_bundled_roofline_default() -> None:
-    curve = ThroughputCurve.from_profile("h100-qwen3-8b-roofline")
-    assert curve.max_tokens >= 1024 and {512.0, 2048.0, 8192.0} <= set(curve.contexts.tolist())
+    cost = StepCost.from_profile("h100-qwen3-8b-roofline")
+    a = cost.arrays
+    assert a.reqs[-1] * a.knots[-1] >= 1024 and {512.0, 2048.0, 8192.0} <= set(a.ctxs.tolist())
     assert load_profile("h100-qwen3-8b-roofline")["kind"] == "estimated"
 
 
@@ -237,19 +248,34 @@ def test_check_is_exact_on_a_piecewise_linear_profile() -> None:
     for r in prof["verify"]:
         r["median_s"] = 1e-3 * (1 + 0.01 * r["tokens"] + 1e-4 * r["context"])
     report = check_profile(prof)
-    assert report.summary()["all"]["max"] < 1e-9
-    # negative control: a kink at one interior B is caught
+    assert report.summary()["context"]["points"] > 0 and report.summary()["all"]["max"] < 1e-9
+    # negative control: a kink at the interior context is caught
     for r in prof["verify"]:
-        if r["tokens"] == 8:
+        if r["tokens"] == 8 and r["context"] == 64:
             r["median_s"] *= 1.5
-    assert check_profile(prof).summary()["B"]["max"] > 0.2
+    assert check_profile(prof).summary()["context"]["max"] > 0.2
+
+
+def test_check_holds_out_requests_and_tokens_per_request() -> None:
+    """n x t x L linear-in-each grid: every leave-one-out is exact; a kink at one n is caught."""
+    grid = Grid(requests=(1, 4, 16), tokens_per_request=(1, 2, 8), contexts=(64,), prompts=(8,),
+                draft_requests=(1,), blocks=(3,), draft_context=8)
+    prof = roofline_profile("h100", get_preset("tiny"), grid, "bfloat16")
+    for r in prof["verify"]:
+        r["median_s"] = 1e-3 * (1 + 0.01 * r["tokens"] + 0.02 * r["requests"])
+    s = check_profile(prof).summary()
+    assert s["requests"]["points"] == 3 and s["tokens"]["points"] == 3 and s["all"]["max"] < 1e-9
+    for r in prof["verify"]:
+        if r["requests"] == 4:
+            r["median_s"] *= 1.3
+    assert check_profile(prof).summary()["requests"]["max"] > 0.2
 
 
 def test_compare_roofline_against_itself_and_other_device() -> None:
     prof = roofline_profile("h100", QWEN8, Grid(requests=(1, 8), tokens_per_request=(1, 4), contexts=(512,)))
     prof["device"]["name"] = "NVIDIA H100 80GB HBM3"
     assert guess_device_key(prof["device"]) == "h100"
-    assert compare(prof).summary()["max"] < 1e-12
+    assert compare(prof).summary()["max"] < 1e-5  # the profile keeps 6 significant digits
     assert compare(prof, "a100").summary()["median"] > 0.3
 
 

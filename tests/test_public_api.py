@@ -31,16 +31,17 @@ PUBLIC = sorted([
     "static", "threshold", "verify_all",
     # verifier
     "VerifyResult", "verify",
-    # throughput curve
-    "ThroughputCurve",
+    # the price of a step (by requests, batch tokens and context) and its 1-D slice
+    "StepCost", "StepPrice", "ThroughputCurve",
     # calibration (STS)
     "CalibrationReport", "apply_sts", "calibration_report", "expected_calibration_error", "fit_sts", "roc_auc",
     # engine layouts
     "PaddedBatch", "compact_vllm_flat", "mrv2_cu_num_logits", "mrv2_to_padded", "schedule_mrv2",
     "schedule_sglang", "schedule_vllm_flat", "sglang_to_padded", "verify_mrv2", "verify_sglang",
     "verify_vllm_flat", "vllm_flat_to_padded",
-    # exporters
+    # exporters and importers of the engines' table formats
     "vllm_cost_curves", "vllm_cost_table", "vllm_dynamic_k_table",
+    "read_sglang_table", "sglang_additive_table", "sglang_sps_table",
     # recorded rounds (the file format engines log rounds in; the simulator and STS read it)
     "Rounds", "RoundsWriter", "read_rounds", "write_rounds",
 ])

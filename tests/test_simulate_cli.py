@@ -10,20 +10,107 @@ from click.testing import CliRunner
 
 from sparksched.cli import main
 
+OUTPUTS = ["acceptance.parquet", "acceptance_by_position.png", "budget.parquet", "latency_cdf.png",
+           "report.html", "requests.parquet", "result.json", "rounds.parquet", "scenario.toml", "steps.parquet",
+           "summary.json", "timeline.json", "timeseries.png"]
+
 
 def test_simulate_bundled_trace_writes_results(tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--max-requests", "40", "--policy", "static-3",
-                                    "--no-progress", "-o", str(out)])
+                                    "--timeline", "--no-progress", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "throughput" in res.output and "per-user tok/s" in res.output and "static-3" in res.output
-    assert sorted(p.name for p in out.iterdir()) == ["acceptance.parquet", "budget.parquet", "manifest.json",
-                                                     "requests.parquet", "rounds.parquet", "steps.parquet",
-                                                     "summary.json"]
+    assert "TTFT mean / median / P90 / P99" in res.output and " ms" in res.output
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, "manifest.json"])
     doc = json.loads((out / "summary.json").read_text())
     assert doc["summary"]["finished"] == 40 and doc["config"]["policy"] == "static-3"
     req = pl.read_parquet(out / "requests.parquet")
     assert req.height == 40 and (req["emitted_tokens"] == req["output_tokens"]).all()
+
+
+def test_result_json_is_consistent_with_the_parquet_tables(tmp_path):
+    """The issue's check, through the CLI: result.json against requests.parquet and rounds.parquet."""
+    import numpy as np
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--max-requests", "80", "--timeline",
+                                    "--no-report", "-q", "-o", str(out)])
+    assert res.exit_code == 0 and res.output == "", res.output
+    result = json.loads((out / "result.json").read_text())
+    req = pl.read_parquet(out / "requests.parquet").filter(pl.col("status") == "finished")
+    rounds = pl.read_parquet(out / "rounds.parquet")
+    assert result["mean_ttft_ms"] == pytest.approx(1000 * (req["first_token_s"] - req["arrival_s"]).mean())
+    drafts = rounds.filter(pl.col("verified") > 0)["accepted"].to_numpy()
+    assert result["spec_decode_acceptance_length"] == pytest.approx(1 + drafts.mean())
+    assert result["spec_decode_per_position_acceptance_rates"] == pytest.approx(
+        [float((drafts >= k).mean()) for k in range(1, 8)])
+    trace = json.loads((out / "timeline.json").read_text())
+    assert len([e for e in trace["traceEvents"] if e.get("cat") == "step"]) == pl.read_parquet(out / "steps.parquet").height
+    assert np.isfinite(result["p99_e2el_ms"])
+
+
+def test_report_html_is_self_contained(tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["simulate", "--trace", "code", "--max-requests", "30", "--no-progress", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # opens offline
+    result = json.loads((out / "result.json").read_text())
+    assert f"{result['mean_ttft_ms']:.4g}" in page and "scenario" in page.lower()
+
+
+def test_scenario_file_round_trip_and_cli_override(tmp_path):
+    first = tmp_path / "a"
+    res = CliRunner().invoke(main, ["simulate", "--trace", "math", "--max-requests", "25", "--block", "5",
+                                    "--goodput", "ttft:300", "tpot:10", "--no-report", "-q", "-o", str(first)])
+    assert res.exit_code == 0, res.output
+    scenario = (first / "scenario.toml").read_text()
+    assert 'block = 5  # command line' in scenario and 'goodput = "ttft:300 tpot:10"' in scenario
+    again = tmp_path / "b"
+    res = CliRunner().invoke(main, ["simulate", "--config", str(first / "scenario.toml"), "-q", "-o", str(again)])
+    assert res.exit_code == 0, res.output
+    a, b = (json.loads((d / "result.json").read_text()) for d in (first, again))
+    assert {k: v for k, v in a.items() if k != "date"} == {k: v for k, v in b.items() if k != "date"}
+    assert "block = 5  # from" in (again / "scenario.toml").read_text()
+    over = tmp_path / "c"
+    res = CliRunner().invoke(main, ["simulate", "--config", str(first / "scenario.toml"), "--block", "3",
+                                    "-q", "--no-report", "-o", str(over)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((over / "summary.json").read_text())["config"]["block"] == 3
+
+
+def test_scenario_sections_and_bad_keys(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('trace = "math"\nmax-requests = 10\npolicies = "dspark"\n[simulate]\npolicy = "mtp1"\n'
+                   '[pareto]\nload = "4,8"\n')
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["simulate", "--config", str(cfg), "-q", "--no-report", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["config"]["policy"] == "mtp1"
+    for text, needle in (('blok = 5\n', "key 'blok': no command has such an option"),
+                         ('block = "five"\n', "key 'block'"),
+                         ('block = 2.5\n', "expected an integer"),
+                         ('[simulate]\nload = "4"\n', "`simulate` has no such option"),
+                         ('[sim]\nblock = 3\n', "no command has such an option"),
+                         ('block = \n', "not valid TOML")):
+        cfg.write_text('trace = "math"\n' + text)
+        res = CliRunner().invoke(main, ["simulate", "--config", str(cfg), "-q", "-o", str(tmp_path / "x")])
+        assert res.exit_code == 2, (text, res.output)
+        assert needle in res.output and "Traceback" not in res.output, (text, res.output)
+
+
+def test_simulate_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from sparksched.cli import main; "
+            f"main(['simulate', '--trace', 'chat', '--max-requests', '20', '-q', '--no-report', '-o', r'{tmp_path}'],"
+            " standalone_mode=False); print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
 
 
 def test_default_output_directory(tmp_path, monkeypatch):
@@ -33,25 +120,27 @@ def test_default_output_directory(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "math-dspark" / "summary.json").exists()
 
 
-def _fails(args, tmp_path, needle):
+def _fails(args, tmp_path, needle, code=None):
     out = tmp_path / "never"
     res = CliRunner().invoke(main, ["simulate", *args, "--no-progress", "-o", str(out)])
-    assert res.exit_code != 0
+    assert res.exit_code != 0 if code is None else res.exit_code == code, res.output
     assert needle in res.output, res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
     assert not out.exists()
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
-    _fails(["--trace", "no-such-trace"], tmp_path, "no such file, and no bundled trace")
-    _fails(["--trace", "chat", "--policy", "static-x"], tmp_path, "policy 'static-x' is not one of")
-    _fails(["--trace", "chat", "--block", "0"], tmp_path, "block must be an integer >= 1")
-    _fails(["--trace", "chat", "--rate-scale", "-1"], tmp_path, "rate_scale must be a finite number > 0")
-    _fails(["--trace", "chat", "--profile", "nope.json"], tmp_path, "profile 'nope.json'")
-    _fails(["--trace", "chat", "--acceptance", str(tmp_path / "missing.jsonl")], tmp_path, "cannot open rounds file: No such file")
+    _fails(["--trace", "no-such-trace"], tmp_path, "no such file, and no bundled trace", 1)
+    _fails(["--trace", "chat", "--policy", "static-x"], tmp_path, "policy 'static-x' is not one of", 2)
+    _fails(["--trace", "chat", "--block", "0"], tmp_path, "block must be an integer >= 1", 2)
+    _fails(["--trace", "chat", "--rate-scale", "-1"], tmp_path, "rate_scale must be a finite number > 0", 2)
+    _fails(["--trace", "chat", "--goodput", "ttft:x"], tmp_path, "goodput", 2)
+    _fails(["--trace", "chat", "--profile", "nope.json"], tmp_path, "profile 'nope.json'", 1)
+    _fails(["--trace", "chat", "--acceptance", str(tmp_path / "missing.jsonl")], tmp_path,
+           "cannot open rounds file: No such file", 1)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "arrival_s": 0, "prompt_tokens": 5, "output_tokens": 0, "domain": "chat"}\n')
-    _fails(["--trace", str(bad)], tmp_path, "line 1")
+    _fails(["--trace", str(bad)], tmp_path, "line 1", 1)
 
 
 def test_model_engine_without_the_real_loop_is_a_clear_error(tmp_path):
@@ -90,6 +179,32 @@ def test_recorded_rounds_drive_the_simulation(tmp_path):
     assert doc2["config"]["recorded_donors"] == "request" and doc2["summary"]["finished"] == 20
     bad = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--recorded-donors", "trace", "-o", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "'trace' is not one of" in bad.output
+
+
+def test_simulate_runs_on_the_bundled_moe_profiles(tmp_path):
+    for name in ("h200x8-deepseek-v3-ep8-dp-fp8-roofline", "h100-qwen3-30b-a3b-roofline"):
+        out = tmp_path / name
+        res = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--profile", name, "--max-requests", "30",
+                                        "--block", "5", "--no-progress", "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        doc = json.loads((out / "summary.json").read_text())
+        assert doc["summary"]["finished"] == 30
+        # KV blocks come from the profile's deployment (MLA latents, FP8 KV), not the dense-model formula
+        assert "profile deployment" in json.dumps(doc)
+
+
+@pytest.mark.parametrize("policy", ["none", "mtp1"])
+def test_report_for_runs_without_or_with_one_token_drafts(tmp_path, policy):
+    """Plain decoding writes no spec_decode_* keys (vLLM omits them) and still draws every figure."""
+    out = tmp_path / policy
+    res = CliRunner().invoke(main, ["simulate", "--trace", "chat", "--max-requests", "15", "--policy", policy,
+                                    "--timeline", "-q", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "result.json").read_text())
+    assert ("spec_decode_acceptance_length" in result) == (policy == "mtp1")
+    if policy == "mtp1":
+        assert len(result["spec_decode_per_position_acceptance_rates"]) == 1
+    assert (out / "acceptance_by_position.png").read_bytes()[:4] == b"\x89PNG" and (out / "report.html").exists()
 
 
 # ---------------------------------------------------------------------------------------- reliability (issue 15)
@@ -226,10 +341,12 @@ def _profile(tmp_path, edit, name="p.json"):
 def test_profiles_with_impossible_facts_are_errors_not_fallbacks(tmp_path):
     """Issue 15, 8: these fell back to 16384 KV blocks (or a free drafter) with a note in
     summary.json only."""
+    # without the deployment section (a measured profile has none) the KV cache is sized from the facts
+    plain = lambda edit: (lambda p: (p.pop("deployment", None), edit(p)))
     cases = [
         (lambda p: p["device"].update(memory_bytes=1), "field 'device.memory_bytes'"),
-        (lambda p: p.update(dtype="int4"), "field 'dtype': no known bytes per element for 'int4'"),
-        (lambda p: p["device"].update(memory_bytes=8e9), "leave no KV cache"),  # 16 GB of weights in 8 GB
+        (plain(lambda p: p.update(dtype="int4")), "field 'dtype': no known bytes per element for 'int4'"),
+        (plain(lambda p: p["device"].update(memory_bytes=8e9)), "leave no KV cache"),  # 16 GB of weights in 8 GB
         (lambda p: p.update(verify=p["verify"][:1]), "measure one batch size"),
     ]
     for edit, needle in cases:
@@ -239,7 +356,7 @@ def test_profiles_with_impossible_facts_are_errors_not_fallbacks(tmp_path):
         assert len(res.output.strip().splitlines()) == 1
     # --kv-blocks sidesteps the sizing facts
     res = _run("--trace", "math", "--max-requests", "5", "--kv-blocks", "4096", "-o", str(tmp_path / "k"),
-               "--profile", _profile(tmp_path, lambda p: p.update(dtype="int4")))
+               "--profile", _profile(tmp_path, plain(lambda p: p.update(dtype="int4"))))
     assert res.exit_code == 0, res.output
 
 

@@ -104,10 +104,10 @@ def test_factor_and_price():
     by_n, t, f, prefill = s.arrays(4)
     np.testing.assert_array_equal(by_n, [1.0, 2.0, 3.0, 3.0, 3.0])
     assert prefill is True
-    table = np.array([0.0, 0.1, 0.2, 0.3])  # seconds by batch tokens; b = 3 with 1 prefill token
-    assert step_seconds(table, 3, 1, 0.1, 1.0, False) == 0.3 + 0.1
-    assert step_seconds(table, 3, 1, 0.1, 2.0, True) == pytest.approx(0.8)
-    assert step_seconds(table, 3, 1, 0.1, 2.0, False) == pytest.approx(0.7)  # prefill share 0.1 unscaled
+    # a step of verify 0.2 s, drafter 0.1 s and a prefill chunk of 0.1 s
+    assert step_seconds(0.2, 0.1, 0.1, 1.0, False) == 0.2 + (0.1 + 0.1)
+    assert step_seconds(0.2, 0.1, 0.1, 2.0, True) == pytest.approx(0.8)
+    assert step_seconds(0.2, 0.1, 0.1, 2.0, False) == pytest.approx(0.7)  # prefill share 0.1 unscaled
 
 
 def test_factor_one_is_bit_equal_to_no_speed(tmp_path):

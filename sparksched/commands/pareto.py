@@ -1,8 +1,10 @@
 """`sparksched pareto` and `sparksched whatif`: load sweeps, the serving frontier and SLA questions.
 
-Thin shells over `simulator.sweep` (runs), `simulator.frontier` (maths) and `simulator.plots`
-(figures). Library errors become one-line `click.ClickException`s. The output folder is a
-`sparksched.io.ResultSet`: written whole or not at all, an existing one refused without
+Thin shells over `simulator.sweep` (runs), `simulator.frontier` (maths), `simulator.plots`
+(figures) and `simulator.report` (report.html). Defaults come from `simulator.scenario` (the same
+as simulate's); `--config` reads a scenario file and every run writes scenario.toml. Library
+errors become one-line `click.ClickException`s (usage errors exit 2, runtime errors 1). The output
+folder is a `sparksched.io.ResultSet`: written whole or not at all, an existing one refused without
 --overwrite (checked before the sweep runs) and replaced whole with it, so no file of an earlier
 sweep survives. `whatif --from DIR` reads only complete result sets.
 """
@@ -16,19 +18,33 @@ from typing import Any
 
 import click
 
-# Defaults sized to finish in a few minutes on 2 CPU cores with the bundled chat trace.
-DEFAULT_POLICIES = "dspark,mtp1,static-3"
-DEFAULT_LOAD = "4,8,16,32,48,64,96,128,192"  # concurrency caps (max_running)
-DEFAULT_RATE_SCALES = "16"  # arrival-rate multiplier: 16x the chat trace keeps every cap above saturated
-DEFAULT_MAX_REQUESTS = 1000  # first N requests of the trace per run (the duration cap of the defaults)
-DEFAULT_SLA = 80.0  # tokens/s/user, the paper's V4-Flash moderate anchor
+from simulator.scenario import SIM, SWEEP
+from sparksched.commands._common import (
+    BadUsage,
+    Command,
+    config_option,
+    goodput_option,
+    quiet_option,
+    resolved_scenario,
+    runtime_errors,
+)
+
+# Defaults (simulator.scenario, shared with simulate): sized to finish in a few minutes on 2 CPU
+# cores with the bundled chat trace.
+DEFAULT_POLICIES = SWEEP.policies
+DEFAULT_LOAD = SWEEP.load  # concurrency caps (max_running)
+DEFAULT_RATE_SCALES = SWEEP.rate_scales  # arrival-rate multiplier: 16x the chat trace keeps every cap saturated
+DEFAULT_MAX_REQUESTS = SWEEP.max_requests  # first N requests of the trace per run
+DEFAULT_SLA = SIM.sla_tps  # tokens/s/user, the paper's V4-Flash moderate anchor (simulate's too)
+DEFAULT_ATTAINMENT = 0.9  # share of requests that must meet the --goodput SLOs at "throughput at SLO"
 SPEED_COLUMNS = {"p50": "user_tps_p50", "p90": "user_tps_p90"}
 
 PNG_NAMES = {"frontier": "frontier.png", "budget": "verify_budget_vs_concurrency.png",
              "acceptance": "acceptance_by_position.png", "step_time": "step_time.png"}
 TABLE_NAMES = ("sweep.parquet", "frontier.parquet", "sla.parquet", "budget.parquet", "acceptance.parquet",
                "sla_breaking_load.parquet", "speed_gain.parquet")
-RESULT_NAMES = (*TABLE_NAMES, *PNG_NAMES.values(), "report.txt")
+RESULT_NAMES = (*TABLE_NAMES, "goodput.parquet", *PNG_NAMES.values(), "report.txt", "report.html", "scenario.toml")
+WHATIF_NAMES = (PNG_NAMES["frontier"], "report.html", "scenario.toml")
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -54,7 +70,8 @@ def _parse_list(text: str, kind: Callable[[str], Any], option: str) -> list[Any]
 def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by `pareto` and `whatif`: what to sweep and where to run it."""
     opts = [
-        click.option("--trace", default="chat.jsonl", show_default=True,
+        config_option,
+        click.option("--trace", default=SWEEP.trace, show_default=True,
                      help="Trace file (JSON Lines) or bundled name (chat, code, math, mixed)."),
         click.option("--policies", default=DEFAULT_POLICIES, show_default=True,
                      help="Comma-separated policies: dspark, mtp1, static-K, threshold-TAU, verify-all, none, ..."),
@@ -66,14 +83,22 @@ def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "around 1 to sweep offered load instead."),
         click.option("--profile", default=None,
                      help="Profile JSON (or bundled name) for step times; default: the simulator's."),
-        click.option("--drafter", default="dspark", show_default=True, help="Drafter acceptance preset."),
-        click.option("--block", default=7, show_default=True, type=int, help="Drafted tokens per round."),
+        click.option("--drafter", default=SIM.drafter, show_default=True, help="Drafter acceptance preset."),
+        click.option("--block", default=SIM.block, show_default=True, type=int, help="Drafted tokens per round."),
+        click.option("--disaggregated", is_flag=True, default=SIM.disaggregated,
+                     help="Prefill on separate prefill instances (PD disaggregation): requests join with their "
+                          "prompt's KV and first token, the replica only decodes (the paper's decode engines)."),
         click.option("--max-requests", default=DEFAULT_MAX_REQUESTS, show_default=True, type=int,
                      help="Simulate the first N requests of the trace in every run (0: all)."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Seed of every run."),
+        click.option("--seed", default=SIM.seed, show_default=True, type=int, help="Seed of every run."),
         click.option("--sla", default=DEFAULT_SLA, show_default=True, type=float,
                      help="Per-user speed SLA, tokens/s/user."),
-        click.option("--speed", "speed", default="p50", show_default=True, type=click.Choice(sorted(SPEED_COLUMNS)),
+        goodput_option,
+        click.option("--slo-attainment", "attainment", default=DEFAULT_ATTAINMENT, show_default=True,
+                     type=click.FloatRange(0, 1, min_open=True),
+                     help="With --goodput: the share of requests that must meet every SLO for a load to count "
+                          "as meeting them (throughput at SLO)."),
+        click.option("--speed", "speed", default=SWEEP.speed, show_default=True, type=click.Choice(sorted(SPEED_COLUMNS)),
                      help="Per-user speed the frontier and SLA use: p50 = the median user, p90 = the speed "
                           "90 % of users reach or beat (1 / P90 of TPOT)."),
         click.option("--baseline", default=None,
@@ -85,17 +110,20 @@ def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Run on this Ray cluster, host:port (implies --ray). Clusters with token "
                           "authentication need RAY_AUTH_MODE=token in the environment."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
+        quiet_option,
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
 
 
-def _base_config(profile: str | None, drafter: str, block: int, max_requests: int, seed: int, sla: float) -> Any:
+def _base_config(profile: str | None, drafter: str, block: int, max_requests: int, seed: int, sla: float,
+                 goodput: str | None = None, disaggregated: bool = False) -> Any:
     from simulator.config import SimConfig
 
     kw: dict[str, Any] = {"drafter": drafter, "block": block, "seed": seed, "sla_tps": sla,
-                          "max_requests": max_requests or None}
+                          "max_requests": max_requests or None, "goodput": _normal_goodput(goodput),
+                          "disaggregated": disaggregated}
     if profile is not None:
         kw["profile"] = profile
     return SimConfig(**kw)
@@ -103,7 +131,8 @@ def _base_config(profile: str | None, drafter: str, block: int, max_requests: in
 
 def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str | None, drafter: str,
          block: int, max_requests: int, seed: int, sla: float, workers: int | None, use_ray: bool,
-         ray_address: str | None, progress: bool) -> tuple[Any, Any, list[str], float]:
+         ray_address: str | None, progress: bool, goodput: str | None = None,
+         disaggregated: bool = False) -> tuple[Any, Any, list[str], float]:
     """Build the configs, run the sweep; (SweepResult, base config, policy list, wall seconds)."""
     from simulator.sweep import Backend, run_sweep, sweep_configs
     from simulator.trace import load_trace, resolve_trace
@@ -114,8 +143,11 @@ def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str |
     if max_requests < 0:
         raise click.BadParameter(f"{max_requests} must be >= 0", param_hint="--max-requests")
     try:
-        base = _base_config(profile, drafter, block, max_requests, seed, sla)
+        base = _base_config(profile, drafter, block, max_requests, seed, sla, goodput, disaggregated)
         configs = sweep_configs(base, pols, caps, rates)
+    except ValueError as e:
+        raise BadUsage(str(e)) from None
+    try:
         df = load_trace(resolve_trace(trace))
         backend: Backend = "ray" if (use_ray or ray_address) else "local"
         t0 = time.perf_counter()
@@ -221,9 +253,10 @@ def _load_column(rows: Any) -> str:
     return "max_running"
 
 
-def analyse(rows: Any, sla: float, baseline: str, speed_col: str) -> dict[str, Any]:
-    """Frontier, SLA table, speed gains vs the baseline and SLA-breaking loads of sweep rows."""
-    from simulator.frontier import frontier, sla_breaking_load, sla_table, speed_gain
+def analyse(rows: Any, sla: float, baseline: str, speed_col: str, attainment: float | None = None) -> dict[str, Any]:
+    """Frontier, SLA table, speed gains vs the baseline and SLA-breaking loads of sweep rows; with
+    `attainment` (and rows swept with --goodput), the goodput table too."""
+    from simulator.frontier import frontier, goodput_table, sla_breaking_load, sla_table, speed_gain
 
     front = frontier(rows, x=speed_col)
     pols = rows.get_column("policy").unique(maintain_order=True).to_list()
@@ -237,7 +270,30 @@ def analyse(rows: Any, sla: float, baseline: str, speed_col: str) -> dict[str, A
         "gains": [speed_gain(front, p, baseline, x=speed_col) for p in pols if p != baseline],
         "breaking": sla_breaking_load(brk_rows, sla, load=load, x=speed_col),
         "load": load,
+        "goodput": (goodput_table(rows, attainment, baseline) if attainment is not None and _has_goodput(rows)
+                    else None),
+        "attainment": attainment,
     }
+
+
+def _has_goodput(rows: Any) -> bool:
+    return "request_goodput" in rows.columns and rows.get_column("request_goodput").drop_nulls().len() > 0
+
+
+def goodput_text(table: Any, slos: str, attainment: float, baseline: str) -> str:
+    """The goodput answers: best request goodput, and throughput where enough requests meet every SLO."""
+    lines = [f"Goodput under SLOs {slos} ms (vLLM's request_goodput; throughput where >= "
+             f"{100 * attainment:g} % of requests meet every SLO):"]
+    for r in table.iter_rows(named=True):
+        if r["best_goodput"] is None:
+            lines.append(f"  {r['policy']:<14} no goodput data")
+            continue
+        at = f"{r['throughput_at_slo']:>10,.0f} tok/s at max_running {r['slo_max_running']}" \
+            if r["throughput_at_slo"] is not None else "   no load meets it"
+        ratio = f"  {r['ratio']:.2f}x {baseline}" if r["ratio"] is not None else ""
+        lines.append(f"  {r['policy']:<14} best {r['best_goodput']:.2f} req/s (max_running {r['best_max_running']}, "
+                     f"{100 * r['attainment_there']:.0f} % meet);{at}{ratio}")
+    return "\n".join(lines)
 
 
 def report_text(a: dict[str, Any], sla: float, baseline: str, speed_col: str) -> str:
@@ -247,13 +303,17 @@ def report_text(a: dict[str, Any], sla: float, baseline: str, speed_col: str) ->
     for g in a["gains"]:
         parts += [gain_text(g), ""]
     parts.append(breaking_text(a["breaking"], sla, a["load"]))
+    if a.get("goodput") is not None:
+        parts += ["", goodput_text(a["goodput"], a.get("slos", ""), a["attainment"], baseline)]
     return "\n".join(parts)
 
 
 def write_outputs(out: Path, result: Any, a: dict[str, Any], base: Any, sla: float, speed_col: str,
-                  text: str, overwrite: bool = False) -> list[Path]:
-    """Parquet tables, PNGs and the printed report as one result set in `out` (whole or not at all;
-    an existing `out` is refused unless `overwrite`, then replaced whole). Returns the files' paths."""
+                  text: str, scenario_text: str | None = None, title: str = "sparksched pareto",
+                  overwrite: bool = False) -> list[Path]:
+    """Parquet tables, PNGs, the printed report, report.html and scenario.toml (when given) as one
+    result set in `out` (whole or not at all; an existing `out` is refused unless `overwrite`, then
+    replaced whole). Returns the files' paths."""
     import polars as pl
 
     from simulator.plots import plot_acceptance, plot_budget_vs_concurrency, plot_frontier, plot_step_time
@@ -265,27 +325,42 @@ def write_outputs(out: Path, result: Any, a: dict[str, Any], base: Any, sla: flo
               "sla_breaking_load.parquet": a["breaking"]}
     if gains:
         tables["speed_gain.parquet"] = pl.concat(gains)
-    names = list(tables)
+    if a.get("goodput") is not None:
+        tables["goodput.parquet"] = a["goodput"]
     about = {"command": "pareto", "policies": result.rows.get_column("policy").unique(maintain_order=True).to_list(),
              "seed": getattr(base, "seed", None), "profile": getattr(base, "profile", None)}
     with ResultSet(out, overwrite=overwrite, names=RESULT_NAMES, about=about) as rs:
+        folder = rs.folder
+        written = []
         for name, df in tables.items():
-            write_parquet(rs.path(name), df)
-        plot_frontier(result.rows, a["front"], rs.path(PNG_NAMES["frontier"]), sla=sla, sla_rows=a["sla"], x=speed_col)
-        plot_budget_vs_concurrency(result.rows, result.budget, rs.path(PNG_NAMES["budget"]))
-        names += [PNG_NAMES["frontier"], PNG_NAMES["budget"]]
+            written.append(write_parquet(folder / name, df))
+        written.append(plot_frontier(result.rows, a["front"], folder / PNG_NAMES["frontier"], sla=sla,
+                                     sla_rows=a["sla"], x=speed_col))
+        written.append(plot_budget_vs_concurrency(result.rows, result.budget, folder / PNG_NAMES["budget"]))
         acc = result.acceptance
         if not acc.is_empty():
             acc = pl.concat([_pool_acceptance(acc), _preset_acceptance(acc, base)], how="diagonal_relaxed")
-        plot_acceptance(acc, rs.path(PNG_NAMES["acceptance"]))
-        names.append(PNG_NAMES["acceptance"])
-        curve = _curve(base)
-        if curve is not None:
-            plot_step_time(curve, result.rows, rs.path(PNG_NAMES["step_time"]))
-            names.append(PNG_NAMES["step_time"])
-        write_text(rs.path("report.txt"), text + "\n")
-        names.append("report.txt")
-    return [out / name for name in names]
+        written.append(plot_acceptance(acc, folder / PNG_NAMES["acceptance"]))
+        cost = _cost(base)
+        if cost is not None:
+            written.append(plot_step_time(cost, result.rows, folder / PNG_NAMES["step_time"]))
+        written.append(write_text(folder / "report.txt", text + "\n"))
+        if scenario_text is not None:
+            written.append(write_text(folder / "scenario.toml", scenario_text))
+        written.append(_html_report(folder, a, [p for p in written if p.suffix == ".png"], text, scenario_text,
+                                    title))
+    return [out / p.name for p in written]
+
+
+def _html_report(out: Path, a: dict[str, Any], pngs: list[Path], text: str, scenario_text: str | None,
+                 title: str) -> Path:
+    """report.html: the answers, the figures and the frontier / SLA / goodput tables, self-contained."""
+    from simulator.report import sweep_report, write_report
+
+    tables = {"Frontier": a["front"], "Throughput at the SLA": a["sla"], "SLA-breaking load": a["breaking"]}
+    if a.get("goodput") is not None:
+        tables["Goodput"] = a["goodput"]
+    return write_report(out / "report.html", sweep_report(title, text, tables, pngs, scenario_text))
 
 
 def _pool_acceptance(acc: Any) -> Any:
@@ -315,79 +390,140 @@ def _preset_acceptance(acc: Any, base: Any) -> Any:
     return pl.DataFrame(rows)
 
 
-def _curve(base: Any) -> Any:
-    """The profile's step-time curve, or None when it cannot be read (the plot is then skipped)."""
+def _cost(base: Any) -> Any:
+    """The profile's step-cost model, or None when it cannot be read (the plot is then skipped)."""
     try:
-        from sparksched.curve import ThroughputCurve
+        from sparksched.cost import StepCost
         from sparksched.profile import resolve_profile
 
-        return ThroughputCurve.from_profile(resolve_profile(base.profile))
+        return StepCost.load(resolve_profile(base.profile))
     except (ValueError, OSError):
         return None
 
 
 # ------------------------------------------------------------------------------------------ commands
 
-@click.command()
+PARETO_EXAMPLES = """\b
+Examples:
+  sparksched pareto --trace chat -o pareto-out
+  sparksched pareto --policies dspark,mtp1 --load 256 --rate-scales 0.5,1,2,4,8 -o offered-load
+  sparksched pareto --goodput ttft:2000 tpot:12.5 --slo-attainment 0.95 -o slo
+  sparksched pareto --config pareto-out/scenario.toml -o again
+"""
+
+WHATIF_EXAMPLES = """\b
+Examples:
+  sparksched whatif --sla 80
+  sparksched whatif --from pareto-out --sla 120 --throughput 5000
+  sparksched whatif --goodput ttft:1000 tpot:10 -o whatif-out
+"""
+
+
+@click.command(cls=Command, epilog=PARETO_EXAMPLES)
 @sweep_options
 @click.option("-o", "--out", "out_dir", default="pareto-out", show_default=True, type=click.Path(file_okay=False),
-              help="Directory for Parquet tables, PNG plots and report.txt.")
+              help="Directory for Parquet tables, PNG plots, report.txt, report.html and scenario.toml.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder (never merged with it).")
-def pareto(trace: str, policies: str, loads: str, rate_scales: str, profile: str | None, drafter: str,
-           block: int, max_requests: int, seed: int, sla: float, speed: str, baseline: str | None,
-           workers: int | None, use_ray: bool, ray_address: str | None, progress: bool, out_dir: str,
-           overwrite: bool) -> None:
+@click.pass_context
+def pareto(ctx: click.Context, trace: str, policies: str, loads: str, rate_scales: str, profile: str | None,
+           drafter: str, block: int, disaggregated: bool, max_requests: int, seed: int, sla: float, goodput: str | None, attainment: float,
+           speed: str, baseline: str | None, workers: int | None, use_ray: bool, ray_address: str | None,
+           progress: bool, quiet: bool, out_dir: str, overwrite: bool) -> None:
     """Sweep load for each policy; print the frontier and SLA answers; write tables and plots.
 
     One simulation per (policy, --load cap, --rate-scales multiplier). With the defaults (3 policies
     x 9 caps, the first 1000 chat requests at 16x their arrival rate) it takes about a minute on 2
-    cores. Writes sweep.parquet (one row per run), frontier.parquet, sla.parquet, speed_gain.parquet,
-    budget.parquet, acceptance.parquet, sla_breaking_load.parquet, frontier.png,
-    verify_budget_vs_concurrency.png, acceptance_by_position.png, step_time.png and report.txt.
+    cores. Writes sweep.parquet (one row per run, with vllm bench serve's keys), frontier.parquet,
+    sla.parquet, speed_gain.parquet, budget.parquet, acceptance.parquet, sla_breaking_load.parquet,
+    goodput.parquet (with --goodput), frontier.png, verify_budget_vs_concurrency.png,
+    acceptance_by_position.png, step_time.png, report.txt, report.html and scenario.toml.
 
     The default load overloads the trace, so each cap is the concurrency (the paper's Figure 8
     axis) and TTFT is mostly queueing; `--load 256 --rate-scales 0.5,1,2,4,8` sweeps offered load
     instead, with meaningful TTFT.
     """
-    from sparksched.commands.common import one_line_errors
     from sparksched.io import ResultSet
 
     pols = _policies(policies)
     base_name = _baseline(pols, baseline)
     speed_col = SPEED_COLUMNS[speed]
-    with one_line_errors():
+    with runtime_errors():
         ResultSet.check(out_dir, overwrite, RESULT_NAMES)  # a folder it cannot write: refused before the sweep
     result, base, pols, wall = _run(trace, policies, loads, rate_scales, profile, drafter, block, max_requests,
-                                    seed, sla, workers, use_ray, ray_address, progress)
-    a = analyse(result.rows, sla, base_name, speed_col)
+                                    seed, sla, workers, use_ray, ray_address, progress and not quiet, goodput,
+                                    disaggregated)
+    a = _analyse(result.rows, sla, base_name, speed_col, goodput, attainment)
     backend = "Ray" if (use_ray or ray_address) else "local processes"
     head = (f"Swept {result.rows.height} runs ({len(pols)} policies) on {trace} "
             f"(max_requests={max_requests or 'all'}, profile={base.profile}, seed={seed}) in {wall:.1f} s "
             f"on {backend}.")
     text = head + "\n\n" + report_text(a, sla, base_name, speed_col)
-    click.echo(text)
-    with one_line_errors():
-        written = write_outputs(Path(out_dir), result, a, base, sla, speed_col, text, overwrite)
-    click.echo("\nWrote " + ", ".join(str(p) for p in written))
+    if not quiet:
+        click.echo(text)
+    with runtime_errors():
+        written = write_outputs(Path(out_dir), result, a, base, sla, speed_col, text, resolved_scenario(ctx),
+                                overwrite=overwrite)
+    if not quiet:
+        click.echo("\nWrote " + ", ".join(str(p) for p in written))
 
 
-@click.command()
+def _analyse(rows: Any, sla: float, baseline: str, speed_col: str, goodput: str | None,
+             attainment: float) -> dict[str, Any]:
+    """`analyse`, with the goodput table when the rows were swept with --goodput SLOs."""
+    a = analyse(rows, sla, baseline, speed_col, attainment)
+    a["slos"] = _normal_goodput(goodput) or _row_goodput(rows) or ""
+    return a
+
+
+def _normal_goodput(goodput: str | None) -> str | None:
+    """--goodput SLOs in one spelling ("ttft:500,tpot:50" -> "ttft:500 tpot:50"); BadUsage when malformed."""
+    from simulator.vllm_metrics import format_goodput, parse_goodput
+
+    if goodput is None:
+        return None
+    try:
+        return format_goodput(parse_goodput(goodput))
+    except ValueError as e:
+        raise BadUsage(str(e)) from None
+
+
+def _row_goodput(rows: Any) -> str | None:
+    """The --goodput SLOs sweep rows were run with (None when without)."""
+    if "goodput" not in rows.columns:
+        return None
+    values = rows.get_column("goodput").drop_nulls().unique().to_list()
+    return values[0] if len(values) == 1 else None
+
+
+@click.command(cls=Command, epilog=WHATIF_EXAMPLES)
 @sweep_options
 @click.option("--throughput", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Also answer: how fast is each user at this aggregate throughput (tok/s)?")
 @click.option("--from", "from_dir", default=None, type=click.Path(file_okay=False),
               help="Answer from a previous `pareto -o DIR` sweep (its sweep.parquet) instead of simulating.")
-def whatif(trace: str, policies: str, loads: str, rate_scales: str, profile: str | None, drafter: str,
-           block: int, max_requests: int, seed: int, sla: float, speed: str, baseline: str | None,
-           workers: int | None, use_ray: bool, ray_address: str | None, progress: bool,
-           throughput: float | None, from_dir: str | None) -> None:
-    """What throughput can we sell at --sla tokens/s per user, and how much faster is each user?
+@click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Also write report.html (answers, figures, tables) and scenario.toml into this directory.")
+@click.option("--overwrite", is_flag=True, help="With -o: replace an existing output folder (never merged with it).")
+@click.pass_context
+def whatif(ctx: click.Context, trace: str, policies: str, loads: str, rate_scales: str, profile: str | None,
+           drafter: str, block: int, disaggregated: bool, max_requests: int, seed: int, sla: float, goodput: str | None,
+           attainment: float, speed: str, baseline: str | None, workers: int | None, use_ray: bool,
+           ray_address: str | None, progress: bool, quiet: bool, throughput: float | None, from_dir: str | None,
+           out_dir: str | None, overwrite: bool) -> None:
+    """What throughput can we sell at --sla tokens/s per user (or --goodput SLOs), and how much faster is each user?
 
-    Sweeps like `pareto` (or reads `--from DIR`) and prints only the answers.
+    Sweeps like `pareto` (or reads `--from DIR`) and prints only the answers; -o DIR also writes
+    them as report.html with the figures, and the resolved scenario.
     """
     from simulator.frontier import speed_at_throughput
 
     speed_col = SPEED_COLUMNS[speed]
+    result = None
+    if out_dir is not None:
+        from sparksched.io import ResultSet
+
+        with runtime_errors():
+            ResultSet.check(out_dir, overwrite, WHATIF_NAMES)  # before sweeping
     if from_dir is not None:
         import polars as pl
 
@@ -405,9 +541,12 @@ def whatif(trace: str, policies: str, loads: str, rate_scales: str, profile: str
         absent = {"policy", "max_running", "rate_scale", "throughput_tps", speed_col} - set(rows.columns)
         if absent:
             raise click.ClickException(f"{path}: not a sweep table, missing columns {sorted(absent)}")
+        if goodput is not None and _normal_goodput(goodput) != _row_goodput(rows):
+            want = _normal_goodput(goodput)
+            raise BadUsage(f"{path}: swept with goodput SLOs {_row_goodput(rows)!r}, not {want!r}: run "
+                           f"`sparksched pareto --goodput {want}` to answer for those")
         pols = rows.get_column("policy").unique(maintain_order=True).to_list()
-        ctx = click.get_current_context()
-        if ctx.get_parameter_source("policies") != click.core.ParameterSource.DEFAULT:
+        if ctx.get_parameter_source("policies") not in (click.core.ParameterSource.DEFAULT, None):
             wanted = _policies(policies)
             missing = [p for p in wanted if p not in pols]
             if missing:
@@ -415,20 +554,41 @@ def whatif(trace: str, policies: str, loads: str, rate_scales: str, profile: str
             rows, pols = rows.filter(pl.col("policy").is_in(wanted)), wanted
     else:
         result, _, pols, _ = _run(trace, policies, loads, rate_scales, profile, drafter, block, max_requests,
-                                  seed, sla, workers, use_ray, ray_address, progress)
+                                  seed, sla, workers, use_ray, ray_address, progress and not quiet, goodput,
+                                  disaggregated)
         rows = result.rows
     base_name = _baseline(pols, baseline)
-    a = analyse(rows, sla, base_name, speed_col)
-    click.echo(sla_text(a["sla"], a["front"], sla, base_name, speed_col))
-    for g in a["gains"]:
-        click.echo(gain_text(g).splitlines()[0])
-    click.echo(breaking_text(a["breaking"], sla, a["load"]))
+    a = _analyse(rows, sla, base_name, speed_col, goodput, attainment)
+    lines = [sla_text(a["sla"], a["front"], sla, base_name, speed_col)]
+    lines += [gain_text(g).splitlines()[0] for g in a["gains"]]
+    lines.append(breaking_text(a["breaking"], sla, a["load"]))
+    if a.get("goodput") is not None:
+        lines.append(goodput_text(a["goodput"], a["slos"], attainment, base_name))
     if throughput is not None:
-        click.echo(f"Per-user speed ({speed_col}) at {throughput:,.0f} tok/s aggregate:")
+        lines.append(f"Per-user speed ({speed_col}) at {throughput:,.0f} tok/s aggregate:")
         front = a["front"]
         for p in pols:
             f = front.filter(front["policy"] == p).sort(speed_col)
             v, st = speed_at_throughput(f[speed_col].to_numpy(), f["throughput_tps"].to_numpy(), throughput)
             msg = ("unreachable (above its highest throughput)" if v is None else
                    f"{v:.1f} tok/s/user" + (" (at least: below the lightest load swept)" if st == "lower_bound" else ""))
-            click.echo(f"  {p:<14} {msg}")
+            lines.append(f"  {p:<14} {msg}")
+    text = "\n".join(lines)
+    if not quiet:
+        click.echo(text)
+    if out_dir is not None:
+        from sparksched.io import ResultSet, write_text
+
+        with runtime_errors(), ResultSet(out_dir, overwrite=overwrite, names=WHATIF_NAMES,
+                                         about={"command": "whatif", "policies": pols}) as rs:
+            scenario_text = resolved_scenario(ctx)
+            write_text(rs.folder / "scenario.toml", scenario_text)
+            pngs = _whatif_pngs(rs.folder, rows, a, sla, speed_col)
+            _html_report(rs.folder, a, pngs, text, scenario_text, "sparksched whatif")
+
+
+def _whatif_pngs(out: Path, rows: Any, a: dict[str, Any], sla: float, speed_col: str) -> list[Path]:
+    """The frontier figure of the answers (the sweep's other figures are pareto's)."""
+    from simulator.plots import plot_frontier
+
+    return [plot_frontier(rows, a["front"], out / PNG_NAMES["frontier"], sla=sla, sla_rows=a["sla"], x=speed_col)]

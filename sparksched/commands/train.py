@@ -135,7 +135,7 @@ def _heads(text: str) -> list[str]:
     return heads
 
 
-_out = click.option("--out", "out", default="sparksched/data/checkpoints", show_default=True,
+_out = click.option("-o", "--out", "out", default="sparksched/data/checkpoints", show_default=True,
                     type=click.Path(file_okay=False), help="Checkpoint directory.")
 _seed = click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
 _threads = click.option("--threads", default=1, show_default=True, type=int,
@@ -144,7 +144,10 @@ _chars = click.option("--max-chars", default=3_000_000, show_default=True, type=
                       help="Training characters per domain.")
 
 
-@click.group()
+@click.group(epilog="""\b
+Example:
+  sparksched train all -o sparksched/data/checkpoints
+""")
 def train() -> None:
     """Train the small target and DSpark drafters on corpora found on every machine."""
 
@@ -179,7 +182,10 @@ def _drafter_options(f):
     return f
 
 
-@train.command("target")
+@train.command("target", epilog="""\b
+Example:
+  sparksched train target --target-steps 600 -o checkpoints
+""")
 @_out
 @_target_options
 @_chars
@@ -195,7 +201,10 @@ def target_cmd(out, preset, target_steps, target_batch, length, target_lr, vocab
                f"held-out perplexity {json.dumps({k: round(v, 2) for k, v in e['heldout_perplexity'].items()})}")
 
 
-@train.command("drafter")
+@train.command("drafter", epilog="""\b
+Example:
+  sparksched train drafter --head markov --block 7 -o checkpoints
+""")
 @_out
 @_drafter_options
 @_chars
@@ -219,7 +228,10 @@ def _run_drafters(out, heads, block, layers, rank, steps, batch, lr, max_chars, 
                    f"{json.dumps({k: round(v, 3) for k, v in e['eval']['accepted'].items()})}")
 
 
-@train.command("all")
+@train.command("all", epilog="""\b
+Example:
+  sparksched train all -o sparksched/data/checkpoints
+""")
 @_out
 @_target_options
 @_drafter_options
