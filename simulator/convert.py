@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 
 from simulator.generate import arrival_times
-from simulator.trace import MAX_ARRIVAL_S, SCHEMA, _show
+from simulator.trace import MAX_ARRIVAL_S, MAX_TOKENS, SCHEMA, _show
 from sparksched.io import check_input_file, json_error, read_lines
 
 FORMATS = ("azure", "mooncake", "burstgpt", "lengths", "vllm-bench")
@@ -129,6 +129,10 @@ def _build(times_s: np.ndarray, prompt: np.ndarray, output: np.ndarray, domain: 
     where: (file, source line of each row, time column) to name the row that stretches the trace
     past MAX_ARRIVAL_S.
     """
+    if not np.all(np.isfinite(times_s)):
+        i = int(np.argmax(~np.isfinite(times_s)))
+        path, lines, col = where if where is not None else (Path("trace"), np.arange(times_s.size) + 1, "time")
+        raise ValueError(f"{path}: line {int(lines[i])}: field '{col}': gives an arrival time of {times_s[i]!r}")
     span = times_s - times_s.min() if times_s.size else times_s
     if np.any(span >= MAX_ARRIVAL_S):
         i = int(np.argmax(span))
@@ -424,8 +428,9 @@ def _lens(obj: dict[str, Any], key: str, path: Path, line: int) -> np.ndarray:
                          "lengths (run vllm bench serve with --save-detailed, sglang bench_serving with "
                          "--output-details)")
     for i, x in enumerate(v):
-        if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-            raise ValueError(f"{path}: line {line}: field '{key}[{i}]': must be an integer >= 0 (got {x!r})")
+        if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= MAX_TOKENS:
+            raise ValueError(f"{path}: line {line}: field '{key}[{i}]': must be an integer in [0, {MAX_TOKENS:.0e}] "
+                             f"(got {_show(x)})")
     return np.asarray(v, dtype=np.int64)
 
 
@@ -435,7 +440,7 @@ def _rate(v: Any, path: Path, line: int, key: str, default: float) -> float:
     if v == "inf":
         return math.inf
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError(f"{path}: line {line}: field '{key}': must be a number > 0 or \"inf\" (got {v!r})")
+        raise ValueError(f"{path}: line {line}: field '{key}': must be a number > 0 or \"inf\" (got {_show(v)})")
     return float(v)
 
 
@@ -484,7 +489,8 @@ def convert_vllm_bench(path: str | Path, *, domain: str = "chat", seed: int = 0,
         raise ValueError(f"vllm-bench: arrivals must be 'rate' or 'recorded', got {arrivals!r}")
     if obj.get("max_concurrency") not in (None, "None"):
         report.notes.append(f"the benchmark capped concurrency at {obj['max_concurrency']} (not in the trace)")
-    out = _build(times, prompt[keep], output[keep], domain, "vb")
+    field = "start_times" if arrivals == "recorded" else "request_rate"
+    out = _build(times, prompt[keep], output[keep], domain, "vb", where=(path, np.full(times.size, ln), field))
     report.rows_out = out.height
     return out, report
 

@@ -43,8 +43,8 @@ MAX_LINE_BYTES = 1 << 20  # a JSON Lines record longer than 1 MiB is certainly c
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:partial|old)-[A-Za-z0-9_]+$")
 
 __all__ = ["DIR_MODE", "FILE_MODE", "MANIFEST", "MAX_LINE_BYTES", "OutputError", "ResultSet", "atomic_write",
-           "check_input_file", "check_result_set", "read_lines", "save_figure", "write_bytes", "write_json",
-           "write_lines", "write_parquet", "write_text"]
+           "check_input_file", "check_result_set", "load_json", "read_lines", "read_text", "save_figure",
+           "write_bytes", "write_json", "write_lines", "write_parquet", "write_text"]
 
 
 class OutputError(ValueError):
@@ -465,6 +465,34 @@ def read_lines(stream: IO[bytes], where: str, max_bytes: int = MAX_LINE_BYTES) -
             shown = repr(raw[:40]) + ("..." if len(raw) > 40 else "")
             raise ValueError(f"{where}: line {line}: field '<line>': is not valid UTF-8 (got {shown})") from None
         yield line, text
+
+
+def read_text(path: str | os.PathLike, what: str, max_bytes: int | None = 64 << 20) -> str:
+    """The UTF-8 text of a regular file of at most `max_bytes`, or a ValueError naming the file
+    (and the line of undecodable bytes)."""
+    path = check_input_file(path, what, max_bytes)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read {what}: {_cause(exc)}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not valid UTF-8 (not a {what})") from None
+
+
+def load_json(text: str, where: str) -> Any:
+    """json.loads(text), or a one-line ValueError "<where>: line <n>: not valid JSON: ..." (syntax,
+    nesting too deep, integers of more than 4300 digits)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:
+        m = re.search(r"\d{4300,}", text) if not isinstance(exc, RecursionError) else None
+        line = text.count("\n", 0, m.start()) + 1 if m else 1
+        raise ValueError(f"{where}: line {line}: not valid JSON: {json_error(exc)[len('bad JSON: '):]}") from None
 
 
 def json_error(exc: Exception) -> str:

@@ -20,9 +20,7 @@ first, as the curve averages them). Only regular files up to 64 MiB are read.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -180,28 +178,9 @@ def read_json(path: Path, what: str) -> Any:
     Only a regular file of at most MAX_PROFILE_BYTES is read (a FIFO or /dev/zero would never end);
     undecodable bytes, deep nesting and integers of more than 4300 digits are named like syntax errors.
     """
-    from sparksched.io import check_input_file
+    from sparksched.io import load_json, read_text
 
-    check_input_file(path, what, MAX_PROFILE_BYTES)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}: line {line}: not valid UTF-8 (not a {what} JSON file)") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
-    except RecursionError:
-        raise ValueError(f"{path}: not valid JSON: nested too deeply") from None
-    except ValueError:  # int() refuses integers of more than 4300 digits
-        m = re.search(r"\d{4300,}", text)
-        line = text.count("\n", 0, m.start()) + 1 if m else 1
-        raise ValueError(f"{path}: line {line}: not valid JSON: an integer with more than 4300 digits") from None
+    return load_json(read_text(path, what, MAX_PROFILE_BYTES), str(path))
 
 
 def load_profile(source: str | Path | dict[str, Any]) -> dict[str, Any]:

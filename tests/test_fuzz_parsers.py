@@ -11,10 +11,11 @@ raw bytes; JSON documents of any shape; valid records with one field replaced by
 wrong types); and files of valid records (so the happy path is checked too).
 
 Parsers: trace JSON Lines (`load_trace`), each converter's input (azure, burstgpt, lengths CSV;
-mooncake JSON Lines), profile JSON (`load_profile`, then the curve and KV sizing a run derives from
-it), and recorded rounds (`read_rounds`, the --acceptance file). `EXTRA_PARSERS` is the hook for
-parsers added later: append (name, parse(path) -> result or ValueError, strategy of file bytes,
-check(result)); the SGLang SPS table reader (issue 13) registers there.
+mooncake JSON Lines; vllm bench serve results), profile JSON (`load_profile`, then the step-cost
+model and KV sizing a run derives from it), recorded rounds (`read_rounds`, the --acceptance
+file), SGLang cost tables (SpsCostTable, SpsAdditiveCostTable), scenario files (TOML), SGLang STS
+JSON and Hugging Face config.json. `EXTRA_PARSERS` is the hook for parsers added later: append
+(name, file suffix, parse(path) -> result or ValueError, strategy of file bytes, check(result)).
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ def _profile_bytes() -> st.SearchStrategy[bytes]:
             if section == "top":
                 holder: Any = doc
             elif section in ("device", "model"):
-                holder = doc[section]
+                holder = doc.get(section)
             else:
                 rows = doc.get(section)
                 if not isinstance(rows, list) or not rows:
@@ -237,6 +238,96 @@ def _check_rounds(r) -> None:
     assert np.all((r.accepted <= r.verified) & (r.verified <= r.drafted) & (r.drafted <= r.block))
 
 
+@st.composite
+def json_documents(draw, base: dict[str, Any]) -> bytes:
+    """`base` with up to two of its fields (top level or one level down) deleted or replaced by an
+    awkward literal; sometimes any JSON or raw bytes instead."""
+    kind = draw(st.sampled_from(["mutated", "mutated", "mutated", "json", "bytes"]))
+    if kind == "json":
+        return _json_text(draw(json_values)).encode()
+    if kind == "bytes":
+        return draw(st.binary(max_size=64))
+    doc = json.loads(json.dumps(base))
+    awkward = []
+    for _ in range(draw(st.integers(0, 2))):
+        holder: Any = doc
+        key = draw(st.sampled_from(sorted(holder)))
+        if isinstance(holder[key], dict) and holder[key] and draw(st.booleans()):
+            holder = holder[key]
+            key = draw(st.sampled_from(sorted(holder)))
+        if isinstance(holder[key], list) and holder[key] and draw(st.booleans()):
+            holder, key = holder[key], draw(st.integers(0, len(holder[key]) - 1))
+        if draw(st.booleans()) and isinstance(holder, dict):
+            holder.pop(key)
+        else:
+            marker = f"__AWKWARD{len(awkward)}__"
+            holder[key] = marker
+            awkward.append((marker, draw(AWKWARD)))
+    text = json.dumps(doc)
+    for marker, literal in awkward:
+        text = text.replace(f'"{marker}"', literal, 1)
+    return text.encode()
+
+
+SPS_TABLE = {"sample_batch_tokens": [8, 16, 64], "sample_steps_per_sec": [100.0, 80.0, 40.0], "max_batch_tokens": 64}
+ADDITIVE_TABLE = {"bias_seconds": 0.01, "bs_probes": [1, 64], "alpha_seconds": [0.0, 0.004], "m_probes": [64, 512],
+                  "theta_seconds": [0.0, 0.002]}
+STS = {"temperatures": [1.0, 1.2, 0.9], "dataset": "chat", "num_samples": 100, "ece_before": 0.05, "ece_after": 0.01}
+BENCH = {"request_rate": 4.0, "burstiness": 1.0, "input_lens": [120, 340, 56], "output_lens": [30, 12, 200],
+         "start_times": [0.0, 0.5, 0.7], "errors": ["", "", ""], "completed": 3, "duration": 10.0}
+HF_CONFIG = {"model_type": "llama", "vocab_size": 32000, "hidden_size": 1024, "intermediate_size": 2816,
+             "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 4,
+             "max_position_embeddings": 4096, "torch_dtype": "bfloat16"}
+
+
+@st.composite
+def toml_files(draw) -> bytes:
+    """Scenario files: key = value lines (known and unknown keys, awkward values), tables, raw bytes."""
+    if draw(st.integers(0, 6)) == 0:
+        return draw(st.binary(max_size=64))
+    lines = []
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["pair", "pair", "table", "junk"]))
+        key = draw(st.sampled_from(["seed", "policy", "max-running", "load", "nonsense", "'seed'", "a.b"]))
+        value = draw(st.sampled_from(["1", "-1", "1e400", "nan", "inf", '"dspark"', '"x"', "[1, 2]", "{}", "true",
+                                      "9" * 5000, '"\\u0000"', "1979-05-27", "[" * 200]))
+        if kind == "pair":
+            lines.append(f"{key} = {value}")
+        elif kind == "table":
+            lines.append(draw(st.sampled_from(["[simulate]", "[pareto]", "[nope]", "[[simulate]]", "["])))
+        else:
+            lines.append(draw(st.text(max_size=12)))
+    return "\n".join(lines).encode("utf-8", errors="surrogatepass")
+
+
+def _parse_sglang(path: Path):
+    from sparksched.sglang_tables import read_sglang_table
+
+    return read_sglang_table(path)
+
+
+def _check_cost(cost) -> None:
+    assert float(cost.step_seconds(4, 8.0, 0.0)) > 0
+
+
+def _parse_scenario(path: Path):
+    from simulator.scenario import read_scenario
+
+    return read_scenario(path, "simulate", {"simulate": {"seed", "policy", "max_running"}, "pareto": {"load"}})
+
+
+def _parse_sts(path: Path):
+    from sparksched.sts_io import read_sts_json
+
+    return read_sts_json(path)
+
+
+def _parse_hf(path: Path):
+    from profiler.hf_config import config_to_spec
+
+    return config_to_spec(path)
+
+
 Parser = tuple[str, str, Callable[[Path], Any], st.SearchStrategy[bytes], Callable[[Any], None]]
 PARSERS: list[Parser] = [
     # (name, file suffix, parse, strategy of file bytes, check of a successful result)
@@ -254,10 +345,16 @@ PARSERS: list[Parser] = [
      _check_converted),
     ("profile", ".json", _parse_profile, _profile_bytes(), _check_profile),
     ("rounds", ".jsonl", _parse_rounds, jsonl_files(_round_record), _check_rounds),
+    ("vllm-bench", ".json", _converter("vllm-bench"), json_documents(BENCH), _check_converted),
+    ("sglang table", ".json", _parse_sglang,
+     st.one_of(json_documents(SPS_TABLE), json_documents(ADDITIVE_TABLE)), _check_cost),
+    ("scenario", ".toml", _parse_scenario, toml_files(), lambda keys: None),
+    ("sts", ".json", _parse_sts, json_documents(STS), lambda sts: None),
+    ("hf config", ".json", _parse_hf, json_documents(HF_CONFIG), lambda spec: None),
 ]
 
-# Parsers added by later work register here with the same tuple shape, e.g. the SGLang SPS table
-# reader of issue 13: ("sglang sps", ".json", read_sps_table, <strategy of file bytes>, <check>).
+# Parsers added by later work register here with the same tuple shape:
+# (name, file suffix, parse(path), strategy of file bytes, check(result)).
 EXTRA_PARSERS: list[Parser] = []
 
 
