@@ -70,8 +70,9 @@ def plot(log: dict, path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("Conditional acceptance per block position (tiny target, g = 7, same training budget)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    from sparksched.io import save_figure
+
+    save_figure(path, fig, dpi=110)
 
 
 def main(argv=None) -> None:

@@ -176,9 +176,9 @@ def write_docs(path: Path, fragment: str) -> None:
         raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(head + BEGIN + "\n" + fragment + "\n" + END + tail)
-    tmp.replace(path)
+    from sparksched.io import write_text
+
+    write_text(path, head + BEGIN + "\n" + fragment + "\n" + END + tail)
 
 
 def main() -> None:

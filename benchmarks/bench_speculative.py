@@ -101,8 +101,9 @@ def main(argv=None) -> None:
         print(f"{r['batch']:>5} {r['autoregressive_tps']:>9.1f} " + " ".join(
             f"{r[p + '_tps']:>14.1f} ({r[p + '_ratio']:.2f}x)".rjust(24) for p in ("dspark", "static-3", "verify-all")))
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump(res, f, indent=1)
+        from sparksched.io import write_json
+
+        write_json(a.out, res, indent=1)
     sys.stdout.flush()
 
 

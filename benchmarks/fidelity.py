@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sparksched.io import atomic_write, write_json, write_lines
+
 PROFILE_ARGS = ["--device", "cpu", "--model", "tiny", "--dtype", "float32", "--requests", "1,2,4,8,12,16",
                 "--tokens", "1-8", "--contexts", "64,192,320", "--prompts", "32,64,128,192",
                 "--draft-requests", "1,2,4,8,12,16", "--blocks", "7", "--draft-context", "192", "--draft-layers", "1",
@@ -65,11 +67,10 @@ def make_trace(path: Path, n: int, rate: float, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.exponential(1.0 / rate, n))
     doms = ["code", "math", "chat"]
-    with open(path, "w") as f:
-        for i in range(n):
-            f.write(json.dumps({"id": f"f-{i:04d}", "arrival_s": round(float(t[i]), 4),
-                                "prompt_tokens": int(rng.integers(32, 193)), "output_tokens": int(rng.integers(48, 129)),
-                                "domain": doms[i % 3]}) + "\n")
+    write_lines(path, [json.dumps({"id": f"f-{i:04d}", "arrival_s": round(float(t[i]), 4),
+                                   "prompt_tokens": int(rng.integers(32, 193)),
+                                   "output_tokens": int(rng.integers(48, 129)), "domain": doms[i % 3]})
+                       for i in range(n)])
     return path
 
 
@@ -96,7 +97,7 @@ def repair_profile(invalid: Path, path: Path) -> Path:
     _monotone_verify(prof["verify"])
     prof.setdefault("notes", []).append("verify medians made monotone in B per context (benchmarks/fidelity.py)")
     validate_profile(prof)
-    path.write_text(json.dumps(prof, indent=1))
+    write_json(path, prof, indent=1)
     return path
 
 
@@ -234,7 +235,7 @@ class LoopTimer:
             "clock sums step times); verify per (n, t) pooled over contexts, fitted non-decreasing in t at "
             "each n; draft made non-decreasing in requests (benchmarks/fidelity.py)")
         validate_profile(prof)
-        path.write_text(json.dumps(prof, indent=1))
+        write_json(path, prof, indent=1)
         return path
 
 
@@ -558,10 +559,15 @@ def main(argv=None) -> dict:
     if a.out:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out.with_suffix(".steps.npz"),
-                            **{f"run{k}": log.astype(np.float32) for k, log in enumerate(logs)})
+        steps = {f"run{k}": log.astype(np.float32) for k, log in enumerate(logs)}
+
+        def save_steps(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **steps)
+
+        atomic_write(out.with_suffix(".steps.npz"), save_steps)
         res["steps_file"] = out.with_suffix(".steps.npz").name
-        out.write_text(json.dumps(res, indent=1, default=float))
+        write_json(out, res, indent=1, default=float)
     return res
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -172,7 +171,9 @@ def main(argv=None) -> dict:
     res["ngrams"] = ngram_stats(16, 192)
     print(json.dumps(res["ngrams"]))
     if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=1))
+        from sparksched.io import write_json
+
+        write_json(a.out, res, indent=1)
     return res
 
 

@@ -12,6 +12,7 @@ Errors are one line naming the file, the field and what was expected.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,12 @@ DENSE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 MOE = ("mixtral", "qwen2_moe", "qwen3_moe")
 DEEPSEEK = ("deepseek_v2", "deepseek_v3")
 SUPPORTED = DENSE + MOE + DEEPSEEK + ("gemma3",)
+MAX_FIELD = 1e12  # no count or size in a model config comes near it (and every one fits an int64)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _Fields:
@@ -39,8 +46,11 @@ class _Fields:
             if default is None:
                 raise self._fail(key, "is missing")
             return default
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or (positive and v <= 0) or v < 0:
-            raise self._fail(key, f"must be a {'positive ' if positive else 'non-negative '}integer, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v \
+                or (positive and v <= 0) or v < 0:
+            raise self._fail(key, f"must be a {'positive ' if positive else 'non-negative '}integer, got {_short(v)}")
+        if v > MAX_FIELD:
+            raise self._fail(key, f"must be at most {MAX_FIELD:.0e}, got {_short(v)}")
         return int(v)
 
     def bool(self, key: str, default: bool) -> bool:
@@ -110,6 +120,14 @@ def _sliding(cfg: dict[str, Any], f: _Fields, kind: str, layers: int) -> tuple[i
 def config_to_spec(source: str | Path | dict[str, Any], name: str | None = None) -> ModelSpec:
     """A ModelSpec from a Hugging Face config.json (file, directory or dict); one-line ValueError otherwise."""
     cfg, where = read_config(source)
+    try:
+        return _spec(cfg, where, name)
+    except ValueError as exc:  # ModelSpec's own checks (e.g. heads a multiple of kv_heads): name the file
+        msg = " ".join(str(exc).split())
+        raise ValueError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+
+
+def _spec(cfg: dict[str, Any], where: str, name: str | None) -> ModelSpec:
     kind = cfg.get("model_type")
     if kind == "gemma3" and isinstance(cfg.get("text_config"), dict):  # multimodal wrapper: the text tower
         cfg = {**cfg["text_config"], "quantization_config": cfg.get("quantization_config"),

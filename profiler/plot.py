@@ -15,8 +15,6 @@ def plot_profile(profile: dict[str, Any], path: str | Path, title: str | None = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from profiler.run import write_atomic_bytes
-
     by_ctx: dict[float, dict[float, list[float]]] = {}
     for r in profile["verify"]:
         by_ctx.setdefault(float(r["context"]), {}).setdefault(float(r["tokens"]), []).append(float(r["median_s"]))
@@ -37,12 +35,9 @@ def plot_profile(profile: dict[str, Any], path: str | Path, title: str | None = 
     model = profile.get("model", {}).get("preset", "?")
     fig.suptitle(title or f"{model} on {dev} ({profile.get('dtype')}, {profile.get('kind', 'measured')})")
     fig.tight_layout()
-    import io
+    from sparksched.io import save_figure
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return write_atomic_bytes(buf.getvalue(), path)
+    return save_figure(path, fig, dpi=110)
 
 
 def plot_verify_lengths(profiles: dict[str, dict[str, Any]], path: str | Path, context: int = 2048,
@@ -52,11 +47,9 @@ def plot_verify_lengths(profiles: dict[str, dict[str, Any]], path: str | Path, c
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
 
-    from profiler.run import write_atomic_bytes
+    from sparksched.io import save_figure
 
     fig, axes = plt.subplots(1, len(profiles), figsize=(5.5 * len(profiles), 4.2), squeeze=False)
     for ax, (label, prof) in zip(axes[0], profiles.items()):
@@ -78,7 +71,4 @@ def plot_verify_lengths(profiles: dict[str, dict[str, Any]], path: str | Path, c
         ax.legend(title="requests per GPU", fontsize=8)
     fig.suptitle("roofline verify cost by batch shape (x: KV does not fit)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return write_atomic_bytes(buf.getvalue(), path)
+    return save_figure(path, fig, dpi=110)

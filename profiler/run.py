@@ -8,8 +8,6 @@ context are then dropped from all contexts so the curve keeps one B grid (also l
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -321,24 +319,14 @@ def _retime_outliers(model: Any, rows: list[dict[str, Any]], warmup: int, repeat
 
 
 def write_atomic_bytes(data: bytes, path: str | Path) -> Path:
-    """Write bytes to `path` via a temporary file and a rename."""
+    """Write bytes to `path` all or nothing (`sparksched.io`); the folder must already exist."""
+    from sparksched.io import write_bytes
+
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_bytes(path, data)
 
 
 def write_profile(profile: dict[str, Any], path: str | Path) -> Path:

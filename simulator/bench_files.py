@@ -52,17 +52,14 @@ def _bad(path: Path, line: int, key: str, what: str, value: Any) -> ValueError:
 
 def _objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """The JSON object of a file, or every object of a JSON Lines file, with its line number."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    from sparksched.io import json_error, read_text
+
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    text = read_text(path, "benchmark result", None)
     try:
         whole = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not one document (JSON Lines, or bad: each line says)
         whole = None
     if whole is not None:
         if not isinstance(whole, dict):
@@ -74,8 +71,8 @@ def _objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
             continue
         try:
             obj = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
-            raise _bad(path, number, "<line>", "bad JSON", raw.strip()) from None
+        except (ValueError, RecursionError) as exc:
+            raise _bad(path, number, "<line>", json_error(exc), raw.strip()) from None
         if not isinstance(obj, dict):
             raise _bad(path, number, "<line>", "must be a JSON object", obj)
         out.append((number, obj))

@@ -2,7 +2,11 @@
 
 Each converter reads one file and returns `(frame, report)`: a DataFrame in the trace schema
 (sorted by arrival, arrival_s from 0 at the first request) and a `ConvertReport` counting the rows
-read, kept and dropped by reason. Bad input is a one-line ValueError naming file, line and field.
+read, kept and dropped by reason. Bad input is a one-line ValueError naming file, line and field;
+with `skip_bad=True` (azure, mooncake, burstgpt) a bad row is dropped and counted instead. A
+timestamp outside the years 1970-2200 is bad (a typo such as 3023 overflowed nanoseconds into
+1854 and shifted every good row by 169 years), and so is a trace whose requests span more than
+2**33 s (where float64 arrival times lose microseconds).
 
 Formats:
 - `azure`: Azure LLM inference trace CSV `TIMESTAMP,ContextTokens,GeneratedTokens`
@@ -41,9 +45,13 @@ import numpy as np
 import polars as pl
 
 from simulator.generate import arrival_times
-from simulator.trace import SCHEMA
+from simulator.trace import MAX_ARRIVAL_S, MAX_TOKENS, SCHEMA, _show
+from sparksched.io import check_input_file, json_error, read_lines
 
 FORMATS = ("azure", "mooncake", "burstgpt", "lengths", "vllm-bench")
+MAX_INPUT_BYTES = 16 << 30  # the public traces are megabytes to a few GB
+# plausible wall-clock years for a trace timestamp (anything else is a typo or a corrupt row)
+FIRST_YEAR, LAST_YEAR = 1970, 2200
 
 
 @dataclass
@@ -66,10 +74,9 @@ class ConvertReport:
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
     """All columns as strings; the header must name every required column."""
+    check_input_file(path, "trace file", MAX_INPUT_BYTES)
     try:
         df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: unreadable CSV: {first[:160]}") from None
@@ -87,30 +94,51 @@ def _first_bad(mask: pl.Series) -> int | None:
     return int(idx[0]) if idx.len() else None
 
 
-def _int_col(df: pl.DataFrame, col: str, path: Path) -> np.ndarray:
-    """(n,) int64 of a string column of integers >= 0; line numbers count the header as line 1."""
+def _checked(raw: pl.Series, bad: pl.Series, path: Path, col: str, what: str, skip: np.ndarray | None) -> None:
+    """Raise for the first bad row (line numbers count the header as line 1), or mark bad rows in `skip`."""
+    mask = bad.fill_null(True)
+    if skip is not None:
+        skip |= mask.to_numpy()
+        return
+    i = _first_bad(mask)
+    if i is not None:
+        raise ValueError(f"{path}: line {i + 2}: field '{col}': {what} (got {_show(raw[i])})")
+
+
+def _int_col(df: pl.DataFrame, col: str, path: Path, skip: np.ndarray | None = None) -> np.ndarray:
+    """(n,) int64 of a string column of integers >= 0 (0 where `skip` marks a bad row)."""
     raw = df[col].str.strip_chars()
     parsed = raw.cast(pl.Float64, strict=False)
     bad = parsed.is_null() | ~parsed.is_finite() | (parsed < 0) | (parsed != parsed.floor()) | (parsed > 1e9)
-    i = _first_bad(bad.fill_null(True))
-    if i is not None:
-        raise ValueError(f"{path}: line {i + 2}: field '{col}': must be an integer >= 0 (got {raw[i]!r})")
-    return parsed.cast(pl.Int64).to_numpy()
+    _checked(raw, bad, path, col, "must be an integer >= 0", skip)
+    return parsed.set(bad.fill_null(True), 0.0).cast(pl.Int64).to_numpy()
 
 
-def _float_col(df: pl.DataFrame, col: str, path: Path) -> np.ndarray:
+def _float_col(df: pl.DataFrame, col: str, path: Path, skip: np.ndarray | None = None) -> np.ndarray:
     raw = df[col].str.strip_chars()
     parsed = raw.cast(pl.Float64, strict=False)
     bad = parsed.is_null() | ~parsed.is_finite() | (parsed < 0)
-    i = _first_bad(bad.fill_null(True))
-    if i is not None:
-        raise ValueError(f"{path}: line {i + 2}: field '{col}': must be a number >= 0 (got {raw[i]!r})")
-    return parsed.to_numpy()
+    _checked(raw, bad, path, col, "must be a number >= 0", skip)
+    return parsed.set(bad.fill_null(True), 0.0).to_numpy()
 
 
 def _build(times_s: np.ndarray, prompt: np.ndarray, output: np.ndarray, domain: str, prefix: str,
-           extra: dict[str, Any] | None = None) -> pl.DataFrame:
-    """Sort by time (stable), start at 0, number the ids; extra: optional columns (same length)."""
+           extra: dict[str, Any] | None = None, where: tuple[Path, np.ndarray, str] | None = None) -> pl.DataFrame:
+    """Sort by time (stable), start at 0, number the ids; extra: optional columns (same length).
+
+    where: (file, source line of each row, time column) to name the row that stretches the trace
+    past MAX_ARRIVAL_S.
+    """
+    if not np.all(np.isfinite(times_s)):
+        i = int(np.argmax(~np.isfinite(times_s)))
+        path, lines, col = where if where is not None else (Path("trace"), np.arange(times_s.size) + 1, "time")
+        raise ValueError(f"{path}: line {int(lines[i])}: field '{col}': gives an arrival time of {times_s[i]!r}")
+    span = times_s - times_s.min() if times_s.size else times_s
+    if np.any(span >= MAX_ARRIVAL_S):
+        i = int(np.argmax(span))
+        path, lines, col = where if where is not None else (Path("trace"), np.arange(times_s.size) + 1, "time")
+        raise ValueError(f"{path}: line {int(lines[i])}: field '{col}': {span[i]:.4g} s after the first request "
+                         f"(more than {MAX_ARRIVAL_S:.4g} s, where float64 loses microseconds: a typo?)")
     order = np.argsort(times_s, kind="stable")
     times = times_s[order] - (times_s[order][0] if times_s.size else 0.0)
     n = times.size
@@ -136,28 +164,55 @@ def _no_rows(path: Path, report: ConvertReport) -> ValueError:
                       f"(got {report.summary()})")
 
 
-def convert_azure(path: str | Path, *, domain: str | None = None) -> tuple[pl.DataFrame, ConvertReport]:
-    """Azure LLM inference trace CSV -> trace. domain: default 'code' if the file name says code, else 'chat'."""
+def _timestamps(raw: pl.Series, path: Path, col: str, skip: np.ndarray | None) -> np.ndarray:
+    """(n,) int64 microseconds since 1970 of date-time strings; bad or implausible ones raise or
+    are marked in `skip` (then 0)."""
+    # microseconds reach far past any plausible year (nanoseconds overflow int64 after 2262)
+    stamp = raw.str.replace("T", " ", literal=True).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us",
+                                                                    strict=False)
+    unparsed = stamp.is_null()
+    year = stamp.dt.year()
+    implausible = ~unparsed & ((year < FIRST_YEAR) | (year > LAST_YEAR)).fill_null(False)
+    if skip is None:
+        i = _first_bad(unparsed)
+        if i is not None:
+            raise ValueError(f"{path}: line {i + 2}: field '{col}': not a time like '2023-11-16 18:15:46.6805900' "
+                             f"(got {_show(raw[i])})")
+        i = _first_bad(implausible)
+        if i is not None:
+            raise ValueError(f"{path}: line {i + 2}: field '{col}': year {year[i]} is outside {FIRST_YEAR}-"
+                             f"{LAST_YEAR} (a typo? --skip-bad drops such rows) (got {_show(raw[i])})")
+    bad = (unparsed | implausible).to_numpy()
+    if skip is not None:
+        skip |= bad
+    return stamp.cast(pl.Int64).fill_null(0).to_numpy()
+
+
+def convert_azure(path: str | Path, *, domain: str | None = None,
+                  skip_bad: bool = False) -> tuple[pl.DataFrame, ConvertReport]:
+    """Azure LLM inference trace CSV -> trace. domain: default 'code' if the file name says code, else 'chat'.
+
+    skip_bad: drop and count rows with an unreadable or implausible timestamp or token count
+    instead of stopping at the first.
+    """
     path = Path(path)
     domain = domain or ("code" if "code" in path.name.lower() else "chat")
     df = _read_csv(path, ("TIMESTAMP", "ContextTokens", "GeneratedTokens"))
     report = ConvertReport(str(path), "azure", rows_in=df.height)
-    raw = df["TIMESTAMP"].str.strip_chars()
-    stamp = raw.str.replace("T", " ", literal=True).str.to_datetime(
-        "%Y-%m-%d %H:%M:%S%.f", time_unit="ns", strict=False)
-    i = _first_bad(stamp.is_null())
-    if i is not None:
-        raise ValueError(f"{path}: line {i + 2}: field 'TIMESTAMP': not a time like "
-                         f"'2023-11-16 18:15:46.6805900' (got {raw[i]!r})")
-    ns = stamp.cast(pl.Int64).to_numpy()
-    seconds = (ns - ns.min()) / 1e9
-    prompt = _int_col(df, "ContextTokens", path)
-    output = _int_col(df, "GeneratedTokens", path)
-    keep = (prompt >= 1) & (output >= 1)
-    _drop(report, keep, "with 0 tokens")
-    if np.any(np.diff(seconds) < 0):
+    skip = np.zeros(df.height, dtype=bool) if skip_bad else None
+    us = _timestamps(df["TIMESTAMP"].str.strip_chars(), path, "TIMESTAMP", skip)
+    prompt = _int_col(df, "ContextTokens", path, skip)
+    output = _int_col(df, "GeneratedTokens", path, skip)
+    good = np.ones(df.height, dtype=bool) if skip is None else ~skip
+    if skip is not None:
+        _drop(report, good, "bad rows (--skip-bad)")
+    keep = good & (prompt >= 1) & (output >= 1)
+    _drop(report, keep | ~good, "with 0 tokens")
+    seconds = (us - (us[good].min() if good.any() else 0)) / 1e6
+    if np.any(np.diff(seconds[good]) < 0):
         report.notes.append("rows were not in time order: sorted")
-    out = _build(seconds[keep], prompt[keep], output[keep], domain, "az")
+    lines = np.arange(df.height) + 2
+    out = _build(seconds[keep], prompt[keep], output[keep], domain, "az", where=(path, lines[keep], "TIMESTAMP"))
     report.rows_out = out.height
     if out.height == 0:
         raise _no_rows(path, report)
@@ -183,56 +238,72 @@ def _jitter(ms: np.ndarray, rng: np.random.Generator, bucket_s: float | None) ->
 
 
 def convert_mooncake(path: str | Path, *, domain: str = "chat", jitter: bool = True, seed: int = 0,
-                     bucket_s: float | None = None) -> tuple[pl.DataFrame, ConvertReport]:
-    """Mooncake JSONL -> trace, keeping hash_ids; seeded jitter within timestamp buckets (on by default)."""
+                     bucket_s: float | None = None, skip_bad: bool = False) -> tuple[pl.DataFrame, ConvertReport]:
+    """Mooncake JSONL -> trace, keeping hash_ids; seeded jitter within timestamp buckets (on by default).
+
+    bucket_s: jitter window in seconds (finite, > 0); default the median gap between timestamps.
+    skip_bad: drop and count bad lines instead of stopping at the first.
+    """
     path = Path(path)
+    if bucket_s is not None and not (isinstance(bucket_s, (int, float)) and math.isfinite(bucket_s) and bucket_s > 0):
+        raise ValueError(f"mooncake: the bucket width (--bucket) must be a finite number of seconds > 0, got {bucket_s!r}")
     report = ConvertReport(str(path), "mooncake")
     stamps: list[float] = []
     prompt: list[int] = []
     output: list[int] = []
     hashes: list[list[int] | None] = []
+    lines: list[int] = []
+    bad_lines = 0
 
     def bad(line: int, name: str, what: str, value: Any) -> ValueError:
         text = repr(value)
         text = text if len(text) <= 60 else text[:57] + "..."
         return ValueError(f"{path}: line {line}: field '{name}': {what} (got {text})")
 
+    def record(line: int, text: str) -> None:
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise bad(line, "<line>", json_error(exc), text.rstrip()) from None
+        if not isinstance(obj, dict):
+            raise bad(line, "<line>", "must be a JSON object", obj)
+        for name in ("timestamp", "input_length", "output_length"):
+            value = obj.get(name)
+            if name not in obj:
+                raise bad(line, name, "missing", None)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise bad(line, name, "must be a number >= 0", value)
+            if name != "timestamp" and (not isinstance(value, int) or value > 10**9):
+                raise bad(line, name, "must be an integer in [0, 1e9]", value)
+        ids = obj.get("hash_ids")
+        if ids is not None and (not isinstance(ids, list) or not all(
+                isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 2**63 for h in ids)):
+            raise bad(line, "hash_ids", "must be a list of integers >= 0", ids)
+        stamps.append(float(obj["timestamp"]))
+        prompt.append(obj["input_length"])
+        output.append(obj["output_length"])
+        hashes.append(ids)
+        lines.append(line)
+
+    check_input_file(path, "trace file", MAX_INPUT_BYTES)
     try:
         stream = open(path, "rb")
     except OSError as exc:
         raise ValueError(f"{path}: cannot open: {exc.strerror or exc}") from None
     with stream:
-        for line, raw in enumerate(stream, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise bad(line, "<line>", "is not valid UTF-8", raw) from None
+        for line, text in read_lines(stream, str(path)):
             if not text.strip(" \t\r\n"):
                 continue
             try:
-                obj = json.loads(text)
-            except (json.JSONDecodeError, RecursionError):
-                raise bad(line, "<line>", "bad JSON", text.rstrip()) from None
-            if not isinstance(obj, dict):
-                raise bad(line, "<line>", "must be a JSON object", obj)
-            for name in ("timestamp", "input_length", "output_length"):
-                value = obj.get(name)
-                if name not in obj:
-                    raise bad(line, name, "missing", None)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                        or value < 0:
-                    raise bad(line, name, "must be a number >= 0", value)
-                if name != "timestamp" and (not isinstance(value, int) or value > 10**9):
-                    raise bad(line, name, "must be an integer in [0, 1e9]", value)
-            ids = obj.get("hash_ids")
-            if ids is not None and (not isinstance(ids, list) or not all(
-                    isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 2**63 for h in ids)):
-                raise bad(line, "hash_ids", "must be a list of integers >= 0", ids)
-            stamps.append(float(obj["timestamp"]))
-            prompt.append(obj["input_length"])
-            output.append(obj["output_length"])
-            hashes.append(ids)
-    report.rows_in = len(stamps)
+                record(line, text)
+            except ValueError:
+                if not skip_bad:
+                    raise
+                bad_lines += 1
+    report.rows_in = len(stamps) + bad_lines
+    if bad_lines:
+        report.dropped["bad rows (--skip-bad)"] = bad_lines
     p, o, ms = np.array(prompt, dtype=np.int64), np.array(output, dtype=np.int64), np.array(stamps)
     keep = (p >= 1) & (o >= 1)
     _drop(report, keep, "with 0 tokens")
@@ -247,21 +318,27 @@ def convert_mooncake(path: str | Path, *, domain: str = "chat", jitter: bool = T
         report.notes.append("jitter off")
     kept_hashes = [h for h, k in zip(hashes, keep.tolist()) if k]
     extra = {"hash_ids": kept_hashes} if any(h is not None for h in kept_hashes) else None
-    out = _build(seconds, p[keep], o[keep], domain, "mc", extra)
+    out = _build(seconds, p[keep], o[keep], domain, "mc", extra, where=(path, np.asarray(lines)[keep], "timestamp"))
     report.rows_out = out.height
     return out, report
 
 
 def convert_burstgpt(path: str | Path, *, domain: str = "chat", keep_failed: bool = False,
-                     model: str | None = None) -> tuple[pl.DataFrame, ConvertReport]:
-    """BurstGPT CSV -> trace. Failed requests (0 response tokens): dropped unless keep_failed (-> 1 token)."""
+                     model: str | None = None, skip_bad: bool = False) -> tuple[pl.DataFrame, ConvertReport]:
+    """BurstGPT CSV -> trace. Failed requests (0 response tokens): dropped unless keep_failed (-> 1 token).
+
+    skip_bad: drop and count rows with an unreadable timestamp or token count instead of stopping.
+    """
     path = Path(path)
     df = _read_csv(path, ("Timestamp", "Request tokens", "Response tokens"))
     report = ConvertReport(str(path), "burstgpt", rows_in=df.height)
-    seconds = _float_col(df, "Timestamp", path)
-    prompt = _int_col(df, "Request tokens", path)
-    output = _int_col(df, "Response tokens", path)
-    keep = np.ones(df.height, dtype=bool)
+    skip = np.zeros(df.height, dtype=bool) if skip_bad else None
+    seconds = _float_col(df, "Timestamp", path, skip)
+    prompt = _int_col(df, "Request tokens", path, skip)
+    output = _int_col(df, "Response tokens", path, skip)
+    keep = np.ones(df.height, dtype=bool) if skip is None else ~skip
+    if skip is not None:
+        _drop(report, keep, "bad rows (--skip-bad)")
     if model is not None:
         if "Model" not in df.columns:
             raise ValueError(f"{path}: line 1: field 'Model': missing column (got header {df.columns})")
@@ -284,7 +361,9 @@ def convert_burstgpt(path: str | Path, *, domain: str = "chat", keep_failed: boo
         extra = {"session": [s or None for s, k in zip(sessions, keep.tolist()) if k]}
     if not keep.any():
         raise _no_rows(path, report)
-    out = _build(seconds[keep], prompt[keep], output[keep], domain, "bg", extra)
+    lines = np.arange(df.height) + 2
+    out = _build(seconds[keep], prompt[keep], output[keep], domain, "bg", extra,
+                 where=(path, lines[keep], "Timestamp"))
     if np.any(np.diff(seconds[keep]) < 0):
         report.notes.append("rows were not in time order: sorted")
     report.rows_out = out.height
@@ -349,8 +428,9 @@ def _lens(obj: dict[str, Any], key: str, path: Path, line: int) -> np.ndarray:
                          "lengths (run vllm bench serve with --save-detailed, sglang bench_serving with "
                          "--output-details)")
     for i, x in enumerate(v):
-        if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-            raise ValueError(f"{path}: line {line}: field '{key}[{i}]': must be an integer >= 0 (got {x!r})")
+        if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= MAX_TOKENS:
+            raise ValueError(f"{path}: line {line}: field '{key}[{i}]': must be an integer in [0, {MAX_TOKENS:.0e}] "
+                             f"(got {_show(x)})")
     return np.asarray(v, dtype=np.int64)
 
 
@@ -360,7 +440,7 @@ def _rate(v: Any, path: Path, line: int, key: str, default: float) -> float:
     if v == "inf":
         return math.inf
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError(f"{path}: line {line}: field '{key}': must be a number > 0 or \"inf\" (got {v!r})")
+        raise ValueError(f"{path}: line {line}: field '{key}': must be a number > 0 or \"inf\" (got {_show(v)})")
     return float(v)
 
 
@@ -409,7 +489,8 @@ def convert_vllm_bench(path: str | Path, *, domain: str = "chat", seed: int = 0,
         raise ValueError(f"vllm-bench: arrivals must be 'rate' or 'recorded', got {arrivals!r}")
     if obj.get("max_concurrency") not in (None, "None"):
         report.notes.append(f"the benchmark capped concurrency at {obj['max_concurrency']} (not in the trace)")
-    out = _build(times, prompt[keep], output[keep], domain, "vb")
+    field = "start_times" if arrivals == "recorded" else "request_rate"
+    out = _build(times, prompt[keep], output[keep], domain, "vb", where=(path, np.full(times.size, ln), field))
     report.rows_out = out.height
     return out, report
 

@@ -1,45 +1,33 @@
-"""Every file the reports, timelines, scenario and result writers produce goes through `atomic_write`.
+"""Writers of the reports, timelines, scenario and result files, on top of `sparksched.io`.
 
-A write goes to a temporary file in the target's directory and is renamed into place, so a reader
-never sees a half-written file and a failed write leaves the old file (or none). Keeping the one
-function here lets a project-wide writer replace it in one place.
+Every write goes through `sparksched.io.atomic_write`, the project's one atomic writer: a temporary
+file beside the target, flushed, mode 0644, renamed into place; a failed write leaves the old file
+(or none) and raises one `OutputError` line naming the file. `jsonable` turns numpy values and
+non-finite floats into strict JSON values.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sparksched import io
+
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it to `path`.
-
-    The parent directory is created. On any error the temporary file is removed and the error re-raised.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Call `write(tmp_path)` (a str) on a temporary file beside `path`, then rename it to `path`
+    (`sparksched.io.atomic_write`; the parent directory is created)."""
+    return io.atomic_write(path, lambda tmp: write(str(tmp)))
 
 
 def write_text(path: str | Path, text: str) -> Path:
     """`text` (UTF-8) to `path`, atomically."""
-    return atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    return io.write_text(path, text)
 
 
 def jsonable(x: Any) -> Any:

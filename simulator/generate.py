@@ -35,6 +35,7 @@ from simulator.trace import bundled_dir, write_trace
 ARRIVALS = ("gamma", "weibull")
 MODULATIONS = ("none", "sine", "diurnal")
 DAY_S = 86400.0
+MAX_REQUESTS = 10_000_000  # per generated trace: about 1 GB of JSON Lines, a few hundred MB in memory
 DIURNAL_PEAK_HOUR = 14.0  # diurnal modulation peaks at 14:00 (trace starts at 00:00)
 
 
@@ -223,12 +224,18 @@ def arrival_times(rng: np.random.Generator, rate: float, cv: float, arrival: str
     if requests is not None:
         if requests < 1:
             raise ValueError(f"arrivals: requests must be >= 1 (got {requests})")
+        if requests > MAX_REQUESTS:
+            raise ValueError(f"arrivals: {requests:,} requests is more than {MAX_REQUESTS:,} (split the trace)")
         times = np.cumsum(interarrivals(rng, requests, rate, cv, arrival))
         return mod.unwarp(times)
     assert duration_s is not None
     if not duration_s > 0 or not math.isfinite(duration_s):
         raise ValueError(f"arrivals: duration must be > 0 s (got {duration_s})")
     horizon = float(mod.warp(np.array([duration_s]))[0])
+    expected = rate * horizon
+    if not expected <= MAX_REQUESTS:  # refuse before allocating (1000 req/s x 1e9 s asked for 8.7 TiB)
+        raise ValueError(f"arrivals: {rate:g} requests/s over {duration_s:g} s is about {expected:.3g} requests, "
+                         f"more than {MAX_REQUESTS:,} (shorten --duration or lower --rate)")
     parts: list[np.ndarray] = []
     last = 0.0
     block = max(16, int(rate * horizon * 1.2) + 16)

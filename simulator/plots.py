@@ -50,14 +50,10 @@ def _figure(nrows: int = 1, ncols: int = 1, **kw: Any):
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
+    """The figure as a PNG at `path`, all or nothing (`sparksched.io`); the figure is closed."""
+    from sparksched.io import save_figure
 
-    from simulator.files import atomic_write
-
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
-    finally:
-        plt.close(fig)
+    return save_figure(path, fig, dpi=120, bbox_inches="tight")
 
 
 def _col_max(df: pl.DataFrame, col: str) -> float:

@@ -4,20 +4,27 @@
     from simulator.config import SimConfig
     res = simulate("chat", SimConfig(policy="dspark"))
     print(res.table())
-    res.write("runs/chat-dspark")   # Parquet tables, summary.json, result.json (vllm bench serve keys)
+    res.write("runs/chat-dspark")   # Parquet tables, summary.json, result.json, manifest.json
 
 The result holds three polars tables: `requests` (one row per trace request, every request present:
 finished, rejected or unfinished with a reason), `steps` (one row per engine step) and `rounds` (one
 row per decoding request per step: verified drafts, accepted drafts, emitted tokens), `summary`,
 a dict of scalars (definitions in `simulator.metrics`), and `bench`, the same run in the keys and
 definitions of a `vllm bench serve` result (simulator.vllm_metrics), written as result.json.
+
+Arrivals run on a clock that starts at the trace's first arrival, less its fractional second: a
+trace stamped in epoch seconds (1.7e9) is shifted by an exact whole number of seconds, so every
+time keeps its float64 precision. The shift is `meta["arrival_offset_s"]` (in summary.json).
+Arrivals whose float64 spacing is coarser than a microsecond (>= 2**33 s, e.g. epoch microseconds
+read as seconds) are refused when the trace loads, and so is a `rate_scale` that stretches the
+trace past that.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +37,7 @@ import simpy
 from simulator.backend import Backend
 from simulator.config import SimConfig
 from simulator.engine import STATUS_NAMES, Engine, StepClock, Workload
+from simulator.files import write_json as write_strict_json
 from simulator.metrics import (
     acceptance_by_position,
     budget_by_running,
@@ -39,13 +47,17 @@ from simulator.metrics import (
 )
 from simulator.policies import make_policy
 from simulator.speed import HostSpeed
-from sparksched.cost import StepCost
+from sparksched.cost import DTYPE_BYTES, StepCost
 from sparksched.curve import ThroughputCurve
+from sparksched.io import ResultSet, write_json, write_parquet
+from sparksched.profile import ProfileWarning
 
-DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "fp8": 1,
-               "float8": 1, "int8": 1}
 GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of device memory for weights + KV cache
 FALLBACK_KV_BLOCKS = 16384  # when a profile lacks model/device facts: 262k tokens at block 16
+MAX_ARRIVAL_S = 2.0**33  # float64 spacing of larger times is coarser than a microsecond (2**-19 s)
+# tokens one step may batch (decode + chunked prefill); the step-time tables hold one entry per
+# token. Engines batch 8k-64k; a million is far past any, and keeps every table below 8 MB
+MAX_STEP_TOKENS = 1 << 20
 # the files SimResult.write puts into a run directory
 RESULT_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptance.parquet", "budget.parquet",
                 "summary.json", "result.json")
@@ -80,22 +92,35 @@ class SimResult:
         return bench_result(self.requests, self.steps, self.rounds, block=self.config.draft_block,
                             goodput=parse_goodput(self.config.goodput), meta=meta)
 
-    def write(self, directory: str | Path) -> Path:
-        """Write the Parquet tables, summary.json and result.json into `directory`, each file atomically."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+    def about(self) -> dict[str, Any]:
+        """What identifies the run, for a result set's manifest (trace, policy, seed, rate scale)."""
+        return {"command": "simulate", "trace": self.meta.get("trace"), "policy": self.config.policy,
+                "seed": self.config.seed, "rate_scale": self.config.rate_scale}
+
+    def write_files(self, folder: str | Path) -> list[Path]:
+        """The Parquet tables, summary.json and result.json into `folder` (e.g. a ResultSet's
+        staging folder), each file atomically; returns their paths (RESULT_FILES, in order)."""
+        folder = Path(folder)
         files = {"requests.parquet": self.requests, "steps.parquet": self.steps,
                  "rounds.parquet": self.rounds, "acceptance.parquet": self.acceptance_by_position(),
                  "budget.parquet": self.budget_by_running()}
         doc = {"summary": self.summary, "config": self.config.to_dict(), "meta": self.meta}
         for name, df in files.items():
-            _atomic(out / name, lambda p, df=df: df.write_parquet(p))
-        _atomic(out / "summary.json",
-                lambda p: Path(p).write_text(json.dumps(doc, indent=2, default=_json_default) + "\n"))
-        from simulator.files import write_json
+            write_parquet(folder / name, df)
+        write_json(folder / "summary.json", doc, indent=2, default=_json_default)
+        write_strict_json(folder / "result.json", self.bench)
+        return [folder / name for name in RESULT_FILES]
 
-        write_json(out / "result.json", self.bench)
-        return out
+    def write(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write the result set into `directory`, whole or not at all (`sparksched.io.ResultSet`):
+        the Parquet tables, summary.json, result.json and manifest.json.
+
+        An existing non-empty `directory` is refused unless `overwrite` (then it is replaced, never
+        merged). Write errors raise `sparksched.io.OutputError` naming the file.
+        """
+        with ResultSet(directory, overwrite=overwrite, names=RESULT_FILES, about=self.about()) as rs:
+            self.write_files(rs.folder)
+        return Path(directory)
 
     def table(self) -> str:
         """The summary as an aligned text table."""
@@ -108,12 +133,6 @@ def _json_default(x: Any) -> Any:
     if isinstance(x, (np.floating,)):
         return float(x)
     return str(x)
-
-
-def _atomic(path: Path, write) -> None:
-    from simulator.files import atomic_write
-
-    atomic_write(path, write)
 
 
 def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None,
@@ -190,41 +209,51 @@ def derive_kv_blocks(profile: dict[str, Any] | None, block_size: int) -> tuple[i
     blocks = (0.9 x device memory - weights) / (layers x 2 x kv_heads x head_dim x dtype bytes x
     block_size). A roofline profile of a deployment states its KV capacity per attention group
     (`deployment.kv_capacity_tokens`: MLA latents, sliding windows, TP / DP splits and FP8 KV
-    included), which is used as is. FALLBACK_KV_BLOCKS when the profile lacks any of those facts.
+    included), which is used as is. FALLBACK_KV_BLOCKS when the profile lacks any of those facts
+    (a CPU profile has no device memory). Facts that are present but impossible are errors, not a
+    fallback: a dtype without a known size, or weights that do not fit in the device's memory
+    (`load_profile` already refuses non-positive sizes).
     """
     cap = ((profile or {}).get("deployment") or {}).get("kv_capacity_tokens")
     if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap >= block_size:
         return int(cap // block_size), f"profile deployment: {int(cap):,} KV tokens per attention group"
-    try:
-        model, device = profile["model"], profile["device"]  # type: ignore[index]
-        s = DTYPE_BYTES[str(profile.get("dtype", "bfloat16")).replace("torch.", "")]  # type: ignore[union-attr]
-        per_token = int(model["layers"]) * 2 * int(model["kv_heads"]) * int(model["head_dim"]) * s
-        free = GPU_MEMORY_UTILIZATION * float(device["memory_bytes"]) - float(model["parameters"]) * s
-        blocks = int(free // (per_token * block_size))
-        if blocks < 1:
-            raise ValueError
-        return blocks, (f"derived: {GPU_MEMORY_UTILIZATION:g} x {device['memory_bytes'] / 2**30:.0f} GiB "
-                        f"- weights, {per_token / 1024:.0f} KiB/token")
-    except (KeyError, TypeError, ValueError):
+    where = (profile or {}).get("_source", "profile")
+    model, device = (profile or {}).get("model") or {}, (profile or {}).get("device") or {}
+    needed = {"model": ("layers", "kv_heads", "head_dim", "parameters"), "device": ("memory_bytes",)}
+    have = {"model": model, "device": device}
+    if profile is None or any(k not in have[part] for part, keys in needed.items() for k in keys):
         return FALLBACK_KV_BLOCKS, f"fallback {FALLBACK_KV_BLOCKS} blocks (profile lacks model/device facts)"
+    dtype = str(profile.get("dtype", "bfloat16")).replace("torch.", "")
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"{where}: field 'dtype': no known bytes per element for {dtype!r} (known: "
+                         f"{', '.join(sorted(DTYPE_BYTES))}), so the KV cache cannot be sized; pass --kv-blocks")
+    s = DTYPE_BYTES[dtype]
+    per_token = int(model["layers"]) * 2 * int(model["kv_heads"]) * int(model["head_dim"]) * s
+    memory = float(device["memory_bytes"])
+    free = GPU_MEMORY_UTILIZATION * memory - float(model["parameters"]) * s
+    blocks = int(free // (per_token * block_size))
+    if blocks < 1:
+        raise ValueError(f"{where}: the model's weights ({float(model['parameters']) * s / 2**30:.3g} GiB in {dtype}) "
+                         f"leave no KV cache in {GPU_MEMORY_UTILIZATION:g} x the device memory "
+                         f"({memory / 2**30:.3g} GiB): fields 'model.parameters' / 'device.memory_bytes'; "
+                         "pass --kv-blocks to simulate anyway")
+    return blocks, (f"derived: {GPU_MEMORY_UTILIZATION:g} x {memory / 2**30:.0f} GiB "
+                    f"- weights, {per_token / 1024:.0f} KiB/token")
 
 
 def _profile_or_none(name: str) -> dict[str, Any] | None:
     """The profile `name` names, or None when it is an SGLang cost table (no profile facts)."""
-    from sparksched.profile import load_profile, resolve_profile
+    from sparksched.profile import load_profile, read_json, resolve_profile
     from sparksched.sglang_tables import is_sglang_table
 
     path = resolve_profile(name)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        data = None
+    data = read_json(path, "profile")
     if isinstance(data, dict) and is_sglang_table(data):
         return None
     return load_profile(path)
 
 
-def _workload(trace: pl.DataFrame | str | Path, config: SimConfig) -> tuple[Any, pl.DataFrame, str]:
+def _workload(trace: pl.DataFrame | str | Path, config: SimConfig) -> tuple[Any, pl.DataFrame, str, float]:
     from simulator.engine import Workload
     from simulator.trace import load_trace, resolve_trace
 
@@ -237,7 +266,8 @@ def _workload(trace: pl.DataFrame | str | Path, config: SimConfig) -> tuple[Any,
         df = df.head(config.max_requests)
     if df.height == 0:
         raise ValueError(f"trace {name}: no requests to simulate")
-    arrival = df["arrival_s"].to_numpy().astype(np.float64) / config.rate_scale
+    raw = df["arrival_s"].to_numpy().astype(np.float64)
+    arrival, offset = relative_arrivals(raw, config.rate_scale, name)
     if np.any(np.diff(arrival) < 0):
         raise ValueError(f"trace {name}: arrival_s must not decrease")
     prompts = df["prompt"].to_list() if "prompt" in df.columns else None
@@ -247,7 +277,55 @@ def _workload(trace: pl.DataFrame | str | Path, config: SimConfig) -> tuple[Any,
                     domains=df["domain"].cast(pl.Utf8).to_list(), prompts=prompts)
     if np.any(work.prompt < 1) or np.any(work.output < 1):
         raise ValueError(f"trace {name}: prompt_tokens and output_tokens must be >= 1")
-    return work, df, name
+    return work, df, name, offset
+
+
+def relative_arrivals(arrival_s: np.ndarray, rate_scale: float, where: str = "trace") -> tuple[np.ndarray, float]:
+    """(arrivals on the simulation clock [n] s, offset s): (arrival - offset) / rate_scale.
+
+    offset = the whole seconds of the first arrival, subtracted exactly, so an epoch-stamped trace
+    keeps microsecond precision. ValueError when a time is beyond MAX_ARRIVAL_S (coarser than a
+    microsecond in float64), before or after the rate scaling.
+    """
+    a = np.asarray(arrival_s, dtype=np.float64)
+    bad = ~np.isfinite(a) | (np.abs(a) >= MAX_ARRIVAL_S)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{where}: line {i + 1}: field 'arrival_s': {a[i]!r} s is beyond {MAX_ARRIVAL_S:.4g} s, "
+                         "where float64 cannot hold microseconds (epoch micro- or milliseconds read as seconds?)")
+    offset = float(math.floor(a[0])) if a.size else 0.0
+    if not (isinstance(rate_scale, (int, float)) and math.isfinite(rate_scale) and rate_scale > 0):
+        raise ValueError(f"rate_scale must be a finite number > 0, got {rate_scale!r}")
+    with np.errstate(over="ignore"):
+        scaled = (a - offset) / float(rate_scale)
+    span = float(scaled[-1]) if scaled.size else 0.0
+    if not math.isfinite(span) or span >= MAX_ARRIVAL_S:
+        raise ValueError(f"rate_scale {rate_scale:g} stretches {where} to {span:.4g} s of arrivals, beyond "
+                         f"{MAX_ARRIVAL_S:.4g} s (the clock's microsecond precision); use a larger rate_scale")
+    return scaled, offset
+
+
+def effective_config(config: SimConfig, work: Workload, kv_blocks: int) -> SimConfig:
+    """`config` with max_running and prefill_chunk cut to what `work` can use (same simulation).
+
+    Resident requests never exceed the requests in the trace nor the KV blocks (each holds at least
+    one); one step never prefills more than every request's prompt and output together, nor more
+    than the KV cache holds. Sizes allocated per slot and per batch token then follow the run, not
+    the flags (`--max-running 1e9` allocated 8 GB). ValueError when even the cut step exceeds
+    MAX_STEP_TOKENS.
+    """
+    n = len(work.ids)
+    running = max(1, min(config.max_running, n, kv_blocks))
+    tokens = int(work.prompt.sum() + work.output.sum())
+    chunk = max(1, min(config.prefill_chunk, tokens, kv_blocks * config.kv_block_size))
+    step = running * (config.draft_block + 1) + chunk
+    if step > MAX_STEP_TOKENS:
+        raise ValueError(f"max_running x (block + 1) + prefill_chunk = {running} x {config.draft_block + 1} + {chunk} "
+                         f"= {step:,} tokens in one step (after cutting both to what the trace and KV cache can "
+                         f"use); the limit is {MAX_STEP_TOKENS:,}: lower --max-running or --prefill-chunk")
+    if running == config.max_running and chunk == config.prefill_chunk:
+        return config
+    return config.replace(max_running=running, prefill_chunk=chunk)
 
 
 def make_backend(config: SimConfig) -> Backend:
@@ -283,7 +361,10 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     """
     config = config or SimConfig()
     wall0 = time.perf_counter()
-    work, df, trace_name = _workload(trace, config)
+    if config.clock == "measured" and backend is None:
+        raise ValueError("clock 'measured' needs a backend that measures wall time (the real loop, --engine "
+                         "model); the synthetic and recorded backends measure nothing")
+    work, df, trace_name, offset = _workload(trace, config)
     profile = None
     if cost is None:
         profile = _profile_or_none(config.profile)
@@ -297,6 +378,11 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         kv_blocks, kv_note = config.kv_blocks, "configured"
     else:
         kv_blocks, kv_note = derive_kv_blocks(profile, config.kv_block_size)
+    user_config, config = config, effective_config(config, work, kv_blocks)
+    if profile is not None and g > 0 and not profile.get("draft"):
+        warnings.warn(f"{profile.get('_source', 'profile')} has no draft rows: the drafter is charged 0 s per step, "
+                      "so speculative policies look faster than they are (profile the drafter too)",
+                      ProfileWarning, stacklevel=2)
     if backend is None:
         backend = make_backend(config)
     elif g > backend.block:
@@ -343,8 +429,10 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
             "backend": getattr(backend, "name", type(backend).__name__), "kv_blocks": kv_blocks,
             "kv_blocks_source": kv_note, "drafter_latency": clock.draft_note, "profile": config.profile,
             "cost": repr(cost), "wall_s": wall, "sim_per_wall": summary["sim_per_wall"],
-            "simulated_s": env.now, "host_speed": None if speed is None else repr(speed)}
-    return SimResult(summary, requests, steps, rounds, config, meta)
+            "simulated_s": env.now, "host_speed": None if speed is None else repr(speed),
+            "arrival_offset_s": offset, "max_running_used": config.max_running,
+            "prefill_chunk_used": config.prefill_chunk}
+    return SimResult(summary, requests, steps, rounds, user_config, meta)
 
 
 def _tables(engine: Engine, df: pl.DataFrame, work: Workload) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:

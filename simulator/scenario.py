@@ -78,15 +78,19 @@ def read_scenario(path: str | Path, command: str, known: Mapping[str, Iterable[s
         ValueError naming the file and the key: unreadable file, bad TOML, a key no command knows,
         a table that is not a command, a key the command of its table does not have.
     """
+    from sparksched.io import read_text
+
     path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such scenario file")
+    text = read_text(path, "scenario file", 16 << 20)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such scenario file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        raise ValueError(f"{path}: not valid TOML: {' '.join(str(exc).split())}") from None
+    except (ValueError, RecursionError) as exc:  # integers of more than 4300 digits, nesting
+        what = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())[:120]
+        raise ValueError(f"{path}: not valid TOML: {what}") from None
     everywhere = set().union(*(set(v) for v in known.values()))
     mine = set(known[command])
     out: dict[str, Any] = {}

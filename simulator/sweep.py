@@ -13,8 +13,12 @@ whichever backend ran them and in whatever order the runs finished.
 Backends:
 - "local" (default): `concurrent.futures.ProcessPoolExecutor` with the "spawn" start method (polars
   runs thread pools, and forking a process with live threads can deadlock); `workers=1` runs
-  in-process, which is also the way to debug.
-- "ray": a local Ray instance (`num_cpus=workers`) or an existing cluster (`ray_address`); Ray is an
+  in-process, which is also the way to debug. Workers die with their parent, even a SIGKILLed one
+  (Linux parent-death signal), ignore Ctrl-C once started (the parent stops them; a Ctrl-C in the
+  second or two a worker spends importing reaches it and it prints its own KeyboardInterrupt), and
+  are terminated when the parent stops early (an error, Ctrl-C).
+- "ray": a local Ray instance (`num_cpus=workers`) or an existing cluster (`ray_address`, whose
+  port must answer within RAY_CONNECT_TIMEOUT_S, else a one-line error); Ray is an
   optional extra (`pip install sparksched[ray]`). If Ray is already initialised, it is reused and
   left running. On a multi-node cluster every node needs sparksched installed (the same version),
   and a `--profile` given as a file path must exist at that path on every node (bundled profile
@@ -25,6 +29,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
+import socket
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -39,11 +46,24 @@ BACKENDS = ("local", "ray")
 # ------------------------------------------------------------------------------------------ generic map
 
 _SHARED: Any = None  # the per-worker copy of the shared argument (set by the pool initializer)
+RAY_CONNECT_TIMEOUT_S = 10.0  # a cluster address whose port does not answer by then is refused
 
 
-def _set_shared(shared: Any) -> None:
+def _set_shared(shared: Any, parent: int | None = None) -> None:
+    """Pool initializer: keep the shared argument; die with the parent; leave Ctrl-C to the parent."""
     global _SHARED
     _SHARED = shared
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None and sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
 
 
 def _call_with_shared(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -104,13 +124,36 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]], shared: 
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, n), mp_context=ctx,
-                                 initializer=_set_shared, initargs=(shared,)) as pool:
+        pool = ProcessPoolExecutor(max_workers=min(workers, n), mp_context=ctx, initializer=_set_shared,
+                                   initargs=(shared, os.getpid()))
+        try:
             futures = {pool.submit(_call_with_shared, fn, item): i for i, item in enumerate(items)}
             for fut in as_completed(futures):
                 out[futures[fut]] = fut.result()
                 bar.update()
+        except BaseException:  # an error or Ctrl-C: stop the workers now, not after their runs
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     return out
+
+
+def _probe(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """ValueError unless `address` (host:port, optionally ray://) accepts a TCP connection in time.
+
+    ray.init on an address where nothing listens waited for minutes, deaf to Ctrl-C.
+    """
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and similar: Ray resolves them itself
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ValueError(f"cannot reach the Ray cluster at {address}: {reason} (within {timeout:g} s)") from None
 
 
 def _ray_map(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]], shared: Any, workers: int,
@@ -122,6 +165,7 @@ def _ray_map(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]], shared: A
     started = False
     if not ray.is_initialized():
         if address:
+            _probe(address)
             try:
                 ray.init(address=address, log_to_driver=False)
             except (ConnectionError, RuntimeError) as e:

@@ -4,12 +4,14 @@ A trace is JSON Lines, one request a line, sorted by arrival time:
 
     {"id": "c-000001", "arrival_s": 0.137, "prompt_tokens": 812, "output_tokens": 245, "domain": "chat"}
 
-Required fields: `id` (non-empty string, unique in the file), `arrival_s` (finite seconds >= 0, not
-decreasing from one line to the next; ties allowed), `prompt_tokens` and `output_tokens` (JSON
+Required fields: `id` (non-empty string, unique in the file), `arrival_s` (seconds >= 0 and below
+2**33 s, about 272 years, where float64 still resolves a microsecond; not decreasing from one line
+to the next; ties allowed), `prompt_tokens` and `output_tokens` (JSON
 integers, 1 <= n <= 10**9), `domain` (non-empty string). Optional fields, `null` meaning absent:
 `prompt` (text for the real loop), `session` (string), `slo_tps` (per-request SLA, tokens/s > 0),
 `hash_ids` (list of integers >= 0: Mooncake-style 512-token prefix-block hashes). Other keys are
 ignored. Blank lines (JSON whitespace only) are skipped. A `.gz` suffix is read and written through gzip.
+Only regular files are read (not a FIFO or a device), and a line may hold at most 1 MiB.
 
 The first bad line stops loading with a one-line ValueError
 `"<file>: line <n>: field '<f>': <what> (got <value>)"`; nothing is half-loaded.
@@ -20,8 +22,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -30,10 +30,13 @@ from typing import IO, Any
 
 import polars as pl
 
+from sparksched.io import check_input_file, json_error, read_lines, write_lines
+
 REQUIRED = ("id", "arrival_s", "prompt_tokens", "output_tokens", "domain")
 OPTIONAL = ("prompt", "session", "slo_tps", "hash_ids")
 MAX_TOKENS = 10**9  # larger token counts are certainly corrupt (and would overflow nothing, but hide bugs)
 MAX_HASH = 2**63 - 1  # hash_ids are stored as Int64
+MAX_ARRIVAL_S = 2.0**33  # beyond it float64 spaces times more than a microsecond apart
 
 # polars dtypes of every column; the simulator relies on these names
 SCHEMA: dict[str, Any] = {
@@ -155,7 +158,7 @@ class _Checker:
             if (type(rid) is str and type(d) is str and type(p) is int and type(o) is int
                     and (type(a) is float or (type(a) is int and a <= 2**53))
                     and 1 <= p <= MAX_TOKENS and 1 <= o <= MAX_TOKENS and a >= 0 and a >= self.prev_arrival
-                    and a != math.inf and rid and d and rid.isascii() and d.isascii() and rid not in self.seen):
+                    and a < MAX_ARRIVAL_S and rid and d and rid.isascii() and d.isascii() and rid not in self.seen):
                 self.seen.add(rid)
                 self.prev_arrival = a = float(a)
                 return (rid, a, p, o, d, None, None, None, None)
@@ -172,6 +175,9 @@ class _Checker:
         arrival = self._number(line, obj["arrival_s"], "arrival_s")
         if arrival < 0:
             raise self.fail(line, "arrival_s", "must be >= 0", obj["arrival_s"])
+        if arrival >= MAX_ARRIVAL_S:
+            raise self.fail(line, "arrival_s", f"must be < {MAX_ARRIVAL_S:.0f} s (2**33: float64 holds "
+                            "microseconds below it; epoch micro- or milliseconds read as seconds?)", obj["arrival_s"])
         if arrival < self.prev_arrival:
             raise self.fail(line, "arrival_s", f"out of order: earlier than the previous line's "
                             f"{self.prev_arrival!r}", obj["arrival_s"])
@@ -212,7 +218,7 @@ def _open_read(path: Path) -> IO[bytes]:
 
 def _iter_rows(path: str | Path) -> Iterator[Row]:
     """Validated rows of a JSON Lines trace in file order (see `iter_trace`)."""
-    path = Path(path)
+    path = check_input_file(path, "trace")
     where = str(path)
     checker = _Checker(where)
     count = 0
@@ -223,25 +229,13 @@ def _iter_rows(path: str | Path) -> Iterator[Row]:
         raise ValueError(f"{where}: cannot open trace: {exc.strerror or exc}") from None
     loads = json.loads
     with stream:
-        while True:
-            try:
-                raw = stream.readline()
-            except (OSError, EOFError) as exc:  # corrupt gzip and similar
-                raise ValueError(f"{where}: line {line + 1}: field '<line>': unreadable ({exc})") from None
-            if not raw:
-                break
-            line += 1
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise checker.fail(line, "<line>", "is not valid UTF-8", raw) from None
+        for line, text in read_lines(stream, where):
             if not text.strip(JSON_SPACE):
                 continue
             try:
                 obj = loads(text)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                what = f"bad JSON: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "bad JSON: nested too deeply"
-                raise checker.fail(line, "<line>", what, text.rstrip("\r\n")) from None
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, and ints of > 4300 digits
+                raise checker.fail(line, "<line>", json_error(exc), text.rstrip("\r\n")) from None
             yield checker.row(obj, line)
             count += 1
     if count == 0:
@@ -314,33 +308,6 @@ def records_from_frame(df: pl.DataFrame, where: str = "trace") -> Iterator[Trace
         raise ValueError(f"{where}: line 0: field '<file>': trace holds no requests (got an empty frame)")
 
 
-def _atomic_write(path: Path, lines: Iterable[str]) -> int:
-    """Write lines to a temp file beside `path`, then rename it over `path`; return the line count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    n = 0
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            sink: IO[bytes] = raw
-            if path.suffix == ".gz":
-                sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)  # type: ignore[assignment]
-            for text in lines:
-                sink.write(text.encode("utf-8"))
-                sink.write(b"\n")
-                n += 1
-            if sink is not raw:
-                sink.close()
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return n
-
-
 def write_trace(records_or_df: pl.DataFrame | Iterable[TraceRecord], path: str | Path) -> int:
     """Validate and write a trace as JSON Lines, atomically (temp file + rename); return its size.
 
@@ -366,7 +333,7 @@ def write_trace(records_or_df: pl.DataFrame | Iterable[TraceRecord], path: str |
                 raise ValueError(f"{path}: line 0: field '<file>': trace holds no requests (got nothing to write)")
 
         records = checked()
-    return _atomic_write(path, (rec.to_json() for rec in records))
+    return write_lines(path, (rec.to_json() for rec in records))
 
 
 def bundled_dir() -> Path:

@@ -4,7 +4,7 @@ Each command lives in its own module under `sparksched/commands/` and is importe
 runs; `import sparksched` loads its names lazily too, so `sparksched --help`, `sparksched trace`
 and `sparksched simulate` without a model never import torch. Library errors become one-line
 `click.ClickException`s in those modules, never tracebacks: exit 2 for usage errors, 1 for runtime
-errors (sparksched/commands/_common.py).
+errors (sparksched/commands/_common.py); Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 
 import click
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 
 # command name -> "module:attribute" of the click command implementing it
 COMMANDS: dict[str, str] = {
@@ -42,6 +44,14 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; Ctrl-C (SIGINT) ends it with the shell's convention, exit 130, one line."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
 
 EXAMPLES = """\b
 Examples:
@@ -52,7 +62,8 @@ Examples:
   sparksched <command> --help
 
 \b
-Exit status: 0 success, 2 usage error (bad option, value or scenario key), 1 runtime error.
+Exit status: 0 success, 2 usage error (bad option, value or scenario key), 1 runtime error,
+130 interrupted (Ctrl-C).
 """
 
 

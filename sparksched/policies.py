@@ -3,8 +3,9 @@
 Each factory returns a callable `(conf, curve, drafted=None, extra_tokens=0) -> lengths` that
 accepts the same inputs as `sparksched.schedule` (numpy arrays or torch tensors: conf [n, g],
 drafted [n]) and returns [n] int64 verify lengths of the same kind (a tensor stays on its
-device, no host synchronisation). `curve` and `extra_tokens` are accepted and ignored: these
-policies are load-blind, which is what the scheduler is compared against.
+device). Values are checked as on the numpy path unless `validate=False`, which never reads a
+tensor on the host (no synchronisation). `curve` and `extra_tokens` are accepted and ignored:
+these policies are load-blind, which is what the scheduler is compared against.
 
     static(k)       l_i = min(k, drafted_i)  (MTP-1 is static(1) with a one-token drafter)
     threshold(tau)  l_i = largest k <= drafted_i with S_{i,k} = c_{i,1} * ... * c_{i,k} >= tau
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sparksched.scheduler import _is_torch, check_conf, check_drafted
+from sparksched.scheduler import _is_torch, check_conf, check_drafted, check_torch_inputs
 
 __all__ = ["Policy", "static", "threshold", "verify_all"]
 
@@ -34,14 +35,15 @@ def _drafted_np(drafted: Any, n: int, g: int) -> np.ndarray:
     return np.full(n, g, dtype=np.int64) if dr is None else dr
 
 
-def _drafted_torch(conf: Any, drafted: Any) -> Any:
+def _drafted_torch(conf: Any, drafted: Any, validate: bool) -> Any:
+    """[n] int64 drafted counts on conf's device, after the numpy path's checks (shapes always;
+    values, on the host, under `validate`)."""
     import torch
 
+    check_torch_inputs(conf, drafted, validate)
     n, g = conf.shape
     if drafted is None:
         return torch.full((n,), g, dtype=torch.int64, device=conf.device)
-    if tuple(drafted.shape) != (n,):
-        raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
     return drafted.to(device=conf.device, dtype=torch.int64)
 
 
@@ -56,13 +58,12 @@ def static(k: int) -> Policy:
         raise ValueError(f"static(k): k must be an integer >= 0, got {k!r}")
     k = int(k)
 
-    def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0) -> Any:
+    def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0, *,
+               validate: bool = True) -> Any:
         if _is_torch(conf):
             import torch
 
-            if conf.dim() != 2:
-                raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
-            return torch.clamp(_drafted_torch(conf, drafted), max=k)
+            return torch.clamp(_drafted_torch(conf, drafted, validate), max=k)
         arr = check_conf(conf)
         return np.minimum(_drafted_np(drafted, *arr.shape), k)
 
@@ -81,15 +82,15 @@ def threshold(tau: float) -> Policy:
         raise ValueError(f"threshold(tau): tau must be a number in [0, 1], got {tau!r}")
     tau = float(tau)
 
-    def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0) -> Any:
+    def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0, *,
+               validate: bool = True) -> Any:
         if _is_torch(conf):
             import torch
 
-            if conf.dim() != 2:
-                raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+            dr = _drafted_torch(conf, drafted, validate)
             n, g = conf.shape
             s = torch.cumprod(conf.to(torch.float64), dim=1)
-            live = torch.arange(g, device=conf.device)[None, :] < _drafted_torch(conf, drafted)[:, None]
+            live = torch.arange(g, device=conf.device)[None, :] < dr[:, None]
             return ((s >= tau) & live).sum(dim=1, dtype=torch.int64)
         arr = check_conf(conf)
         n, g = arr.shape
@@ -100,7 +101,8 @@ def threshold(tau: float) -> Policy:
     return policy
 
 
-def verify_all(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0) -> Any:
+def verify_all(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0, *,
+               validate: bool = True) -> Any:
     """Verify every drafted token: l_i = drafted_i (default g).
 
     Example:
@@ -108,8 +110,6 @@ def verify_all(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: 
         [4, 0, 2]
     """
     if _is_torch(conf):
-        if conf.dim() != 2:
-            raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
-        return _drafted_torch(conf, drafted).clone()
+        return _drafted_torch(conf, drafted, validate).clone()
     arr = check_conf(conf)
     return _drafted_np(drafted, *arr.shape).copy()

@@ -12,12 +12,14 @@ on a device:
      "prefill": [{"prompt_tokens": P, "median_s": s, ...}, ...]}
 
 Loading validates every required field and names the file, the section, the row and the field of
-the first problem in a one-line ValueError.
+the first problem in a one-line ValueError. Facts that cannot be true are errors too: a device
+memory below 1 MiB, a non-positive model size, a verify curve of one batch size (no curve), and a
+step time that falls by more than 25 % as the batch grows (rows repeated at one point are averaged
+first, as the curve averages them). Only regular files up to 64 MiB are read.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -35,6 +37,17 @@ _POSITIVE = {"requests", "tokens", "block", "prompt_tokens", "median_s"}
 _NON_NEGATIVE = {"context", "p10_s", "p90_s", "backbone_s", "head_s", "cv", "repeats", "tokens_per_request"}
 
 _KINDS = ("measured", "estimated")  # optional top-level "kind": timed on a device, or a roofline
+MIN_DEVICE_MEMORY = 1 << 20  # bytes: no accelerator holds a model in less than a MiB
+# model facts that must be positive where present (they size the KV cache and the weights)
+_MODEL_POSITIVE = ("parameters", "layers", "kv_heads", "head_dim", "heads", "hidden", "vocab_size",
+                   "kv_bytes_per_token")
+# optional sections that, where present, are objects (the step-cost model and the simulator read into them)
+_OPTIONAL_OBJECTS = ("drafter", "deployment", "grid", "settings", "software")
+MAX_PROFILE_BYTES = 64 << 20  # a profile is kilobytes; anything this large is not one
+
+
+class ProfileWarning(UserWarning):
+    """A profile lacks something a run uses, so the run assumes it (e.g. a free drafter)."""
 
 BUNDLED_DIR = "data/profiles"
 
@@ -93,8 +106,38 @@ def validate_profile(profile: Any, where: str = "profile") -> dict[str, Any]:
                 if row["requests"] * row["tokens_per_request"] != row["tokens"]:
                     raise ValueError(f"{spot}: tokens={row['tokens']} is not requests x tokens_per_request "
                                      f"= {row['requests']} x {row['tokens_per_request']}")
+    _check_facts(profile, where)
     _check_monotone(profile["verify"], where)
     return profile
+
+
+def _check_facts(profile: dict[str, Any], where: str) -> None:
+    """Refuse device and model facts that cannot be true (they would size a KV cache silently)."""
+    for part in ("device", "model", *_OPTIONAL_OBJECTS):
+        if part in profile and not isinstance(profile[part], dict):
+            raise ValueError(f"{where}: field {part!r} must be an object, got {type(profile[part]).__name__}")
+    if "draft_families" in profile and not isinstance(profile["draft_families"], list):
+        raise ValueError(f"{where}: field 'draft_families' must be a list, got "
+                         f"{type(profile['draft_families']).__name__}")
+    for holder, key in ((profile, "kv_capacity_tokens"), (profile.get("deployment") or {}, "kv_capacity_tokens")):
+        v = holder.get(key)
+        if v is not None and not (_finite(v) and v > 0):
+            raise ValueError(f"{where}: field {key!r} must be a number > 0, got {v!r}")
+    dtype = profile["dtype"]
+    if not isinstance(dtype, str) or not dtype:
+        raise ValueError(f"{where}: field 'dtype' must be a name such as 'bfloat16', got {dtype!r}")
+    mem = profile["device"].get("memory_bytes")
+    if mem is not None and not (_finite(mem) and mem >= MIN_DEVICE_MEMORY):
+        raise ValueError(f"{where}: field 'device.memory_bytes' must be a number >= {MIN_DEVICE_MEMORY} "
+                         f"(1 MiB), got {mem!r}")
+    for key in _MODEL_POSITIVE:
+        v = profile["model"].get(key)
+        if v is not None and not (_finite(v) and v > 0):
+            raise ValueError(f"{where}: field 'model.{key}' must be a number > 0, got {v!r}")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_monotone(rows: list[dict[str, Any]], where: str, tolerance: float = 0.25) -> None:
@@ -105,10 +148,19 @@ def _check_monotone(rows: list[dict[str, Any]], where: str, tolerance: float = 0
     (sparksched.cost); a large drop means a corrupt or mislabelled file. Rows of different request
     counts are not compared: a step of more requests may cost more at the same B (KV reads).
     """
-    by_point: dict[tuple[float, float], dict[float, float]] = {}
+    samples: dict[tuple[float, float], dict[float, list[float]]] = {}
     for r in rows:
-        by_point.setdefault((float(r["requests"]), float(r["context"])), {}).setdefault(
-            float(r["tokens"]), float(r["median_s"]))
+        samples.setdefault((float(r["requests"]), float(r["context"])), {}).setdefault(
+            float(r["tokens"]), []).append(float(r["median_s"]))
+    # repeated rows at one point count by their mean, as the step-cost model reads them
+    by_point = {key: {b: sum(v) / len(v) for b, v in pts.items()} for key, pts in samples.items()}
+    batches: dict[float, set[float]] = {}
+    for (_, ctx), pts in by_point.items():
+        batches.setdefault(ctx, set()).update(pts)
+    for ctx, bs in batches.items():
+        if len(bs) < 2:
+            raise ValueError(f"{where}: verify rows at context {ctx:g} measure one batch size (tokens="
+                             f"{next(iter(bs)):g}): a step-time curve needs at least two")
     for (n, ctx), pts in by_point.items():
         running_max, at = 0.0, 0.0
         for b in sorted(pts):
@@ -121,15 +173,14 @@ def _check_monotone(rows: list[dict[str, Any]], where: str, tolerance: float = 0
 
 
 def read_json(path: Path, what: str) -> Any:
-    """Parsed JSON of `path`; a one-line ValueError naming the file (and the line) otherwise."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    """Parsed JSON of `path`; a one-line ValueError naming the file (and the line) otherwise.
+
+    Only a regular file of at most MAX_PROFILE_BYTES is read (a FIFO or /dev/zero would never end);
+    undecodable bytes, deep nesting and integers of more than 4300 digits are named like syntax errors.
+    """
+    from sparksched.io import load_json, read_text
+
+    return load_json(read_text(path, what, MAX_PROFILE_BYTES), str(path))
 
 
 def load_profile(source: str | Path | dict[str, Any]) -> dict[str, Any]:

@@ -31,14 +31,14 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import numpy as np
+
+from sparksched.io import check_input_file, json_error, read_lines, write_lines, write_parquet
 
 FIELDS = ("request", "step", "domain", "conf", "drafted", "verified", "accepted")
 
@@ -104,8 +104,8 @@ def _check_row(row: Any, where: str, line: int, block: int | None) -> int:
         raise _bad(where, line, "request", "must be a non-empty string", row["request"])
     if not isinstance(row["domain"], str) or not row["domain"]:
         raise _bad(where, line, "domain", "must be a non-empty string", row["domain"])
-    if not _is_int(row["step"]) or row["step"] < 0:
-        raise _bad(where, line, "step", "must be an integer >= 0", row["step"])
+    if not _is_int(row["step"]) or not 0 <= row["step"] < 2**63:
+        raise _bad(where, line, "step", "must be an integer in [0, 2**63)", row["step"])
     conf = row["conf"]
     if not isinstance(conf, (list, tuple)) or not conf:
         raise _bad(where, line, "conf", "must be a non-empty list of numbers", conf)
@@ -125,10 +125,10 @@ def _check_row(row: Any, where: str, line: int, block: int | None) -> int:
     return g
 
 
-def _open(path: Path, mode: str) -> IO[Any]:
+def _open_binary(path: Path) -> IO[bytes]:
     if path.name.endswith(".gz"):
-        return cast(IO[Any], gzip.open(path, mode + "t", encoding="utf-8"))
-    return open(path, mode, encoding="utf-8")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
 
 
 def read_rounds(path: str | Path) -> Rounds:
@@ -143,10 +143,8 @@ def read_rounds(path: str | Path) -> Rounds:
         >>> read_rounds(path).domain.tolist()
         ['code']
     """
-    path = Path(path)
+    path = check_input_file(path, "rounds file")
     where = str(path)
-    if not path.exists():
-        raise ValueError(f"{where}: no such rounds file")
     rows: list[dict[str, Any]]
     if path.name.endswith(".parquet"):
         import polars as pl
@@ -158,14 +156,14 @@ def read_rounds(path: str | Path) -> Rounds:
         numbered = list(enumerate(rows, start=1))
     else:
         numbered = []
-        with _open(path, "r") as fh:
-            for i, text in enumerate(fh, start=1):
+        with _open_binary(path) as fh:
+            for i, text in read_lines(fh, where):
                 if not text.strip():
                     continue
                 try:
                     numbered.append((i, json.loads(text)))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{where}: line {i}: not valid JSON: {exc.msg}") from None
+                except (ValueError, RecursionError) as exc:
+                    raise ValueError(f"{where}: line {i}: field '<line>': {json_error(exc)}") from None
     if not numbered:
         raise ValueError(f"{where}: no rounds in the file")
     block: int | None = None
@@ -255,26 +253,13 @@ def write_rounds(path: str | Path, rows: Sequence[dict[str, Any]]) -> int:
     block: int | None = None
     for i, row in enumerate(rows, start=1):
         block = _check_row(row, str(path), i, block)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        if path.name.endswith(".parquet"):
-            import polars as pl
+    if path.name.endswith(".parquet"):
+        import polars as pl
 
-            pl.DataFrame([{k: r[k] for k in FIELDS} for r in rows],
-                         schema={"request": pl.Utf8, "step": pl.Int64, "domain": pl.Utf8,
-                                 "conf": pl.List(pl.Float64), "drafted": pl.Int64, "verified": pl.Int64,
-                                 "accepted": pl.Int64}).write_parquet(tmp_path)
-        else:
-            opener = gzip.open(tmp_path, "wt", encoding="utf-8") if path.name.endswith(".gz") else \
-                open(tmp_path, "w", encoding="utf-8")
-            with opener as fh:
-                for r in rows:
-                    fh.write(json.dumps({k: r[k] for k in FIELDS}) + "\n")
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+        write_parquet(path, pl.DataFrame([{k: r[k] for k in FIELDS} for r in rows],
+                                         schema={"request": pl.Utf8, "step": pl.Int64, "domain": pl.Utf8,
+                                                 "conf": pl.List(pl.Float64), "drafted": pl.Int64,
+                                                 "verified": pl.Int64, "accepted": pl.Int64}))
+    else:
+        write_lines(path, (json.dumps({k: r[k] for k in FIELDS}) for r in rows), compress=path.name.endswith(".gz"))
     return len(rows)

@@ -25,7 +25,8 @@ Exact arithmetic (shared by all three implementations, so they agree bit for bit
     floor(S * 2**40) (an int64), the base is n * 2**40, so the running sum is exact and
     independent of summation order. R_j = float64(numerator_j) / step_time(B_j) (IEEE division),
     compared as R_j > R_{j-1}. The 2**-40 quantum (about 1e-12 tokens) is far below anything a
-    throughput decision can see; it limits n * (g + 1) to 2**23 candidates.
+    throughput decision can see; it limits n * (g + 1) to fewer than 2**23 (the numerator reaches
+    n * (g + 1) * 2**40, which must stay below 2**63).
 
 Three implementations: `schedule_reference` (plain Python, the spec), `schedule_numpy` (vectorised,
 partial selection of the top candidates), `schedule_torch` (on device, static shapes, no host
@@ -49,7 +50,7 @@ __all__ = ["schedule", "schedule_numpy", "schedule_reference", "schedule_torch",
 
 _SHIFT = 40
 SCALE = 1 << _SHIFT  # fixed-point quantum of the expected-token numerator: 2**-40 tokens
-_MAX_CANDIDATES = 1 << 23
+_MAX_CANDIDATES = 1 << 23  # n * (g + 1) must stay below this: the numerator is at most n * (g + 1) * SCALE
 _SMALL = 32  # schedule_numpy hands batches with at most this many candidates to the scalar loop
 
 
@@ -69,9 +70,15 @@ def check_conf(conf: Any) -> np.ndarray:
         bad = ~((arr >= 0.0) & (arr <= 1.0))
         i, k = np.argwhere(bad)[0]
         raise ValueError(f"conf[{i}, {k}] = {float(arr[i, k])!r}: confidences must be numbers in [0, 1]")
-    if arr.shape[0] * (arr.shape[1] + 1) > _MAX_CANDIDATES:
-        raise ValueError(f"conf has shape {arr.shape}: n * (g + 1) must be <= {_MAX_CANDIDATES}")
+    check_size(*arr.shape)
     return arr
+
+
+def check_size(n: int, g: int) -> None:
+    """Refuse batches whose fixed-point numerator (up to n * (g + 1) * 2**40) would overflow int64."""
+    if n * (g + 1) >= _MAX_CANDIDATES:
+        raise ValueError(f"conf has shape ({n}, {g}): n * (g + 1) must be < {_MAX_CANDIDATES} (2**23; the "
+                         "exact fixed-point sums would overflow int64)")
 
 
 def check_drafted(drafted: Any, n: int, g: int) -> np.ndarray | None:
@@ -93,6 +100,21 @@ def check_drafted(drafted: Any, n: int, g: int) -> np.ndarray | None:
         i = int(np.argmax(bad))
         raise ValueError(f"drafted[{i}] = {arr[i]}: must be in [0, g={g}]")
     return arr
+
+
+def check_torch_inputs(conf: Any, drafted: Any, validate: bool) -> None:
+    """The numpy paths' checks on tensors conf [n, g] and drafted [n] | None: shapes and sizes
+    always; values (read on the host, a synchronisation) only under `validate`."""
+    if conf.dim() != 2:
+        raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+    n, g = conf.shape
+    check_size(n, g)
+    if drafted is not None and tuple(drafted.shape) != (n,):
+        raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
+    if validate:
+        check_conf(conf.detach().cpu().numpy())
+        if drafted is not None:
+            check_drafted(drafted.detach().cpu().numpy(), n, g)
 
 
 def check_extra(extra_tokens: Any) -> int:
@@ -143,22 +165,30 @@ def step_times(curve: ThroughputCurve | np.ndarray, batch_tokens: np.ndarray) ->
     return table[b]
 
 
-_TABLE_CACHE: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+# id(curve) -> (weak reference, table, copies of the points the table was built from)
+_TABLE_CACHE: dict[int, tuple[weakref.ref, np.ndarray, np.ndarray, np.ndarray]] = {}
 _TABLE_CACHE_SIZE = 16
 
 
 def _cached_table(curve: ThroughputCurve, max_b: int) -> np.ndarray:
     """step_times(curve, 0..>= max_b), kept per live curve object (the simulator reuses one curve
-    for many steps). Element-wise equal to step_times at the same B."""
+    for many steps). Element-wise equal to step_times at the same B.
+
+    A hit is checked against copies of the curve's points (a few dozen numbers): a curve whose
+    arrays were written in place gets a fresh table, never a stale one.
+    """
     hit = _TABLE_CACHE.get(id(curve))
-    if hit is not None and hit[0]() is curve and hit[1].size > max_b:
-        return hit[1]
-    size = max(max_b + 1, 1024, 0 if hit is None or hit[0]() is not curve else 2 * hit[1].size)
+    same = (hit is not None and hit[0]() is curve and np.array_equal(hit[2], curve.tokens)
+            and np.array_equal(hit[3], curve.seconds[0]))
+    if same and hit[1].size > max_b:  # type: ignore[index]
+        return hit[1]  # type: ignore[index]
+    size = max(max_b + 1, 1024, 2 * hit[1].size if same else 0)  # type: ignore[index]
     table = step_times(curve, np.arange(size))
     table.setflags(write=False)
+    _TABLE_CACHE.pop(id(curve), None)
     if len(_TABLE_CACHE) >= _TABLE_CACHE_SIZE:
         _TABLE_CACHE.pop(next(iter(_TABLE_CACHE)))
-    _TABLE_CACHE[id(curve)] = (weakref.ref(curve), table)
+    _TABLE_CACHE[id(curve)] = (weakref.ref(curve), table, curve.tokens.copy(), curve.seconds[0].copy())
     return table
 
 
@@ -359,6 +389,13 @@ def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any 
     n, g = arr.shape
     if n * g <= _SMALL:  # tiny batches: the scalar loop has less overhead than array calls
         return schedule_reference(arr, curve, drafted, extra_tokens, context=context)
+    return _schedule_vectorised(arr, curve, drafted, extra_tokens, context)
+
+
+def _schedule_vectorised(arr: np.ndarray, curve: Any, drafted: Any, extra_tokens: int,
+                         context: float | None = None) -> np.ndarray:
+    """`schedule_numpy` without the small-batch hand-off (arr: a checked float64 [n, g])."""
+    n, g = arr.shape
     dr = check_drafted(drafted, n, g)
     extra = check_extra(extra_tokens)
     curve = _prepare_curve(curve, extra + n * (g + 1) + 1, n, extra, context)
@@ -383,7 +420,9 @@ def schedule_numpy(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: Any 
     flat = flat.ravel()
     total = flat.size
     ahead = _range_times(curve, b0, total + 1)  # ahead[j]: step time after admitting j candidates
-    flat_len = min(total, int(np.searchsorted(ahead, ahead[0], side="right")) - 1)
+    # leading stretch equal to the base time (a table may hold inf gaps, so it need not be sorted)
+    rises = ahead != ahead[0]
+    flat_len = int(rises.argmax()) - 1 if rises.any() else total
     done, numerator0, pool, last, m0 = 0, n * SCALE, flat, 0.0, max(64, flat_len + 64)
     if flat_len > 0:
         # phase 1: while the step time stays flat, a candidate whose quantum is big enough to move
@@ -445,17 +484,11 @@ def schedule_torch(conf: torch.Tensor, table: torch.Tensor, drafted: torch.Tenso
     n, g = conf.shape
     extra = check_extra(extra_tokens)
     total = n * g
-    if n * (g + 1) > _MAX_CANDIDATES:
-        raise ValueError(f"conf has shape {tuple(conf.shape)}: n * (g + 1) must be <= {_MAX_CANDIDATES}")
+    check_torch_inputs(conf, drafted, validate)
     if table.dim() != 1 or table.shape[0] < extra + n + total + 1:
         raise ValueError(f"table must be 1-D with at least {extra + n + total + 1} entries "
                          f"(B up to extra + n * (g + 1)), got shape {tuple(table.shape)}")
-    if drafted is not None and tuple(drafted.shape) != (n,):
-        raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
     if validate:
-        check_conf(conf.detach().cpu().numpy())
-        if drafted is not None:
-            check_drafted(drafted.detach().cpu().numpy(), n, g)
         _check_table(table.detach().cpu().numpy(), extra + n + total + 1)
         _base_time(table.detach().cpu().numpy(), extra + n)
     dev = conf.device

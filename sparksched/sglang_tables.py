@@ -81,14 +81,9 @@ def read_sglang_table(source: str | Path | dict[str, Any]) -> StepCost:
     """
     where = str(source) if isinstance(source, (str, Path)) else "SGLang table"
     if isinstance(source, (str, Path)):
-        try:
-            data = json.loads(Path(source).read_text())
-        except OSError as exc:
-            raise ValueError(f"{where}: cannot read: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"{where}: not a text file") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
+        from sparksched.io import load_json, read_text
+
+        data = load_json(read_text(source, "SGLang cost table"), where)
     else:
         data = source
     if not is_sglang_table(data):
@@ -311,18 +306,7 @@ def sglang_additive_table(cost: StepCost, context: float, block: int, *, family:
 
 
 def write_json(obj: dict[str, Any], path: str | Path) -> Path:
-    """Write a table as JSON, one key a line, atomically (a temporary file beside it, then a rename)."""
-    import os
-    import tempfile
+    """Write a table as JSON, one key a line, all or nothing (`sparksched.io.write_text`)."""
+    from sparksched.io import write_text
 
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items()) + "\n}\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_text(path, "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items()) + "\n}\n")

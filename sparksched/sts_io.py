@@ -16,7 +16,6 @@ ignores). Reading accepts either a number or a per-position list for the ECE key
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,13 +72,10 @@ def sts_document(temperatures: Any, *, dataset: str | None, num_samples: int | N
 
 def read_sts_json(path: str | Path) -> StsFile:
     """Read an SGLang STS calibration JSON; ValueError naming the file and the key when it is not one."""
+    from sparksched.io import load_json, read_text
+
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"{path}: not a JSON file: {' '.join(str(exc).split())}") from None
+    doc = load_json(read_text(path, "STS file"), str(path))
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: field '<file>': must be a JSON object with 'temperatures'")
     t = doc.get("temperatures")

@@ -11,7 +11,10 @@ Vocabulary (as in the field, e.g. vLLM's RejectionSampler, arXiv 2211.17192):
       emits between 1 and l_i + 1 tokens, distributed exactly as sampling from the target.
 
 Here p_k = target_probs[i, k - 1] is the target's distribution at the k-th drafted position (index
-0 is the position right after the anchor), q_k = draft_probs[i, k - 1]. A drafter without
+0 is the position right after the anchor), q_k = draft_probs[i, k - 1]. Rows need not sum to
+exactly 1 (bf16 / fp16 softmax outputs do not): every row is read as its normalisation, each
+probability divided by its row's float64 sum, so a row scaled by any factor verifies exactly as
+the normalised row does. A drafter without
 probabilities (`draft_probs=None`) proposes a certain token d: it is accepted with probability
 p(d), and a rejection falls back to p with d removed and renormalised (the residual of a point
 mass). With `greedy=True` (temperature 0) a draft is accepted while it equals argmax p_k and the
@@ -27,7 +30,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["VerifyResult", "verify"]
@@ -58,6 +63,19 @@ class VerifyResult:
     bonus: torch.Tensor
 
 
+def _as_tensor(x: Any, name: str) -> torch.Tensor:
+    """A tensor as is, a numpy array as a CPU tensor; anything else is refused."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise ValueError(f"{name} must be a tensor or an array, got {type(x).__name__}")
+
+
+def _integer(t: torch.Tensor) -> bool:
+    return not (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool)
+
+
 def _check(target_probs: torch.Tensor, draft_probs: torch.Tensor | None, draft_tokens: torch.Tensor,
            lengths: torch.Tensor, generators: Sequence[torch.Generator | None] | None,
            validate: bool) -> None:
@@ -74,9 +92,9 @@ def _check(target_probs: torch.Tensor, draft_probs: torch.Tensor | None, draft_t
         raise ValueError(f"draft_probs must have shape ({n}, {g}, {v}), got {tuple(draft_probs.shape)}")
     if tuple(lengths.shape) != (n,):
         raise ValueError(f"lengths must have shape ({n},), got {tuple(lengths.shape)}")
-    if draft_tokens.dtype.is_floating_point or lengths.dtype.is_floating_point:
-        raise ValueError(f"draft_tokens and lengths must be integer tensors, got {draft_tokens.dtype} "
-                         f"and {lengths.dtype}")
+    for name, t in (("draft_tokens", draft_tokens), ("lengths", lengths)):
+        if not _integer(t):
+            raise ValueError(f"{name} must be an integer tensor, got {t.dtype}")
     if generators is not None and len(generators) != n:
         raise ValueError(f"generators must hold one entry per request ({n}), got {len(generators)}")
     if not validate:
@@ -104,6 +122,12 @@ def _check(target_probs: torch.Tensor, draft_probs: torch.Tensor | None, draft_t
     if bool(zero.any()):
         i, k = (int(x) for x in zero.nonzero()[0])
         raise ValueError(f"target_probs[{i}, {k}] sums to 0: each row must be a distribution")
+    if draft_probs is not None:  # a verified draft was drawn from its row: the row cannot be empty
+        zero = (draft_probs.detach().cpu().sum(-1) <= 0) & live
+        if bool(zero.any()):
+            i, k = (int(x) for x in zero.nonzero()[0])
+            raise ValueError(f"draft_probs[{i}, {k}] sums to 0 at a verified position: each row must be "
+                             "the distribution the draft token was drawn from")
 
 
 def _uniforms(n: int, count: int, generators: Sequence[torch.Generator | None] | None,
@@ -140,9 +164,12 @@ def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor | None, draft_t
 
     Args:
         target_probs: [n, g + 1, V] target probabilities p at the g drafted positions and the one
-            after the block (any float dtype; rows need not be exactly normalised).
-        draft_probs: [n, g, V] draft probabilities q that the drafted tokens were sampled from, or
-            None for a drafter that proposes certain tokens (q = point mass on the draft).
+            after the block (any float dtype; rows need not be normalised: each is read as
+            itself divided by its float64 sum). Tensors, or numpy arrays (read as CPU tensors),
+            for every array argument.
+        draft_probs: [n, g, V] draft probabilities q that the drafted tokens were sampled from
+            (rows normalised the same way), or None for a drafter that proposes certain tokens
+            (q = point mass on the draft).
         draft_tokens: [n, g] int64 drafted token ids (entries beyond lengths[i] are ignored).
         lengths: [n] integer verify lengths l_i in [0, g] (from the scheduler).
         generators: None (default RNG of the device) or one `torch.Generator | None` per request;
@@ -163,6 +190,10 @@ def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor | None, draft_t
         >>> r.tokens.tolist(), r.accepted.tolist()
         ([[0, 0]], [1])
     """
+    target_probs = _as_tensor(target_probs, "target_probs")
+    draft_probs = None if draft_probs is None else _as_tensor(draft_probs, "draft_probs")
+    draft_tokens = _as_tensor(draft_tokens, "draft_tokens")
+    lengths = _as_tensor(lengths, "lengths")
     _check(target_probs, draft_probs, draft_tokens, lengths, generators, validate)
     n, g1, v = target_probs.shape
     g = g1 - 1
@@ -181,26 +212,31 @@ def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor | None, draft_t
     else:
         u = _uniforms(n, 2 * (g + 1), generators, dev)
         u_accept, u_sample = u[:, :g], u[:, g + 1:]
-        p_x = target_probs[:, :g].gather(2, safe[..., None]).squeeze(-1).to(torch.float64)  # [n, g]
+        tiny = torch.finfo(torch.float64).tiny
+        z_p = target_probs.sum(dim=-1, dtype=torch.float64).clamp_min(tiny)  # [n, g + 1] row sums
+        p_x = target_probs[:, :g].gather(2, safe[..., None]).squeeze(-1).to(torch.float64) / z_p[:, :g]  # [n, g]
         if draft_probs is None:
             ratio = p_x
         else:
-            q_x = draft_probs.gather(2, safe[..., None]).squeeze(-1).to(torch.float64)
+            z_q = draft_probs.sum(dim=-1, dtype=torch.float64).clamp_min(tiny)  # [n, g]
+            q_x = draft_probs.gather(2, safe[..., None]).squeeze(-1).to(torch.float64) / z_q
             inf = torch.full_like(p_x, float("inf"))
-            ratio = torch.where(q_x > 0, p_x / q_x.clamp_min(torch.finfo(torch.float64).tiny),
+            ratio = torch.where(q_x > 0, p_x / q_x.clamp_min(tiny),
                                 torch.where(p_x > 0, inf, torch.zeros_like(p_x)))
         ok = (u_accept < ratio) & in_block
         accepted = torch.cumprod(ok.to(torch.int64), dim=1).sum(dim=1)  # [n]
         rejected = accepted < lengths
-        p_row = target_probs[rows, accepted].to(torch.float64)  # [n, V] at the stopping position
+        p_row = target_probs[rows, accepted].to(torch.float64) / z_p[rows, accepted][:, None]  # [n, V]
         if g > 0:
             k = accepted.clamp(max=g - 1)
             if draft_probs is None:
                 residual = p_row.scatter(1, safe[rows, k][:, None], 0.0)  # p without the certain draft
             else:
-                residual = (p_row - draft_probs[rows, k].to(torch.float64)).clamp_min(0.0)
+                q_row = draft_probs[rows, k].to(torch.float64) / z_q[rows, k][:, None]
+                residual = (p_row - q_row).clamp_min(0.0)
             weights = torch.where(rejected[:, None], residual, p_row)
-            # a rejection with an all-zero residual can only come from unnormalised inputs: use p
+            # a rejection with an all-zero residual can only come from rounding (p and q equal to
+            # within an ulp): use p
             weights = torch.where((weights.sum(dim=1) > 0)[:, None], weights, p_row)
         else:
             weights = p_row

@@ -84,11 +84,12 @@ def test_admit_top_k_numpy_torch_reference(problem, k_total):
 @given(problems())
 def test_plan_capacity_is_the_global_maximum(problem):
     conf, drafted, curve, extra = problem
-    k_total = plan_capacity(conf, curve, drafted, extra)
+    k_total = plan_capacity(conf, curve, extra_tokens=extra, max_drafted=drafted)
     assert k_total == capacity_reference(conf, curve, drafted, extra)
     n, g = conf.shape
     table = torch.as_tensor(step_time_table(curve, extra + n * (g + 1)))
-    k_torch = plan_capacity(torch.as_tensor(conf), table, None if drafted is None else torch.as_tensor(drafted), extra)
+    k_torch = plan_capacity(torch.as_tensor(conf), table, extra_tokens=extra,
+                            max_drafted=None if drafted is None else torch.as_tensor(drafted))
     assert k_torch.dim() == 0 and int(k_torch) == k_total
     # never worse than the synchronous greedy's stopping point (one of the K it scans)
     greedy = int(schedule_reference(conf, curve, drafted, extra).sum())
@@ -135,6 +136,96 @@ def test_bad_inputs():
         plan_capacity(torch.ones(1, 3), torch.ones(2))
 
 
+@pytest.mark.parametrize("conf, drafted, match", [
+    ([[0.5, float("nan")]], None, r"conf\[0, 1\] = nan"),
+    ([[0.5, 0.5]], [-1], r"drafted\[0\] = -1"),
+    ([[0.5, 0.5]], [3], r"drafted\[0\] = 3: must be in \[0, g=2\]"),
+])
+def test_torch_paths_check_values_like_the_numpy_paths(conf, drafted, match):
+    """Issue 15, 10f: NaN confidences gave K = 0 and bad drafted counts came back as lengths."""
+    c = torch.as_tensor(conf, dtype=torch.float64)
+    d = None if drafted is None else torch.as_tensor(drafted)
+    table = torch.ones(8, dtype=torch.float64)
+    with pytest.raises(ValueError, match=match):
+        admit_top_k(c, torch.tensor(2), d)
+    with pytest.raises(ValueError, match=match):
+        admit_top_k(conf, 2, drafted)
+    with pytest.raises(ValueError, match=match):
+        plan_capacity(c, table, max_drafted=d)
+    with pytest.raises(ValueError, match=match):
+        plan_capacity(conf, table.numpy(), max_drafted=drafted)
+
+
+@pytest.mark.parametrize("k_total", [2.7, 2.0, True, "2", torch.tensor(2.5), torch.tensor([2])])
+def test_admit_top_k_refuses_a_k_that_is_not_an_integer(k_total):
+    """Issue 15, 10g: admit_top_k(K=2.7) truncated to 2 silently."""
+    for conf in (np.full((2, 3), 0.5), torch.full((2, 3), 0.5)):
+        if isinstance(k_total, torch.Tensor) and not isinstance(conf, torch.Tensor):
+            continue
+        with pytest.raises(ValueError, match="k_total must be"):
+            admit_top_k(conf, k_total)
+    assert admit_top_k(np.full((2, 3), 0.5), np.int64(2)).sum() == 2
+
+
+def test_torch_paths_skip_value_checks_when_told():
+    """validate=False: no host reads (CUDA-graph capture), shapes still checked."""
+    from host_sync_guard import forbid_host_sync
+
+    conf = torch.full((4, 3), 0.5, dtype=torch.float64)
+    table = torch.ones(4 * 4 + 1, dtype=torch.float64)
+    with forbid_host_sync():
+        k = plan_capacity(conf, table, validate=False)
+        admit_top_k(conf, k, torch.full((4,), 3), validate=False)
+    with pytest.raises(ValueError, match="k_total must be a 0-dim integer tensor"):
+        admit_top_k(conf, torch.tensor([1, 2]), validate=False)
+
+
+# ---------------------------------------------------------------------------------------- drafts that stop early
+APPENDIX_A = ThroughputCurve.from_points([1, 2, 3], [1 / 1.0, 1 / 0.5, 1 / 0.45])
+
+
+def _eos_first_token_law(plan) -> np.ndarray:
+    """Exact first-token law of one round (one request, g = 2, tokens {EOS = 0, other = 1}).
+
+    Target (0.7, 0.3), draft (0.5, 0.5) at every position. The drafter stops after drafting EOS,
+    so drafted = 1 when x_1 = EOS and 2 otherwise: the drafted count depends on x_1. K comes from
+    `plan(drafted)` with fixed (stale) confidences; the step then admits the top K by its current
+    confidences.
+    """
+    p, q = np.array([0.7, 0.3]), np.array([0.5, 0.5])
+    law = np.zeros(2)
+    for x1 in range(2):
+        drafted = np.array([1 if x1 == 0 else 2])
+        conf = np.array([[0.8, 0.0 if x1 == 0 else 0.9]])
+        length = int(admit_top_k(conf, plan(drafted), drafted)[0])
+        if length == 0:
+            law += q[x1] * p
+            continue
+        a = min(1.0, p[x1] / q[x1])
+        law[x1] += q[x1] * a
+        residual = np.maximum(p - q, 0.0)
+        law += q[x1] * (1 - a) * residual / residual.sum()
+    return law
+
+
+def test_capacity_must_not_see_the_current_drafted_counts():
+    """Issue 15, 10i. With an EOS-stopping drafter the current drafted counts carry x_1: a K that
+    sees them emits EOS with probability 0.55 instead of 0.7 (negative control, through the caps
+    argument misused). The planners' `drafted` argument, where engines pass this step's counts,
+    is ignored (with a DeprecationWarning), so K planned through it is exact."""
+    stale = np.array([[0.8, 0.9]])
+    leaked = _eos_first_token_law(lambda d: plan_capacity(stale, APPENDIX_A, max_drafted=d))
+    np.testing.assert_allclose(leaked, [0.55, 0.45], atol=1e-12)
+    from sparksched.budget import plan_budget
+
+    table = torch.as_tensor(step_time_table(APPENDIX_A, 3))
+    for plan in (lambda d: plan_capacity(stale, APPENDIX_A, d), lambda d: plan_budget(stale, APPENDIX_A, d),
+                 lambda d: int(plan_capacity(torch.as_tensor(stale), table, torch.as_tensor(d)))):
+        with pytest.warns(DeprecationWarning, match="max_drafted"):
+            exact = _eos_first_token_law(plan)
+        np.testing.assert_allclose(exact, [0.7, 0.3], atol=1e-15)
+
+
 @cuda
 @pytest.mark.gpu
 def test_cuda_top_k_matches_and_captures():
@@ -143,12 +234,12 @@ def test_cuda_top_k_matches_and_captures():
     conf = torch.as_tensor(r.beta(8, 2, (n, g)), device="cuda")
     curve = ThroughputCurve.from_points([1, 512, 4096], [0.02, 0.02, 0.16])
     table = torch.as_tensor(step_time_table(curve, n * (g + 1)), device="cuda")
-    plan_capacity(conf, table)
-    admit_top_k(conf, torch.tensor(5, device="cuda"))  # warm-up
+    plan_capacity(conf, table, validate=False)
+    admit_top_k(conf, torch.tensor(5, device="cuda"), validate=False)  # warm-up
     torch.cuda.set_sync_debug_mode("error")  # any host synchronisation raises
     try:
-        k_total = plan_capacity(conf, table)
-        admit_top_k(conf, k_total)
+        k_total = plan_capacity(conf, table, validate=False)
+        admit_top_k(conf, k_total, validate=False)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert int(k_total) == plan_capacity(conf.cpu().numpy(), curve)
@@ -157,11 +248,11 @@ def test_cuda_top_k_matches_and_captures():
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        admit_top_k(conf, k_total)
+        admit_top_k(conf, k_total, validate=False)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = admit_top_k(conf, k_total)
+        out = admit_top_k(conf, k_total, validate=False)
     new = r.beta(8, 2, (n, g))
     conf.copy_(torch.as_tensor(new, device="cuda"))
     graph.replay()

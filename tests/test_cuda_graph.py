@@ -47,7 +47,7 @@ def _inputs(seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
 def engine_step(conf, drafted, table, budget, target, draft_p, tokens, greedy: bool = True):
     """One device-side step: synchronous greedy lengths, asynchronous top-K lengths, verification."""
     sync_len = schedule_torch(conf, table, drafted, validate=False)
-    async_len = assign_budget(conf, budget, drafted)
+    async_len = assign_budget(conf, budget, drafted, validate=False)
     r = verify(target, draft_p, tokens, sync_len, greedy=greedy, validate=False)
     return sync_len, async_len, r.tokens, r.num_emitted
 

@@ -8,6 +8,10 @@ call the scheduling policy on the whole batch, enumerate rejection sampling exac
 rounds until T >= 2 tokens are emitted; the law of the first T tokens must equal the target's
 to 1e-12. Curves are arbitrary non-decreasing step-time tables with flat stretches and jumps.
 
+The numpy scheduler hands batches of at most 32 candidates to the scalar reference, so the
+vectorised code is enumerated twice over: called directly on the small worlds, and through
+`schedule` on crowded worlds (16-24 other requests) with the scalar path made to fail if reached.
+
 Negative controls use the same machinery and must FAIL: a retrospective global search over all
 verify lengths, and a confidence computed from x_k itself.
 """
@@ -27,9 +31,13 @@ from hypothesis import strategies as st
 from sparksched import ThroughputCurve, schedule, schedule_reference
 from sparksched.async_scheduler import admit_top_k, plan_capacity
 from sparksched.policies import static, threshold, verify_all
-from sparksched.scheduler import step_times
+from sparksched.scheduler import _SMALL, _schedule_vectorised, step_times
 
 TOL = 1e-12
+
+
+def _refuse_scalar_path(*args, **kwargs):
+    raise AssertionError("schedule_numpy handed the batch to the scalar reference")
 Policy = Callable[[np.ndarray], np.ndarray]  # conf [n, g] -> lengths [n]; the subject is row 0
 
 
@@ -171,10 +179,11 @@ def global_search(curve: ThroughputCurve, extra: int = 0) -> Policy:
 
 # ---------------------------------------------------------------------------------------- strategies
 @st.composite
-def worlds_and_curves(draw, max_vocab: int = 4, max_block: int = 3, max_others: int = 2):
+def worlds_and_curves(draw, max_vocab: int = 4, max_block: int = 3, max_others: int = 2, min_others: int = 0,
+                      min_block: int = 1):
     vocab = draw(st.integers(1, max_vocab))
-    block = draw(st.integers(1, max_block))
-    others = draw(st.integers(0, max_others))
+    block = draw(st.integers(min_block, max_block))
+    others = draw(st.integers(min_others, max_others))
     extra = draw(st.integers(0, 2))
     seed = draw(st.integers(0, 2**32 - 1))
     b_max = extra + (others + 1) * (block + 1)
@@ -197,6 +206,31 @@ def test_greedy_numpy_is_lossless(wc):
     world, curve, extra = wc
     policy = lambda conf: schedule(conf, curve, extra_tokens=extra)
     assert max_law_error(world, policy, tokens=2) < TOL
+
+
+@FAST
+@given(worlds_and_curves())
+def test_greedy_vectorised_numpy_path_is_lossless(wc):
+    """The vectorised numpy code itself (the small-batch hand-off to the scalar loop bypassed):
+    these worlds hold at most 9 candidates, which `schedule` would give to the reference."""
+    world, curve, extra = wc
+    policy = lambda conf: _schedule_vectorised(conf, curve, None, extra)
+    assert max_law_error(world, policy, tokens=2) < TOL
+
+
+@FEW
+@given(worlds_and_curves(max_vocab=3, max_block=3, min_block=2, min_others=16, max_others=24))
+def test_greedy_is_lossless_in_batches_the_dispatch_sends_to_numpy(wc):
+    """Crowded batches (> 32 candidates): `schedule` itself takes the vectorised path (the scalar
+    reference is made to fail if called), and decoding stays exact."""
+    from sparksched import scheduler
+
+    world, curve, extra = wc
+    assert (world.others + 1) * world.block > _SMALL
+    policy = lambda conf: schedule(conf, curve, extra_tokens=extra)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scheduler, "schedule_reference", _refuse_scalar_path)
+        assert max_law_error(world, policy, tokens=2) < TOL
 
 
 @FEW

@@ -26,8 +26,16 @@ def _sweep_rows() -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def _write_sweep(folder: Path, rows: pl.DataFrame | None = None) -> None:
+    """`rows` as the sweep.parquet of a complete result set (what `pareto -o` writes)."""
+    from sparksched.io import ResultSet, write_parquet
+
+    with ResultSet(folder, overwrite=True, names=["sweep.parquet"]) as rs:
+        write_parquet(rs.path("sweep.parquet"), _sweep_rows() if rows is None else rows)
+
+
 def test_whatif_from_previous_sweep(tmp_path: Path):
-    _sweep_rows().write_parquet(tmp_path / "sweep.parquet")
+    _write_sweep(tmp_path)
     r = CliRunner().invoke(main, ["whatif", "--from", str(tmp_path), "--sla", "100", "--throughput", "480"])
     assert r.exit_code == 0, r.output
     out = r.output
@@ -41,7 +49,7 @@ def test_whatif_from_previous_sweep(tmp_path: Path):
 
 
 def test_whatif_unreachable_sla_is_reported(tmp_path: Path):
-    _sweep_rows().write_parquet(tmp_path / "sweep.parquet")
+    _write_sweep(tmp_path)
     r = CliRunner().invoke(main, ["whatif", "--from", str(tmp_path), "--sla", "150"])
     assert r.exit_code == 0, r.output
     assert "mtp1" in r.output and "unreachable" in r.output and "(mtp1 cannot meet it)" in r.output
@@ -51,7 +59,7 @@ def test_whatif_unreachable_sla_is_reported(tmp_path: Path):
 
 
 def test_whatif_from_sweep_filters_policies(tmp_path: Path):
-    _sweep_rows().write_parquet(tmp_path / "sweep.parquet")
+    _write_sweep(tmp_path)
     r = CliRunner().invoke(main, ["whatif", "--from", str(tmp_path), "--sla", "100", "--policies", "fast"])
     assert r.exit_code == 0, r.output
     assert "fast" in r.output and "mtp1" not in r.output
@@ -63,8 +71,8 @@ def test_bad_input_is_one_line_error(tmp_path: Path):
     runner = CliRunner()
     r = runner.invoke(main, ["whatif", "--from", str(tmp_path / "nope")])
     assert r.exit_code != 0 and "cannot read a sweep" in r.output and "Traceback" not in r.output
-    pl.DataFrame({"policy": ["a"]}).write_parquet(tmp_path / "sweep.parquet")
-    r = runner.invoke(main, ["whatif", "--from", str(tmp_path)])
+    _write_sweep(tmp_path / "s", pl.DataFrame({"policy": ["a"]}))
+    r = runner.invoke(main, ["whatif", "--from", str(tmp_path / "s")])
     assert r.exit_code != 0 and "missing columns" in r.output
     r = runner.invoke(main, ["pareto", "--load", "8,x", "-o", str(tmp_path / "o")])
     assert r.exit_code != 0 and "'x' is not a valid int" in r.output and not (tmp_path / "o").exists()
@@ -125,3 +133,66 @@ def test_pareto_end_to_end_small(tmp_path: Path):
     # whatif answers from that sweep without simulating again
     r = CliRunner().invoke(main, ["whatif", "--from", str(out), "--sla", "50"])
     assert r.exit_code == 0 and "dspark" in r.output
+
+
+# ---------------------------------------------------------------------------------------- issue 15
+def _analysed(rows: pl.DataFrame, baseline: str):
+    from simulator.sweep import SweepResult
+    from sparksched.commands.pareto import analyse
+
+    budget = pl.DataFrame(schema={"run": pl.Int64, "policy": pl.Utf8, "running": pl.Int64, "steps": pl.Int64,
+                                  "budget": pl.Float64})
+    acc = pl.DataFrame(schema={"run": pl.Int64, "policy": pl.Utf8, "domain": pl.Utf8, "position": pl.Int64,
+                               "trials": pl.Int64, "accepted": pl.Int64, "acceptance": pl.Float64})
+    return SweepResult(rows, budget, acc), analyse(rows, 100.0, baseline, "user_tps_p50")
+
+
+def test_a_rerun_leaves_no_file_of_the_earlier_sweep(tmp_path: Path):
+    """speed_gain.parquet of a two-policy sweep survived a rerun with one policy (issue 15, 1)."""
+    from simulator.config import SimConfig
+    from sparksched.commands.pareto import write_outputs
+    from sparksched.io import OutputError, check_result_set
+
+    base = SimConfig(profile=str(tmp_path / "no-such-profile.json"))
+    out = tmp_path / "out"
+    res, a = _analysed(_sweep_rows(), "mtp1")
+    write_outputs(out, res, a, base, 100.0, "user_tps_p50", "two policies")
+    assert (out / "speed_gain.parquet").exists()
+    one = _sweep_rows().filter(pl.col("policy") == "fast")
+    res1, a1 = _analysed(one, "fast")
+    with pytest.raises(OutputError, match="--overwrite"):
+        write_outputs(out, res1, a1, base, 100.0, "user_tps_p50", "one policy")
+    assert (out / "report.txt").read_text() == "two policies\n"
+    write_outputs(out, res1, a1, base, 100.0, "user_tps_p50", "one policy", overwrite=True)
+    assert not (out / "speed_gain.parquet").exists()
+    assert pl.read_parquet(out / "sweep.parquet").equals(one)
+    assert check_result_set(out)["about"]["policies"] == ["fast"]
+
+
+def test_whatif_refuses_an_incomplete_result_set(tmp_path: Path):
+    _sweep_rows().write_parquet(tmp_path / "sweep.parquet")  # no manifest: an interrupted or foreign folder
+    r = CliRunner().invoke(main, ["whatif", "--from", str(tmp_path)])
+    assert r.exit_code == 1 and "not a complete result set" in r.output
+    _write_sweep(tmp_path / "s")
+    (tmp_path / "s" / "sweep.parquet").write_bytes(b"truncated")
+    r = CliRunner().invoke(main, ["whatif", "--from", str(tmp_path / "s")])
+    assert r.exit_code == 1 and "size differs from the manifest" in r.output
+
+
+def test_duplicate_policies_and_unwritable_outputs_are_refused_before_the_sweep(tmp_path: Path, monkeypatch):
+    import simulator.sweep
+
+    def never(*args, **kwargs):
+        raise AssertionError("the sweep ran")
+
+    monkeypatch.setattr(simulator.sweep, "run_sweep", never)
+    r = CliRunner().invoke(main, ["pareto", "--policies", "dspark,mtp1,dspark", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "dspark named more than once" in r.output
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    r = CliRunner().invoke(main, ["pareto", "--policies", "dspark", "-o", str(blocker / "out")])
+    assert r.exit_code == 1 and "cannot write" in r.output and "Traceback" not in r.output
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "sweep.parquet").write_bytes(b"x")
+    r = CliRunner().invoke(main, ["pareto", "--policies", "dspark", "-o", str(tmp_path / "full")])
+    assert r.exit_code == 1 and "--overwrite" in r.output

@@ -103,3 +103,21 @@ def test_bad_inputs():
         static(1)([[0.5, 0.5]], CURVE, [5])
     with pytest.raises(ValueError, match=r"drafted must have shape \(1,\)"):
         threshold(0.5)(torch.ones(1, 2), CURVE, torch.ones(2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("policy", [static(2), threshold(0.5), verify_all])
+@pytest.mark.parametrize("conf, drafted, match", [
+    ([[0.5, float("nan")]], None, r"conf\[0, 1\] = nan"),
+    ([[0.5, 1.5]], None, r"conf\[0, 1\] = 1.5"),
+    ([[0.5, 0.5]], [-1], r"drafted\[0\] = -1"),
+    ([[0.5, 0.5]], [3], r"drafted\[0\] = 3: must be in \[0, g=2\]"),
+])
+def test_torch_path_checks_values_like_the_numpy_path(policy, conf, drafted, match):
+    """Issue 15, 10f: on tensors the policies returned negative lengths or lengths > g."""
+    c = torch.as_tensor(conf, dtype=torch.float64)
+    d = None if drafted is None else torch.as_tensor(drafted)
+    with pytest.raises(ValueError, match=match):
+        policy(conf, CURVE, drafted)
+    with pytest.raises(ValueError, match=match):
+        policy(c, CURVE, d)
+    policy(torch.full_like(c, 0.5), CURVE, None, validate=False)  # hot loop: no host reads

@@ -148,3 +148,10 @@ def test_gpu_measure_tiny(tmp_path: Path, graph: list[str]) -> None:
 def test_bare_profile_prints_help_and_measures_nothing(tmp_path: Path) -> None:
     result, files = _run([], tmp_path)
     assert result.exit_code == 0 and "--roofline" in result.output and files == []
+
+
+def test_negative_counts_are_usage_errors():
+    """Issue 15, 9: --worst -1 and --max-rows -1 were accepted."""
+    for args in (["profile", "check", "cpu-tiny", "--worst", "-1"], ["profile", "show", "cpu-tiny", "--max-rows", "-1"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2 and "-1 is not in the range x>=0" in res.output, res.output

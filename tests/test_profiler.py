@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -133,6 +134,17 @@ def _base_profile() -> dict:
     (lambda p: p.update(kind="guessed"), "field 'kind' is 'guessed'"),
     (lambda p: p["verify"][1].update(median_s=-1.0), r"verify\[1\]: field 'median_s' must be a finite number > 0"),
     (lambda p: [r.update(median_s=1.0 / r["tokens"]) for r in p["verify"]], "verify step time decreases"),
+    # issue 15, 8: facts that cannot be true
+    (lambda p: p["device"].update(memory_bytes=1), r"field 'device.memory_bytes' must be a number >= 1048576"),
+    (lambda p: p["device"].update(memory_bytes=-8e10), r"field 'device.memory_bytes'"),
+    (lambda p: p["model"].update(parameters=0), r"field 'model.parameters' must be a number > 0"),
+    (lambda p: p["model"].update(kv_heads=-2), r"field 'model.kv_heads'"),
+    (lambda p: p.update(dtype=4), r"field 'dtype' must be a name"),
+    (lambda p: p.update(verify=[r for r in p["verify"] if r["tokens"] == p["verify"][0]["tokens"]]),
+     "measure one batch size"),
+    # issue 15, 10j: repeated rows count by their mean, as the curve reads them
+    (lambda p: p["verify"].extend([dict(_largest(p), median_s=0.01 * _largest(p)["median_s"])] * 3),
+     "verify step time decreases"),
 ])
 def test_bad_profile_files_give_one_line_errors(tmp_path: Path, edit, message: str) -> None:
     prof = _base_profile()
@@ -142,6 +154,28 @@ def test_bad_profile_files_give_one_line_errors(tmp_path: Path, edit, message: s
     with pytest.raises(ValueError, match=message) as info:
         load_profile(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def _largest(prof: dict) -> dict:
+    """The verify row with the largest batch at the first context."""
+    ctx = prof["verify"][0]["context"]
+    return max((r for r in prof["verify"] if r["context"] == ctx), key=lambda r: r["tokens"])
+
+
+def test_unreadable_profile_files_name_the_file(tmp_path: Path) -> None:
+    """Issue 15, 5 and 9: a 5000-digit integer, binary bytes and a FIFO give one line each."""
+    digits = tmp_path / "digits.json"
+    digits.write_text('{"schema": 1,\n "device": ' + "9" * 5000 + "}")
+    with pytest.raises(ValueError, match=r"digits.json: line 2: not valid JSON: an integer with more than 4300"):
+        load_profile(digits)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b'{"schema": 1,\n\xff\xfe\x00\x81}')
+    with pytest.raises(ValueError, match=r"binary.json: line 2: not valid UTF-8"):
+        load_profile(binary)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"fifo.json: not a regular file"):
+        load_profile(fifo)  # reading it would block forever
 
 
 def test_invalid_json_names_the_line(tmp_path: Path) -> None:

@@ -274,6 +274,94 @@ def test_bad_curve_and_table():
         schedule_numpy([[0.5, 0.5]], CURVE, drafted=[1.5])
 
 
+# ---------------------------------------------------------------------------------------- edge cases
+def test_inf_gap_in_a_table_numpy_agrees_with_the_reference():
+    """A table may mark any B infeasible (inf); the vectorised path must not assume the times are
+    sorted (issue 15, 10a: numpy gave [5]*8, the reference [1, 1, 0, ...])."""
+    conf = np.full((8, 5), 0.9)
+    table = np.ones(8 * 6 + 1)
+    table[11] = np.inf
+    ref = schedule_reference(conf, table)
+    assert ref.tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
+    np.testing.assert_array_equal(schedule_numpy(conf, table), ref)
+    np.testing.assert_array_equal(schedule_torch(torch.as_tensor(conf), torch.as_tensor(table)).numpy(), ref)
+
+
+@SETTINGS
+@given(problems(), st.data())
+def test_tables_with_inf_gaps_all_paths_agree(problem, data):
+    conf, drafted, curve, extra = problem
+    n, g = conf.shape
+    table = step_time_table(curve, extra + n * (g + 1))
+    gaps = data.draw(st.lists(st.integers(extra + n + 1, table.size - 1), max_size=4))
+    table[gaps] = np.inf  # never the base batch: it must stay feasible
+    ref = schedule_reference(conf, table, drafted, extra)
+    np.testing.assert_array_equal(schedule_numpy(conf, table, drafted, extra), ref)
+    np.testing.assert_array_equal(_vectorised(conf, table, drafted, extra), ref)
+    dr = None if drafted is None else torch.as_tensor(drafted)
+    np.testing.assert_array_equal(schedule_torch(torch.as_tensor(conf), torch.as_tensor(table), dr, extra).numpy(),
+                                  ref)
+
+
+def _vectorised(conf, curve, drafted=None, extra=0):
+    """The numpy path without the small-batch hand-off to the scalar loop."""
+    from sparksched.scheduler import _schedule_vectorised
+
+    return _schedule_vectorised(np.asarray(conf, dtype=np.float64), curve, drafted, extra)
+
+
+@SETTINGS
+@given(problems(max_n=5, max_g=4))
+def test_vectorised_path_agrees_on_small_batches_too(problem):
+    """Batches of <= 32 candidates go to the scalar loop; the vectorised code must still be right."""
+    conf, drafted, curve, extra = problem
+    np.testing.assert_array_equal(_vectorised(conf, curve, drafted, extra),
+                                  schedule_reference(conf, curve, drafted, extra))
+
+
+@pytest.mark.parametrize("n, g", [(1 << 22, 1), (1 << 20, 7)])
+def test_candidate_limit_leaves_int64_headroom(n, g):
+    """The fixed-point numerator reaches n * (g + 1) * 2**40: 2**23 candidates would be 2**63,
+    one past int64 (issue 15, 10e). The size check must refuse it, not overflow."""
+    from sparksched.scheduler import _MAX_CANDIDATES, SCALE
+
+    assert (_MAX_CANDIDATES - 1) * SCALE <= np.iinfo(np.int64).max  # the largest allowed fits
+    assert n * (g + 1) == _MAX_CANDIDATES
+    conf = np.ones((n, g))
+    flat = ThroughputCurve.from_points([1, 2 * n * (g + 1)], [1.0, 1.0])
+    for fn in (schedule_numpy, schedule_reference):
+        with pytest.raises(ValueError, match=r"n \* \(g \+ 1\) must be <"):
+            fn(conf, flat)
+    with pytest.raises(ValueError, match=r"n \* \(g \+ 1\) must be <"):
+        schedule_torch(torch.ones(n, g, dtype=torch.float64), torch.ones(n * (g + 1) + 1, dtype=torch.float64),
+                       validate=False)
+    from sparksched import admit_top_k, plan_capacity
+
+    with pytest.raises(ValueError, match=r"n \* \(g \+ 1\) must be <"):
+        plan_capacity(conf, flat)
+    with pytest.raises(ValueError, match=r"n \* \(g \+ 1\) must be <"):
+        plan_capacity(torch.ones(n, g, dtype=torch.float64), torch.ones(n * (g + 1) + 1, dtype=torch.float64),
+                      validate=False)
+    with pytest.raises(ValueError, match=r"n \* \(g \+ 1\) must be <"):
+        admit_top_k(torch.ones(n, g, dtype=torch.float64), 1, validate=False)
+
+
+def test_cached_table_follows_a_mutated_curve():
+    """The per-curve table cache must never serve a stale table (issue 15, 10h): after the curve's
+    points change (if they can change at all), schedule() sees the new curve."""
+    conf = np.full((40, 4), 0.9)
+    curve = ThroughputCurve.from_points([1, 1000], [1.0, 1.0])
+    before = schedule(conf, curve)
+    assert before.sum() == 160  # a flat curve verifies everything
+    try:
+        curve.seconds[0, 1] = 1000.0  # a cliff right after the base batch
+    except ValueError:
+        return  # read-only arrays: nothing can go stale
+    after = schedule(conf, curve)
+    np.testing.assert_array_equal(after, schedule_reference(conf, curve))
+    assert after.sum() < 160
+
+
 # ---------------------------------------------------------------------------------------- GPU
 @cuda
 @pytest.mark.gpu

@@ -146,3 +146,168 @@ def test_small_sweep_ray_equals_local(ray_instance, local_sweep):
     # negative control: another seed changes the rows, and the same comparison sees it
     other = run_sweep(df, [c.replace(seed=4) for c in configs], backend="ray", workers=2)
     assert not local.rows.equals(other.rows)
+
+
+# ------------------------------------------------------------------------------------------ processes (issue 15, 6)
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+linux = pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+SWEEP = ["pareto", "--trace", "chat", "--policies", "dspark,mtp1,static-3", "--load", "8,16,32,64,96,128",
+         "--max-requests", "1000", "--workers", "2", "--no-progress"]
+
+
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is `pid` (from /proc)."""
+    import os
+
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(entry))
+    return out
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """The pids among `pids` that still run (not gone, not zombies)."""
+    alive = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.add(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """True once the process ignores SIGINT (its SigIgn mask in /proc), i.e. a worker is initialised."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            line = next(x for x in fh if x.startswith("SigIgn:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(line.split()[1], 16) & (1 << (2 - 1)))  # SIGINT is signal 2
+
+
+def _is_worker(pid: int) -> bool:
+    """A multiprocessing spawn worker (not the resource tracker, which ignores SIGINT from birth)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"spawn_main" in fh.read()
+    except OSError:
+        return False
+
+
+def _start_sweep(tmp_path):
+    """`sparksched pareto` with two local workers, once both are initialised: (process, worker pids)."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "sparksched.cli", *SWEEP, "-o", str(tmp_path / "o")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = {pid for pid in _children(proc.pid) if _is_worker(pid) and _ignores_sigint(pid)}
+        if len(workers) >= 2:
+            return proc, _children(proc.pid)
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"the sweep never started two workers: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+
+
+def _gone_within(pids: set[int], seconds: float) -> set[int]:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pids):
+            return set()
+        time.sleep(0.1)
+    return _alive(pids)
+
+
+@linux
+def test_sigkill_of_the_parent_takes_its_workers_along(tmp_path):
+    """Killing `pareto` with SIGKILL orphaned its workers (about 0.5 GB each)."""
+    import os
+    import signal
+
+    proc, workers = _start_sweep(tmp_path)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert _gone_within(workers, 15) == set()
+    finally:
+        for pid in _alive(workers):
+            os.kill(pid, signal.SIGKILL)
+
+
+@linux
+def test_ctrl_c_exits_130_and_stops_the_workers(tmp_path):
+    import os
+    import signal
+
+    proc, workers = _start_sweep(tmp_path)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        code = proc.wait(timeout=60)
+        err = proc.stderr.read() if proc.stderr else ""
+        assert code == 130, err[-2000:]
+        assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
+        assert _gone_within(workers, 15) == set()
+        assert not (tmp_path / "o").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    finally:
+        for pid in _alive(workers):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_ray_address_where_nothing_listens_fails_fast_with_one_line(tmp_path):
+    """`pareto --ray-address` pointing at nothing hung for more than 5 minutes, deaf to Ctrl-C."""
+    if not HAS_RAY:
+        pytest.skip("ray is not installed (pip install 'sparksched[ray]')")
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run([sys.executable, "-m", "sparksched.cli", "pareto", "--trace", "chat", "--policies", "dspark",
+                            "--load", "8", "--max-requests", "10", "--no-progress", "--ray-address",
+                            f"127.0.0.1:{port}", "-o", str(tmp_path / "o")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("pareto --ray-address to a dead port still running after 60 s")
+    # the probe gives up within RAY_CONNECT_TIMEOUT_S (10 s); the rest is start-up (torch, ray) on a
+    # loaded 2-core machine, so the bound here is looser than the 30 s the command promises
+    assert time.monotonic() - t0 < 60
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"Error: cannot reach the Ray cluster at 127.0.0.1:{port}")
+
+
+def test_the_ray_probe_refuses_a_dead_address_at_once():
+    """The check `pareto --ray-address` runs before ray.init: a refused port fails in well under a second."""
+    import socket
+    import time
+
+    from simulator.sweep import RAY_CONNECT_TIMEOUT_S, _probe
+
+    assert RAY_CONNECT_TIMEOUT_S <= 10
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=f"cannot reach the Ray cluster at ray://127.0.0.1:{port}"):
+        _probe(f"ray://127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 5
+    _probe("auto")  # no host:port: left to Ray

@@ -263,3 +263,42 @@ def test_bundled_traces_load_and_are_reproducible(tmp_path):
         assert set(df["domain"].unique()) == ({"chat", "code", "math"} if domain == "mixed" else {domain})
     for path in bundle(tmp_path):
         assert path.read_bytes() == bundled[path.stem].read_bytes(), f"{path.name} differs from its regeneration"
+
+
+# ---------------------------------------------------------------------------------------- issue 15
+def test_lines_longer_than_a_mebibyte_are_refused_by_file_and_line(tmp_path):
+    """A 1 GB line took 4.4 GB to reject; the reader now stops after 1 MiB of it."""
+    path = tmp_path / "long.jsonl"
+    with open(path, "w") as fh:
+        fh.write(good_lines(1)[0] + "\n")
+        fh.write('{"id": "' + "x" * (2 << 20) + '"}\n')
+    with pytest.raises(ValueError, match=r"long.jsonl: line 2: field '<line>': longer than 1,048,576 bytes"):
+        load_trace(path)
+
+
+def test_non_regular_files_are_refused(tmp_path):
+    """/dev/zero or a pipe would be read forever."""
+    import os
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="pipe.jsonl: not a regular file"):
+        load_trace(fifo)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ValueError, match="/dev/zero: not a regular file"):
+            load_trace("/dev/zero")
+
+
+def test_huge_integers_and_absurd_times_name_line_and_field(tmp_path):
+    path = tmp_path / "digits.jsonl"
+    path.write_text(good_lines(1)[0] + '\n{"id": "b", "arrival_s": ' + "1" * 5000 + "}\n")
+    with pytest.raises(ValueError, match=r"line 2: field '<line>': bad JSON: an integer with more than 4300 digits"):
+        load_trace(path)
+    for value in ("1e308", "1.7e15", "8589934592"):
+        path.write_text(good_lines(1)[0] + '\n{"id": "b", "arrival_s": ' + value + ', "prompt_tokens": 1, '
+                        '"output_tokens": 1, "domain": "chat"}\n')
+        with pytest.raises(ValueError, match=r"line 2: field 'arrival_s': must be < 8589934592 s"):
+            load_trace(path)
+    path.write_text(good_lines(1)[0] + '\n{"id": "b", "arrival_s": 8589934591.5, "prompt_tokens": 1, '
+                    '"output_tokens": 1, "domain": "chat"}\n')
+    assert load_trace(path).height == 2  # just below 2**33: still microsecond-exact

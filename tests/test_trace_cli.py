@@ -88,10 +88,15 @@ def test_convert_lengths_needs_rate(run, tmp_path):
     assert ok.exit_code == 0 and load_trace(tmp_path / "o.jsonl").height == 2
 
 
+# an Azure file with a year-3023 typo in its second row: nanoseconds overflowed it into 1854
+Y3023 = ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
+         "3023-11-16 18:15:50.9951690,396,109\n2023-11-16 18:15:51.0000000,879,55\n")
+
+
 @pytest.mark.parametrize(("args", "code", "needle"), [
     (("stats", "nope"), 1, "no bundled trace of that name"),
     (("stats", "bad.jsonl"), 1, "bad.jsonl: line 2: field 'output_tokens'"),
-    (("convert", "--from", "azure", "missing.csv", "x.jsonl"), 1, "missing.csv: no such file"),
+    (("convert", "--from", "azure", "missing.csv", "x.jsonl"), 1, "missing.csv: cannot open trace file: No such file"),
     (("convert", "--from", "azure", "bad.csv", "x.jsonl"), 1, "line 2: field 'TIMESTAMP'"),
     (("generate", "--cv", "-1", "-o", "x.jsonl"), 2, "'--cv': -1.0 is not in the range x>0"),
     (("generate", "--duration", "5", "--requests", "5", "-o", "x.jsonl"), 2, "not both"),
@@ -100,12 +105,22 @@ def test_convert_lengths_needs_rate(run, tmp_path):
     (("transform", "chat", "-o", "x.jsonl", "--rate-scale", "0"), 2, "'--rate-scale': 0.0 is not in the range x>0"),
     (("transform", "chat", "-o", "x.jsonl", "--clip-output", "0"), 2, "'--clip-output': 0 is not in the range x>=1"),
     (("mix", "chat", "code", "-o", "x.jsonl", "--weights", "1"), 2, "1 weights for 2 traces"),
+    # issue 15, 4: the bucket must be > 0 and the error names the option, not the output file
+    (("convert", "--from", "mooncake", "--bucket", "-5", "mc.jsonl", "x.jsonl"), 2, "--bucket"),
+    (("convert", "--from", "mooncake", "--bucket", "nan", "mc.jsonl", "x.jsonl"), 2, "--bucket"),
+    (("convert", "--from", "azure", "y3023.csv", "x.jsonl"), 1, "y3023.csv: line 3: field 'TIMESTAMP': year 3023"),
+    # issue 15, 5: refuse before allocating
+    (("generate", "--rate", "1000", "--duration", "1e9", "-o", "x.jsonl"), 1, "more than 10,000,000"),
+    (("generate", "--requests", "100000000000", "-o", "x.jsonl"), 1, "more than 10,000,000"),
+    (("stats", "/dev/zero"), 1, "/dev/zero: not a regular file"),
 ])
 def test_errors_are_one_line_and_write_nothing(run, tmp_path, args, code, needle):
     (tmp_path / "bad.jsonl").write_text(
         '{"id": "a", "arrival_s": 0, "prompt_tokens": 3, "output_tokens": 2, "domain": "chat"}\n'
         '{"id": "b", "arrival_s": 1, "prompt_tokens": 3, "output_tokens": 0, "domain": "chat"}\n')
     (tmp_path / "bad.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\nnot a time,3,4\n")
+    (tmp_path / "y3023.csv").write_text(Y3023)
+    (tmp_path / "mc.jsonl").write_text('{"timestamp": 0, "input_length": 5, "output_length": 5}\n')
     line = assert_clean_error(run(*args), code)
     assert needle in line
     assert not (tmp_path / "x.jsonl").exists()
@@ -126,3 +141,32 @@ def test_bundle_into_a_directory(run, tmp_path):
     names = sorted(Path(p).name for p in result.output.split())
     assert names == ["chat.jsonl", "code.jsonl", "math.jsonl", "mixed.jsonl"]
     assert load_trace(tmp_path / "b" / "mixed.jsonl").height == 4000
+
+
+def test_convert_skip_bad_drops_and_counts_the_typo(run, tmp_path):
+    """Issue 15, 4: with --skip-bad the year-3023 row is dropped and counted; the good rows keep
+    their own times (it was sorted first and shifted every good row by 169 years)."""
+    (tmp_path / "y3023.csv").write_text(Y3023)
+    res = run("convert", "--from", "azure", "--skip-bad", "y3023.csv", "ok.jsonl")
+    assert res.exit_code == 0, res.output
+    assert "1 bad rows (--skip-bad)" in res.output
+    df = load_trace(tmp_path / "ok.jsonl")
+    assert df["arrival_s"].to_list() == pytest.approx([0.0, 4.31941])
+    assert df["prompt_tokens"].to_list() == [374, 879]
+
+
+def test_write_errors_name_the_file(run, tmp_path):
+    """Issue 15, 9: a write error is one line naming the file (was "Error: : No space left on
+    device"); a read-only folder stands in for a full disk here (tests/test_io.py fills a tmpfs)."""
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        line = assert_clean_error(run("generate", "--requests", "10", "-o", "ro/t.jsonl"))
+    finally:
+        ro.chmod(0o755)
+    assert line.startswith("Error: cannot write ro/t.jsonl: Permission denied")

@@ -34,10 +34,13 @@ def g_test_p(observed: np.ndarray, expected_prob: np.ndarray) -> float:
 
 
 def decode(n: int, tokens: int, block: int, seed: int, verifier=verify, with_probs: bool = True,
-           device: str = "cpu") -> np.ndarray:
+           device: str = "cpu", per_request: bool = True) -> np.ndarray:
     """Run whole speculative rounds for n independent requests (anchor token 0) until each has
-    emitted `tokens` tokens; return [n, tokens]. Verify lengths are random (drawn before drafting)."""
+    emitted `tokens` tokens; return [n, tokens]. Verify lengths are random (drawn before drafting).
+    per_request: one seeded generator per request and round; False draws the verifier's uniforms
+    from the default generator, seeded here (one vectorised draw: much faster for large n)."""
     gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     pd, qd = P.to(device), Q.to(device)
     out = torch.full((n, tokens + block + 1), -1, dtype=torch.int64, device=device)
     ptr = torch.zeros(n, dtype=torch.int64, device=device)
@@ -53,9 +56,9 @@ def decode(n: int, tokens: int, block: int, seed: int, verifier=verify, with_pro
         ctx_t = torch.stack(ctx, 1)  # [n, block + 1]: anchor then drafts
         target = pd[ctx_t]  # [n, block + 1, V]
         draft = qd[ctx_t[:, :-1]]  # [n, block, V]
-        res = verifier(target, draft if with_probs else None, ctx_t[:, 1:], lengths,
-                       [torch.Generator(device=device).manual_seed(seed * 10**9 + int(p) * 10**5 + int(i))
-                        for i, p in zip(rows.tolist(), ptr.tolist())])
+        gens = [torch.Generator(device=device).manual_seed(seed * 10**9 + int(p) * 10**5 + int(i))
+                for i, p in zip(rows.tolist(), ptr.tolist())] if per_request else None
+        res = verifier(target, draft if with_probs else None, ctx_t[:, 1:], lengths, gens)
         cols = ptr[:, None] + torch.arange(block + 1, device=device)[None, :]
         keep = torch.arange(block + 1, device=device)[None, :] < res.num_emitted[:, None]
         active = (ptr < tokens)[:, None] & keep
@@ -90,11 +93,44 @@ def _check_law(samples: np.ndarray) -> list[float]:
     return pvals
 
 
+# requests per statistical run: enough to see a 3 % bias (below) in every seed. Over seeds 11-30
+# the 3 % control gave p <= 5e-15 and the real verifier p >= 0.017 (ALPHA = 1e-3); 8000 requests
+# let the control pass in 2 of 3 seeds. About half a second per run (vectorised uniforms).
+N_STRONG = 200_000
+
+
 @pytest.mark.parametrize("with_probs", [True, False])
 def test_emitted_tokens_follow_the_markov_target(with_probs):
-    samples = decode(n=8000, tokens=3, block=3, seed=11, with_probs=with_probs)
+    samples = decode(n=N_STRONG, tokens=3, block=3, seed=11, with_probs=with_probs, per_request=False)
     pvals = _check_law(samples)
     assert min(pvals) > ALPHA, pvals
+
+
+def _law_of_unnormalised_rows(p: torch.Tensor, q: torch.Tensor, scale: float) -> torch.Tensor:
+    """[..., V] the law one position emits when p is scaled by `scale` and not renormalised
+    (accept with min(1, scale p / q), recover from norm(max(0, scale p - q))). Same support as p,
+    1 to 3 points of probability off for these P, Q. Fed to the real verifier as the target, it
+    gives exactly that acceptance and that residual (min(1, L / q) and norm(max(0, L - q)))."""
+    kept = torch.minimum(q, scale * p)
+    beta = kept.sum(-1, keepdim=True)
+    return kept + (1 - beta) / (scale - beta) * (scale * p - q).clamp_min(0.0)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_negative_control_a_3_percent_bias_is_rejected(seed):
+    """Issue 15: a verifier fed targets scaled by 0.97 (rows not renormalised, as before the
+    verifier normalised them) must fail the statistical test in every seed. Emulated exactly: the
+    verified positions get the law that rule emits, the bonus position keeps p (checked against
+    the pre-fix code: identical samples and p-values)."""
+
+    def scaled(target, draft, tokens, lengths, gens):
+        live = (torch.arange(draft.shape[1])[None, :] < lengths[:, None])[..., None]
+        biased = target.clone()
+        biased[:, :-1] = torch.where(live, _law_of_unnormalised_rows(target[:, :-1], draft, 0.97), target[:, :-1])
+        return verify(biased, draft, tokens, lengths, gens)
+
+    pvals = _check_law(decode(n=N_STRONG, tokens=3, block=3, seed=seed, verifier=scaled, per_request=False))
+    assert min(pvals) < ALPHA, pvals
 
 
 def test_negative_control_accepting_every_draft_is_rejected():
@@ -171,13 +207,18 @@ def test_certain_token_drafter(p, q):
     assert abs(accept_rate - expected) < 4 * np.sqrt(expected * (1 - expected) / len(d))
 
 
-def test_output_layout_and_counts():
-    torch.manual_seed(2)
-    n, g, v = 64, 4, 5
+def random_round(seed: int, n: int, g: int, v: int):
+    """(target [n, g + 1, v], draft [n, g, v], tokens drawn from the draft [n, g], lengths [n]), seeded."""
+    torch.manual_seed(seed)
     target = torch.softmax(torch.randn(n, g + 1, v), -1)
     draft = torch.softmax(torch.randn(n, g, v), -1)
     tokens = torch.multinomial(draft.reshape(-1, v), 1).reshape(n, g)
-    lengths = torch.randint(0, g + 1, (n,))
+    return target, draft, tokens, torch.randint(0, g + 1, (n,))
+
+
+def test_output_layout_and_counts():
+    n, g, v = 64, 4, 5
+    target, draft, tokens, lengths = random_round(2, n, g, v)
     res = verify(target, draft, tokens, lengths)
     assert res.accepted.dtype == torch.int64 and res.tokens.shape == (n, g + 1)
     assert bool((res.accepted <= lengths).all()) and bool((res.num_emitted == res.accepted + 1).all())
@@ -222,11 +263,8 @@ def test_greedy_equals_argmax_matching():
 
 def test_negative_control_greedy_check_catches_sampling():
     """Stochastic verification disagrees with argmax matching somewhere: the check has teeth."""
-    torch.manual_seed(4)
     n, g, v = 200, 3, 4
-    target = torch.softmax(torch.randn(n, g + 1, v), -1)
-    draft = torch.softmax(torch.randn(n, g, v), -1)
-    tokens = torch.multinomial(draft.reshape(-1, v), 1).reshape(n, g)
+    target, draft, tokens, _ = random_round(4, n, g, v)
     lengths = torch.full((n,), g)
     assert not torch.equal(verify(target, draft, tokens, lengths).tokens,
                            verify(target, draft, tokens, lengths, greedy=True).tokens)
@@ -234,12 +272,8 @@ def test_negative_control_greedy_check_catches_sampling():
 
 # ---------------------------------------------------------------------------------------- determinism
 def test_seeded_determinism_under_batch_reordering():
-    torch.manual_seed(5)
     n, g, v = 32, 4, 6
-    target = torch.softmax(torch.randn(n, g + 1, v), -1)
-    draft = torch.softmax(torch.randn(n, g, v), -1)
-    tokens = torch.multinomial(draft.reshape(-1, v), 1).reshape(n, g)
-    lengths = torch.randint(0, g + 1, (n,))
+    target, draft, tokens, lengths = random_round(5, n, g, v)
     gens = lambda ids: [torch.Generator().manual_seed(1000 + int(i)) for i in ids]
     base = verify(target, draft, tokens, lengths, gens(range(n)))
     perm = torch.randperm(n)
@@ -280,6 +314,68 @@ def test_bad_input_names_argument_and_value():
         verify(target, draft, tokens, ok, [None])
     with pytest.raises(ValueError, match="target_probs must be"):
         verify(target[0], draft, tokens, ok)
+
+
+# ---------------------------------------------------------------------------------------- unnormalised rows
+def test_unnormalised_rows_are_read_as_their_normalisation():
+    """Issue 15, 10b: rows need not be normalised (the docstring says so), but p = 0.9 * (0.7, 0.3)
+    against q = (0.5, 0.5) emitted the first token with probability 0.73 instead of 0.70."""
+    n = 100_000
+    p = torch.tensor([0.7, 0.3], dtype=torch.float64)
+    q = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(21)
+    d = torch.multinomial(q.expand(n, -1), 1, replacement=True, generator=gen)
+    torch.manual_seed(22)
+    res = verify((0.9 * p).expand(n, 2, -1), q.expand(n, 1, -1), d, torch.ones(n, dtype=torch.int64))
+    share = float((res.tokens[:, 0] == 0).double().mean())
+    assert abs(share - 0.7) < 5 * (0.21 / n) ** 0.5, share  # 0.73 is 20 standard errors away
+
+
+def test_scaled_rows_give_the_same_tokens():
+    """Scaling a row by a power of two changes nothing (exactly), in any dtype the engine uses."""
+    torch.manual_seed(7)
+    n, g, v = 256, 4, 6
+    target = torch.softmax(2 * torch.randn(n, g + 1, v, dtype=torch.float64), -1)
+    draft = torch.softmax(2 * torch.randn(n, g, v, dtype=torch.float64), -1)
+    tokens = torch.multinomial(draft.reshape(-1, v), 1).reshape(n, g)
+    lengths = torch.randint(0, g + 1, (n,))
+    gens = lambda: [torch.Generator().manual_seed(50 + i) for i in range(n)]
+    base = verify(target, draft, tokens, lengths, gens())
+    for a, b in ((0.5, 4.0), (8.0, 0.25)):
+        scaled = verify(a * target, b * draft, tokens, lengths, gens())
+        assert torch.equal(scaled.tokens, base.tokens)
+    unscaled = verify(target, None, tokens, lengths, gens())
+    assert torch.equal(verify(0.125 * target, None, tokens, lengths, gens()).tokens, unscaled.tokens)
+
+
+# ---------------------------------------------------------------------------------------- input kinds
+def test_numpy_inputs_are_accepted():
+    """Issue 15, 10g: numpy arrays raised AttributeError; they are read as tensors."""
+    n, g, v = 16, 3, 5
+    target, draft, tokens, lengths = random_round(8, n, g, v)
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(n)]
+    want = verify(target, draft, tokens, lengths, gens())
+    got = verify(target.numpy(), draft.numpy(), tokens.numpy(), lengths.numpy(), gens())
+    assert torch.equal(got.tokens, want.tokens) and isinstance(got.tokens, torch.Tensor)
+    with pytest.raises(ValueError, match="target_probs must be a tensor or an array"):
+        verify("p", draft, tokens, lengths)
+
+
+def test_bool_lengths_and_empty_draft_rows_are_refused():
+    """Issue 15, 10g: bool lengths were read as 0/1, and an all-zero draft row at a verified
+    position was accepted (no token can have been drawn from it)."""
+    target = torch.full((2, 3, 4), 0.25)
+    draft = torch.full((2, 2, 4), 0.25)
+    tokens = torch.zeros(2, 2, dtype=torch.int64)
+    with pytest.raises(ValueError, match="lengths must be an integer tensor, got torch.bool"):
+        verify(target, draft, tokens, torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="draft_tokens must be an integer tensor, got torch.bool"):
+        verify(target, draft, tokens.bool(), torch.tensor([1, 1]))
+    empty = draft.clone()
+    empty[1, 1] = 0.0
+    with pytest.raises(ValueError, match=r"draft_probs\[1, 1\] sums to 0"):
+        verify(target, empty, tokens, torch.tensor([2, 2]))
+    verify(target, empty, tokens, torch.tensor([2, 1]))  # beyond lengths[1]: never read
 
 
 # ---------------------------------------------------------------------------------------- GPU

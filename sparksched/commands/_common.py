@@ -67,6 +67,39 @@ def runtime_errors() -> Iterator[None]:
         raise click.ClickException(one_line(exc)) from None
 
 
+def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: the command body under `surface_warnings()` and `runtime_errors()`."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with surface_warnings(), runtime_errors():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def surface_warnings() -> Iterator[None]:
+    """Print each distinct warning raised inside the block to stderr as one `warning: ...` line
+    (e.g. a profile without drafter timings: the run charges the drafter nothing)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                text = " ".join(str(w.message).split())
+                if text not in seen:
+                    seen.add(text)
+                    click.echo(f"warning: {text}", err=True)
+
+
 # ------------------------------------------------------------------------------------------ options
 
 def quiet_option(f: Callable[..., Any]) -> Callable[..., Any]:

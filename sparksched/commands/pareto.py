@@ -3,15 +3,14 @@
 Thin shells over `simulator.sweep` (runs), `simulator.frontier` (maths), `simulator.plots`
 (figures) and `simulator.report` (report.html). Defaults come from `simulator.scenario` (the same
 as simulate's); `--config` reads a scenario file and every run writes scenario.toml. Library
-errors become one-line `click.ClickException`s (usage errors exit 2, runtime errors 1). Outputs
-are written to a temporary file beside the target and renamed into place, so a failed run leaves
-no half-written file.
+errors become one-line `click.ClickException`s (usage errors exit 2, runtime errors 1). The output
+folder is a `sparksched.io.ResultSet`: written whole or not at all, an existing one refused without
+--overwrite (checked before the sweep runs) and replaced whole with it, so no file of an earlier
+sweep survives. `whatif --from DIR` reads only complete result sets.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,8 @@ from sparksched.commands._common import (
     config_option,
     goodput_option,
     quiet_option,
-    write_scenario,
+    resolved_scenario,
+    runtime_errors,
 )
 
 # Defaults (simulator.scenario, shared with simulate): sized to finish in a few minutes on 2 CPU
@@ -41,6 +41,10 @@ SPEED_COLUMNS = {"p50": "user_tps_p50", "p90": "user_tps_p90"}
 
 PNG_NAMES = {"frontier": "frontier.png", "budget": "verify_budget_vs_concurrency.png",
              "acceptance": "acceptance_by_position.png", "step_time": "step_time.png"}
+TABLE_NAMES = ("sweep.parquet", "frontier.parquet", "sla.parquet", "budget.parquet", "acceptance.parquet",
+               "sla_breaking_load.parquet", "speed_gain.parquet")
+RESULT_NAMES = (*TABLE_NAMES, "goodput.parquet", *PNG_NAMES.values(), "report.txt", "report.html", "scenario.toml")
+WHATIF_NAMES = (PNG_NAMES["frontier"], "report.html", "scenario.toml")
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -133,7 +137,7 @@ def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str |
     from simulator.sweep import Backend, run_sweep, sweep_configs
     from simulator.trace import load_trace, resolve_trace
 
-    pols = _parse_list(policies, str, "--policies")
+    pols = _policies(policies)
     caps = _parse_list(loads, int, "--load")
     rates = _parse_list(rate_scales, float, "--rate-scales")
     if max_requests < 0:
@@ -150,8 +154,17 @@ def _run(trace: str, policies: str, loads: str, rate_scales: str, profile: str |
         result = run_sweep(df, configs, backend=backend, workers=workers, ray_address=ray_address,
                            progress=progress)
     except ValueError as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(" ".join(str(e).split())) from None
     return result, base, pols, time.perf_counter() - t0
+
+
+def _policies(text: str) -> list[str]:
+    """--policies as a list; a policy named twice is a usage error (it would be swept twice)."""
+    pols = _parse_list(text, str, "--policies")
+    twice = sorted({p for p in pols if pols.count(p) > 1})
+    if twice:
+        raise click.BadParameter(f"{', '.join(twice)} named more than once", param_hint="--policies")
+    return pols
 
 
 def _baseline(pols: list[str], baseline: str | None) -> str:
@@ -233,24 +246,6 @@ def breaking_text(brk: Any, sla: float, load: str) -> str:
     return "\n".join(lines)
 
 
-def _atomic_parquet(df: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".txt", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _load_column(rows: Any) -> str:
     """The load axis that varies in a sweep (max_running unless only rate_scale varies)."""
     if rows.get_column("max_running").n_unique() == 1 and rows.get_column("rate_scale").n_unique() > 1:
@@ -314,14 +309,16 @@ def report_text(a: dict[str, Any], sla: float, baseline: str, speed_col: str) ->
 
 
 def write_outputs(out: Path, result: Any, a: dict[str, Any], base: Any, sla: float, speed_col: str,
-                  text: str, scenario_text: str | None = None, title: str = "sparksched pareto") -> list[Path]:
-    """Parquet tables, PNGs, the printed report and report.html in `out` (each file written atomically)."""
+                  text: str, scenario_text: str | None = None, title: str = "sparksched pareto",
+                  overwrite: bool = False) -> list[Path]:
+    """Parquet tables, PNGs, the printed report, report.html and scenario.toml (when given) as one
+    result set in `out` (whole or not at all; an existing `out` is refused unless `overwrite`, then
+    replaced whole). Returns the files' paths."""
     import polars as pl
 
     from simulator.plots import plot_acceptance, plot_budget_vs_concurrency, plot_frontier, plot_step_time
+    from sparksched.io import ResultSet, write_parquet, write_text
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
     gains = [g.table.with_columns(policy=pl.lit(g.policy), baseline=pl.lit(g.baseline)) for g in a["gains"]]
     tables = {"sweep.parquet": result.rows, "frontier.parquet": a["front"], "sla.parquet": a["sla"],
               "budget.parquet": result.budget, "acceptance.parquet": result.acceptance,
@@ -330,23 +327,29 @@ def write_outputs(out: Path, result: Any, a: dict[str, Any], base: Any, sla: flo
         tables["speed_gain.parquet"] = pl.concat(gains)
     if a.get("goodput") is not None:
         tables["goodput.parquet"] = a["goodput"]
-    for name, df in tables.items():
-        _atomic_parquet(df, out / name)
-        written.append(out / name)
-    written.append(plot_frontier(result.rows, a["front"], out / PNG_NAMES["frontier"], sla=sla,
-                                 sla_rows=a["sla"], x=speed_col))
-    written.append(plot_budget_vs_concurrency(result.rows, result.budget, out / PNG_NAMES["budget"]))
-    acc = result.acceptance
-    if not acc.is_empty():
-        acc = pl.concat([_pool_acceptance(acc), _preset_acceptance(acc, base)], how="diagonal_relaxed")
-    written.append(plot_acceptance(acc, out / PNG_NAMES["acceptance"]))
-    cost = _cost(base)
-    if cost is not None:
-        written.append(plot_step_time(cost, result.rows, out / PNG_NAMES["step_time"]))
-    _atomic_text(text + "\n", out / "report.txt")
-    written.append(out / "report.txt")
-    written.append(_html_report(out, a, [p for p in written if p.suffix == ".png"], text, scenario_text, title))
-    return written
+    about = {"command": "pareto", "policies": result.rows.get_column("policy").unique(maintain_order=True).to_list(),
+             "seed": getattr(base, "seed", None), "profile": getattr(base, "profile", None)}
+    with ResultSet(out, overwrite=overwrite, names=RESULT_NAMES, about=about) as rs:
+        folder = rs.folder
+        written = []
+        for name, df in tables.items():
+            written.append(write_parquet(folder / name, df))
+        written.append(plot_frontier(result.rows, a["front"], folder / PNG_NAMES["frontier"], sla=sla,
+                                     sla_rows=a["sla"], x=speed_col))
+        written.append(plot_budget_vs_concurrency(result.rows, result.budget, folder / PNG_NAMES["budget"]))
+        acc = result.acceptance
+        if not acc.is_empty():
+            acc = pl.concat([_pool_acceptance(acc), _preset_acceptance(acc, base)], how="diagonal_relaxed")
+        written.append(plot_acceptance(acc, folder / PNG_NAMES["acceptance"]))
+        cost = _cost(base)
+        if cost is not None:
+            written.append(plot_step_time(cost, result.rows, folder / PNG_NAMES["step_time"]))
+        written.append(write_text(folder / "report.txt", text + "\n"))
+        if scenario_text is not None:
+            written.append(write_text(folder / "scenario.toml", scenario_text))
+        written.append(_html_report(folder, a, [p for p in written if p.suffix == ".png"], text, scenario_text,
+                                    title))
+    return [out / p.name for p in written]
 
 
 def _html_report(out: Path, a: dict[str, Any], pngs: list[Path], text: str, scenario_text: str | None,
@@ -420,11 +423,12 @@ Examples:
 @sweep_options
 @click.option("-o", "--out", "out_dir", default="pareto-out", show_default=True, type=click.Path(file_okay=False),
               help="Directory for Parquet tables, PNG plots, report.txt, report.html and scenario.toml.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder (never merged with it).")
 @click.pass_context
 def pareto(ctx: click.Context, trace: str, policies: str, loads: str, rate_scales: str, profile: str | None,
            drafter: str, block: int, disaggregated: bool, max_requests: int, seed: int, sla: float, goodput: str | None, attainment: float,
            speed: str, baseline: str | None, workers: int | None, use_ray: bool, ray_address: str | None,
-           progress: bool, quiet: bool, out_dir: str) -> None:
+           progress: bool, quiet: bool, out_dir: str, overwrite: bool) -> None:
     """Sweep load for each policy; print the frontier and SLA answers; write tables and plots.
 
     One simulation per (policy, --load cap, --rate-scales multiplier). With the defaults (3 policies
@@ -438,9 +442,13 @@ def pareto(ctx: click.Context, trace: str, policies: str, loads: str, rate_scale
     axis) and TTFT is mostly queueing; `--load 256 --rate-scales 0.5,1,2,4,8` sweeps offered load
     instead, with meaningful TTFT.
     """
-    pols = _parse_list(policies, str, "--policies")
+    from sparksched.io import ResultSet
+
+    pols = _policies(policies)
     base_name = _baseline(pols, baseline)
     speed_col = SPEED_COLUMNS[speed]
+    with runtime_errors():
+        ResultSet.check(out_dir, overwrite, RESULT_NAMES)  # a folder it cannot write: refused before the sweep
     result, base, pols, wall = _run(trace, policies, loads, rate_scales, profile, drafter, block, max_requests,
                                     seed, sla, workers, use_ray, ray_address, progress and not quiet, goodput,
                                     disaggregated)
@@ -452,11 +460,9 @@ def pareto(ctx: click.Context, trace: str, policies: str, loads: str, rate_scale
     text = head + "\n\n" + report_text(a, sla, base_name, speed_col)
     if not quiet:
         click.echo(text)
-    try:
-        path, scenario_text = write_scenario(ctx, out_dir)
-        written = write_outputs(Path(out_dir), result, a, base, sla, speed_col, text, scenario_text) + [path]
-    except OSError as e:
-        raise click.ClickException(f"{out_dir}: cannot write outputs: {e}") from None
+    with runtime_errors():
+        written = write_outputs(Path(out_dir), result, a, base, sla, speed_col, text, resolved_scenario(ctx),
+                                overwrite=overwrite)
     if not quiet:
         click.echo("\nWrote " + ", ".join(str(p) for p in written))
 
@@ -497,12 +503,13 @@ def _row_goodput(rows: Any) -> str | None:
               help="Answer from a previous `pareto -o DIR` sweep (its sweep.parquet) instead of simulating.")
 @click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Also write report.html (answers, figures, tables) and scenario.toml into this directory.")
+@click.option("--overwrite", is_flag=True, help="With -o: replace an existing output folder (never merged with it).")
 @click.pass_context
 def whatif(ctx: click.Context, trace: str, policies: str, loads: str, rate_scales: str, profile: str | None,
            drafter: str, block: int, disaggregated: bool, max_requests: int, seed: int, sla: float, goodput: str | None,
            attainment: float, speed: str, baseline: str | None, workers: int | None, use_ray: bool,
            ray_address: str | None, progress: bool, quiet: bool, throughput: float | None, from_dir: str | None,
-           out_dir: str | None) -> None:
+           out_dir: str | None, overwrite: bool) -> None:
     """What throughput can we sell at --sla tokens/s per user (or --goodput SLOs), and how much faster is each user?
 
     Sweeps like `pareto` (or reads `--from DIR`) and prints only the answers; -o DIR also writes
@@ -512,10 +519,21 @@ def whatif(ctx: click.Context, trace: str, policies: str, loads: str, rate_scale
 
     speed_col = SPEED_COLUMNS[speed]
     result = None
+    if out_dir is not None:
+        from sparksched.io import ResultSet
+
+        with runtime_errors():
+            ResultSet.check(out_dir, overwrite, WHATIF_NAMES)  # before sweeping
     if from_dir is not None:
         import polars as pl
 
+        from sparksched.io import check_result_set
+
         path = Path(from_dir) / "sweep.parquet"
+        try:
+            check_result_set(from_dir, need=["sweep.parquet"])
+        except ValueError as e:
+            raise click.ClickException(f"cannot read a sweep: {' '.join(str(e).split())}") from None
         try:
             rows = pl.read_parquet(path)
         except (OSError, pl.exceptions.PolarsError) as e:
@@ -529,7 +547,7 @@ def whatif(ctx: click.Context, trace: str, policies: str, loads: str, rate_scale
                            f"`sparksched pareto --goodput {want}` to answer for those")
         pols = rows.get_column("policy").unique(maintain_order=True).to_list()
         if ctx.get_parameter_source("policies") not in (click.core.ParameterSource.DEFAULT, None):
-            wanted = _parse_list(policies, str, "--policies")
+            wanted = _policies(policies)
             missing = [p for p in wanted if p not in pols]
             if missing:
                 raise click.BadParameter(f"{missing} not in {path} (it has {pols})", param_hint="--policies")
@@ -559,12 +577,14 @@ def whatif(ctx: click.Context, trace: str, policies: str, loads: str, rate_scale
     if not quiet:
         click.echo(text)
     if out_dir is not None:
-        try:
-            _, scenario_text = write_scenario(ctx, out_dir)
-            pngs = _whatif_pngs(Path(out_dir), rows, a, sla, speed_col)
-            _html_report(Path(out_dir), a, pngs, text, scenario_text, "sparksched whatif")
-        except OSError as e:
-            raise click.ClickException(f"{out_dir}: cannot write outputs: {e}") from None
+        from sparksched.io import ResultSet, write_text
+
+        with runtime_errors(), ResultSet(out_dir, overwrite=overwrite, names=WHATIF_NAMES,
+                                         about={"command": "whatif", "policies": pols}) as rs:
+            scenario_text = resolved_scenario(ctx)
+            write_text(rs.folder / "scenario.toml", scenario_text)
+            pngs = _whatif_pngs(rs.folder, rows, a, sla, speed_col)
+            _html_report(rs.folder, a, pngs, text, scenario_text, "sparksched whatif")
 
 
 def _whatif_pngs(out: Path, rows: Any, a: dict[str, Any], sla: float, speed_col: str) -> list[Path]:

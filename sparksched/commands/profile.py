@@ -256,7 +256,7 @@ Example:
 @click.argument("file")
 @click.option("-o", "--png", type=click.Path(dir_okay=False), default=None,
               help="PNG to write (default <file stem>.png in the current folder).")
-@click.option("--max-rows", type=int, default=60, show_default=True, help="Verify rows to print.")
+@click.option("--max-rows", type=click.IntRange(min=0), default=60, show_default=True, help="Verify rows to print.")
 def show(file: str, png: str | None, max_rows: int) -> None:
     """Print a profile as a table and draw its curve to a PNG."""
     try:
@@ -314,7 +314,7 @@ Example:
   sparksched profile check h100-qwen3-8b-roofline --worst 10
 """)
 @click.argument("file")
-@click.option("--worst", type=int, default=5, show_default=True, help="Worst points to list.")
+@click.option("--worst", type=click.IntRange(min=0), default=5, show_default=True, help="Worst points to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def check(file: str, worst: int, as_json: bool) -> None:
     """Hold grid points out, predict them through the step-cost model, report relative errors."""

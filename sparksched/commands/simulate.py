@@ -1,10 +1,14 @@
 """`sparksched simulate`: replay a trace through the serving simulator, print the summary, write the run.
 
 A thin shell over `simulator.run.simulate`; the defaults are `SimConfig`'s (simulator.scenario).
-Writes into the output directory (each file atomically, simulator.files): the Parquet tables,
-summary.json, result.json (vllm bench serve's keys), scenario.toml (the resolved scenario), the
-PNGs and report.html (simulator.run_plots, simulator.report) and, with --timeline, timeline.json
-(Perfetto, simulator.timeline). Usage errors exit 2, runtime errors 1 (sparksched.commands._common).
+Writes the run as one result set (`sparksched.io.ResultSet`: staged beside the output directory,
+manifest.json last, renamed into place, so the directory holds one whole run or is left as it
+was): the Parquet tables, summary.json, result.json (vllm bench serve's keys), scenario.toml (the
+resolved scenario), the PNGs and report.html (simulator.run_plots, simulator.report) and, with
+--timeline, timeline.json (Perfetto, simulator.timeline). An existing directory is refused unless
+--overwrite (checked before the run); the default, runs/<trace>-<policy>, names the seed and the
+rate scale when they are not the defaults, so runs that differ in them never share one.
+Conflicting flags and other usage errors exit 2, runtime errors 1 (sparksched.commands._common).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from simulator.scenario import SIM
 from sparksched.commands._common import (
@@ -22,9 +27,15 @@ from sparksched.commands._common import (
     goodput_option,
     quiet_option,
     runtime_errors,
+    surface_warnings,
     usage_errors,
     write_scenario,
 )
+
+# every file a run directory may hold (recognises folders written before manifests, for --overwrite)
+RUN_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptance.parquet", "budget.parquet",
+             "summary.json", "result.json", "scenario.toml", "timeline.json", "report.html", "timeseries.png",
+             "latency_cdf.png", "acceptance_by_position.png")
 
 POLICY_HELP = ("dspark | mtp1 | static-K | threshold-TAU | verify-all | none | async-dspark | "
                "vllm-adaptive | sglang-adaptive")
@@ -38,11 +49,17 @@ Examples:
 """
 
 
-def _default_out(trace: str, policy: str) -> Path:
+def _default_out(trace: str, policy: str, seed: int = 0, rate_scale: float = 1.0) -> Path:
+    """runs/<trace>-<policy>[-seed<S>][-x<rate scale>]: runs differing in seed or rate never share a folder."""
     stem = Path(trace).name
     for suffix in (".gz", ".jsonl"):
         stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
-    return Path("runs") / f"{stem}-{policy}"
+    name = f"{stem}-{policy}"
+    if seed != 0:
+        name += f"-seed{seed}"
+    if rate_scale != 1.0:
+        name += f"-x{rate_scale:g}"
+    return Path("runs") / name
 
 
 @click.command(cls=Command, epilog=EXAMPLES)
@@ -89,7 +106,9 @@ def _default_out(trace: str, policy: str) -> Path:
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write the PNGs and report.html (self-contained, opens offline).")
 @click.option("-o", "--out", "out", default=None, type=click.Path(file_okay=False),
-              help="Output directory [default: runs/<trace>-<policy>].")
+              help="Output directory [default: runs/<trace>-<policy>, plus -seed<S> / -x<rate scale> when "
+                   "not the defaults].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing results folder (never merged with it).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar in simulated time.")
 @quiet_option
 @click.pass_context
@@ -98,7 +117,7 @@ def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter:
              max_requests: int | None, horizon_s: float | None, seed: int, acceptance: str, recorded_donors: str,
              conf_auc: float, conf_ece: float, sla_tps: float, sla_ttft_s: float, goodput: str | None, engine: str,
              verify_layout: str | None, clock: str, timeline: bool, report: bool, out: str | None,
-             progress: bool, quiet: bool) -> None:
+             overwrite: bool, progress: bool, quiet: bool) -> None:
     """Replay a trace through a serving engine with confidence-scheduled speculative decoding.
 
     Prints the summary (latencies as vllm bench serve reports them: mean / median / P90 / P99 in
@@ -110,6 +129,11 @@ def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter:
     layout = verify_layout or ("padded" if engine == "model" else "flat")
     if disaggregated and engine == "model":
         raise BadUsage("--disaggregated with --engine model: the real loop prefills its own requests")
+    if clock == "measured" and engine != "model":
+        raise BadUsage("--clock measured needs --engine model (only the real loop measures wall time)")
+    if acceptance == "synthetic" and ctx.get_parameter_source("recorded_donors") not in (
+            ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+        raise BadUsage("--recorded-donors needs a recorded-rounds file in --acceptance")
     with usage_errors():
         config = SimConfig(policy=policy, drafter=drafter, block=block, max_running=max_running, kv_blocks=kv_blocks,
                            kv_block_size=kv_block_size, prefill_chunk=prefill_chunk, disaggregated=disaggregated,
@@ -118,42 +142,47 @@ def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter:
                            recorded_donors=recorded_donors, conf_auc=conf_auc, conf_ece=conf_ece, sla_tps=sla_tps,
                            sla_ttft_s=sla_ttft_s, goodput=goodput, clock=clock, profile=profile,
                            verify_layout=layout)
-    directory = Path(out) if out else _default_out(trace, policy)
-    with runtime_errors():
+    directory = Path(out) if out else _default_out(trace, policy, seed, rate_scale)
+    with surface_warnings(), runtime_errors():
         from simulator.run import simulate as run_simulation
+        from sparksched.io import ResultSet
 
+        ResultSet.check(directory, overwrite, RUN_FILES)  # refuse before running, not after
         backend = _model_backend(config) if engine == "model" else None
         result = run_simulation(trace, config, backend=backend, progress=progress and not quiet)
-        written = _write_run(ctx, result, directory, timeline=timeline, report=report)
+        written = _write_run(ctx, result, directory, timeline=timeline, report=report, overwrite=overwrite)
     if not quiet:
         click.echo(result.table())
         click.echo(f"results: {directory} ({', '.join(p.name for p in written)})")
 
 
-def _write_run(ctx: click.Context, result: Any, directory: Path, *, timeline: bool, report: bool) -> list[Path]:
-    """Every output of a run into `directory`; the paths written (report.html last)."""
-    from simulator.run import RESULT_FILES
+def _write_run(ctx: click.Context, result: Any, directory: Path, *, timeline: bool, report: bool,
+               overwrite: bool = False) -> list[Path]:
+    """Every output of a run as one result set in `directory`; the paths written (report.html last)."""
+    from sparksched.io import ResultSet
 
-    result.write(directory)
-    written = [directory / name for name in RESULT_FILES]
-    path, scenario_text = write_scenario(ctx, directory)
-    written.append(path)
-    if timeline:
-        from simulator.timeline import ReplicaTables, write_timeline
+    with ResultSet(directory, overwrite=overwrite, names=RUN_FILES, about=result.about()) as rs:
+        folder = rs.folder
+        written = result.write_files(folder)
+        path, scenario_text = write_scenario(ctx, folder)
+        written.append(path)
+        if timeline:
+            from simulator.timeline import ReplicaTables, write_timeline
 
-        meta = {"trace": result.meta.get("trace"), "policy": result.config.policy, "profile": result.config.profile}
-        written.append(write_timeline(directory / "timeline.json",
-                                      [ReplicaTables(result.requests, result.steps, "replica 0")], meta))
-    if report:
-        from simulator.report import simulate_report, write_report
-        from simulator.run_plots import write_run_plots
+            meta = {"trace": result.meta.get("trace"), "policy": result.config.policy,
+                    "profile": result.config.profile}
+            written.append(write_timeline(folder / "timeline.json",
+                                          [ReplicaTables(result.requests, result.steps, "replica 0")], meta))
+        if report:
+            from simulator.report import simulate_report, write_report
+            from simulator.run_plots import write_run_plots
 
-        pngs = write_run_plots(result, directory)
-        written += list(pngs.values())
-        names = [p.name for p in written] + ["report.html"]
-        written.append(write_report(directory / "report.html",
-                                    simulate_report(result, pngs, scenario_text, files=names)))
-    return written
+            pngs = write_run_plots(result, folder)
+            written += list(pngs.values())
+            names = [p.name for p in written] + ["report.html"]
+            written.append(write_report(folder / "report.html",
+                                        simulate_report(result, pngs, scenario_text, files=names)))
+    return [directory / p.name for p in written]
 
 
 def _model_backend(config):

@@ -7,34 +7,15 @@ atomically (temp file + rename), so a failed command never leaves a half-written
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from sparksched.commands._common import BadUsage, quiet_option, usage_errors
+from sparksched.commands._common import BadUsage, cli_errors, quiet_option, usage_errors
 
-F = TypeVar("F", bound=Callable[..., Any])
 POSITIVE = click.FloatRange(min=0, min_open=True)
-
-
-def _errors(fn: F) -> F:
-    """Turn library errors into one-line ClickExceptions (no traceback, non-zero exit)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BrokenPipeError:
-            raise  # `sparksched trace stats ... | head`: click's entry point exits quietly
-        except ValueError as exc:
-            raise click.ClickException(" ".join(str(exc).split())) from None
-        except OSError as exc:
-            raise click.ClickException(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}") from None
-
-    return wrapper  # type: ignore[return-value]
+_errors = cli_errors  # library errors as one line, exit 1; warnings as `warning:` lines
 
 
 def _load(name: str):
@@ -125,12 +106,14 @@ Examples:
               help="vllm-bench: draw arrivals from request_rate and burstiness, or use the recorded start_times.")
 @click.option("--line", type=click.IntRange(min=1), default=None,
               help="vllm-bench: which run of a JSON Lines file (SGLang appends one per line) [default: the last].")
+@click.option("--skip-bad", is_flag=True, help="azure, mooncake, burstgpt: drop and count bad rows (an unreadable "
+              "or implausible timestamp or token count) instead of stopping at the first.")
 @quiet_option
 @_errors
 def convert(fmt: str, src: str, out_arg: str | None, out: str | None, domain: str | None, seed: int, jitter: bool,
             bucket_s: float | None, keep_failed: bool, model: str | None, rate: float | None, cv: float, arrival: str,
             limit: int | None, shuffle: bool, burstiness: float | None, bench_arrivals: str, line: int | None,
-            quiet: bool) -> None:
+            skip_bad: bool, quiet: bool) -> None:
     """Convert SRC in a public trace format (or a benchmark result) into the trace schema at -o OUT."""
     from simulator.convert import convert as run
 
@@ -139,13 +122,20 @@ def convert(fmt: str, src: str, out_arg: str | None, out: str | None, domain: st
     out = out or out_arg
     if out is None:
         raise click.UsageError("missing the output: -o OUT.jsonl")
+    if bucket_s is not None and not math.isfinite(bucket_s):  # FloatRange lets nan through
+        raise click.BadParameter(f"{bucket_s!r} must be a finite number of seconds > 0", param_hint="--bucket")
+    if bucket_s is not None and fmt != "mooncake":
+        raise click.UsageError("--bucket applies to --from mooncake")
+    if skip_bad and fmt not in ("azure", "mooncake", "burstgpt"):
+        raise click.UsageError("--skip-bad applies to --from azure, mooncake and burstgpt")
     options: dict[str, Any] = {}
     if fmt == "azure":
-        options = {"domain": domain}
+        options = {"domain": domain, "skip_bad": skip_bad}
     elif fmt == "mooncake":
-        options = {"domain": domain or "chat", "jitter": jitter, "seed": seed, "bucket_s": bucket_s}
+        options = {"domain": domain or "chat", "jitter": jitter, "seed": seed, "bucket_s": bucket_s,
+                   "skip_bad": skip_bad}
     elif fmt == "burstgpt":
-        options = {"domain": domain or "chat", "keep_failed": keep_failed, "model": model}
+        options = {"domain": domain or "chat", "keep_failed": keep_failed, "model": model, "skip_bad": skip_bad}
     elif fmt == "vllm-bench":
         options = {"domain": domain or "chat", "seed": seed, "arrivals": bench_arrivals, "rate": rate,
                    "burstiness": burstiness, "line": line}

@@ -10,12 +10,12 @@ Layout of a checkpoint directory (the bundled one is `sparksched/data/checkpoint
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sparksched.io import atomic_write, write_text
 from sparksched.models.decoder import Decoder, build_decoder
 from sparksched.models.presets import DecoderConfig
 
@@ -23,29 +23,13 @@ BUNDLED = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same directory, then rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save, all or nothing (`sparksched.io.atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """UTF-8 text, all or nothing (`sparksched.io.write_text`)."""
+    write_text(path, text)
 
 
 def _half_state(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
@@ -132,14 +116,13 @@ def save_heldout(streams: dict, path: str | os.PathLike) -> None:
     """Held-out token streams per domain (uint16 when the vocabulary fits) as one .npz, atomically."""
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
     arrays = {d: (s.astype(np.uint16) if s.size and s.max() < 2**16 else s.astype(np.int64)) for d, s in streams.items()}
-    np.savez_compressed(tmp, **arrays)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: savez would append ".npz" to a name
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(path, write)
 
 
 def load_heldout(path: str | os.PathLike) -> dict:
