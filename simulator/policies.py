@@ -113,7 +113,8 @@ class StaleCapacity(BasePolicy):
         block: draft block g.
         staleness: how many decoding steps old the planning confidences are (2: DSpark section 5.2;
             1: vLLM's double-buffered previous step).
-        plan: (stale_conf [n, g], price (StepPrice), drafted [n]) -> K.
+        plan: (stale_conf [n, g], price (StepPrice)) -> K. It never sees this step's drafted counts:
+            with drafters that stop early (EOS) they depend on the drafts themselves.
         admit: (conf [n, g], K, drafted [n]) -> lengths [n].
         ema: per-slot smoothing weight on the newest confidence (1.0: none).
         unknown: how rows without stale data are filled: "mean" of the known rows, or "one".
@@ -134,7 +135,7 @@ class StaleCapacity(BasePolicy):
         self._has = np.zeros(slots, dtype=bool)
         self._t = 0
 
-    def _planned(self, slots, g, drafted, price) -> int:
+    def _planned(self, slots, g, price) -> int:
         """K from the stale ring entry of this step (rows without stale data filled per `unknown`)."""
         j = self._t % self.staleness
         ok = self._valid[j, slots]
@@ -144,15 +145,14 @@ class StaleCapacity(BasePolicy):
                 stale[~ok] = stale[ok].mean(axis=0)
             else:
                 stale[~ok] = 1.0
-        return int(self.plan(stale, price, drafted))
+        return int(self.plan(stale, price))
 
     def skips_draft(self, slots, block, price) -> bool:
         """Before drafting: plan K; True (the step runs plain, no drafter) when K is 0 and the policy
         skips. The planned K is kept for this step's `lengths`."""
         if not self.skip_draft:
             return False
-        drafted = np.full(slots.size, block, dtype=np.int64)
-        k = self._planned(slots, block, drafted, price)
+        k = self._planned(slots, block, price)
         if k > 0:
             self._k = k
             return False
@@ -164,7 +164,7 @@ class StaleCapacity(BasePolicy):
     def lengths(self, slots, conf, drafted, price):  # noqa: D102
         j = self._t % self.staleness
         if self._k is None:
-            k = self._planned(slots, conf.shape[1], drafted, price)
+            k = self._planned(slots, conf.shape[1], price)
         else:
             k, self._k = self._k, None
         self._t += 1
@@ -249,17 +249,17 @@ def make_policy(config: SimConfig) -> Policy:
     if kind == "async-dspark":
         from sparksched.async_scheduler import admit_top_k, plan_capacity
 
-        def plan(stale, price, drafted):  # the whole step: verify slice + prefill + drafter
-            return plan_capacity(stale, price.table(stale.shape[0] * (stale.shape[1] + 1) + 1), drafted)
+        def plan(stale, price):  # the whole step: verify slice + prefill + drafter
+            return plan_capacity(stale, price.table(stale.shape[0] * (stale.shape[1] + 1) + 1))
 
         return StaleCapacity("async-dspark", config.max_running, g, 2, plan, admit_top_k)
     if kind == "vllm-adaptive":
         from sparksched.async_scheduler import admit_top_k
         from sparksched.budget import plan_budget
 
-        def plan_v(stale, price, drafted):  # the drafter apart: the plain fallback step skips it
+        def plan_v(stale, price):  # the drafter apart: the plain fallback step skips it
             table = price.table(stale.shape[0] * (stale.shape[1] + 1) + 1, draft=False)
-            return plan_budget(stale, table, drafted, draft_seconds=price.draft_seconds, plain_fallback=True)
+            return plan_budget(stale, table, draft_seconds=price.draft_seconds, plain_fallback=True)
 
         return StaleCapacity("vllm-adaptive", config.max_running, g, 1, plan_v, admit_top_k,
                              ema=0.8, unknown="one", skip_draft=True)

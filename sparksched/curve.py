@@ -122,6 +122,10 @@ class ThroughputCurve:
             raise ValueError(f"contexts must be finite, >= 0 and strictly increasing, got {contexts.tolist()}")
         for c, row in zip(contexts, seconds):
             _check_points(tokens, row, f"ThroughputCurve(context={c:g})")
+        # read-only copies: a curve is a value (the schedulers cache tables per curve object)
+        tokens, seconds, contexts = tokens.copy(), seconds.copy(), contexts.copy()
+        for a in (tokens, seconds, contexts):
+            a.setflags(write=False)
         object.__setattr__(self, "tokens", tokens)
         object.__setattr__(self, "seconds", seconds)
         object.__setattr__(self, "contexts", contexts)

@@ -314,9 +314,9 @@ def test_stale_capacity_depends_only_on_stale_confidences():
 
     seen = []
 
-    def plan(stale, price, drafted):
+    def plan(stale, price):
         seen.append(stale.copy())
-        return plan_capacity(stale, price.curve, drafted)
+        return plan_capacity(stale, price.curve)
 
     steep = ThroughputCurve.from_points([1, 8], [0.010, 0.030])  # each draft costs ~3 %: K depends on S
     price = StepPrice(steep)
@@ -337,8 +337,8 @@ def test_stale_capacity_depends_only_on_stale_confidences():
         if t >= 4:
             assert k2 == totals[t]
     # negative control: planning on the CURRENT confidences lets them change K
-    cur = [int(plan_capacity(c, steep, drafted, 0)) for c in history]
-    assert cur != [int(plan_capacity(s, steep, drafted, 0)) for s in history[:2] + history[:-2]]
+    cur = [int(plan_capacity(c, steep)) for c in history]
+    assert cur != [int(plan_capacity(s, steep)) for s in history[:2] + history[:-2]]
 
 
 def test_sglang_adaptive_depth_follows_accepted_length():

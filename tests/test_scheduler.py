@@ -353,10 +353,13 @@ def test_cached_table_follows_a_mutated_curve():
     curve = ThroughputCurve.from_points([1, 1000], [1.0, 1.0])
     before = schedule(conf, curve)
     assert before.sum() == 160  # a flat curve verifies everything
-    try:
-        curve.seconds[0, 1] = 1000.0  # a cliff right after the base batch
-    except ValueError:
-        return  # read-only arrays: nothing can go stale
+    with pytest.raises(ValueError, match="read-only"):
+        curve.seconds[0, 1] = 1000.0  # a curve is a value: its points cannot change under a cache
+    # the cache's own guard still holds for an array mutated behind its back (negative control of
+    # the read-only flag: a writeable copy of the points, swapped in)
+    points = curve.seconds.copy()
+    points[0, 1] = 1000.0  # a cliff right after the base batch
+    object.__setattr__(curve, "seconds", points)
     after = schedule(conf, curve)
     np.testing.assert_array_equal(after, schedule_reference(conf, curve))
     assert after.sum() < 160
