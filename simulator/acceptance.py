@@ -45,6 +45,7 @@ from scipy.special import expit, logit
 
 from simulator.backend import Requests
 from simulator.predrawn import PredrawnBackend
+from sparksched.calibration import expected_calibration_error, roc_auc
 
 # Figure 2 of the DSpark paper, digitised (+-0.005): conditional acceptance at block positions 1..7,
 # Qwen3-4B target, temperature 1. Keys (family, domain).
@@ -191,27 +192,6 @@ def solve_base_logits(rates: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def _roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    n1 = int(label.sum())
-    n0 = label.size - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def expected_calibration_error(conf: np.ndarray, label: np.ndarray, bins: int = _ECE_BINS) -> float:
-    """ECE with equal-width bins: sum over bins of (share of samples) * |mean conf - mean label|."""
-    idx = np.minimum((conf * bins).astype(np.int64), bins - 1)
-    n = np.bincount(idx, minlength=bins)
-    sc = np.bincount(idx, weights=conf, minlength=bins)
-    sl = np.bincount(idx, weights=label.astype(np.float64), minlength=bins)
-    keep = n > 0
-    return float(np.sum(np.abs(sc[keep] - sl[keep])) / conf.size)
-
-
 @lru_cache(maxsize=128)
 def build_preset(family: str, domain: str, block: int, auc: float = 0.85, ece: float = 0.01,
                  mtp1_acceptance: float | None = None) -> Preset:
@@ -244,7 +224,7 @@ def build_preset(family: str, domain: str, block: int, auc: float = 0.85, ece: f
 
     def auc_at(s: float) -> float:  # the posterior mean is monotone in `post`: rank that directly
         w = SIGMA_TOKEN**2 / (SIGMA_TOKEN**2 + s**2)
-        return _roc_auc(prior_alive + w * (e_alive + s * eta_alive), label)
+        return roc_auc(prior_alive + w * (e_alive + s * eta_alive), label)
 
     hi_auc, lo_auc = auc_at(0.0), auc_at(30.0)
     where = f"synthetic preset {family}/{d}"
@@ -258,7 +238,7 @@ def build_preset(family: str, domain: str, block: int, auc: float = 0.85, ece: f
     s = 0.5 * (lo + hi)
     cal = calibrated(s)[alive]
     lcal = logit(np.clip(cal, 1e-12, 1 - 1e-12))
-    ece_at = lambda t: expected_calibration_error(expit(t * lcal), label)
+    ece_at = lambda t: expected_calibration_error(expit(t * lcal), label, _ECE_BINS)
     t_lo, t_hi = 1.0, 1.0
     if ece_at(1.0) < ece:
         while ece_at(t_hi) < ece and t_hi < 64:
@@ -267,7 +247,7 @@ def build_preset(family: str, domain: str, block: int, auc: float = 0.85, ece: f
             mid = 0.5 * (t_lo + t_hi)
             t_lo, t_hi = (mid, t_hi) if ece_at(mid) < ece else (t_lo, mid)
     t = 0.5 * (t_lo + t_hi)
-    return Preset(family, d, rates, b, s, t, _roc_auc(cal, label), ece_at(t))
+    return Preset(family, d, rates, b, s, t, roc_auc(cal, label), ece_at(t))
 
 
 class SyntheticAcceptance(PredrawnBackend):

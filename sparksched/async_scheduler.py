@@ -48,6 +48,7 @@ from sparksched.scheduler import (
     check_torch_inputs,
     step_time_table,
 )
+from sparksched.survival import survival_flat, survival_torch
 
 if TYPE_CHECKING:
     import torch
@@ -57,11 +58,7 @@ __all__ = ["admit_top_k", "plan_capacity"]
 
 def _sorted_survival_np(arr: np.ndarray, dr: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(flat S in (k, i) index order [g * n], positive S sorted descending)."""
-    g = arr.shape[1]
-    flat = np.cumprod(arr.T, axis=0)
-    if dr is not None:
-        flat[np.arange(g)[:, None] >= dr[None, :]] = 0.0
-    flat = flat.ravel()
+    flat = survival_flat(arr, dr)
     s = np.sort(flat)[::-1]
     return flat, s[s > 0.0]
 
@@ -164,32 +161,8 @@ def _sorted_survival_torch(conf: torch.Tensor, drafted: Any) -> torch.Tensor:
 
     if conf.dim() != 2:
         raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
-    s = _survival_torch(conf, drafted)
+    s = survival_torch(conf, drafted)
     return torch.sort(s.t().reshape(-1), descending=True, stable=True)[0]
-
-
-def _survival_torch(conf: torch.Tensor, drafted: Any) -> torch.Tensor:
-    """[n, g] float64 S with the scheduler's rounding, 0 beyond drafted."""
-    import torch
-
-    n, g = conf.shape
-    dev = conf.device
-    c = conf.to(torch.float64)
-    if g == 0:
-        return c
-    if dev.type == "cpu":
-        s = torch.cumprod(c, dim=1)
-    else:
-        cols = [c[:, 0]]
-        for k in range(1, g):
-            cols.append(cols[-1] * c[:, k])
-        s = torch.stack(cols, dim=1)
-    if drafted is not None:
-        if tuple(drafted.shape) != (n,):
-            raise ValueError(f"drafted must have shape ({n},) to match conf, got {tuple(drafted.shape)}")
-        ks = torch.arange(g, device=dev)
-        s = torch.where(ks[None, :] < drafted.to(dev)[:, None], s, torch.zeros((), dtype=s.dtype, device=dev))
-    return s
 
 
 def _check_k(k_total: Any, validate: bool) -> Any:
@@ -236,7 +209,7 @@ def admit_top_k(conf: Any, k_total: Any, drafted: Any = None, *, validate: bool 
         n, g = conf.shape
         kk = _check_k(k_total, validate)
         dev = conf.device
-        s = _survival_torch(conf, drafted)
+        s = survival_torch(conf, drafted)
         flat = s.t().reshape(-1)
         total = flat.shape[0]
         s_sorted, order = torch.sort(flat, descending=True, stable=True)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from sparksched.survival import survival
+
 try:
     from scipy.special import expit
 except ImportError:  # a bare GPU box without scipy (profiler runs): the same logistic in numpy
@@ -95,8 +97,9 @@ def expected_calibration_error(pred: Any, label: Any, n_bins: int = 15) -> float
         return float("nan")
     b = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
     count = np.bincount(b, minlength=n_bins)
-    gap = np.abs(np.bincount(b, weights=p, minlength=n_bins) - np.bincount(b, weights=y, minlength=n_bins))
-    return float(gap.sum() / p.size) if count.sum() else float("nan")
+    keep = count > 0  # summed over the bins that hold samples (one order, one rounding, everywhere)
+    gap = np.abs(np.bincount(b, weights=p, minlength=n_bins)[keep] - np.bincount(b, weights=y, minlength=n_bins)[keep])
+    return float(np.sum(gap) / p.size)
 
 
 def roc_auc(scores: Any, labels: Any) -> float:
@@ -248,7 +251,7 @@ def calibration_report(conf: Any, accepted: Any, drafted: Any = None, temps: Any
     c, a, d = _check(conf, accepted, drafted)
     t = fit_sts(c, a, d, n_bins=n_bins) if temps is None else np.asarray(temps, dtype=np.float64)
     cal = apply_sts(c, t)
-    s_raw, s_cal = np.cumprod(c, axis=1), np.cumprod(cal, axis=1)
+    s_raw, s_cal = survival(c), survival(cal)
     g = c.shape[1]
     out = {key: np.full(g, np.nan) for key in ("count", "eb", "ea", "ab", "aa", "ac")}
     for k in range(g):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sparksched.scheduler import _is_torch, check_conf, check_drafted, check_torch_inputs
+from sparksched.survival import survival, survival_torch
 
 __all__ = ["Policy", "static", "threshold", "verify_all"]
 
@@ -89,13 +90,13 @@ def threshold(tau: float) -> Policy:
 
             dr = _drafted_torch(conf, drafted, validate)
             n, g = conf.shape
-            s = torch.cumprod(conf.to(torch.float64), dim=1)
+            s = survival_torch(conf)
             live = torch.arange(g, device=conf.device)[None, :] < dr[:, None]
             return ((s >= tau) & live).sum(dim=1, dtype=torch.int64)
         arr = check_conf(conf)
         n, g = arr.shape
         live = np.arange(g)[None, :] < _drafted_np(drafted, n, g)[:, None]
-        return ((np.cumprod(arr, axis=1) >= tau) & live).sum(axis=1, dtype=np.int64)
+        return ((survival(arr) >= tau) & live).sum(axis=1, dtype=np.int64)
 
     policy.__name__ = f"threshold_{tau:g}"
     return policy

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sparksched.curve import ThroughputCurve
+from sparksched.survival import survival_flat, survival_torch
 
 if TYPE_CHECKING:
     import torch
@@ -315,14 +316,6 @@ def schedule_reference(conf: Any, curve: ThroughputCurve | np.ndarray, drafted: 
 
 
 # ---------------------------------------------------------------------------------------- numpy
-def _survival(arr: np.ndarray, dr: np.ndarray | None) -> np.ndarray:
-    """[n, g] S = sequential cumulative product, 0 beyond each request's drafted count."""
-    s = np.cumprod(arr, axis=1)
-    if dr is not None:
-        s[np.arange(arr.shape[1])[None, :] >= dr[:, None]] = 0.0
-    return s
-
-
 def _scan(pool: np.ndarray, numerator0: int, times: np.ndarray, m: int) -> tuple[int, float]:
     """Greedy early-stop scan over candidate values `pool` (any order) in descending order.
 
@@ -414,10 +407,7 @@ def _schedule_vectorised(arr: np.ndarray, curve: Any, drafted: Any, extra_tokens
     if top <= 0.0 or not (float(n * SCALE + math.floor(top * float(SCALE))) / t01[1] > float(n * SCALE) / t01[0]):
         return lengths
     # S transposed: candidate (i, k) at flat index k * n + i, so index order is the tie order
-    flat = np.cumprod(arr.T, axis=0)
-    if dr is not None:
-        flat[np.arange(g)[:, None] >= dr[None, :]] = 0.0
-    flat = flat.ravel()
+    flat = survival_flat(arr, dr)
     total = flat.size
     ahead = _range_times(curve, b0, total + 1)  # ahead[j]: step time after admitting j candidates
     # leading stretch equal to the base time (a table may hold inf gaps, so it need not be sorted)
@@ -494,17 +484,7 @@ def schedule_torch(conf: torch.Tensor, table: torch.Tensor, drafted: torch.Tenso
     dev = conf.device
     if n == 0 or g == 0:
         return torch.zeros(n, dtype=torch.int64, device=dev)
-    c = conf.to(torch.float64)
-    if dev.type == "cpu":
-        s = torch.cumprod(c, dim=1)  # sequential on CPU: same rounding as np.cumprod
-    else:
-        cols = [c[:, 0]]
-        for k in range(1, g):  # explicit left-to-right product: a parallel scan would round differently
-            cols.append(cols[-1] * c[:, k])
-        s = torch.stack(cols, dim=1)
-    if drafted is not None:
-        ks = torch.arange(g, device=dev)
-        s = torch.where(ks[None, :] < drafted.to(dev)[:, None], s, torch.zeros((), dtype=s.dtype, device=dev))
+    s = survival_torch(conf, drafted)
     flat = s.t().reshape(-1)  # candidate (i, k) at index k * n + i
     s_sorted, order = torch.sort(flat, descending=True, stable=True)
     quanta = torch.floor(s_sorted * float(SCALE)).to(torch.int64)

@@ -33,6 +33,7 @@ import torch
 
 from sparksched.models.decoder import Decoder, KVCache
 from sparksched.models.drafter import DraftOutput, DSparkDrafter
+from sparksched.sampling import sample_rows
 from sparksched.verify import verify
 
 Policy = Callable[[np.ndarray], np.ndarray]  # conf [n, g] float64 -> lengths [n] int64
@@ -93,8 +94,7 @@ def _write_back(cache: KVCache, sub: KVCache, slots: np.ndarray, copied: bool) -
 def _sample(probs: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
     """One token per row of probs [n, V] by inverse CDF with each row's own generator."""
     u = torch.stack([torch.rand((), dtype=torch.float64, generator=g, device=probs.device) for g in gens])
-    cdf = probs.double().cumsum(-1)
-    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_max(probs.shape[-1] - 1)
+    return sample_rows(probs.double(), u)
 
 
 @dataclass

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sparksched.sampling import sample_rows
+
 __all__ = ["VerifyResult", "verify"]
 
 
@@ -146,17 +148,6 @@ def _uniforms(n: int, count: int, generators: Sequence[torch.Generator | None] |
     return torch.stack(rows)
 
 
-def _sample_rows(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF sample of one token per row. weights [n, V] float64 >= 0 with a positive sum,
-    u [n] float64 in [0, 1); returns [n] int64. Zero-weight tokens are never returned."""
-    cdf = torch.cumsum(weights, dim=1)
-    threshold = u * cdf[:, -1]
-    idx = (cdf <= threshold[:, None]).sum(dim=1)
-    v = weights.shape[1]
-    last_positive = (v - 1) - torch.flip(weights > 0, dims=[1]).to(torch.int64).argmax(dim=1)
-    return torch.minimum(idx, last_positive)
-
-
 def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor | None, draft_tokens: torch.Tensor,
            lengths: torch.Tensor, generators: Sequence[torch.Generator | None] | None = None,
            greedy: bool = False, validate: bool = True) -> VerifyResult:
@@ -240,7 +231,7 @@ def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor | None, draft_t
             weights = torch.where((weights.sum(dim=1) > 0)[:, None], weights, p_row)
         else:
             weights = p_row
-        extra = _sample_rows(weights, u_sample.gather(1, accepted[:, None]).squeeze(1))
+        extra = sample_rows(weights, u_sample.gather(1, accepted[:, None]).squeeze(1))
 
     cols = torch.arange(g + 1, device=dev)[None, :]
     padded = torch.cat((drafts, torch.zeros((n, 1), dtype=torch.int64, device=dev)), dim=1)

@@ -11,14 +11,14 @@ from simulator.acceptance import (
     FIGURE2,
     TABLE1_QWEN3_4B,
     SyntheticAcceptance,
-    _roc_auc,
     build_preset,
     conditional_rates,
     expected_accepted_length,
-    expected_calibration_error,
 )
 from simulator.backend import Requests
 from simulator.recorded import RecordedAcceptance
+from sparksched.calibration import expected_calibration_error
+from sparksched.calibration import roc_auc as _roc_auc
 from sparksched.rounds import RoundsWriter, read_rounds
 
 

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparksched.models.decoder import Decoder, KVCache, RMSNorm, apply_rope, rope_tables
+from sparksched.sampling import sample_rows
 
 HEADS = ("markov", "rnn", "none")
 
@@ -393,8 +394,7 @@ class DSparkDrafter(nn.Module):
             if greedy:
                 x = logits.argmax(-1)
             else:
-                cdf = q.double().cumsum(-1)
-                x = torch.searchsorted(cdf, (u[:, k] * cdf[:, -1])[:, None]).squeeze(1).clamp_max(self.vocab - 1)
+                x = sample_rows(q.double(), u[:, k])
             tokens[:, k] = x
             prev = x
         return DraftOutput(tokens, probs, conf)
