@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import JAGGED
 from host_sync_guard import forbid_host_sync
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,6 @@ from sparksched.curve import ThroughputCurve
 from sparksched.scheduler import schedule_reference
 
 # flat, then a tile-boundary cliff, then flat again: the greedy's early stop halts before the cliff
-JAGGED = ThroughputCurve.from_points([1, 8, 9, 16, 17, 64], [0.010, 0.010, 0.013, 0.013, 0.016, 0.04])
 SMOOTH = ThroughputCurve.from_points([1, 256], [0.010, 0.030])
 
 

@@ -15,16 +15,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import JAGGED
 from host_sync_guard import HostSyncError, forbid_host_sync
 
 from sparksched.budget import assign_budget
-from sparksched.curve import ThroughputCurve
 from sparksched.layouts import flat_to_padded
 from sparksched.scheduler import schedule_torch, step_time_table
 from sparksched.verify import verify
 
 N, G, V = 8, 5, 11
-JAGGED = ThroughputCurve.from_points([1, 16, 17, 32, 33, 128], [0.010, 0.010, 0.014, 0.015, 0.019, 0.05])
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TINY_DECODER
 
 from sparksched.models.decoder import build_decoder
 from sparksched.models.drafter import HEADS, DrafterConfig, build_drafter
-from sparksched.models.presets import DecoderConfig
 
-CFG = DecoderConfig("t", vocab_size=64, hidden=32, layers=2, heads=2, kv_heads=1, head_dim=16, intermediate=64,
-                    max_positions=256)
+CFG = TINY_DECODER
 
 
 

@@ -1,6 +1,6 @@
 """Exact-enumeration verdicts on the other engines' adaptive rules (issue 8, item 7).
 
-Reuses the core's enumeration machinery (`tests/test_lossless.py`: a toy world with random target
+Reuses the core's enumeration machinery (`tests/helpers.py`: a toy world with random target
 / draft distributions per context, Markov confidences c_k = f(x_{k-1}), other requests in the
 batch, step-time curves with flat stretches and cliffs; the law of the emitted tokens is computed
 exactly in float64 and compared with the target's to 1e-12).
@@ -31,18 +31,18 @@ import copy
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from test_lossless import (
+from helpers import (
     APPENDIX_A_CURVE,
     FAST,
     TOL,
     World,
-    _appendix_a_law,
-    _cliff_cases,
+    appendix_a_law,
+    cliff_cases,
     max_law_error,
     worlds_and_curves,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.config import SimConfig
 from simulator.policies import make_policy
@@ -110,14 +110,14 @@ def _current_budget(curve, extra: int = 0):
 
 
 def test_vllm_rule_on_current_confidences_is_the_biased_global_search():
-    np.testing.assert_allclose(_appendix_a_law(_current_budget(APPENDIX_A_CURVE)), [0.85, 0.15], atol=1e-12)
-    worst = max(max_law_error(w, _current_budget(c), tokens=1) for w, c in _cliff_cases(cheat=False))
+    np.testing.assert_allclose(appendix_a_law(_current_budget(APPENDIX_A_CURVE)), [0.85, 0.15], atol=1e-12)
+    worst = max(max_law_error(w, _current_budget(c), tokens=1) for w, c in cliff_cases(cheat=False))
     assert worst > 0.05, worst
 
 
 def test_vllm_rule_with_a_stale_budget_is_exact_on_appendix_a():
     pol = _warmed("vllm-adaptive", 2, 1, seed=3)
-    np.testing.assert_allclose(_appendix_a_law(_frozen(pol, APPENDIX_A_CURVE, 0)), [0.7, 0.3], atol=1e-15)
+    np.testing.assert_allclose(appendix_a_law(_frozen(pol, APPENDIX_A_CURVE, 0)), [0.7, 0.3], atol=1e-15)
 
 
 def test_stale_budget_does_not_save_a_confidence_that_reads_its_own_token():

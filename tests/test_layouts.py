@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import JAGGED
 from host_sync_guard import HostSyncError, forbid_host_sync
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparksched import verify
-from sparksched.curve import ThroughputCurve
 from sparksched.layouts import (
     compact_vllm_flat,
     counts_from_cu,
@@ -35,8 +35,6 @@ from sparksched.layouts import (
     vllm_parse_output,
 )
 from sparksched.scheduler import schedule, schedule_reference, step_time_table
-
-JAGGED = ThroughputCurve.from_points([1, 4, 5, 12, 13, 64], [0.010, 0.010, 0.016, 0.017, 0.024, 0.05])
 
 
 def _batch(seed: int, n: int, g: int, v: int, with_q: bool):

@@ -4,15 +4,17 @@ per-request randomness; recorded rounds in the simulator's format."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_DECODER
 from scipy import stats
 
 from sparksched.curve import ThroughputCurve
 from sparksched.models.decoder import build_decoder
 from sparksched.models.drafter import DrafterConfig, build_drafter
-from sparksched.models.presets import DecoderConfig
 from sparksched.rounds import read_rounds, write_rounds
 from sparksched.speculative import (
     SpeculativeDecoder,
@@ -24,8 +26,7 @@ from sparksched.speculative import (
 from sparksched.training.checkpoint import BUNDLED
 
 V = 16
-CFG = DecoderConfig("t", vocab_size=V, hidden=32, layers=2, heads=2, kv_heads=1, head_dim=16, intermediate=64,
-                    max_positions=256)
+CFG = replace(TINY_DECODER, vocab_size=V)
 
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import TINY_DECODER
 
 from sparksched.commands.train import train
 from sparksched.models.decoder import build_decoder
 from sparksched.models.drafter import DrafterConfig, build_drafter
-from sparksched.models.presets import DecoderConfig
 from sparksched.training import corpus as C
 from sparksched.training.checkpoint import load_drafter, load_target, save_drafter, save_target
 from sparksched.training.data import TokenData, sample_windows
@@ -35,8 +35,7 @@ class Thing:
     """A class docstring, also long enough to be extracted by the ast walk."""
 ''' + "\n".join(f"VALUE_{i} = {i}" for i in range(30))
 
-CFG = DecoderConfig("t", vocab_size=64, hidden=32, layers=2, heads=2, kv_heads=1, head_dim=16, intermediate=64,
-                    max_positions=256)
+CFG = TINY_DECODER
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
