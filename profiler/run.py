@@ -1,6 +1,6 @@
 """Orchestration: build the target (and drafter), time every grid point, write the profile atomically.
 
-The profile is the schema-1 JSON of DESIGN.md section 3 with `"kind": "measured"`. A grid point that
+The profile is the schema-1 JSON of `sparksched.profile` with `"kind": "measured"`. A grid point that
 runs out of device memory is skipped and listed under "skipped"; batch sizes B not measured at every
 context are then dropped from all contexts so the curve keeps one B grid (also listed).
 """

@@ -20,7 +20,7 @@ One decoding step, for the slots `s` that decode in it (n = len(s), g = block):
     verdict = backend.verify(s, lengths)   # accepted [n], 0 <= accepted <= l
 
 `draft.conf[i, k-1]` is c_{i,k}: the predicted probability that draft token k survives verification
-given that tokens 1..k-1 survived (DESIGN.md section 1). It must be computed without looking at
+given that tokens 1..k-1 survived (docs/method.md). It must be computed without looking at
 token k itself (the non-anticipating contract); positions k > drafted[i] are ignored and should be 0.
 `verify` runs rejection sampling over the anchor plus l_i drafts: request i accepts the first
 `accepted[i]` drafts and then emits one more token (the recovered or bonus token), so it emits

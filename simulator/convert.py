@@ -1,4 +1,4 @@
-"""Converters from public LLM-inference trace formats to the trace schema (DESIGN.md section 3).
+"""Converters from public LLM-inference trace formats to the trace schema (traces/README.md).
 
 Each converter reads one file and returns `(frame, report)`: a DataFrame in the trace schema
 (sorted by arrival, arrival_s from 0 at the first request) and a `ConvertReport` counting the rows

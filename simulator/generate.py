@@ -288,7 +288,7 @@ def generate_trace(domain: str = "chat", *, rate: float | None = None, duration_
                    requests: int | None = None, seed: int = 0, cv: float | None = None,
                    arrival: str = "gamma", modulation: Modulation | None = None,
                    mix: Mapping[str, float] | None = None) -> pl.DataFrame:
-    """A synthetic trace as a DataFrame in the trace schema (DESIGN.md section 3).
+    """A synthetic trace as a DataFrame in the trace schema (traces/README.md).
 
     domain: chat | code | math | mixed. rate (requests/s) and cv default to the domain's measured
     values. `mixed` draws each request's domain independently with weights `mix` (default

@@ -1,4 +1,4 @@
-"""Asynchronous top-K scheduler (the paper's production scheduler, section 5.2; DESIGN.md).
+"""Asynchronous top-K scheduler (the paper's production scheduler, section 5.2; docs/method.md).
 
 Engines that overlap scheduling with the previous step (CUDA-graph replay, zero-overhead
 scheduling) must fix a step's batch size before the step's confidences exist. The decision is

@@ -1,7 +1,7 @@
 """Sequential Temperature Scaling (STS) of confidence heads, and calibration metrics.
 
 The scheduler uses the absolute magnitude of the survival S_k = c_1 * ... * c_k, so confidences
-must be calibrated, not only ranked (DESIGN.md section 1). STS fits one temperature per block
+must be calibrated, not only ranked (docs/method.md). STS fits one temperature per block
 position, left to right: with t_1..t_{k-1} fixed, a 1-D grid search picks the t_k applied as
 c_k' = sigmoid(logit(c_k) / t_k) that minimises the expected calibration error (ECE) of the
 cumulative S_k' against the label "the first k drafted tokens were all accepted".

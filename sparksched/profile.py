@@ -1,4 +1,4 @@
-"""The profile file: schema, validation and loading (DESIGN.md section 3).
+"""The profile file: schema, validation and loading.
 
 A profile is JSON with `"schema": 1` and the measured (or roofline-estimated) step times of a target
 on a device:

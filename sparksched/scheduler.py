@@ -1,4 +1,4 @@
-"""The hardware-aware, non-anticipating prefix scheduler (DSpark Algorithm 1, DESIGN.md section 1).
+"""The hardware-aware, non-anticipating prefix scheduler (DSpark Algorithm 1, docs/method.md).
 
 For a batch of n requests with drafted blocks of up to g tokens, the scheduler picks verify lengths
 l_i in [0, drafted_i] that maximise the expected system token throughput

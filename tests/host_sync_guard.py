@@ -1,4 +1,4 @@
-"""A CPU-side check that code never synchronises with the host (DESIGN.md: on-device behaviour).
+"""A CPU-side check that code never synchronises with the host (docs/integration.md: on-device behaviour).
 
 On a GPU, reading a tensor's value on the host (`.item()`, `.tolist()`, `bool(t)`, `.cpu()`,
 `nonzero()`, boolean-mask indexing, anything whose output shape depends on values) waits for the

@@ -171,7 +171,7 @@ def test_negative_control_confidence_from_own_token_is_biased():
 
 
 def test_confidence_from_own_token_design_example():
-    """DESIGN.md: target (0.75, 0.25), draft (0.5, 0.5), verify only when the drawn token is A."""
+    """docs/method.md: target (0.75, 0.25), draft (0.5, 0.5), verify only when the drawn token is A."""
     p, q = np.array([0.75, 0.25]), np.array([0.5, 0.5])
     curve = ThroughputCurve.from_points([1, 2], [1.0, 1.0])
     law = np.zeros(2)

@@ -1,4 +1,4 @@
-"""Bundled request traces (JSON Lines, schema in DESIGN.md section 3; see README.md here).
+"""Bundled request traces (JSON Lines; the schema is in README.md here).
 
 `BUNDLED_DIR` is the directory holding `chat.jsonl`, `code.jsonl`, `math.jsonl` and `mixed.jsonl`;
 `simulator.trace.resolve_trace("chat")` finds them by bare name. Regenerate them with

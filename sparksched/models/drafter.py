@@ -1,4 +1,4 @@
-"""The DSpark drafter: a parallel backbone plus a sequential head and a confidence head (DESIGN.md 1).
+"""The DSpark drafter: a parallel backbone plus a sequential head and a confidence head (docs/method.md).
 
 API (n requests, g = block size, V = vocabulary, w = draft width):
 
