@@ -12,6 +12,7 @@ Errors are one line naming the file, the field and what was expected.
 
 from __future__ import annotations
 
+import builtins
 import math
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class _Fields:
             raise self._fail(key, f"must be true or false, got {v!r}")
         return v
 
-    def int_list(self, key: str) -> list[int]:
+    def int_list(self, key: str) -> list[builtins.int]:
         v = self.cfg.get(key) or []
         if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
             raise self._fail(key, f"must be a list of layer indices, got {v!r}")

@@ -179,7 +179,8 @@ class ModelSpec:
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         """A ModelSpec from `to_dict()` output (extra keys such as 'parameters' are ignored)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names})
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        return cls(**kw)
 
     def with_(self, **changes: Any) -> ModelSpec:
         d = self.to_dict()

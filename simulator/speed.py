@@ -80,7 +80,7 @@ class HostSpeed:
         by_n = np.ones(max_running + 1)
         if self.by_requests is not None:
             by_n = self.by_requests[np.minimum(np.arange(max_running + 1), self.by_requests.size - 1)].copy()
-        if self.times is None:
+        if self.times is None or self.factors is None:
             return by_n, np.zeros(1), np.ones(1), self.scale_prefill
         return by_n, self.times.copy(), self.factors.copy(), self.scale_prefill
 

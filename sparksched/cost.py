@@ -203,21 +203,22 @@ class StepCost:
         secs[have] = total[have] / count[have]
         for c in range(ctxs.size):  # noisy medians: non-decreasing in B at each (n, L)
             for j in range(reqs.size):
-                k = np.flatnonzero(have[c, j])
-                if k.size:
-                    secs[c, j, k] = isotonic_non_decreasing(secs[c, j, k], count[c, j, k])
+                ks = np.flatnonzero(have[c, j])
+                if ks.size:
+                    secs[c, j, ks] = isotonic_non_decreasing(secs[c, j, ks], count[c, j, ks])
         filled, fill_notes = _fill(secs, reqs, per, ctxs, where)
         floor = float(np.nanmin(secs))
         cap, cap_source = _kv_capacity(profile, where)
-        p_grid, f_grid, p_note = _prefill_rows(profile, floor)
-        prefill_mode = PREFILL_ROWS if p_grid is not None else PREFILL_BATCH
-        if p_grid is None:
-            p_grid, f_grid = np.zeros(1), np.zeros(1)
+        p_rows, f_rows, p_note = _prefill_rows(profile, floor)
+        prefill_mode = PREFILL_ROWS if p_rows is not None else PREFILL_BATCH
+        p_grid = p_rows if p_rows is not None else np.zeros(1)
+        f_grid = f_rows if f_rows is not None else np.zeros(1)
         arrays = CostArrays(mode, reqs, per, ctxs, filled, True, floor, cap, prefill_mode, p_grid, f_grid)
         if mode == MODE_BATCH:
             fill_notes.append(f"the verify grid has one request count ({reqs[0]:g}): priced by batch tokens, "
                               "the same at every request count")
-        meta = {k: profile.get(k) for k in ("device", "model", "dtype", "kind", "created") if k in profile}
+        meta: dict[str, Any] = {k: profile.get(k) for k in ("device", "model", "dtype", "kind", "created")
+                                if k in profile}
         layers = int(((profile.get("drafter") or {}).get("layers", 1)) or 1)
         return cls(arrays, tuple(profile.get("draft") or ()), layers, tuple(profile.get("draft_families") or ()),
                    False, cap_source, where, tuple(fill_notes + [p_note]), meta)

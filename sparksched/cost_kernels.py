@@ -15,13 +15,20 @@ import numpy as np
 
 from sparksched.cost import MODE_PER_REQUEST, PREFILL_BATCH
 
+_numba_njit: Any
 try:
-    from numba import njit
+    from numba import njit as _numba_njit
 except ImportError:  # pragma: no cover (numba is a dependency; a bare GPU box may lack it)
-    def njit(*args: Any, **kwargs: Any) -> Any:
-        if args and callable(args[0]):
-            return args[0]
-        return lambda f: f
+    _numba_njit = None
+
+
+def njit(*args: Any, **kwargs: Any) -> Any:
+    """numba.njit when numba is installed; otherwise the function itself (interpreted)."""
+    if _numba_njit is not None:
+        return _numba_njit(*args, **kwargs)
+    if args and callable(args[0]):
+        return args[0]
+    return lambda f: f
 
 
 @njit(cache=True)

@@ -207,12 +207,12 @@ def vllm_dynamic_k_table(source: Source, acceptance: float | Sequence[float], ma
     ctx = _context(cost, context)
     a = _acceptance_array(acceptance, max_k)
     e = np.concatenate([[1.0], 1.0 + np.cumsum(np.cumprod(a))])            # E(K), K = 0..max_k
-    if draft_seconds is None:
-        draft: DraftSeconds = lambda b, k: cost.draft_seconds(b, k, ctx)
-    elif callable(draft_seconds):
-        draft = draft_seconds
-    else:
-        draft = lambda b, k, _d=float(draft_seconds): _d
+    def draft(b: int, k: int) -> float:
+        if draft_seconds is None:
+            return cost.draft_seconds(b, k, ctx)
+        if callable(draft_seconds):
+            return float(draft_seconds(b, k))
+        return float(draft_seconds)
     best_k: list[int] = []
     for b in range(1, max_batch_size + 1):
         ks = np.arange(max_k + 1)

@@ -112,10 +112,10 @@ def _check(target_probs: torch.Tensor, draft_probs: torch.Tensor | None, draft_t
     if bool(bad.any()):
         i, k = (int(x) for x in bad.nonzero()[0])
         raise ValueError(f"draft_tokens[{i}, {k}] = {int(toks[i, k])}: must be a token id in [0, V={v})")
-    for name, t in (("target_probs", target_probs), ("draft_probs", draft_probs)):
-        if t is None:
+    for name, probs in (("target_probs", target_probs), ("draft_probs", draft_probs)):
+        if probs is None:
             continue
-        tc = t.detach().cpu()
+        tc = probs.detach().cpu()
         bad = ~torch.isfinite(tc) | (tc < 0)
         if bool(bad.any()):
             idx = tuple(int(x) for x in bad.nonzero()[0])

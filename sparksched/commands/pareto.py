@@ -69,7 +69,7 @@ def _parse_list(text: str, kind: Callable[[str], Any], option: str) -> list[Any]
 
 def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by `pareto` and `whatif`: what to sweep and where to run it."""
-    opts = [
+    opts: list[Callable[[Any], Any]] = [
         config_option,
         click.option("--trace", default=SWEEP.trace, show_default=True,
                      help="Trace file (JSON Lines) or bundled name (chat, code, math, mixed)."),
