@@ -39,9 +39,12 @@ Policy = Callable[[np.ndarray], np.ndarray]  # conf [n, g] float64 -> lengths [n
 
 
 def make_policy(name: str, curve: Any = None) -> Policy:
-    """A verify-length policy by name: dspark | static-K | threshold-TAU | verify-all | none.
+    """A verify-length policy by name: dspark | static-K | threshold-TAU | conf-threshold-TAU | verify-all | none.
 
-    dspark needs `curve` (a ThroughputCurve: the target's step time by verified tokens).
+    threshold-TAU verifies while the survival S_k = c_1 ... c_k >= TAU; conf-threshold-TAU while
+    each position's own c_k >= TAU (the paper's static-threshold rule). dspark needs `curve` (a
+    ThroughputCurve of the target's step time by verified tokens, or a StepPrice that adds the
+    drafter's seconds).
     """
     from sparksched import policies, schedule
 
@@ -56,10 +59,16 @@ def make_policy(name: str, curve: Any = None) -> Policy:
     if name.startswith("static-"):
         pol = policies.static(int(name.split("-", 1)[1]))
         return lambda conf: np.asarray(pol(conf, None), dtype=np.int64)
-    if name.startswith("threshold-"):
-        pol = policies.threshold(float(name.split("-", 1)[1]))
-        return lambda conf: np.asarray(pol(conf, None), dtype=np.int64)
-    raise ValueError(f"unknown policy {name!r}; known: dspark, static-K, threshold-TAU, verify-all, none")
+    for prefix, factory in (("threshold-", policies.threshold), ("conf-threshold-", policies.conf_threshold)):
+        if name.startswith(prefix):
+            try:
+                tau = float(name[len(prefix):])
+            except ValueError:
+                raise ValueError(f"policy {name!r}: TAU must be a number in [0, 1]") from None
+            pol = factory(tau)
+            return lambda conf, pol=pol: np.asarray(pol(conf, None), dtype=np.int64)
+    raise ValueError(f"unknown policy {name!r}; known: dspark, static-K, threshold-TAU, conf-threshold-TAU, "
+                     "verify-all, none")
 
 
 def request_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -25,8 +25,8 @@ from sparksched.commands._common import (
     write_scenario,
 )
 
-POLICY_HELP = ("dspark | mtp1 | static-K | threshold-TAU | verify-all | none | async-dspark | "
-               "vllm-adaptive | sglang-adaptive")
+POLICY_HELP = ("dspark | mtp1 | static-K | threshold-TAU (survival S_k >= TAU) | conf-threshold-TAU (each c_k >= "
+               "TAU, the paper's static threshold) | verify-all | none | async-dspark | vllm-adaptive | sglang-adaptive")
 
 EXAMPLES = """\b
 Examples:
