@@ -6,8 +6,8 @@
 Bundled checkpoints (target + DSpark drafter with the Markov head). Prompts: held-out windows of
 the code / math / prose text (64 tokens, the domains in turn). Decode throughput = generated tokens
 (after the first, which prefill emits) / decode wall time. Policies: dspark (the scheduler pricing
-each step with this target's verify-time curve measured here at the same batch, plus the drafter's
-seconds measured here: a `StepPrice`), static-3, verify-all (--policies to change). Sampling at
+each step with the loop's own verify time by verified tokens and drafter time, measured here at the
+same batch: `sparksched.speculative.measure_loop_price`), static-3, verify-all (--policies to change). Sampling at
 temperature 1 (greedy with --greedy). Batch 1 decodes --solo-prompts prompts one after another.
 
 Plain and speculative decoding are interleaved: each of --repeats rounds runs every method once on
@@ -28,8 +28,7 @@ import time
 import numpy as np
 import torch
 
-from sparksched.cost import StepPrice
-from sparksched.speculative import SpeculativeDecoder, autoregressive_generate, generate, measure_step_curve
+from sparksched.speculative import autoregressive_generate, generate, measure_loop_price
 from sparksched.training.checkpoint import BUNDLED, load_bundle, load_heldout
 
 
@@ -49,16 +48,6 @@ def prompts_from_heldout(heldout: dict, count: int, length: int = 64, seed: int 
     return out
 
 
-def drafter_seconds(target, drafter, prompts: list[list[int]], repeats: int = 10) -> float:
-    """Median wall seconds of one `draft` call for these prompts as one batch (after prefill)."""
-    n = len(prompts)
-    dec = SpeculativeDecoder(target, drafter, n, max(len(p) for p in prompts) + 4, seed=0)
-    dec.prefill(range(n), prompts, range(n))
-    slots = np.arange(n)
-    times = [dec.draft(slots)[1] for _ in range(repeats + 2)][2:]
-    return float(np.median(times))
-
-
 def run(device: str, threads: int, new_tokens: int, batches: list[int], greedy: bool, head: str = "markov",
         directory=None, policies=("dspark", "static-3", "verify-all"), solo_prompts: int = 6,
         repeats: int = 3) -> dict:
@@ -76,12 +65,10 @@ def run(device: str, threads: int, new_tokens: int, batches: list[int], greedy: 
     for batch in batches:
         prompts = prompts_from_heldout(heldout, max(batch, solo_prompts if batch == 1 else batch))
         groups = [prompts[i:i + batch] for i in range(0, len(prompts), batch)]
-        curve = measure_step_curve(target, batch, 64 + new_tokens // 2, g, max_len=64 + new_tokens + g + 2,
-                                   hidden_layers=drafter.target_layers)
-        draft_s = drafter_seconds(target, drafter, groups[0])
-        price = StepPrice(curve, draft_seconds=draft_s)
-        res["curve_points"][batch] = [round(float(x) * 1e3, 3) for x in curve.table(batch * (g + 1))[batch::batch]]
-        res["draft_ms"][batch] = round(draft_s * 1e3, 3)
+        price = measure_loop_price(target, drafter, batch, 64 + new_tokens // 2, max_len=64 + new_tokens + g + 2)
+        res["curve_points"][batch] = [round(float(x) * 1e3, 3)
+                                      for x in price.curve.table(batch * (g + 1))[batch::batch]]
+        res["draft_ms"][batch] = round(price.draft_seconds * 1e3, 3)
         autoregressive_generate(target, groups[0], 8, greedy=greedy)  # warm-up
         generate(target, drafter, groups[0], 8, "verify-all", greedy=greedy)
         methods = {"autoregressive": lambda p, seed: autoregressive_generate(target, p, new_tokens, greedy=greedy,
