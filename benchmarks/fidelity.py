@@ -51,7 +51,7 @@ import torch
 
 from sparksched.io import atomic_write, write_json, write_lines
 
-PROFILE_ARGS = ["--device", "cpu", "--model", "tiny", "--dtype", "float32", "--requests", "1,2,4,8,12,16",
+PROFILE_ARGS = ["--device", "cpu", "--dtype", "float32", "--requests", "1,2,4,8,12,16",
                 "--tokens", "1-8", "--contexts", "64,192,320", "--prompts", "32,64,128,192",
                 "--draft-requests", "1,2,4,8,12,16", "--blocks", "7", "--draft-context", "192", "--draft-layers", "1",
                 "--rank", "64", "--threads", "1", "--no-progress"]
@@ -101,9 +101,9 @@ def repair_profile(invalid: Path, path: Path) -> Path:
     return path
 
 
-def measure_profile(path: Path) -> Path:
-    """Run the profiler (raw forward passes) for the tiny target on this CPU."""
-    cmd = [sys.executable, "-m", "sparksched.cli", "profile", *PROFILE_ARGS, "-o", str(path)]
+def measure_profile(path: Path, model: str) -> Path:
+    """Run the profiler (raw forward passes) for the bundled target's preset `model` on this CPU."""
+    cmd = [sys.executable, "-m", "sparksched.cli", "profile", "--model", model, *PROFILE_ARGS, "-o", str(path)]
     done = subprocess.run(cmd)
     invalid = path.with_name(path.stem + ".invalid.json")
     if done.returncode != 0 and invalid.exists():
@@ -424,7 +424,8 @@ def show(c: dict) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default=None, help="CPU profile of the tiny target (measured here when absent)")
+    ap.add_argument("--profile", default=None,
+                    help="CPU profile of the bundled target's preset (raw passes; measured here when absent)")
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--rate", type=float, default=4.0, help="arrivals per second")
     ap.add_argument("--policy", default="dspark")
@@ -457,11 +458,12 @@ def main(argv=None) -> dict:
     load0 = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="fidelity-"))
     trace = make_trace(work / "trace.jsonl", a.requests, a.rate, a.seed)
-    if a.profile and a.profile.endswith(".invalid.json"):
-        profile = repair_profile(Path(a.profile), work / "cpu-tiny.json")
-    else:
-        profile = Path(a.profile) if a.profile else measure_profile(work / "cpu-tiny.json")
     tok, target, drafter = load_bundle()
+    model = target.config.name
+    if a.profile and a.profile.endswith(".invalid.json"):
+        profile = repair_profile(Path(a.profile), work / f"cpu-{model}.json")
+    else:
+        profile = Path(a.profile) if a.profile else measure_profile(work / f"cpu-{model}.json", model)
     heldout = load_heldout(BUNDLED / "heldout.npz")
 
     def new_backend() -> ModelBackend:
@@ -470,7 +472,7 @@ def main(argv=None) -> dict:
     timer = LoopTimer(profile, target, drafter, a.max_running, max_len=400, repeats=a.sweep_repeats, seed=a.seed)
     for _ in range(a.calib_sweeps):
         timer.sweep()
-    calib = timer.write(work / "cpu-tiny-loop-calib.json", {"calib"})
+    calib = timer.write(work / f"cpu-{model}-loop-calib.json", {"calib"})
     cfg = SimConfig(policy=a.policy, block=drafter.config.block, max_running=a.max_running, seed=a.seed,
                     profile=str(calib), clock="measured", verify_layout=a.verify_layout)
     runs, rows, logs, walls = [], [], [], []

@@ -1,6 +1,7 @@
 """Losslessness of the real loop, measured on the bundled target + DSpark drafter.
 
-    python benchmarks/lossless.py [--out docs/lossless.json] [--threads 1]
+    python benchmarks/lossless.py [--out docs/lossless.json] [--threads 1] [--device cpu|cuda]
+                                  [--parts greedy,laws,ngrams] [--per-domain 16] [--new-tokens 96]
 
 1. Greedy: speculative decoding (dspark, static-3, verify-all policies) vs plain greedy decoding,
    held-out prompts, float32 and float64: number of sequences identical token for token.
@@ -46,10 +47,10 @@ def prompts(heldout, per_domain: int, length: int, seed: int) -> list[list[int]]
     return out
 
 
-def greedy_identity(per_domain: int, new_tokens: int) -> dict:
+def greedy_identity(per_domain: int, new_tokens: int, device: str = "cpu") -> dict:
     res = {}
     for dtype in (torch.float32, torch.float64):
-        _, target, drafter = load_bundle(dtype=dtype)
+        _, target, drafter = load_bundle(dtype=dtype, device=device, tokenizer=False)
         ps = prompts(load_heldout(BUNDLED / "heldout.npz"), per_domain, 48, seed=3)
         curve = measure_step_curve(target, 16, 96, drafter.config.block, hidden_layers=drafter.target_layers)
         ar = [t for i in range(0, len(ps), 16) for t in autoregressive_generate(target, ps[i:i + 16], new_tokens,
@@ -78,7 +79,7 @@ def _pvalue(samples: np.ndarray, probs: np.ndarray) -> float:
 
 @torch.no_grad()
 def next_token_laws(n: int, contexts: int, seed: int = 0) -> list[dict]:
-    _, target, drafter = load_bundle(dtype=torch.float64)
+    _, target, drafter = load_bundle(dtype=torch.float64, tokenizer=False)
     heldout = load_heldout(BUNDLED / "heldout.npz")
     ctxs = prompts(heldout, max(1, contexts // 3 + 1), 24, seed=5)[:contexts]
     curve = measure_step_curve(target, 64, 32, drafter.config.block, hidden_layers=drafter.target_layers)
@@ -118,7 +119,7 @@ def next_token_laws(n: int, contexts: int, seed: int = 0) -> list[dict]:
 
 
 def ngram_stats(per_domain: int, new_tokens: int) -> dict:
-    _, target, drafter = load_bundle()
+    _, target, drafter = load_bundle(tokenizer=False)
     ps = prompts(load_heldout(BUNDLED / "heldout.npz"), per_domain, 32, seed=9)
     curve = measure_step_curve(target, 16, 160, drafter.config.block, hidden_layers=drafter.target_layers)
 
@@ -160,16 +161,28 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n", type=int, default=3000, help="requests per fixed context")
     ap.add_argument("--contexts", type=int, default=4)
+    ap.add_argument("--device", default="cpu", help="device of the greedy-identity part (the others run on CPU)")
+    ap.add_argument("--parts", default="greedy,laws,ngrams", help="comma separated: greedy, laws, ngrams")
+    ap.add_argument("--per-domain", type=int, default=16, help="greedy part: held-out prompts per domain")
+    ap.add_argument("--new-tokens", type=int, default=96, help="greedy part: tokens per sequence")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    res = {"greedy": greedy_identity(16, 96)}
-    print(json.dumps(res["greedy"], indent=None))
-    res["next_token"] = next_token_laws(a.n, a.contexts)
-    for r in res["next_token"]:
-        print(r)
-    res["ngrams"] = ngram_stats(16, 192)
-    print(json.dumps(res["ngrams"]))
+    parts = {p.strip() for p in a.parts.split(",") if p.strip()}
+    unknown = parts - {"greedy", "laws", "ngrams"}
+    if unknown:
+        ap.error(f"--parts: unknown part(s) {sorted(unknown)}; known: greedy, laws, ngrams")
+    res: dict = {"device": a.device}
+    if "greedy" in parts:
+        res["greedy"] = greedy_identity(a.per_domain, a.new_tokens, a.device)
+        print(json.dumps(res["greedy"], indent=None))
+    if "laws" in parts:
+        res["next_token"] = next_token_laws(a.n, a.contexts)
+        for r in res["next_token"]:
+            print(r)
+    if "ngrams" in parts:
+        res["ngrams"] = ngram_stats(16, 192)
+        print(json.dumps(res["ngrams"]))
     if a.out:
         from sparksched.io import write_json
 

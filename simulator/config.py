@@ -11,15 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-POLICIES = ("dspark", "mtp1", "static-K", "threshold-TAU", "verify-all", "none", "async-dspark",
-            "vllm-adaptive", "sglang-adaptive")
+POLICIES = ("dspark", "mtp1", "static-K", "threshold-TAU", "conf-threshold-TAU", "verify-all", "none",
+            "async-dspark", "vllm-adaptive", "sglang-adaptive")
 DRAFTERS = ("dspark", "dflash", "eagle3", "mtp1")
 CLOCKS = ("profile", "measured")
 LAYOUTS = ("flat", "padded")
 DONORS = ("domain", "request")
 
 _STATIC = re.compile(r"^static-(\d+)$")
-_THRESHOLD = re.compile(r"^threshold-([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)$")
+_THRESHOLD = re.compile(r"^(conf-)?threshold-([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class SimConfig:
     """One simulation's settings (times in seconds, sizes in tokens unless said otherwise)."""
 
     # --- method
-    policy: str = "dspark"  # dspark (greedy, early stop) | mtp1 | static-K | threshold-TAU | verify-all | none
+    policy: str = "dspark"  # dspark (greedy, early stop) | mtp1 | static-K | threshold-TAU (survival S_k >= TAU)
+    #                         | conf-threshold-TAU (each c_k >= TAU) | verify-all | none
     #                         | async-dspark (stale-capacity top-K) | vllm-adaptive | sglang-adaptive
     drafter: str = "dspark"  # acceptance preset family: dspark | dflash | eagle3 | mtp1 (one-token)
     block: int = 7  # drafted tokens per round g (the paper's offline tables use 7; production 5)
@@ -104,13 +105,14 @@ def parse_policy(name: str) -> tuple[str, float | None]:
         return "static", float(m.group(1))
     m = _THRESHOLD.match(name)
     if m:
-        return "threshold", float(m.group(1))
-    raise ValueError(f"policy {name!r} is not one of {', '.join(POLICIES)} (e.g. static-3, threshold-0.5)")
+        return ("conf-threshold" if m.group(1) else "threshold"), float(m.group(2))
+    raise ValueError(f"policy {name!r} is not one of {', '.join(POLICIES)} (e.g. static-3, threshold-0.5, "
+                     "conf-threshold-0.8)")
 
 
 def _validate(c: SimConfig) -> None:
     kind, param = parse_policy(c.policy)
-    if kind == "threshold" and not (param is not None and 0.0 <= param <= 1.0):
+    if kind in ("threshold", "conf-threshold") and not (param is not None and 0.0 <= param <= 1.0):
         raise ValueError(f"policy {c.policy!r}: threshold must lie in [0, 1]")
     if c.drafter not in DRAFTERS:
         raise ValueError(f"drafter {c.drafter!r} is not one of {', '.join(DRAFTERS)}")

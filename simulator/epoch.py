@@ -12,7 +12,7 @@ admitted (a slot is free and a request is waiting or arrives), the KV lookahead 
 
 `dspark_step` is Algorithm 1 (the greedy with early stop) for one step, bit-equal to
 `sparksched.schedule`: the library's fixed-point expected-token sum, IEEE division by the step time,
-ties by smaller k then smaller i. tests/test_epoch.py checks it (and static / threshold / verify-all)
+ties by smaller k then smaller i. tests/test_epoch.py checks it (and static / both thresholds / verify-all)
 against the library, and tests/test_engine.py the planned epochs against the step path, each with
 deliberately wrong variants as negative controls.
 
@@ -31,12 +31,12 @@ from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price,
 from sparksched.scheduler import SCALE
 
 # policy kinds understood by the compiled code
-NONE, DSPARK, STATIC, THRESHOLD = 0, 1, 2, 3
-STATELESS = ("dspark", "mtp1", "static", "threshold", "verify-all", "none")  # parse_policy kinds it runs
+NONE, DSPARK, STATIC, THRESHOLD, CONF_THRESHOLD = 0, 1, 2, 3, 4
+STATELESS = ("dspark", "mtp1", "static", "threshold", "conf-threshold", "verify-all", "none")  # parse_policy kinds it runs
 
 
 def policy_code(kind: str, param: float | None, g: int) -> tuple[int, float]:
-    """(kind code, parameter) for a stateless policy: static-k keeps k, threshold tau, verify-all g."""
+    """(kind code, parameter) for a stateless policy: static-k keeps k, (conf-)threshold tau, verify-all g."""
     if g == 0 or kind == "none":
         return NONE, 0.0
     if kind == "dspark":
@@ -49,6 +49,8 @@ def policy_code(kind: str, param: float | None, g: int) -> tuple[int, float]:
         return STATIC, float(g)
     if kind == "threshold":
         return THRESHOLD, float(param or 0.0)
+    if kind == "conf-threshold":
+        return CONF_THRESHOLD, float(param or 0.0)
     raise ValueError(f"policy kind {kind!r} has no compiled form (stateful: it runs step by step)")
 
 
@@ -113,6 +115,11 @@ def step_lengths(kind, param, conf, drafted, rows, xs, ys, extend, cap, const, o
                 s = s * conf[r, k]
                 if s >= param:
                     c += 1
+            out[r] = c
+        elif kind == CONF_THRESHOLD:  # each position's own c_k, stop at the first one below
+            c = 0
+            while c < d and conf[r, c] >= param:
+                c += 1
             out[r] = c
         else:
             out[r] = 0

@@ -7,6 +7,9 @@ simulator compares on the same trace and profile.
     mtp1            a one-token drafter, always verified (static-1 on a block of 1)
     static-K        verify min(K, drafted) tokens per request
     threshold-TAU   verify the longest prefix whose survival S_k >= TAU
+    conf-threshold-TAU
+                    verify while each position's own confidence c_k >= TAU, stop at the first one
+                    below (the paper's static-threshold rule, its Figure 5)
     verify-all      verify everything drafted
     none            plain decoding (no drafter runs)
     async-dspark    the paper's production scheduler (section 5.2): capacity K from a global search
@@ -21,7 +24,7 @@ simulator compares on the same trace and profile.
                     at most one switch per 8 steps)
 
 Lossless (exact-enumeration verdicts in tests/test_engine_policies_lossless.py and the core's tests):
-dspark (early stop), static, threshold, verify-all and none decide [l_i >= k] from c_{i,<=k} only;
+dspark (early stop), static, both thresholds, verify-all and none decide [l_i >= k] from c_{i,<=k} only;
 async-dspark and vllm-adaptive fix K from stale confidences (no dependence on the current tokens) and
 admit by rank of a non-increasing survival; sglang-adaptive uses only past rounds' outcomes. All are
 lossless under the confidence contract (c_k never reads x_k); none of them is lossless when fed a
@@ -244,6 +247,8 @@ def make_policy(config: SimConfig) -> Policy:
         return Stateless(config.policy, core.static(int(param or 0)))
     if kind == "threshold":
         return Stateless(config.policy, core.threshold(float(param or 0.0)))
+    if kind == "conf-threshold":
+        return Stateless(config.policy, core.conf_threshold(float(param or 0.0)))
     if kind == "verify-all":
         return Stateless("verify-all", core.verify_all)
     if kind == "async-dspark":

@@ -25,7 +25,7 @@ _SOURCES: dict[str, str] = {
     **dict.fromkeys(("PaddedBatch", "compact_vllm_flat", "mrv2_cu_num_logits", "mrv2_to_padded", "schedule_mrv2",
                      "schedule_sglang", "schedule_vllm_flat", "sglang_to_padded", "verify_mrv2", "verify_sglang",
                      "verify_vllm_flat", "vllm_flat_to_padded"), "sparksched.layouts"),
-    **dict.fromkeys(("static", "threshold", "verify_all"), "sparksched.policies"),
+    **dict.fromkeys(("conf_threshold", "static", "threshold", "verify_all"), "sparksched.policies"),
     **dict.fromkeys(("Rounds", "RoundsWriter", "read_rounds", "write_rounds"), "sparksched.rounds"),
     **dict.fromkeys(("schedule", "schedule_numpy", "schedule_reference", "schedule_torch", "step_time_table"),
                     "sparksched.scheduler"),

@@ -9,9 +9,13 @@ these policies are load-blind, which is what the scheduler is compared against.
 
     static(k)       l_i = min(k, drafted_i)  (MTP-1 is static(1) with a one-token drafter)
     threshold(tau)  l_i = largest k <= drafted_i with S_{i,k} = c_{i,1} * ... * c_{i,k} >= tau
+    conf_threshold(tau)
+                    l_i = number of leading positions with c_{i,k} >= tau: verify while each
+                    position's own confidence clears tau, stop at the first one below (the DSpark
+                    paper's static-threshold baseline, its Figure 5 sweep)
     verify_all      l_i = drafted_i
 
-All three are non-anticipating (l_i >= k depends only on c_{i,1..k}), so they are lossless under
+All four are non-anticipating (l_i >= k depends only on c_{i,1..k}), so they are lossless under
 the same confidence contract as the scheduler.
 """
 
@@ -26,7 +30,7 @@ import numpy as np
 from sparksched.scheduler import _is_torch, check_conf, check_drafted, check_torch_inputs
 from sparksched.survival import survival, survival_torch
 
-__all__ = ["Policy", "static", "threshold", "verify_all"]
+__all__ = ["Policy", "conf_threshold", "static", "threshold", "verify_all"]
 
 Policy = Callable[..., Any]
 
@@ -79,9 +83,7 @@ def threshold(tau: float) -> Policy:
         >>> threshold(0.5)(np.array([[0.9, 0.8, 0.9], [0.4, 1.0, 1.0]])).tolist()  # S = .9 .72 .648
         [3, 0]
     """
-    if not isinstance(tau, (int, float, np.floating)) or not math.isfinite(tau) or not 0.0 <= tau <= 1.0:
-        raise ValueError(f"threshold(tau): tau must be a number in [0, 1], got {tau!r}")
-    tau = float(tau)
+    tau = _check_tau(tau, "threshold")
 
     def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0, *,
                validate: bool = True) -> Any:
@@ -99,6 +101,46 @@ def threshold(tau: float) -> Policy:
         return ((survival(arr) >= tau) & live).sum(axis=1, dtype=np.int64)
 
     policy.__name__ = f"threshold_{tau:g}"
+    return policy
+
+
+def _check_tau(tau: Any, what: str) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not math.isfinite(tau) \
+            or not 0.0 <= tau <= 1.0:
+        raise ValueError(f"{what}(tau): tau must be a number in [0, 1], got {tau!r}")
+    return float(tau)
+
+
+def conf_threshold(tau: float) -> Policy:
+    """Verify while each position's own confidence c_{i,k} >= tau; stop at the first k below it.
+
+    Unlike `threshold`, which compares the survival product S_{i,k} with tau, this compares each
+    c_{i,k} alone (the paper's static-threshold rule): a confident position after a doubtful one
+    is still verified as long as every position before it clears tau. [l_i >= k] depends on
+    c_{i,1..k} only, so it keeps the scheduler's confidence contract (lossless).
+
+    Example:
+        >>> conf_threshold(0.5)(np.array([[0.9, 0.6, 0.9], [0.9, 0.4, 1.0]])).tolist()  # S = .9 .54 .486
+        [3, 1]
+    """
+    tau = _check_tau(tau, "conf_threshold")
+
+    def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0, *,
+               validate: bool = True) -> Any:
+        if _is_torch(conf):
+            import torch
+
+            dr = _drafted_torch(conf, drafted, validate)
+            n, g = conf.shape
+            live = torch.arange(g, device=conf.device)[None, :] < dr[:, None]
+            ok = (conf.to(torch.float64) >= tau) & live
+            return torch.cumprod(ok.to(torch.int64), dim=1).sum(dim=1)
+        arr = check_conf(conf)
+        n, g = arr.shape
+        live = np.arange(g)[None, :] < _drafted_np(drafted, n, g)[:, None]
+        return np.cumprod((arr >= tau) & live, axis=1).sum(axis=1, dtype=np.int64)
+
+    policy.__name__ = f"conf_threshold_{tau:g}"
     return policy
 
 

@@ -40,9 +40,12 @@ Policy = Callable[[np.ndarray], np.ndarray]  # conf [n, g] float64 -> lengths [n
 
 
 def make_policy(name: str, curve: Any = None) -> Policy:
-    """A verify-length policy by name: dspark | static-K | threshold-TAU | verify-all | none.
+    """A verify-length policy by name: dspark | static-K | threshold-TAU | conf-threshold-TAU | verify-all | none.
 
-    dspark needs `curve` (a ThroughputCurve: the target's step time by verified tokens).
+    threshold-TAU verifies while the survival S_k = c_1 ... c_k >= TAU; conf-threshold-TAU while
+    each position's own c_k >= TAU (the paper's static-threshold rule). dspark needs `curve` (a
+    ThroughputCurve of the target's step time by verified tokens, or a StepPrice that adds the
+    drafter's seconds).
     """
     from sparksched import policies, schedule
 
@@ -57,10 +60,16 @@ def make_policy(name: str, curve: Any = None) -> Policy:
     if name.startswith("static-"):
         pol = policies.static(int(name.split("-", 1)[1]))
         return lambda conf: np.asarray(pol(conf, None), dtype=np.int64)
-    if name.startswith("threshold-"):
-        pol = policies.threshold(float(name.split("-", 1)[1]))
-        return lambda conf: np.asarray(pol(conf, None), dtype=np.int64)
-    raise ValueError(f"unknown policy {name!r}; known: dspark, static-K, threshold-TAU, verify-all, none")
+    for prefix, factory in (("threshold-", policies.threshold), ("conf-threshold-", policies.conf_threshold)):
+        if name.startswith(prefix):
+            try:
+                tau = float(name[len(prefix):])
+            except ValueError:
+                raise ValueError(f"policy {name!r}: TAU must be a number in [0, 1]") from None
+            pol = factory(tau)
+            return lambda conf, pol=pol: np.asarray(pol(conf, None), dtype=np.int64)
+    raise ValueError(f"unknown policy {name!r}; known: dspark, static-K, threshold-TAU, conf-threshold-TAU, "
+                     "verify-all, none")
 
 
 def request_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -389,3 +398,45 @@ def measure_step_curve(target: Decoder, n: int, context: int, block: int, max_le
         secs.append(float(np.median(times)))
     mono = np.maximum.accumulate(np.asarray(secs))  # step time never falls with more tokens
     return ThroughputCurve.from_points(points, mono.tolist())
+
+
+@torch.no_grad()
+def measure_loop_price(target: Decoder, drafter: DSparkDrafter, n: int, context: int, max_len: int | None = None,
+                       repeats: int = 7, seed: int = 0):
+    """The loop's own step price at n requests: a `StepPrice` for the DSpark policy of this loop.
+
+    Times the calls a round makes, on a decoder of its own with `context` cached (random) tokens per
+    request: one `draft` (its seconds are the price's drafter part, paid whatever is verified) and
+    one `verify` of t - 1 drafts per request for t = 1..g + 1 (the padded [n, t] pass, rejection
+    sampling and the drafter's context update included: everything that grows with the verified
+    tokens). The t values take turns within each of `repeats` rounds, so load drift on a shared host
+    hits all of them alike; each point is the median of its samples, and the curve (over B = n t) is
+    the least-squares non-decreasing fit of the medians (no upward bias from a running maximum).
+    """
+    from sparksched.cost import StepPrice
+    from sparksched.curve import ThroughputCurve, isotonic_non_decreasing
+
+    g = drafter.config.block
+    dev = target.embed.weight.device
+    max_len = max_len or context + g + 2
+    dec = SpeculativeDecoder(target, drafter, n, max_len, seed=seed)
+    dec.gens = [request_generator(seed, i, dev) for i in range(n)]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    toks = torch.randint(1, target.config.vocab_size, (n, context), generator=gen).to(dev)
+    out = target(toks, cache=dec.cache, hidden_layers=drafter.target_layers)
+    drafter.extend_context(dec.ctx, out.hidden)  # type: ignore[arg-type]
+    slots = np.arange(n)
+    draft_s: list[float] = []
+    verify_s: dict[int, list[float]] = {t: [] for t in range(1, g + 2)}
+    for r in range(repeats + 1):
+        for t in range(1, g + 2):
+            dec.cache.lengths.fill_(context)
+            dec.ctx.lengths.fill_(context)  # type: ignore[union-attr]
+            ds = dec.draft(slots)[1]
+            vs = dec.verify(slots, np.full(n, t - 1, dtype=np.int64))[2]
+            if r:  # the first round warms up
+                draft_s.append(ds)
+                verify_s[t].append(vs)
+    med = np.array([np.median(verify_s[t]) for t in range(1, g + 2)])
+    curve = ThroughputCurve.from_points([n * t for t in range(1, g + 2)], isotonic_non_decreasing(med).tolist())
+    return StepPrice(curve, draft_seconds=float(np.median(draft_s)))

@@ -105,8 +105,8 @@ def test_negative_control_invariants_catch_a_lost_request_and_a_backwards_clock(
         check_invariants(type(res)(res.summary, short, res.steps, res.rounds, res.config), trace)
 
 
-POLICIES = ["dspark", "mtp1", "static-3", "threshold-0.4", "verify-all", "none", "async-dspark",
-            "vllm-adaptive", "sglang-adaptive"]
+POLICIES = ["dspark", "mtp1", "static-3", "threshold-0.4", "conf-threshold-0.6", "verify-all", "none",
+            "async-dspark", "vllm-adaptive", "sglang-adaptive"]
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -205,7 +205,7 @@ def test_horizon_reports_unfinished(tmp_path):
 
 
 @pytest.mark.parametrize("policy,layout", [("dspark", "flat"), ("static-3", "flat"), ("threshold-0.5", "flat"),
-                                           ("none", "flat"), ("dspark", "padded")])
+                                           ("conf-threshold-0.7", "flat"), ("none", "flat"), ("dspark", "padded")])
 def test_fast_path_equals_step_path(tmp_path, policy, layout, monkeypatch):
     trace = make_trace(40, rate=15.0, prompt=[200, 1500] * 20, output=[30, 160] * 20, domain="code")
     fast = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300, verify_layout=layout)
@@ -228,7 +228,8 @@ def assert_same_run(fast, slow) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 14), rate=st.floats(1.0, 300.0), seed=st.integers(0, 5),
-       policy=st.sampled_from(["dspark", "mtp1", "static-2", "threshold-0.4", "verify-all", "none"]),
+       policy=st.sampled_from(["dspark", "mtp1", "static-2", "threshold-0.4", "conf-threshold-0.6", "verify-all",
+                               "none"]),
        max_running=st.integers(1, 7), kv=st.sampled_from([None, 60, 200]), chunk=st.sampled_from([64, 512]),
        layout=st.sampled_from(["flat", "padded"]), horizon=st.sampled_from([None, 3.0]), split=st.booleans(),
        data=st.data())
@@ -304,6 +305,8 @@ def test_config_errors_are_one_line():
         SimConfig(recorded_donors="trace")
     with pytest.raises(ValueError, match="threshold must lie"):
         SimConfig(policy="threshold-1.5")
+    with pytest.raises(ValueError, match="threshold must lie"):
+        SimConfig(policy="conf-threshold-2")
     assert SimConfig(policy="mtp1").draft_block == 1 and SimConfig(policy="none").draft_block == 0
 
 

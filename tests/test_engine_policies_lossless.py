@@ -82,6 +82,16 @@ def _frozen(pol, curve, extra: int, draft_s: float = 0.0):
     return policy
 
 
+# ----------------------------------------------------------------------------------- static threshold
+@FAST
+@given(worlds_and_curves(), st.sampled_from(["conf-threshold-0", "conf-threshold-0.45", "conf-threshold-0.9"]))
+def test_simulator_conf_threshold_is_lossless(wc, name):
+    """The simulator's conf-threshold-TAU policy object, called as the engine calls it: exact."""
+    world, curve, extra = wc
+    pol = make_policy(SimConfig(policy=name, block=world.block, max_running=world.others + 1))
+    assert max_law_error(world, _frozen(pol, curve, extra), tokens=2) < TOL
+
+
 # ----------------------------------------------------------------------------------- vLLM-style
 @FAST
 @given(worlds_and_curves(), st.integers(0, 2**32 - 1), st.sampled_from([0.0, 0.3]))

@@ -11,7 +11,7 @@ from simulator.epoch import policy_code, step_lengths
 from sparksched import schedule
 from sparksched.cost import StepPrice
 from sparksched.curve import ThroughputCurve
-from sparksched.policies import static, threshold, verify_all
+from sparksched.policies import conf_threshold, static, threshold, verify_all
 
 
 @st.composite
@@ -61,6 +61,8 @@ def test_compiled_baselines_equal_library_policies(case, tau, k):
     curve, extra = price.curve, 0
     np.testing.assert_array_equal(compiled("threshold", tau, conf, drafted, price),
                                   threshold(tau)(conf, curve, drafted, extra))
+    np.testing.assert_array_equal(compiled("conf-threshold", tau, conf, drafted, price),
+                                  conf_threshold(tau)(conf, curve, drafted, extra))
     np.testing.assert_array_equal(compiled("static", k, conf, drafted, price),
                                   static(k)(conf, curve, drafted, extra))
     np.testing.assert_array_equal(compiled("verify-all", None, conf, drafted, price),
@@ -91,6 +93,15 @@ def test_negative_control_global_search_differs_from_library():
     want = schedule(conf, curve, drafted)
     assert np.array_equal(compiled("dspark", None, conf, drafted, StepPrice(curve)), want)
     assert not np.array_equal(_no_early_stop(conf, drafted, curve.table(8), 0), want)
+
+
+def test_negative_control_the_two_thresholds_differ_compiled():
+    """The compiled conf-threshold is not the survival threshold under another name."""
+    conf = np.array([[0.9, 0.9, 0.9]])
+    drafted = np.array([3])
+    price = StepPrice(ThroughputCurve.from_points([1, 64], [0.01, 0.02]))
+    assert compiled("conf-threshold", 0.8, conf, drafted, price).tolist() == [3]
+    assert compiled("threshold", 0.8, conf, drafted, price).tolist() == [2]
 
 
 def test_stateful_kind_is_an_error():

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from sparksched import ThroughputCurve, schedule, schedule_reference
 from sparksched.async_scheduler import admit_top_k, plan_capacity
-from sparksched.policies import static, threshold, verify_all
+from sparksched.policies import conf_threshold, static, threshold, verify_all
 from sparksched.scheduler import _SMALL, _schedule_vectorised
 
 
@@ -110,6 +110,37 @@ def test_baseline_policies_are_lossless(wc, name):
     world, curve, extra = wc
     pol = {"static1": static(1), "static2": static(2), "threshold": threshold(0.3), "all": verify_all}[name]
     assert max_law_error(world, lambda conf: pol(conf, curve), tokens=2) < TOL
+
+
+@FAST
+@given(worlds_and_curves(max_block=4), st.sampled_from([0.0, 0.25, 0.5, 0.8, 1.0]), st.booleans())
+def test_conf_threshold_is_lossless(wc, tau, use_torch):
+    """The paper's static-threshold rule (verify while each own c_k >= tau) is exact: [l >= k] reads
+    c_1..c_k only, and c_k reads x_{k-1}, never x_k."""
+    world, curve, _ = wc
+    pol = conf_threshold(tau)
+    if use_torch:
+        policy = lambda conf: pol(torch.from_numpy(conf)).numpy()
+    else:
+        policy = lambda conf: pol(conf)
+    assert max_law_error(world, policy, tokens=2) < TOL
+
+
+def test_negative_control_conf_threshold_on_a_confidence_that_reads_its_own_token():
+    """The same rule fed a c_1 computed from x_1 itself (high for one token, low for the other)
+    verifies x_1 only when it is that token: the output law is biased, and the exact test sees it.
+    On the same table read as a Markov confidence (from the anchor) it is exact."""
+    worst = 0.0
+    pol = conf_threshold(0.5)
+    for seed in range(20):
+        world = World(seed, vocab=2, block=2, others=0, conf_mode="self")
+        r = np.random.default_rng([seed, 13])
+        world.conf_table[0] = r.permutation([r.uniform(0.6, 1.0), r.uniform(0.0, 0.4)])
+        worst = max(worst, max_law_error(world, lambda c: pol(c), tokens=1))
+        honest = World(seed, 2, 2, 0)
+        honest.conf_table = world.conf_table
+        assert max_law_error(honest, lambda c: pol(c), tokens=2) < TOL
+    assert worst > 0.02, worst
 
 
 def test_enumeration_exercises_token_dependent_lengths():

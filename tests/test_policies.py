@@ -1,4 +1,4 @@
-"""Baseline policies: static-k, confidence threshold, verify-all (numpy and torch)."""
+"""Baseline policies: static-k, survival threshold, per-position confidence threshold, verify-all (numpy and torch)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparksched import ThroughputCurve, static, threshold, verify_all
+from sparksched import ThroughputCurve, conf_threshold, static, threshold, verify_all
 
 CURVE = ThroughputCurve.from_points([1, 1000], [1.0, 2.0])
 
@@ -23,6 +23,17 @@ def threshold_reference(conf, tau, drafted):
                 length = k + 1
             else:
                 break
+        out.append(length)
+    return np.asarray(out)
+
+
+def conf_threshold_reference(conf, tau, drafted):
+    """The paper's static-threshold rule, one position at a time: stop at the first c_k < tau."""
+    out = []
+    for row, d in zip(conf, drafted):
+        length = 0
+        while length < d and row[length] >= tau:
+            length += 1
         out.append(length)
     return np.asarray(out)
 
@@ -56,15 +67,16 @@ def test_policies_match_their_definitions(data, k, tau):
     np.testing.assert_array_equal(both(static(k), conf, drafted), np.minimum(k, dr))
     np.testing.assert_array_equal(both(verify_all, conf, drafted), dr)
     np.testing.assert_array_equal(both(threshold(tau), conf, drafted), threshold_reference(conf, tau, dr))
+    np.testing.assert_array_equal(both(conf_threshold(tau), conf, drafted), conf_threshold_reference(conf, tau, dr))
 
 
 @settings(max_examples=40, deadline=None)
-@given(inputs(), st.data())
-def test_threshold_is_non_anticipating(data, draw):
+@given(inputs(), st.data(), st.sampled_from(["threshold", "conf-threshold"]))
+def test_threshold_is_non_anticipating(data, draw, which):
     conf, drafted = data
     n, g = conf.shape
     i, k = draw.draw(st.integers(0, n - 1)), draw.draw(st.integers(0, g - 1))
-    pol = threshold(0.4)
+    pol = threshold(0.4) if which == "threshold" else conf_threshold(0.4)
     before = pol(conf, CURVE, drafted)
     changed = conf.copy()
     changed[i, k + 1:] = np.random.default_rng(k).random(g - k - 1)
@@ -80,6 +92,15 @@ def test_negative_control_definition_check_catches_a_wrong_threshold():
     assert not np.array_equal(per_token, threshold(0.7)(conf, CURVE))
 
 
+def test_conf_threshold_differs_from_survival_threshold():
+    """Per-position vs product: c = (0.9, 0.9, 0.9) clears 0.8 at every position, S_3 = 0.729 does not;
+    and a definition check that compared S_k would fail on it (negative control)."""
+    conf = np.array([[0.9, 0.9, 0.9], [0.7, 0.99, 0.99]])
+    assert conf_threshold(0.8)(conf, CURVE).tolist() == [3, 0]
+    assert threshold(0.8)(conf, CURVE).tolist() == [2, 0]
+    assert not np.array_equal(threshold_reference(conf, 0.8, [3, 3]), conf_threshold(0.8)(conf, CURVE))
+
+
 def test_mtp1_is_static_one():
     conf = np.array([[0.9], [0.1]])
     np.testing.assert_array_equal(static(1)(conf, CURVE), [1, 1])
@@ -90,6 +111,8 @@ def test_mtp1_is_static_one():
     (lambda: static(1.5), r"got 1.5"),
     (lambda: threshold(1.2), r"threshold\(tau\): tau must be a number in \[0, 1\], got 1.2"),
     (lambda: threshold(float("nan")), r"got nan"),
+    (lambda: conf_threshold(-0.1), r"conf_threshold\(tau\): tau must be a number in \[0, 1\], got -0.1"),
+    (lambda: conf_threshold(True), r"got True"),
 ])
 def test_bad_parameters(make, match):
     with pytest.raises(ValueError, match=match):

@@ -28,7 +28,7 @@ PUBLIC = sorted([
     # two-phase budget (vLLM-style adaptive verification)
     "assign_budget", "budget_rates", "plan_budget",
     # baseline policies
-    "static", "threshold", "verify_all",
+    "conf_threshold", "static", "threshold", "verify_all",
     # verifier
     "VerifyResult", "verify",
     # the price of a step (by requests, batch tokens and context) and its 1-D slice

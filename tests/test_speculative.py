@@ -21,6 +21,7 @@ from sparksched.speculative import (
     autoregressive_generate,
     generate,
     make_policy,
+    measure_loop_price,
     rounds_rows,
 )
 from sparksched.training.checkpoint import BUNDLED
@@ -51,8 +52,8 @@ CURVE = ThroughputCurve.from_points([1, 4, 8, 16, 32], [1.0, 1.1, 1.3, 1.8, 3.0]
 
 
 @pytest.mark.parametrize("policy, head", [("verify-all", "markov"), ("static-2", "markov"), ("dspark", "markov"),
-                                          ("threshold-0.3", "markov"), ("none", "markov"), ("verify-all", "rnn"),
-                                          ("dspark", "none")])
+                                          ("threshold-0.3", "markov"), ("conf-threshold-0.4", "markov"),
+                                          ("none", "markov"), ("verify-all", "rnn"), ("dspark", "none")])
 def test_greedy_speculative_equals_greedy(policy, head):
     target, drafter = _models(head=head)
     ar = autoregressive_generate(target, PROMPTS, 30, greedy=True)
@@ -238,3 +239,25 @@ def test_simulate_engine_model_runs_on_bundled_checkpoints(tmp_path):
                                       "--no-progress", "-o", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
     assert "3 finished" in r.output
+
+
+def test_measure_loop_price_prices_every_padded_pass_and_drives_dspark():
+    """The loop's own price: verify seconds at B = n, 2n, .., (g + 1) n (non-decreasing), the drafter's
+    seconds apart; the DSpark policy takes it, and greedy decoding through it is still exact."""
+    target, drafter = _models()
+    price = measure_loop_price(target, drafter, n=3, context=12, repeats=2)
+    g = drafter.config.block
+    assert price.curve.tokens.tolist() == [3 * t for t in range(1, g + 2)]
+    table = price.table(3 * (g + 1))
+    assert np.all(np.diff(table[3:]) >= 0) and price.draft_seconds > 0
+    assert np.allclose(price.table(3 * (g + 1), draft=False)[3:] + price.draft_seconds, table[3:])
+    ar = autoregressive_generate(target, PROMPTS, 20, greedy=True)
+    assert generate(target, drafter, PROMPTS, 20, "dspark", curve=price, greedy=True).tokens == ar.tokens
+
+
+@pytest.mark.parametrize("name", ["conf-threshold-x", "conf-threshold-1.5", "threshold-", "static"])
+def test_bad_policy_names_are_one_line_errors(name):
+    with pytest.raises(ValueError) as e:
+        make_policy(name)
+    msg = str(e.value)
+    assert "\n" not in msg and (name in msg or "tau must be a number in [0, 1]" in msg)

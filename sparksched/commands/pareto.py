@@ -74,7 +74,8 @@ def sweep_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--trace", default=SWEEP.trace, show_default=True,
                      help="Trace file (JSON Lines) or bundled name (chat, code, math, mixed)."),
         click.option("--policies", default=DEFAULT_POLICIES, show_default=True,
-                     help="Comma-separated policies: dspark, mtp1, static-K, threshold-TAU, verify-all, none, ..."),
+                     help="Comma-separated policies: dspark, mtp1, static-K, threshold-TAU, conf-threshold-TAU, "
+                          "verify-all, none, ..."),
         click.option("--load", "loads", default=DEFAULT_LOAD, show_default=True,
                      help="Concurrency caps (max running requests) to sweep, comma-separated."),
         click.option("--rate-scales", default=DEFAULT_RATE_SCALES, show_default=True,

@@ -37,8 +37,8 @@ RUN_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptance.
              "summary.json", "result.json", "scenario.toml", "timeline.json", "report.html", "timeseries.png",
              "latency_cdf.png", "acceptance_by_position.png")
 
-POLICY_HELP = ("dspark | mtp1 | static-K | threshold-TAU | verify-all | none | async-dspark | "
-               "vllm-adaptive | sglang-adaptive")
+POLICY_HELP = ("dspark | mtp1 | static-K | threshold-TAU (survival S_k >= TAU) | conf-threshold-TAU (each c_k >= "
+               "TAU, the paper's static threshold) | verify-all | none | async-dspark | vllm-adaptive | sglang-adaptive")
 
 EXAMPLES = """\b
 Examples:

@@ -91,7 +91,7 @@ def run_target(out: Path, preset: str, steps: int, batch: int, length: int, lr: 
 
 
 def run_drafter(out: Path, head: str, block: int, layers: int, rank: int, steps: int, batch: int, lr: float,
-                max_chars: int, seed: int, threads: int, calib_prompts: int, data=None) -> dict:
+                max_chars: int, seed: int, threads: int, calib_prompts: int, data=None, width: int = 0) -> dict:
     """Train, calibrate (STS on held-out rounds) and evaluate one drafter; writes drafter-<head>.pt."""
     import torch
 
@@ -108,7 +108,7 @@ def run_drafter(out: Path, head: str, block: int, layers: int, rank: int, steps:
     if data is None:
         _, data = _data(out, max_chars, seed)
     tl = target.config.layers
-    config = DrafterConfig(block=block, layers=layers, head=head, rank=rank,
+    config = DrafterConfig(block=block, layers=layers, width=width, head=head, rank=rank,
                            target_layers=tuple(sorted({0, tl // 2, tl - 1})) if tl > 2 else tuple(range(tl)))
     with _bar(steps, f"drafter-{head}") as bar:
         def progress(step: int, loss: float) -> None:
