@@ -7,19 +7,17 @@ value). `SimConfig.replace(**changes)` returns a validated copy; sweeps build ma
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 
-POLICIES = ("dspark", "mtp1", "static-K", "threshold-TAU", "conf-threshold-TAU", "verify-all", "none",
-            "async-dspark", "vllm-adaptive", "sglang-adaptive")
+from sparksched.policies import POLICIES as _REGISTRY
+from sparksched.policies import parse_policy as _parse
+
+POLICIES = tuple(s.form for s in _REGISTRY.values())  # sparksched.policies.POLICIES, as they are written
 DRAFTERS = ("dspark", "dflash", "eagle3", "mtp1")
 CLOCKS = ("profile", "measured")
 LAYOUTS = ("flat", "padded")
 DONORS = ("domain", "request")
-
-_STATIC = re.compile(r"^static-(\d+)$")
-_THRESHOLD = re.compile(r"^(conf-)?threshold-([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -97,23 +95,14 @@ class SimConfig:
 
 
 def parse_policy(name: str) -> tuple[str, float | None]:
-    """Split a policy name into (kind, parameter): "static-3" -> ("static", 3.0); ValueError if unknown."""
-    if name in ("dspark", "mtp1", "verify-all", "none", "async-dspark", "vllm-adaptive", "sglang-adaptive"):
-        return name, None
-    m = _STATIC.match(name)
-    if m:
-        return "static", float(m.group(1))
-    m = _THRESHOLD.match(name)
-    if m:
-        return ("conf-threshold" if m.group(1) else "threshold"), float(m.group(2))
-    raise ValueError(f"policy {name!r} is not one of {', '.join(POLICIES)} (e.g. static-3, threshold-0.5, "
-                     "conf-threshold-0.8)")
+    """(family, parameter) of a policy name: "static-3" -> ("static", 3.0); one-line ValueError when
+    unknown or out of range (the registry: sparksched.policies)."""
+    spec, param = _parse(name)
+    return spec.name, param
 
 
 def _validate(c: SimConfig) -> None:
     kind, param = parse_policy(c.policy)
-    if kind in ("threshold", "conf-threshold") and not (param is not None and 0.0 <= param <= 1.0):
-        raise ValueError(f"policy {c.policy!r}: threshold must lie in [0, 1]")
     if c.drafter not in DRAFTERS:
         raise ValueError(f"drafter {c.drafter!r} is not one of {', '.join(DRAFTERS)}")
     if c.clock not in CLOCKS:

@@ -28,30 +28,22 @@ import numpy as np
 from numba import njit
 
 from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, slice_knots
+from sparksched.policies import CONF_THRESHOLD, DSPARK, NONE, POLICIES, STATIC, THRESHOLD
 from sparksched.scheduler import SCALE
 
-# policy kinds understood by the compiled code
-NONE, DSPARK, STATIC, THRESHOLD, CONF_THRESHOLD = 0, 1, 2, 3, 4
-STATELESS = ("dspark", "mtp1", "static", "threshold", "conf-threshold", "verify-all", "none")  # parse_policy kinds it runs
+# the kinds the compiled code runs, and the families that have one (the registry: sparksched.policies)
+STATELESS = tuple(s.name for s in POLICIES.values() if s.compiled is not None)
 
 
 def policy_code(kind: str, param: float | None, g: int) -> tuple[int, float]:
-    """(kind code, parameter) for a stateless policy: static-k keeps k, (conf-)threshold tau, verify-all g."""
-    if g == 0 or kind == "none":
+    """(kind code, parameter) of a stateless policy family `kind` (sparksched.policies.POLICIES): static-k
+    keeps k, (conf-)threshold tau, verify-all g; NONE with no block."""
+    spec = POLICIES.get(kind)
+    if spec is None or spec.compiled is None:
+        raise ValueError(f"policy kind {kind!r} has no compiled form (stateful: it runs step by step)")
+    if g == 0:
         return NONE, 0.0
-    if kind == "dspark":
-        return DSPARK, 0.0
-    if kind == "static":
-        return STATIC, float(param or 0)
-    if kind == "mtp1":
-        return STATIC, 1.0
-    if kind == "verify-all":
-        return STATIC, float(g)
-    if kind == "threshold":
-        return THRESHOLD, float(param or 0.0)
-    if kind == "conf-threshold":
-        return CONF_THRESHOLD, float(param or 0.0)
-    raise ValueError(f"policy kind {kind!r} has no compiled form (stateful: it runs step by step)")
+    return spec.compiled, spec.compiled_param(param, g)
 
 
 @njit(cache=True)

@@ -236,21 +236,11 @@ def make_policy(config: SimConfig) -> Policy:
         return Plain()
     if kind == "sglang-adaptive":
         return SGLangAdaptive(g)
-    if kind == "dspark":
-        from sparksched.scheduler import schedule
+    from sparksched.policies import POLICIES
 
-        return Stateless("dspark", schedule)
-    from sparksched import policies as core
-    if kind == "mtp1":
-        return Stateless("mtp1", core.static(1))
-    if kind == "static":
-        return Stateless(config.policy, core.static(int(param or 0)))
-    if kind == "threshold":
-        return Stateless(config.policy, core.threshold(float(param or 0.0)))
-    if kind == "conf-threshold":
-        return Stateless(config.policy, core.conf_threshold(float(param or 0.0)))
-    if kind == "verify-all":
-        return Stateless("verify-all", core.verify_all)
+    spec = POLICIES[kind]
+    if spec.make is not None:  # a function of one step's confidences: the library's
+        return Stateless(config.policy, spec.make(param))
     if kind == "async-dspark":
         from sparksched.async_scheduler import admit_top_k, plan_capacity
 

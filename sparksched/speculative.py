@@ -40,36 +40,17 @@ Policy = Callable[[np.ndarray], np.ndarray]  # conf [n, g] float64 -> lengths [n
 
 
 def make_policy(name: str, curve: Any = None) -> Policy:
-    """A verify-length policy by name: dspark | static-K | threshold-TAU | conf-threshold-TAU | verify-all | none.
+    """A verify-length policy by name, any one-step policy of the registry (sparksched.policies:
+    dspark | static-K | threshold-TAU | conf-threshold-TAU | verify-all | none).
 
     threshold-TAU verifies while the survival S_k = c_1 ... c_k >= TAU; conf-threshold-TAU while
     each position's own c_k >= TAU (the paper's static-threshold rule). dspark needs `curve` (a
     ThroughputCurve of the target's step time by verified tokens, or a StepPrice that adds the
     drafter's seconds).
     """
-    from sparksched import policies, schedule
+    from sparksched.policies import library_policy
 
-    if name == "dspark":
-        if curve is None:
-            raise ValueError("policy 'dspark' needs a throughput curve (a profile of this target)")
-        return lambda conf: np.asarray(schedule(conf, curve), dtype=np.int64)
-    if name == "verify-all":
-        return lambda conf: np.full(conf.shape[0], conf.shape[1], dtype=np.int64)
-    if name == "none":
-        return lambda conf: np.zeros(conf.shape[0], dtype=np.int64)
-    if name.startswith("static-"):
-        pol = policies.static(int(name.split("-", 1)[1]))
-        return lambda conf: np.asarray(pol(conf, None), dtype=np.int64)
-    for prefix, factory in (("threshold-", policies.threshold), ("conf-threshold-", policies.conf_threshold)):
-        if name.startswith(prefix):
-            try:
-                tau = float(name[len(prefix):])
-            except ValueError:
-                raise ValueError(f"policy {name!r}: TAU must be a number in [0, 1]") from None
-            pol = factory(tau)
-            return lambda conf, pol=pol: np.asarray(pol(conf, None), dtype=np.int64)
-    raise ValueError(f"unknown policy {name!r}; known: dspark, static-K, threshold-TAU, conf-threshold-TAU, "
-                     "verify-all, none")
+    return library_policy(name, curve)
 
 
 def request_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -27,8 +27,9 @@ PUBLIC = sorted([
     "admit_top_k", "plan_capacity",
     # two-phase budget (vLLM-style adaptive verification)
     "assign_budget", "budget_rates", "plan_budget",
-    # baseline policies
-    "conf_threshold", "static", "threshold", "verify_all",
+    # policies: the registry and the baselines
+    "PolicySpec", "compiled_policy", "conf_threshold", "library_policy", "parse_policy", "policy_forms",
+    "static", "threshold", "verify_all",
     # verifier
     "VerifyResult", "verify",
     # the price of a step (by requests, batch tokens and context) and its 1-D slice
@@ -104,6 +105,14 @@ def _gen_api():
 def test_api_reference_is_up_to_date():
     current = (ROOT / "docs" / "api.md").read_text()
     assert current == _gen_api().render(), "docs/api.md is stale: run `python docs/gen_api.py` and commit it"
+
+
+def test_policies_page_is_up_to_date_and_lists_every_policy():
+    from sparksched.policies import POLICIES
+
+    text = (ROOT / "docs" / "policies.md").read_text()
+    assert text == _gen_api().render_policies(), "docs/policies.md is stale: run `python docs/gen_api.py`"
+    assert all(f"`{spec.form}`" in text for spec in POLICIES.values())
 
 
 def test_gen_api_check_mode_exit_codes():

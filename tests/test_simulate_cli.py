@@ -131,7 +131,7 @@ def _fails(args, tmp_path, needle, code=None):
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
     _fails(["--trace", "no-such-trace"], tmp_path, "no such file, and no bundled trace", 1)
-    _fails(["--trace", "chat", "--policy", "static-x"], tmp_path, "policy 'static-x' is not one of", 2)
+    _fails(["--trace", "chat", "--policy", "static-x"], tmp_path, "policy 'static-x': K must be an integer >= 0", 2)
     _fails(["--trace", "chat", "--block", "0"], tmp_path, "block must be an integer >= 1", 2)
     _fails(["--trace", "chat", "--rate-scale", "-1"], tmp_path, "rate_scale must be a finite number > 0", 2)
     _fails(["--trace", "chat", "--goodput", "ttft:x"], tmp_path, "goodput", 2)

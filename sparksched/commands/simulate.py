@@ -31,14 +31,14 @@ from sparksched.commands._common import (
     usage_errors,
     write_scenario,
 )
+from sparksched.policies import policy_forms
 
 # every file a run directory may hold (recognises folders written before manifests, for --overwrite)
 RUN_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptance.parquet", "budget.parquet",
              "summary.json", "result.json", "scenario.toml", "timeline.json", "report.html", "timeseries.png",
              "latency_cdf.png", "acceptance_by_position.png")
 
-POLICY_HELP = ("dspark | mtp1 | static-K | threshold-TAU (survival S_k >= TAU) | conf-threshold-TAU (each c_k >= "
-               "TAU, the paper's static threshold) | verify-all | none | async-dspark | vllm-adaptive | sglang-adaptive")
+POLICY_HELP = ("Verify-length policy: " + policy_forms() + " (sparksched.policies.POLICIES; docs/policies.md).")
 
 EXAMPLES = """\b
 Examples:
