@@ -33,7 +33,9 @@ and a step costs T + D + P. Where the numbers come from:
 Outside the grid (the extrapolation rule, stated once):
 
 * more requests, tokens or context than measured: the last segment of each axis is extended
-  linearly (KV reads grow linearly in n and L, per-token work in B), never with a negative slope;
+  linearly (KV reads grow linearly in n and L, per-token work in B), never with a negative slope,
+  and never below the grid's edge at the same tokens per request, past the last measured tokens per
+  request included (the slice's last segment is never flatter there than the edge's);
 * fewer requests or tokens per request than measured: the smallest measured value is held (fixed
   costs do not vanish); context below the smallest measured one: the first segment is extended;
 * no price is ever below the cheapest fitting row of the grid, and at fixed (n, L) the price never

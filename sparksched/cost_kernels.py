@@ -74,7 +74,8 @@ def slice_knots(cost, n, context, xs, ys):  # pragma: no cover (compiled)
 
     ys is multilinear in (n, context) over the grid (exact at grid points); past the largest request
     count or context it extends the last segment but never falls below the grid's edge at the same
-    tokens per request (a bigger step is never cheaper); n below the grid holds the smallest row,
+    tokens per request, and its last segment (extended past the last knot) is never flatter than the
+    edge's (a bigger step is never cheaper); n below the grid holds the smallest row,
     context below it extends the first segment (when the cost extends); floored at the cheapest row
     and made non-decreasing along the knots.
     """
@@ -99,6 +100,18 @@ def slice_knots(cost, n, context, xs, ys):  # pragma: no cover (compiled)
         ys[k] = y
         prev = y
         xs[k] = n * cost.knots[k] if cost.mode == MODE_PER_REQUEST else cost.knots[k]
+    last = cost.knots.shape[0] - 1
+    if last >= 1 and (wn > 1.0 or wc > 1.0):
+        # past the edge, the slice's last segment (what prices B beyond the last knot) is never
+        # flatter than the edge's, in tokens per request: so the whole extended slice stays above it
+        d = 0.0
+        for cn in range(2):
+            for cc in range(2):
+                un = wn if cn == 0 else wn1
+                uc = wc if cc == 0 else wc1
+                d = max(d, _blend(secs, jc, uc, jn, un, last) - _blend(secs, jc, uc, jn, un, last - 1))
+        if ys[last] < ys[last - 1] + d:
+            ys[last] = ys[last - 1] + d
 
 
 @njit(cache=True)
