@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +44,8 @@ from simulator.epoch import STATELESS, plan_epoch, policy_code, speed_factor, st
 from simulator.kv import KVBlocks, blocks_for, lifo_victims
 from simulator.policies import Policy
 from simulator.predrawn import MAX_PEEK
+from simulator.records import Recorder
+from simulator.source import Book
 from simulator.speed import HostSpeed
 from sparksched.cost import StepCost, StepPrice
 from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, prefill_price, slice_knots
@@ -53,94 +54,6 @@ from sparksched.curve import ThroughputCurve
 # request status codes (SimResult.requests "status" column uses the names)
 PENDING, WAITING, RUNNING, DONE, REJECTED, UNFINISHED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = ("pending", "waiting", "running", "finished", "rejected", "unfinished")
-
-
-@dataclass(frozen=True)
-class Workload:
-    """The trace as arrays (all [N], arrival-sorted; times in seconds, lengths in tokens)."""
-
-    ids: list[str]
-    arrival: np.ndarray
-    prompt: np.ndarray
-    output: np.ndarray
-    domains: list[str]
-    prompts: list[str | None] | None = None
-
-
-STEP_COLUMNS = {  # per-step table: column -> dtype
-    "t_start": np.float64, "duration_s": np.float64, "draft_s": np.float64, "decode_requests": np.int32,
-    "prefill_requests": np.int32, "prefill_tokens": np.int32, "batch_tokens": np.int32,
-    "verified": np.int32, "accepted": np.int32, "emitted": np.int32, "mean_context": np.float32,
-    "running": np.int32, "waiting": np.int32, "kv_free_blocks": np.int32, "preempted": np.int32}
-
-
-class _Record:
-    """Step and round rows, kept as one entry per step (scalars) or per epoch (arrays) and
-    materialised at the end.
-
-    `add_step` appends one step as scalars in STEP_COLUMNS order; `add_epoch` appends `steps` steps
-    as one array [steps] per column. Rounds are flat: (step, request, verified, accepted, emitted)
-    arrays of one entry per request and step, with `drafted` per row (or one int for all).
-    """
-
-    def __init__(self) -> None:
-        self.scalars: list[tuple] = []  # one tuple per single step
-        self.scalar_at: list[int] = []  # its step index
-        self.arrays: list[tuple] = []  # one tuple of [steps] arrays per epoch
-        self.array_at: list[int] = []  # its first step index
-        self.n_steps = 0
-        self.rounds: list[tuple] = []  # (step [r], request [r], drafted int or [r], verified, accepted, emitted)
-
-    def add_step(self, values: tuple) -> int:
-        """Append one step (STEP_COLUMNS order); return its index."""
-        self.scalars.append(values)
-        self.scalar_at.append(self.n_steps)
-        self.n_steps += 1
-        return self.n_steps - 1
-
-    def add_epoch(self, steps: int, values: tuple) -> int:
-        """Append `steps` steps given as [steps] arrays (STEP_COLUMNS order); return the first index."""
-        self.arrays.append(values)
-        self.array_at.append(self.n_steps)
-        self.n_steps += steps
-        return self.n_steps - steps
-
-    def add_rounds(self, step: np.ndarray, req: np.ndarray, verified: np.ndarray, accepted: np.ndarray,
-                   emitted: np.ndarray, drafted: int | np.ndarray) -> None:
-        """Rounds as flat [r] arrays (step index and request of each row)."""
-        self.rounds.append((step, req, drafted, verified, accepted, emitted))
-
-    def step_columns(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        at = np.asarray(self.scalar_at, dtype=np.int64)
-        firsts = np.asarray(self.array_at, dtype=np.int64)
-        sizes = np.asarray([v[0].size for v in self.arrays], dtype=np.int64)
-        idx = (np.repeat(firsts, sizes) + np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes))
-        scal = list(zip(*self.scalars)) if self.scalars else None
-        for c, (k, dtype) in enumerate(STEP_COLUMNS.items()):
-            col = np.zeros(self.n_steps, dtype=dtype)
-            if scal is not None:
-                col[at] = np.asarray(scal[c], dtype=np.float64)
-            if self.arrays:
-                col[idx] = np.concatenate([v[c] for v in self.arrays])
-            out[k] = col
-        return out
-
-    def round_columns(self) -> dict[str, np.ndarray]:
-        if not self.rounds:
-            return {"step": np.zeros(0, np.int32), "request": np.zeros(0, np.int32),
-                    "drafted": np.zeros(0, np.int16), "verified": np.zeros(0, np.int16),
-                    "accepted": np.zeros(0, np.int16), "emitted": np.zeros(0, np.int16)}
-        cols = list(zip(*self.rounds))
-        sizes = np.asarray([x.size for x in cols[0]], dtype=np.int64)
-        uniform = [isinstance(d, (int, np.integer)) for d in cols[2]]
-        if all(uniform):
-            drafted = np.repeat(np.asarray(cols[2], dtype=np.int64), sizes)
-        else:
-            drafted = np.concatenate([np.full(sz, d) if u else d for d, u, sz in zip(cols[2], uniform, sizes)])
-        return {"step": np.concatenate(cols[0]).astype(np.int32), "request": np.concatenate(cols[1]).astype(np.int32),
-                "drafted": drafted.astype(np.int16), "verified": np.concatenate(cols[3]).astype(np.int16),
-                "accepted": np.concatenate(cols[4]).astype(np.int16), "emitted": np.concatenate(cols[5]).astype(np.int16)}
 
 
 class StepClock:
@@ -188,22 +101,23 @@ class StepClock:
 class Engine:
     """One replica: SimPy arrival and engine processes over slot-indexed numpy state."""
 
-    def __init__(self, env: simpy.Environment, work: Workload, config: SimConfig, backend: Backend,
-                 policy: Policy, clock: StepClock, kv_blocks: int, progress=None,
-                 speed: HostSpeed | None = None) -> None:
-        self.env, self.work, self.cfg = env, work, config
+    def __init__(self, env: simpy.Environment, book: Book, config: SimConfig, backend: Backend,
+                 policy: Policy, clock: StepClock, kv_blocks: int, recorder: Recorder, feed: Any,
+                 progress=None, speed: HostSpeed | None = None, replica: int = 0) -> None:
+        self.env, self.book, self.cfg = env, book, config
         self.backend, self.policy, self.clock = backend, policy, clock
+        self.feed = feed  # the dispatcher (simulator.fleet): releases arrivals into `waiting`
+        self.replica = replica
         self.g = config.draft_block
-        n, s = len(work.ids), config.max_running
-        self.n_requests = n
-        # per request
-        self.status = np.zeros(n, dtype=np.int8)
-        self.reason: dict[int, str] = {}
-        self.emitted = np.zeros(n, dtype=np.int64)
-        self.first_s = np.full(n, np.nan)
-        self.finish_s = np.full(n, np.nan)
-        self.admit_s = np.full(n, np.nan)
-        self.preemptions = np.zeros(n, dtype=np.int64)
+        s = config.max_running
+        # per request (the book's arrays: shared by the replicas of a fleet)
+        self.status = book.status
+        self.reason = book.reason
+        self.emitted = book.emitted
+        self.first_s = book.first_s
+        self.finish_s = book.finish_s
+        self.admit_s = book.admit_s
+        self.preemptions = book.preemptions
         # per slot
         self.slot_req = np.full(s, -1, dtype=np.int64)
         self.slot_prefill = np.zeros(s, dtype=np.int64)  # tokens still to prefill
@@ -224,7 +138,6 @@ class Engine:
         self._ahead: Any = backend if hasattr(backend, "peek") and hasattr(backend, "advance") else None
         self.fast = (self._code is not None and config.clock == "profile"
                      and (self.g == 0 or self._ahead is not None))
-        self.next_arrival = 0  # index of the next request the arrival process will release
         self._t_hint = MAX_PEEK
         self.horizon = config.horizon_s
         self.padded = config.verify_layout == "padded"  # the clock charges n * (1 + max l_i) verify tokens
@@ -233,31 +146,26 @@ class Engine:
         speed = speed or HostSpeed()
         self._speed = speed.arrays(s)
         self._fastest = speed.fastest()
-        self.record = _Record()
+        self.record = recorder
+
+    @property
+    def in_flight(self) -> int:
+        """Requests routed here and not closed: waiting plus resident (a router's load)."""
+        return len(self.waiting) + self.cfg.max_running - len(self.free_slots)
 
     # ---------------------------------------------------------------- processes
-    def arrivals(self):
-        """Release requests into the waiting queue at their (scaled) arrival times."""
-        arrival = self.work.arrival
-        i, n = 0, self.n_requests
-        while i < n:
-            t = arrival[i]
-            if t > self.env.now:
-                yield self.env.timeout(t - self.env.now)
-            j = i
-            while j < n and arrival[j] <= self.env.now:
-                self.status[j] = WAITING
-                self.waiting.append(j)
-                j += 1
-            i = j
-            self.next_arrival = i
-            if self._wake is not None and not self._wake.triggered:
-                self._wake.succeed()
+    def wake(self) -> None:
+        """Wake the engine if it sleeps for lack of work (an arrival joined its queue)."""
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
 
     def run(self):
-        """The engine loop: one SimPy timeout per step (or per epoch of steps); sleeps when idle."""
-        while self.closed < self.n_requests:
+        """The engine loop: one SimPy timeout per step (or per epoch of steps); sleeps when idle, ends
+        when it is idle and the dispatcher has released every request."""
+        while True:
             if not self.waiting and not (self.slot_req >= 0).any():
+                if self.feed.released_all:
+                    return
                 self._wake = self.env.event()
                 yield self._wake
                 self._wake = None
@@ -381,7 +289,7 @@ class Engine:
             req = self.slot_req[dec]
             if self.g > 0:
                 self.policy.observe(dec, lengths, acc)
-            e = np.minimum(acc + 1, self.work.output[req] - self.emitted[req])
+            e = np.minimum(acc + 1, self.book.output[req] - self.emitted[req])
             self.emitted[req] += e
             self.slot_ctx[dec] += e
             self.kv.resize(dec, self.slot_ctx[dec])
@@ -389,7 +297,7 @@ class Engine:
             same = drafted.size and int(drafted.min()) == int(drafted.max())
             self.record.add_rounds(np.full(dec.size, step_index), req, lengths, acc, e,
                                    int(drafted[0]) if same else drafted)
-            fin = self.emitted[req] >= self.work.output[req]
+            fin = self.emitted[req] >= self.book.output[req]
             if fin.any():
                 done_slots.append(dec[fin])
         if pre.size and chunk is not None:
@@ -402,7 +310,7 @@ class Engine:
                 self.slot_ctx[ready] += 1
                 first = np.isnan(self.first_s[req])
                 self.first_s[req[first]] = now
-                fin = self.emitted[req] >= self.work.output[req]
+                fin = self.emitted[req] >= self.book.output[req]
                 if fin.any():
                     done_slots.append(ready[fin])
         if done_slots:
@@ -435,7 +343,7 @@ class Engine:
         if pre.size and not (np.array_equal(chunk, self.slot_prefill[pre])
                              and np.count_nonzero(self.slot_prefill) == pre.size):
             return None  # a prefill continues past this step
-        w = self.work
+        w = self.book
         members = np.flatnonzero(self.slot_req >= 0)  # slot order: the step path's candidate order
         if members.size > dec.size + pre.size:
             return None  # joined this step with its prompt's KV (disaggregated): decodes from the next step
@@ -446,7 +354,7 @@ class Engine:
         clock = self.clock
         xs, ys = clock.slice(dec.size, step_ctx)
         prefill_s = clock.prefill_seconds(chunk, None if chunk is None else self._offsets(pre), dec.size, xs, ys)
-        next_s = float(w.arrival[self.next_arrival]) if self.next_arrival < self.n_requests else math.inf
+        next_s = self.feed.next_arrival_s()
         if self.free_slots and next_s < math.inf:
             # every step takes at least the cheapest priced step: no point peeking past the next arrival
             t_max = int(min(t_max, max((next_s - now) / (clock.arrays.floor * self._fastest), 0.0) + 2))
@@ -467,14 +375,14 @@ class Engine:
                           clock.draft_tab, self.kv.free + int(self.kv.held[members].sum()), self.kv.block_size,
                           self.padded, float(now), step_ctx, p_tokens, prefill_s, next_s, len(self.free_slots),
                           len(self.waiting), math.inf if self.horizon is None else float(self.horizon),
-                          *self._speed, *out)
+                          self.feed.cut_s(), *self._speed, *out)
         self._t_hint = min(MAX_PEEK, max(32, 2 * stop))
         if stop < 1:
             return None
         lengths, acc, e, active, dt, draft, batch, mean_ctx, n_act, sums, starts, kv_free, fin = out
         # queue length at each step's end: arrivals released by then join the waiting queue
         ends = starts[1:stop + 1]
-        waits = len(self.waiting) + np.searchsorted(w.arrival[self.next_arrival:], ends, side="right")
+        waits = len(self.waiting) + self.feed.released_by(ends)
         return {"members": members, "req": req, "stop": stop, "lengths": lengths[:stop], "acc": acc[:stop],
                 "e": e[:stop], "active": active[:stop], "dt": dt[:stop], "draft": draft[:stop], "batch": batch[:stop],
                 "mean_ctx": mean_ctx[:stop], "n_act": n_act[:stop], "sums": sums[:stop], "start": starts[:stop],
@@ -497,7 +405,7 @@ class Engine:
         g = self.g
         if g > 0:
             self._ahead.advance(members, active.sum(axis=0))  # rounds each request decoded
-        self.emitted[req] = self.work.output[req] - p["left"]
+        self.emitted[req] = self.book.output[req] - p["left"]
         self.slot_ctx[members] = p["ctx"]
         ends = p["ends"]
         pre = p["pre"]
@@ -519,6 +427,7 @@ class Engine:
         t_idx, i_idx = np.nonzero(active)  # rounds: step-major, slot order within a step
         self.record.add_rounds(first_index + t_idx, req[i_idx], lengths[t_idx, i_idx], acc[t_idx, i_idx],
                                e[t_idx, i_idx], g)
+        self.record.maybe_flush()
         if done.size:
             # release in the step path's order: by step; in a step decoders (slot order) before completed
             # prefills (admission order), which decides the free-slot order and so later slot numbers
@@ -543,7 +452,7 @@ class Engine:
     # ---------------------------------------------------------------- admission and preemption
     def _admit(self, now: float) -> None:
         joined: list[tuple[int, int]] = []
-        kv, w = self.kv, self.work
+        kv, w = self.kv, self.book
         split = self.cfg.disaggregated
         while self.waiting and self.free_slots:
             r = self.waiting[0]
@@ -586,9 +495,9 @@ class Engine:
             idx = np.asarray([r for _, r in joined], dtype=np.int64)
             self.policy.forget(slots)
             self.backend.join(slots, Requests(
-                index=idx, ids=[w.ids[r] for r in idx.tolist()], domains=[w.domains[r] for r in idx.tolist()],
+                index=idx, ids=w.ids_of(idx.tolist()), domains=w.domains_of(idx.tolist()),
                 prompt_tokens=w.prompt[idx], output_tokens=w.output[idx], emitted=self.emitted[idx].copy(),
-                prompts=None if w.prompts is None else [w.prompts[r] for r in idx.tolist()]))
+                prompts=w.prompts_of(idx.tolist())))
 
     def _preempt(self, dec: np.ndarray, growth: np.ndarray) -> int:
         """Preempt newest-first until every remaining decoding request's lookahead fits."""
@@ -628,8 +537,9 @@ class Engine:
         self.closed += 1
 
     def close_open(self, reason: str) -> None:
-        """Mark every request not yet finished as unfinished (e.g. at the horizon)."""
-        for r in np.flatnonzero(self.status < DONE).tolist():
+        """Mark every request of the trace not yet closed as unfinished (e.g. at the horizon)."""
+        self.book.read_all()
+        for r in np.flatnonzero(self.status[:self.book.n] < DONE).tolist():
             self._close(r, UNFINISHED, reason)
 
 

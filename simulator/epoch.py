@@ -143,7 +143,7 @@ def step_seconds(decode_s, draft_s, prefill_s, f, speed_prefill):  # pragma: no 
 
 @njit(cache=True)
 def plan_epoch(kind, param, conf, lead, start, left, ctx, cost, draft_ctx, draft_tab, avail, block_size, padded,
-               now, ctx0_mean, prefill0, prefill0_s, next_arrival_s, free0, waiting0, horizon,
+               now, ctx0_mean, prefill0, prefill0_s, next_arrival_s, free0, waiting0, horizon, cut,
                speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, draft, batch, mean_ctx,
                n_active, sums, clock, kv_free, fin_step):  # pragma: no cover (compiled)
     """Plan up to T steps of the n resident requests in conf [T, n, g]; return the number planned.
@@ -158,7 +158,9 @@ def plan_epoch(kind, param, conf, lead, start, left, ctx, cost, draft_ctx, draft
     seconds by decoding requests (sparksched.cost.draft_at); avail KV blocks these requests may hold;
     padded: charge n * (1 + max l) verify tokens; now: clock at step 0; prefill0_s: the seconds of
     step 0's prefill chunks; next_arrival_s: the next arrival not yet released (inf: none); free0
-    free slots; waiting0 queued requests; horizon (inf: none); speed_n [n_max + 1], speed_t [k],
+    free slots; waiting0 queued requests; horizon (inf: none); cut: steps after the first must end
+    before it (a fleet's next arrival, which a router assigns from the replicas' state then; inf:
+    none); speed_n [n_max + 1], speed_t [k],
     speed_f [k], speed_prefill: the host's speed (simulator.speed.HostSpeed.arrays, ones: the profile's).
 
     Outputs (first `stop` steps): lengths / acc / emit / active (decoded) [T, n]; dt, draft (the
@@ -233,7 +235,7 @@ def plan_epoch(kind, param, conf, lead, start, left, ctx, cost, draft_ctx, draft
         step = step_seconds(decode_s, draft_s, prefill_s, speed_factor(speed_n, speed_t, speed_f, clock[t], m),
                             speed_prefill)
         end = clock[t] + step
-        if t > 0 and end > horizon:
+        if t > 0 and (end > horizon or end >= cut):
             stop = t
             break
         dt[t] = step
