@@ -44,6 +44,7 @@ from simulator.epoch import STATELESS, plan_epoch, policy_code, speed_factor, st
 from simulator.kv import KVBlocks, blocks_for, lifo_victims
 from simulator.policies import Policy
 from simulator.predrawn import MAX_PEEK
+from simulator.prefix import PrefixCache
 from simulator.records import Recorder
 from simulator.source import Book
 from simulator.speed import HostSpeed
@@ -147,6 +148,24 @@ class Engine:
         self._speed = speed.arrays(s)
         self._fastest = speed.fastest()
         self.record = recorder
+        # prefix caching (simulator.prefix): on when asked for and the trace carries prefix blocks
+        self.prefix_on = config.prefix_cache and not config.disaggregated
+        self.cache = PrefixCache(self.kv)
+        self.slot_shared = np.zeros(s, dtype=np.int64)  # context tokens in shared cache entries
+        self.slot_refs: list[list[int]] = [[] for _ in range(s)]  # cache entries each slot references
+
+    @property
+    def caching(self) -> bool:
+        """Whether prompt blocks are being cached (the step path then takes every step)."""
+        return self.prefix_on and self.book.has_prefix
+
+    def kv_available(self) -> int:
+        """Free KV blocks, counting cached blocks nobody references (a router's least-kv)."""
+        return self.kv.free + self.cache.evictable_blocks
+
+    def prefix_hit_blocks(self, hashes: np.ndarray) -> int:
+        """Leading prompt blocks of `hashes` this replica's cache holds (a router's prefix)."""
+        return self.cache.match(hashes) if self.caching else 0
 
     @property
     def in_flight(self) -> int:
@@ -173,7 +192,7 @@ class Engine:
             start = self._prologue()
             if start is None:  # nothing could run (all waiting requests were rejected)
                 continue
-            plan = self._epoch_plan(start) if self.fast else None
+            plan = self._epoch_plan(start) if self.fast and not self.caching else None
             if plan is not None:  # one event for the whole epoch, landing exactly on its last step's end
                 yield self.env.timeout(_exact_delay(self.env.now, plan["end"]))
                 self._finish_epoch(plan)
@@ -192,13 +211,16 @@ class Engine:
         dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
         preempted = 0
         if dec.size:
-            want = self.slot_ctx[dec] + g + 1  # anchor + drafts, and the bonus token it may emit
+            # anchor + drafts, and the bonus token it may emit (less what lives in shared cache entries)
+            want = self.slot_ctx[dec] + g + 1 - self.slot_shared[dec]
             growth = kv.growth(dec, want)
+            if int(growth.sum()) > kv.free and self.cache.lru:
+                self.cache.evict(int(growth.sum()) - kv.free)  # unused cached blocks go before anyone is preempted
             if int(growth.sum()) > kv.free:
                 preempted = self._preempt(dec, growth)
                 occupied = self.slot_req >= 0
                 dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
-                want = self.slot_ctx[dec] + g + 1
+                want = self.slot_ctx[dec] + g + 1 - self.slot_shared[dec]
             if dec.size:
                 kv.resize(dec, np.maximum(want, kv.held[dec] * kv.block_size))
         if not preempted and self.waiting and self.free_slots:
@@ -292,7 +314,7 @@ class Engine:
             e = np.minimum(acc + 1, self.book.output[req] - self.emitted[req])
             self.emitted[req] += e
             self.slot_ctx[dec] += e
-            self.kv.resize(dec, self.slot_ctx[dec])
+            self.kv.resize(dec, self.slot_ctx[dec] - self.slot_shared[dec])
             emitted_total = int(e.sum())
             same = drafted.size and int(drafted.min()) == int(drafted.max())
             self.record.add_rounds(np.full(dec.size, step_index), req, lengths, acc, e,
@@ -310,6 +332,8 @@ class Engine:
                 self.slot_ctx[ready] += 1
                 first = np.isnan(self.first_s[req])
                 self.first_s[req[first]] = now
+                if self.caching:
+                    self._cache_prompts(ready)
                 fin = self.emitted[req] >= self.book.output[req]
                 if fin.any():
                     done_slots.append(ready[fin])
@@ -445,7 +469,7 @@ class Engine:
             self.closed += int(slots.size)
         keep = members[fin < 0]
         if keep.size:
-            self.kv.resize(keep, self.slot_ctx[keep])
+            self.kv.resize(keep, self.slot_ctx[keep] - self.slot_shared[keep])
         if self.progress is not None and ((first_index + steps) >> 8) != (first_index >> 8):
             self.progress(self.env.now)
 
@@ -470,14 +494,26 @@ class Engine:
                 self._close(r, REJECTED, f"prefill of {tokens} tokens exceeds the KV cache "
                                          f"({kv.total} blocks of {kv.block_size})")
                 continue
-            if not kv.can_admit(tokens + 1):
-                break
+            hit, refs = (self._prefix_hit(r, tokens) if self.caching else (0, []))
+            if not kv.can_admit(tokens + 1 - hit):
+                if self.cache.lru:
+                    self.cache.evict(kv.watermark_blocks + int(blocks_for(tokens + 1 - hit, kv.block_size)) - kv.free)
+                if not kv.can_admit(tokens + 1 - hit):
+                    self.cache.release(refs)
+                    break
             self.waiting.popleft()
             s = self.free_slots.pop()
-            kv.allocate(s, tokens + 1)
+            kv.allocate(s, tokens + 1 - hit)
             self.slot_req[s] = r
-            self.slot_prefill[s] = tokens
+            self.slot_prefill[s] = tokens - hit
             self.slot_ctx[s] = tokens
+            self.slot_shared[s] = hit
+            self.slot_refs[s] = refs
+            if self.caching:
+                self.cache.looked_up += int(self.cache.usable(w.prefix_of(r), int(w.prompt[r])).size)
+                self.cache.hit += len(refs)
+                self.cache.saved_tokens += hit
+                self.book.cached_tokens[r] += hit
             if split:  # the prompt's KV arrives from a prefill instance, with its first token
                 self.slot_prefill[s] = 0
                 if self.emitted[r] == 0:
@@ -523,9 +559,40 @@ class Engine:
                 self.waiting.appendleft(r)
         return int(j)
 
+    def _prefix_hit(self, r: int, tokens: int) -> tuple[int, list[int]]:
+        """(prompt tokens found in the cache, the entries referenced for them) for admitting request r
+        with `tokens` to prefill; the entries are referenced now, so no eviction can take them."""
+        cache = self.cache
+        full = cache.usable(self.book.prefix_of(r), int(self.book.prompt[r]))
+        k = cache.match(full)
+        while k and k * cache.block_tokens >= tokens:  # at least one prompt token is computed
+            k -= 1
+        refs = full[:k].tolist()
+        cache.acquire(refs)
+        return k * cache.block_tokens, refs
+
+    def _cache_prompts(self, slots: np.ndarray) -> None:
+        """Prefills that completed: their full prompt blocks enter the cache (simulator.prefix)."""
+        cache = self.cache
+        for s in slots.tolist():
+            r = int(self.slot_req[s])
+            full = cache.usable(self.book.prefix_of(r), int(self.book.prompt[r])).tolist()
+            have = len(self.slot_refs[s])
+            if len(full) <= have:
+                continue
+            cache.insert(full[have:])
+            self.slot_refs[s] = full
+            self.slot_shared[s] = len(full) * cache.block_tokens
+        self.kv.resize(slots, self.slot_ctx[slots] - self.slot_shared[slots])
+
     def _release(self, slots: np.ndarray) -> None:
         self.backend.leave(slots)
         self.kv.release(slots)
+        if self.caching:
+            for s in slots.tolist():
+                self.cache.release(self.slot_refs[s])
+                self.slot_refs[s] = []
+        self.slot_shared[slots] = 0
         self.slot_req[slots] = -1
         self.slot_prefill[slots] = 0
         self.slot_ctx[slots] = 0

@@ -238,6 +238,14 @@ def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None,
 
         rows.append((f"request goodput ({format_goodput(bench['dspark_goodput_slos_ms'])} ms)",
                      f"{bench['request_goodput']:.2f} req/s ({100 * bench['dspark_slo_attainment']:.1f} % of requests)"))
+    if s.get("prefix_cache"):
+        pc = s["prefix_cache"]
+        rate = "-" if pc["hit_rate"] is None else f"{100 * pc['hit_rate']:.1f} %"
+        rows.append(("prefix cache hit rate / prefill saved", f"{rate} of {pc['blocks_looked_up']:,} blocks / "
+                                                             f"{pc['saved_prefill_tokens']:,} tokens"))
+    if s.get("replicas"):
+        rows.append(("replicas (requests, P50 user tok/s)",
+                     " | ".join(f"{r['requests']}, {f(r['user_tps_p50'])}" for r in s["replicas"])))
     rows += [
         ("preemptions", f(s["preemptions"])),
         ("steps (mean batch tokens)", f"{s['steps']} ({f(s.get('mean_batch_tokens'))})"),
@@ -489,8 +497,13 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     rounds_t = sinks["rounds"].finish() if "rounds" in sinks else pl.DataFrame(schema=ROUND_SCHEMA)
     summary = summarize_streamed(requests, fleet_steps, round_stats, gaps, sla_tps=config.sla_tps,
                                  sla_ttft_s=config.sla_ttft_s)
+    if book.has_prefix and config.prefix_cache and not config.disaggregated:
+        summary["prefix_cache"] = prefix_counters([e.cache for e in engines], requests)
     if n_rep > 1:
         summary["replicas"] = per_replica(requests, [e.record.step_stats for e in engines])
+        if "prefix_cache" in summary:
+            for row, e in zip(summary["replicas"], engines):
+                row["prefix_cache"] = e.cache.counters()
     summary["wall_s"] = wall
     summary["sim_per_wall"] = env.now / wall if wall > 0 else math.inf
     clock0 = engines[0].clock
@@ -533,6 +546,18 @@ def _requests_table(book: Book, config: SimConfig, fleet: bool) -> pl.DataFrame:
         requests = requests.with_columns(pl.Series("slo_tps", book.slo[:n]).fill_nan(None))
     requests = request_latencies(requests)
     return requests.with_columns(meets_sla(requests, config.sla_tps, config.sla_ttft_s))
+
+
+def prefix_counters(caches: list[Any], requests: pl.DataFrame) -> dict[str, Any]:
+    """The fleet's prefix-cache figures: blocks looked up and hit, hit rate, prefill tokens saved (and
+    their share of all prompt tokens admitted), blocks evicted."""
+    looked = sum(c.looked_up for c in caches)
+    hit = sum(c.hit for c in caches)
+    saved = sum(c.saved_tokens for c in caches)
+    prompt = int(requests["prompt_tokens"].sum())
+    return {"blocks_looked_up": looked, "blocks_hit": hit, "hit_rate": hit / looked if looked else None,
+            "saved_prefill_tokens": saved, "saved_share_of_prompt_tokens": saved / prompt if prompt else None,
+            "blocks_evicted": sum(c.evicted for c in caches), "block_tokens": caches[0].block_tokens}
 
 
 def per_replica(requests: pl.DataFrame, steps: list[StepStats]) -> list[dict[str, Any]]:
