@@ -12,7 +12,10 @@ waiting queue, chosen by the router at the request's arrival time from the repli
                   processes, no table that grows with the sessions); requests without a session go
                   least-loaded. Needs the trace's `session` field.
     prefix        the replica whose prefix cache holds the longest leading run of the request's
-                  prefix blocks; ties (and no hit anywhere): least-loaded. Needs `prefix_blocks`.
+                  prefix blocks; ties (and no hit anywhere): least-loaded. Needs `prefix_blocks`. As
+                  SGLang's cache-aware router, it balances first when the fleet is imbalanced: when
+                  the busiest replica holds more than BALANCE_ABS requests more than the idlest and
+                  more than BALANCE_REL times as many, the request goes least-loaded.
 
 Each replica is its own `Engine` (simulator.engine) with its own KV cache, prefix cache, step clock
 (replicas may run different profiles) and policy state; all share the book of request state. A single
@@ -35,6 +38,7 @@ import numpy as np
 from simulator.config import ROUTERS
 from simulator.source import Book
 
+BALANCE_ABS, BALANCE_REL = 32, 1.5  # the prefix router's imbalance guard (see the module docstring)
 NEEDS = {"session": ("session", "has_session"), "prefix": ("prefix_blocks", "has_prefix")}
 
 
@@ -125,7 +129,9 @@ class Dispatcher:
             return self._least_loaded([k for k, f in enumerate(free) if f == best])
         if how == "prefix":
             hashes = self.book.prefix_of(r)
-            if hashes.size:
+            loads = [e.in_flight for e in engines]
+            lo, hi = min(loads), max(loads)
+            if hashes.size and not (hi - lo > BALANCE_ABS and hi > BALANCE_REL * lo):
                 hits = [e.prefix_hit_blocks(hashes) for e in engines]
                 best = max(hits)
                 if best > 0:
