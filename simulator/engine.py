@@ -444,6 +444,8 @@ class Engine:
         gone = np.cumsum(np.bincount(fin[done], minlength=steps)[:steps]) if done.size else 0
         prefill = np.zeros((2, steps), dtype=np.int64)
         prefill[:, 0] = pre.size, p["p_tokens"]
+        if self.feed.routed:  # only the last step may end past an arrival: its queue is the queue now
+            p["waits"][-1] = len(self.waiting)
         first_index = self.record.add_epoch(steps, (
             p["start"], p["dt"], p["draft"], n_act,
             prefill[0], prefill[1], p["batch"], sums[:, 0], sums[:, 1], sums[:, 2], p["mean_ctx"],
