@@ -44,7 +44,7 @@ import numpy as np
 from scipy.special import expit, logit
 
 from simulator.backend import Requests
-from simulator.predrawn import PredrawnBackend
+from simulator.predrawn import SCRATCH, PredrawnBackend
 
 # Figure 2 of the DSpark paper, digitised (+-0.005): conditional acceptance at block positions 1..7,
 # Qwen3-4B target, temperature 1. Keys (family, domain).
@@ -287,7 +287,7 @@ class SyntheticAcceptance(PredrawnBackend):
         self.name = f"synthetic {family} (auc {auc:g}, ece {ece:g})"
         self._presets: list[Preset] = []
         self._preset_index: dict[str, int] = {}
-        self._preset = np.zeros(slots, dtype=np.int64)
+        self._preset = np.zeros(self.slots + SCRATCH, dtype=np.int64)
         self._cache: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._chunk_cache: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._zcache: dict[int, np.ndarray] = {}

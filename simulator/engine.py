@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,10 @@ from simulator.speed import HostSpeed
 from sparksched.cost import StepCost, StepPrice
 from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, prefill_price, slice_knots
 from sparksched.curve import ThroughputCurve
+
+QUEUE_CANDIDATES = 8  # waiting requests a planned epoch may admit
+ARRIVAL_CANDIDATES = 6  # arrivals a planned epoch may admit (a single replica: they are its own)
+ARRIVAL_COUNTED = 32  # further arrivals a planned epoch counts into the queue length
 
 # request status codes (SimResult.requests "status" column uses the names)
 PENDING, WAITING, RUNNING, DONE, REJECTED, UNFINISHED = 0, 1, 2, 3, 4, 5
@@ -137,6 +142,9 @@ class Engine:
         self._rows = np.arange(s, dtype=np.int64)
         # backends that can hand out future rounds (simulator.predrawn) enable the batched fast path
         self._ahead: Any = backend if hasattr(backend, "peek") and hasattr(backend, "advance") else None
+        # ... and rounds of requests that have not joined yet: the planner admits them itself
+        self._new: Any = getattr(backend, "peek_requests", None) if self._ahead is not None else None
+        self._done_hook: Any = getattr(backend, "finished", None)  # requests that will never join again
         self.fast = (self._code is not None and config.clock == "profile"
                      and (self.g == 0 or self._ahead is not None))
         self._t_hint = MAX_PEEK
@@ -189,13 +197,13 @@ class Engine:
                 yield self._wake
                 self._wake = None
                 continue
-            start = self._prologue()
-            if start is None:  # nothing could run (all waiting requests were rejected)
-                continue
-            plan = self._epoch_plan(start) if self.fast and not self.caching else None
+            plan = self._epoch_plan() if self.fast and not self.caching else None
             if plan is not None:  # one event for the whole epoch, landing exactly on its last step's end
                 yield self.env.timeout(_exact_delay(self.env.now, plan["end"]))
                 self._finish_epoch(plan)
+                continue
+            start = self._prologue()
+            if start is None:  # nothing could run (all waiting requests were rejected)
                 continue
             yield self.env.timeout(self._step(start))
             self._finish_step()
@@ -343,6 +351,8 @@ class Engine:
             self.finish_s[req] = now
             self.status[req] = DONE
             self._release(slots)
+            if self._done_hook is not None:
+                self._done_hook(req)
             self.closed += int(slots.size)
         i = self.record.add_step((t0, dt, draft_s, dec.size, pre.size, p_tokens, batch, int(lengths.sum()),
                                   int(acc.sum()), emitted_total, ctx, self.cfg.max_running - len(self.free_slots),
@@ -351,127 +361,192 @@ class Engine:
             self.progress(now)
 
     # ---------------------------------------------------------------- fast path: many steps at once
-    def _epoch_plan(self, start: tuple) -> dict | None:
-        """Plan up to MAX_PEEK steps from this step on, in one compiled call, or None (take one step).
+    def _epoch_plan(self) -> dict | None:
+        """Plan up to MAX_PEEK whole steps from now in one compiled call, or None (take one step).
 
-        Exactly what the same number of `_step` calls would do (`simulator.epoch.plan_epoch`): this
-        step (after `_prologue`: its reserve, admissions and prefill chunk) and the decode-only steps
-        after it; requests that finish leave at their step's end, requests whose prefill completes
-        in this step decode from the next; each step is priced at its own n and mean context. It
-        needs every started prefill to complete in this step and no preemption; it stops before any
-        step in which a request could be admitted or the KV lookahead would not fit.
+        Exactly what the same number of `_prologue` + `_step` + `_finish_step` calls would do
+        (`simulator.epoch.plan_epoch`): the lookahead reserve, admissions of the head of the waiting
+        queue and of the next arrivals (the candidates, whose rounds the backend draws ahead), chunked
+        prefill, the policy's verify lengths, emissions and finishes, each step priced at its own n
+        and mean context. It stops before a step that would preempt, reject, admit a request past the
+        candidates, or tie an arrival; a fleet's replica also before a step ending at or after the
+        fleet's next arrival (the router must see it as it would step by step).
         """
-        now, dec, pre, chunk, p_tokens, preempted = start
-        if preempted:
-            return None
-        if pre.size and not (np.array_equal(chunk, self.slot_prefill[pre])
-                             and np.count_nonzero(self.slot_prefill) == pre.size):
-            return None  # a prefill continues past this step
-        w = self.book
-        members = np.flatnonzero(self.slot_req >= 0)  # slot order: the step path's candidate order
-        if members.size > dec.size + pre.size:
-            return None  # joined this step with its prompt's KV (disaggregated): decodes from the next step
-        n = members.size
-        g, t_max = self.g, self._t_hint  # plan about twice the last epoch's length (<= MAX_PEEK)
-        ctx0 = self.slot_ctx[members]
-        step_ctx = float(self.slot_ctx[dec].mean()) if dec.size else float(self.slot_ctx[pre].mean())
-        clock = self.clock
-        xs, ys = clock.slice(dec.size, step_ctx)
-        prefill_s = clock.prefill_seconds(chunk, None if chunk is None else self._offsets(pre), dec.size, xs, ys)
-        next_s = self.feed.next_arrival_s()
-        if self.free_slots and next_s < math.inf:
-            # every step takes at least the cheapest priced step: no point peeking past the next arrival
-            t_max = int(min(t_max, max((next_s - now) / (clock.arrays.floor * self._fastest), 0.0) + 2))
-        t_max = max(t_max, 2 if pre.size else 1)
-        req = self.slot_req[members]
-        begin = np.zeros(n, dtype=np.int64)
-        if pre.size:
-            begin[np.searchsorted(members, pre)] = 1  # members are sorted slots and contain pre
-        if g > 0:
-            conf, lead = self._ahead.peek(members, t_max, g)
-            t_max = conf.shape[0]
+        book, g, feed = self.book, self.g, self.feed
+        res = np.flatnonzero(self.slot_req >= 0)  # slot order
+        n_res = res.size
+        t_max = self._t_hint
+        routed = feed.routed
+        admit_ok = (g == 0 or self._new is not None) and not self.cfg.disaggregated
+        cands: list[int] = []
+        queued_left = len(self.waiting)
+        if admit_ok:
+            cands = list(islice(self.waiting, QUEUE_CANDIDATES))
+            queued_left -= len(cands)
+        upcoming_from = feed.next_index
+        if admit_ok and not routed and queued_left == 0:  # the next arrivals: this replica's (the only one)
+            book.need(upcoming_from + ARRIVAL_CANDIDATES)
+            top = min(book.n, upcoming_from + ARRIVAL_CANDIDATES)
+            cands += list(range(upcoming_from, top))
+            upcoming_from = top
+        if routed:
+            upc, beyond = np.zeros(0), math.inf
         else:
-            conf, lead = np.zeros((t_max, n, 0)), np.zeros((t_max, n), dtype=np.int64)
-        left = w.output[req] - self.emitted[req]
-        ctx = ctx0.copy()
-        out = self._epoch_out(t_max, n)
-        stop = plan_epoch(self._code[0], self._code[1], conf, lead, begin, left, ctx, clock.arrays, clock.draft_ctx,
-                          clock.draft_tab, self.kv.free + int(self.kv.held[members].sum()), self.kv.block_size,
-                          self.padded, float(now), step_ctx, p_tokens, prefill_s, next_s, len(self.free_slots),
-                          len(self.waiting), math.inf if self.horizon is None else float(self.horizon),
-                          self.feed.cut_s(), *self._speed, *out)
+            book.need(upcoming_from + ARRIVAL_COUNTED)
+            top = min(book.n, upcoming_from + ARRIVAL_COUNTED)
+            upc = book.arrival[upcoming_from:top]
+            beyond = book.next_arrival(top)
+        q = len(cands)
+        m = n_res + q
+        if m == 0:
+            return None
+        req = np.empty(m, dtype=np.int64)
+        req[:n_res] = self.slot_req[res]
+        req[n_res:] = cands
+        if g > 0 and n_res:
+            conf_r, lead_r = self._ahead.peek(res, t_max, g)
+            t_max = conf_r.shape[0]
+        if g > 0 and q:
+            idx = np.asarray(cands, dtype=np.int64)
+            conf_c, lead_c = self._new(self._joining(idx), t_max, g)
+            t_max = min(t_max, conf_c.shape[0])
+        if g > 0:
+            conf = np.concatenate([conf_r[:t_max], conf_c[:t_max]], axis=1) if n_res and q else (
+                conf_r[:t_max] if n_res else conf_c[:t_max])
+            lead = np.concatenate([lead_r[:t_max], lead_c[:t_max]], axis=1) if n_res and q else (
+                lead_r[:t_max] if n_res else lead_c[:t_max])
+        else:
+            conf, lead = np.zeros((t_max, m, 0)), np.zeros((t_max, m), dtype=np.int64)
+        emitted = self.emitted[req]
+        m_slot = np.full(m, -1, dtype=np.int64)
+        m_slot[:n_res] = res
+        m_left = book.output[req] - emitted
+        m_ctx = np.zeros(m, dtype=np.int64)
+        m_ctx[:n_res] = self.slot_ctx[res]
+        m_prefill = np.zeros(m, dtype=np.int64)
+        m_prefill[:n_res] = self.slot_prefill[res]
+        m_seq = np.zeros(m, dtype=np.int64)
+        m_seq[:n_res] = self.slot_seq[res]
+        m_arrival = np.full(m, -math.inf)
+        queued = len(self.waiting) - queued_left  # candidates from the queue (arrived); the rest arrive later
+        m_arrival[n_res + queued:] = book.arrival[req[n_res + queued:]]
+        m_tokens = book.prompt[req] + emitted
+        s = self.cfg.max_running
+        slot_member = np.full(s, -1, dtype=np.int64)
+        slot_member[res] = np.arange(n_res)
+        held = self.kv.held.copy()
+        stack = np.zeros(s, dtype=np.int64)
+        free0 = len(self.free_slots)
+        stack[:free0] = self.free_slots
+        out = self._epoch_out(t_max, m)
+        state = np.zeros(3, dtype=np.int64)
+        clock, kv = self.clock, self.kv
+        stop = plan_epoch(self._code[0], self._code[1], conf, lead, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival,
+                          m_tokens, n_res, slot_member, held, stack, free0, kv.free, kv.total, kv.watermark_blocks,
+                          kv.block_size, self.cfg.prefill_chunk, self._seq, admit_ok, clock.arrays, clock.draft_ctx,
+                          clock.draft_tab, self.padded, float(self.env.now), beyond, upc, queued_left,
+                          math.inf if self.horizon is None else float(self.horizon), feed.cut_s(), *self._speed,
+                          *out, state)
         self._t_hint = min(MAX_PEEK, max(32, 2 * stop))
         if stop < 1:
             return None
-        lengths, acc, e, active, dt, draft, batch, mean_ctx, n_act, sums, starts, kv_free, fin = out
-        # queue length at each step's end: arrivals released by then join the waiting queue
-        ends = starts[1:stop + 1]
-        waits = len(self.waiting) + self.feed.released_by(ends)
-        return {"members": members, "req": req, "stop": stop, "lengths": lengths[:stop], "acc": acc[:stop],
-                "e": e[:stop], "active": active[:stop], "dt": dt[:stop], "draft": draft[:stop], "batch": batch[:stop],
-                "mean_ctx": mean_ctx[:stop], "n_act": n_act[:stop], "sums": sums[:stop], "start": starts[:stop],
-                "ends": ends, "kv_free": kv_free[:stop],
-                "fin": fin, "waits": waits, "end": float(starts[stop]), "left": left, "ctx": ctx,
-                "pre": pre, "p_tokens": p_tokens}
+        return {"stop": stop, "req": req, "n_res": n_res, "out": out, "state": state, "m_slot": m_slot,
+                "m_left": m_left, "m_ctx": m_ctx, "m_prefill": m_prefill, "m_seq": m_seq, "slot_member": slot_member,
+                "held": held, "stack": stack, "emitted0": emitted, "end": float(out[12][stop])}
+
+    def _joining(self, idx: np.ndarray) -> Requests:
+        """The backend's view of requests `idx` joining now (the same as `_admit` hands it)."""
+        w = self.book
+        return Requests(index=idx, ids=w.ids_of(idx.tolist()), domains=w.domains_of(idx.tolist()),
+                        prompt_tokens=w.prompt[idx], output_tokens=w.output[idx], emitted=self.emitted[idx].copy(),
+                        prompts=w.prompts_of(idx.tolist()))
 
     @staticmethod
-    def _epoch_out(t_max: int, n: int) -> tuple:
+    def _epoch_out(t_max: int, m: int) -> tuple:
         """Output arrays for `plan_epoch` (fresh: the record keeps views of them)."""
-        return (np.zeros((t_max, n), dtype=np.int64), np.zeros((t_max, n), dtype=np.int64),
-                np.zeros((t_max, n), dtype=np.int64), np.zeros((t_max, n), dtype=np.bool_),
-                np.zeros(t_max), np.zeros(t_max), np.zeros(t_max, dtype=np.int64), np.zeros(t_max),
-                np.zeros(t_max, dtype=np.int64), np.zeros((t_max, 3), dtype=np.int64), np.zeros(t_max + 1),
-                np.zeros(t_max, dtype=np.int64), np.zeros(n, dtype=np.int64))
+        z = lambda dtype=np.int64: np.zeros(t_max, dtype=dtype)
+        return (np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.int64),
+                np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.bool_),
+                z(np.float64), z(np.float64), z(), z(np.float64), z(), z(), z(), np.zeros((t_max, 3), dtype=np.int64),
+                np.zeros(t_max + 1), z(), z(), z(), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64),
+                np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64))
 
     def _finish_epoch(self, p: dict) -> None:
-        members, req, fin, active = p["members"], p["req"], p["fin"], p["active"]
-        steps = p["stop"]
-        g = self.g
-        if g > 0:
-            self._ahead.advance(members, active.sum(axis=0))  # rounds each request decoded
-        self.emitted[req] = self.book.output[req] - p["left"]
-        self.slot_ctx[members] = p["ctx"]
-        ends = p["ends"]
-        pre = p["pre"]
-        if pre.size:  # prefills completed in the first step: first tokens
-            self.slot_prefill[pre] = 0
-            r = self.slot_req[pre]
-            first = r[np.isnan(self.first_s[r])]
-            self.first_s[first] = ends[0]
-        lengths, acc, e, sums, n_act = p["lengths"], p["acc"], p["e"], p["sums"], p["n_act"]
-        running = self.cfg.max_running - len(self.free_slots)
+        """Apply a planned epoch: requests' state, slots, KV, the backend, the records."""
+        steps, req, n_res = p["stop"], p["req"], p["n_res"]
+        (lengths, acc, e, active, dt, draft, batch, mean_ctx, n_act, pre_n, pre_tok, sums, clock, kv_free, running,
+         waits, fin, admit, first, rnd) = p["out"]
+        top, free, seq = (int(x) for x in p["state"])
+        book, g = self.book, self.g
+        ends = clock[1:steps + 1]
+        # admissions (the head of the queue, in order) and the backend: leave, then join, then advance
+        joined = np.flatnonzero(admit >= 0)
+        for i in joined.tolist():
+            r = self.waiting.popleft()
+            assert r == req[i], "the planned admissions are not the head of the waiting queue"
+        if joined.size:
+            r = req[joined]
+            self.status[r] = RUNNING
+            fresh = np.isnan(self.admit_s[r])
+            self.admit_s[r[fresh]] = clock[admit[joined][fresh]]
         done = np.flatnonzero(fin >= 0)
-        gone = np.cumsum(np.bincount(fin[done], minlength=steps)[:steps]) if done.size else 0
-        prefill = np.zeros((2, steps), dtype=np.int64)
-        prefill[:, 0] = pre.size, p["p_tokens"]
+        left_res = done[done < n_res]
+        if left_res.size:
+            self.backend.leave(p["m_slot"][left_res])
+        alive_new = joined[fin[joined] < 0]
+        if alive_new.size:
+            slots = p["m_slot"][alive_new]
+            self.backend.join(slots, Requests(
+                index=req[alive_new], ids=book.ids_of(req[alive_new].tolist()),
+                domains=book.domains_of(req[alive_new].tolist()), prompt_tokens=book.prompt[req[alive_new]],
+                output_tokens=book.output[req[alive_new]], emitted=p["emitted0"][alive_new].copy(),
+                prompts=book.prompts_of(req[alive_new].tolist())))
+        if g > 0:
+            alive = np.flatnonzero((fin < 0) & (p["m_slot"] >= 0))
+            if alive.size:
+                self._ahead.advance(p["m_slot"][alive], rnd[alive])
+        # requests' state
+        self.emitted[req] = book.output[req] - p["m_left"]
+        got = np.flatnonzero(first >= 0)
+        if got.size:
+            r = req[got]
+            fresh = np.isnan(self.first_s[r])
+            self.first_s[r[fresh]] = ends[first[got][fresh]]
+        if done.size:
+            r = req[done]
+            self.finish_s[r] = ends[fin[done]]
+            self.status[r] = DONE
+            self.closed += int(done.size)
+            if self._done_hook is not None:
+                self._done_hook(r)
+        # slots, KV
+        sm = p["slot_member"]
+        occ = sm >= 0
+        self.slot_req[:] = -1
+        self.slot_req[occ] = req[sm[occ]]
+        self.slot_prefill[:] = 0
+        self.slot_prefill[occ] = p["m_prefill"][sm[occ]]
+        self.slot_ctx[:] = 0
+        self.slot_ctx[occ] = p["m_ctx"][sm[occ]]
+        self.slot_seq[occ] = p["m_seq"][sm[occ]]
+        self.kv.held[:] = p["held"]
+        self.kv.free = free
+        self.free_slots = p["stack"][:top].tolist()
+        self._seq = seq
+        # records
         if self.feed.routed:  # only the last step may end past an arrival: its queue is the queue now
-            p["waits"][-1] = len(self.waiting)
+            waits[steps - 1] = len(self.waiting)
         first_index = self.record.add_epoch(steps, (
-            p["start"], p["dt"], p["draft"], n_act,
-            prefill[0], prefill[1], p["batch"], sums[:, 0], sums[:, 1], sums[:, 2], p["mean_ctx"],
-            np.full(steps, running) - gone, p["waits"], p["kv_free"], np.zeros(steps, dtype=np.int64)))
-        t_idx, i_idx = np.nonzero(active)  # rounds: step-major, slot order within a step
+            clock[:steps], dt[:steps], draft[:steps], n_act[:steps], pre_n[:steps], pre_tok[:steps], batch[:steps],
+            sums[:steps, 0], sums[:steps, 1], sums[:steps, 2], mean_ctx[:steps], running[:steps], waits[:steps],
+            kv_free[:steps], np.zeros(steps, dtype=np.int64)))
+        t_idx, i_idx = np.nonzero(active[:steps])
+        # rounds: step-major, slot order within a step (a member keeps its slot while it runs)
+        order = np.lexsort((p["m_slot"][i_idx], t_idx))
+        t_idx, i_idx = t_idx[order], i_idx[order]
         self.record.add_rounds(first_index + t_idx, req[i_idx], lengths[t_idx, i_idx], acc[t_idx, i_idx],
                                e[t_idx, i_idx], g)
         self.record.maybe_flush()
-        if done.size:
-            # release in the step path's order: by step; in a step decoders (slot order) before completed
-            # prefills (admission order), which decides the free-slot order and so later slot numbers
-            rank = members.copy()
-            if pre.size:
-                at = np.searchsorted(members, pre)
-                first_step = fin[at] == 0  # finished with their first token, as prefills
-                rank[at[first_step]] = self.slot_req.size + np.flatnonzero(first_step)
-            order = done[np.lexsort((rank[done], fin[done]))]
-            slots = members[order]
-            r = req[order]
-            self.finish_s[r] = ends[fin[order]]
-            self.status[r] = DONE
-            self._release(slots)
-            self.closed += int(slots.size)
-        keep = members[fin < 0]
-        if keep.size:
-            self.kv.resize(keep, self.slot_ctx[keep] - self.slot_shared[keep])
         if self.progress is not None and ((first_index + steps) >> 8) != (first_index >> 8):
             self.progress(self.env.now)
 

@@ -18,7 +18,8 @@ import numpy as np
 from simulator.backend import Draft, Requests, Verdict
 
 CHUNK = 256  # rounds drawn per slot at a time (fewer when the request has fewer tokens left)
-MAX_PEEK = 64  # most rounds `peek` returns at once
+MAX_PEEK = 128  # most rounds `peek` returns at once
+SCRATCH = 16  # extra slots past the real ones: `peek_requests` draws requests that have not joined there
 _STEPS = np.arange(MAX_PEEK)[None, :]
 
 
@@ -30,6 +31,8 @@ class PredrawnBackend:
     def __init__(self, block: int, slots: int) -> None:
         self.block = int(block)
         g = max(self.block, 1)
+        self.slots = int(slots)  # real slots; per-slot arrays hold SCRATCH more (`peek_requests`)
+        slots = self.slots + SCRATCH
         self._req = np.full(slots, -1, dtype=np.int64)
         self._base_round = np.zeros(slots, dtype=np.int64)  # request round at ptr 0
         self._ptr = np.zeros(slots, dtype=np.int64)
@@ -102,6 +105,25 @@ class PredrawnBackend:
             return self._conf[rows, ptr].transpose(1, 0, 2), self._lead[rows, ptr].T
         return (self._conf[rows, ptr, :block].transpose(1, 0, 2),
                 np.minimum(self._lead[rows, ptr].T, block))
+
+    def peek_requests(self, requests: Requests, rounds: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first `rounds` (<= MAX_PEEK) rounds each of `requests` ([q] <= SCRATCH, not joined) will
+        draw when it joins: conf [T, q, block], accepted prefix [T, q] (what `peek` gives after `join`)."""
+        q = len(requests)
+        sl = np.arange(self.slots, self.slots + q, dtype=np.int64)
+        rounds = min(int(rounds), MAX_PEEK)
+        self._req[sl] = requests.index
+        base = np.asarray([self._next_round.get(int(r), 0) for r in requests.index.tolist()], dtype=np.int64)
+        self._bind(sl, requests)
+        conf, lead = self._draw(sl, base[:, None] + _STEPS[:, :rounds])
+        self._req[sl] = -1
+        return conf[:, :, :block].transpose(1, 0, 2), np.minimum(lead.T, block)
+
+    def finished(self, requests: np.ndarray) -> None:
+        """Requests that finished: they never join again (their next rounds need not be kept)."""
+        nxt = self._next_round
+        for r in requests.tolist():
+            nxt.pop(r, None)
 
     def advance(self, slots: np.ndarray, rounds: int) -> None:
         """Consume `rounds` rounds of each slot (as that many draft/verify pairs would)."""

@@ -95,7 +95,7 @@ def test_property_fleet_epochs_equal_the_step_path(tmp_path, n, rate, seed, repl
     kw = dict(replicas=replicas, router=router, policy=policy, max_running=max_running, kv_blocks=kv, seed=seed,
               profile=write_profile(tmp_path))
     fast = simulate(trace, SimConfig(**kw))
-    engine_mod.Engine._epoch_plan, real = (lambda self, start: None), engine_mod.Engine._epoch_plan
+    engine_mod.Engine._epoch_plan, real = (lambda self, *a: None), engine_mod.Engine._epoch_plan
     try:
         slow = simulate(trace, SimConfig(**kw))
     finally:
@@ -108,7 +108,7 @@ def test_negative_control_epochs_past_the_next_arrival_route_differently(tmp_pat
     counts when the router looks: least-loaded then routes otherwise than step by step."""
     trace = make_trace(120, rate=40.0, prompt=[200, 1200] * 60, output=[10, 150, 40] * 40, seed=3)
     kw = dict(replicas=3, router="least-loaded", max_running=4, profile=write_profile(tmp_path))
-    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, start: None)
+    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, *a: None)
     slow = simulate(trace, SimConfig(**kw))
     monkeypatch.undo()
     real = engine_mod.plan_epoch
