@@ -84,7 +84,7 @@ ECE_RAW = 0.055  # calibration error of a raw (uncalibrated) head, middle of the
 RAW_BLOCK = 256  # requests whose random numbers are drawn together
 RAW_CHUNK = 128  # rounds per drawn chunk
 BLOCK_CHUNKS = 2  # round chunks drawn for a whole block of requests at once
-BLOCK_CACHE = 6  # cached (block, chunk) entries (about 2 MB each at g = 7)
+BLOCK_CACHE = 12  # cached (block, chunk) entries (about 2 MB each at g = 7)
 CHUNK_CACHE = 256  # cached later chunks of single requests (about 8 KB each)
 _MC_ROUNDS = 6000  # Monte Carlo rounds used to fit the confidence noise and temperature
 _ECE_BINS = 15

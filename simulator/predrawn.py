@@ -41,6 +41,7 @@ class PredrawnBackend:
         self._next_round: dict[int, int] = {}  # request -> next round, kept across preemptions
         self._end_round = np.zeros(slots, dtype=np.int64)  # rounds the request can use at most
         self._avail = np.zeros(slots, dtype=np.int64)  # valid rounds in the slot's buffer
+        self._peeked: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (request, round) -> rounds
 
     # ---------------------------------------------------------------- subclass hooks
     def _bind(self, slots: np.ndarray, requests: Requests) -> None:
@@ -58,7 +59,20 @@ class PredrawnBackend:
         # every round emits >= 1 token, so a request never needs more rounds than tokens it has left
         self._end_round[slots] = self._base_round[slots] + np.maximum(requests.output_tokens - requests.emitted, 1)
         self._bind(slots, requests)
-        self._refill(slots)
+        peeked = self._peeked
+        rest = []
+        for s, r, b in zip(slots.tolist(), requests.index.tolist(), self._base_round[slots].tolist()):
+            got = peeked.pop((r, b), None) if peeked else None
+            if got is None:
+                rest.append(s)
+                continue
+            n = got[0].shape[0]  # drawn by `peek_requests` exactly as `_refill` would draw them
+            self._conf[s, :n] = got[0]
+            self._lead[s, :n] = got[1]
+            self._ptr[s] = 0
+            self._avail[s] = n
+        if rest:
+            self._refill(np.asarray(rest, dtype=np.int64))
 
     def draft(self, slots: np.ndarray, block: int) -> Draft:
         """Confidences [n, block] of each slot's current round; every slot drafts `block` tokens."""
@@ -108,16 +122,38 @@ class PredrawnBackend:
 
     def peek_requests(self, requests: Requests, rounds: int, block: int) -> tuple[np.ndarray, np.ndarray]:
         """The first `rounds` (<= MAX_PEEK) rounds each of `requests` ([q] <= SCRATCH, not joined) will
-        draw when it joins: conf [T, q, block], accepted prefix [T, q] (what `peek` gives after `join`)."""
-        q = len(requests)
-        sl = np.arange(self.slots, self.slots + q, dtype=np.int64)
+        draw when it joins: conf [T, q, block], accepted prefix [T, q] (what `peek` gives after `join`).
+
+        The rounds are drawn as `join` would draw them and kept: `join` takes them over (each request's
+        rounds are drawn once), and the next planned epoch peeks at a still-waiting request for free.
+        """
+        idx = requests.index.tolist()
+        base = [self._next_round.get(int(r), 0) for r in idx]
+        keys = list(zip(idx, base))
+        cache = self._peeked
+        miss = [j for j, k in enumerate(keys) if k not in cache]
+        if miss:
+            sl = np.arange(self.slots, self.slots + len(miss), dtype=np.int64)
+            sub = Requests(index=requests.index[miss], ids=[requests.ids[j] for j in miss],
+                           domains=[requests.domains[j] for j in miss],
+                           prompt_tokens=requests.prompt_tokens[miss], output_tokens=requests.output_tokens[miss],
+                           emitted=requests.emitted[miss],
+                           prompts=None if requests.prompts is None else [requests.prompts[j] for j in miss])
+            need = np.minimum(np.maximum(sub.output_tokens - sub.emitted, 1), CHUNK)  # as `join` draws
+            self._req[sl] = sub.index
+            self._bind(sl, sub)
+            first = np.asarray([base[j] for j in miss], dtype=np.int64)
+            conf, lead = self._draw(sl, first[:, None] + np.arange(int(need.max()))[None, :])
+            self._req[sl] = -1
+            for k, j in enumerate(miss):
+                cache[keys[j]] = (conf[k, :need[k]], lead[k, :need[k]])
+            while len(cache) > 4 * SCRATCH:
+                cache.pop(next(iter(cache)))
         rounds = min(int(rounds), MAX_PEEK)
-        self._req[sl] = requests.index
-        base = np.asarray([self._next_round.get(int(r), 0) for r in requests.index.tolist()], dtype=np.int64)
-        self._bind(sl, requests)
-        conf, lead = self._draw(sl, base[:, None] + _STEPS[:, :rounds])
-        self._req[sl] = -1
-        return conf[:, :, :block].transpose(1, 0, 2), np.minimum(lead.T, block)
+        rows = np.arange(rounds)
+        conf = np.stack([cache[k][0][np.minimum(rows, cache[k][0].shape[0] - 1), :block] for k in keys], axis=1)
+        lead = np.stack([cache[k][1][np.minimum(rows, cache[k][1].shape[0] - 1)] for k in keys], axis=1)
+        return conf, (lead if block == self.block else np.minimum(lead, block))
 
     def finished(self, requests: np.ndarray) -> None:
         """Requests that finished: they never join again (their next rounds need not be kept)."""

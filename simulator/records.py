@@ -32,8 +32,8 @@ STEP_COLUMNS = {  # per-step table: column -> dtype
     "running": np.int32, "waiting": np.int32, "kv_free_blocks": np.int32, "preempted": np.int32}
 ROUND_SCHEMA = {"step": pl.Int32, "request": pl.Int32, "drafted": pl.Int16, "verified": pl.Int16,
                 "accepted": pl.Int16, "emitted": pl.Int16}
-STEP_BATCH = 1 << 18  # steps buffered before a flush
-ROUND_BATCH = 1 << 20  # rounds buffered before a flush
+STEP_BATCH = 1 << 16  # steps buffered before a flush
+ROUND_BATCH = 1 << 18  # rounds buffered before a flush
 LOGGABLE = ("steps", "rounds")  # per-step and per-round tables `SimConfig.log` may choose
 
 
