@@ -534,8 +534,6 @@ class Engine:
         self.free_slots = p["stack"][:top].tolist()
         self._seq = seq
         # records
-        if self.feed.routed:  # only the last step may end past an arrival: its queue is the queue now
-            waits[steps - 1] = len(self.waiting)
         first_index = self.record.add_epoch(steps, (
             clock[:steps], dt[:steps], draft[:steps], n_act[:steps], pre_n[:steps], pre_tok[:steps], batch[:steps],
             sums[:steps, 0], sums[:steps, 1], sums[:steps, 2], mean_ctx[:steps], running[:steps], waits[:steps],

@@ -168,7 +168,8 @@ def plan_epoch(kind, param, conf, lead, m_slot, m_left, m_ctx, m_prefill, m_seq,
     Stops before a step whose start ties an arrival, in which a request beyond the candidates could be
     admitted, that ends at or after `next_arrival_s` (the first arrival not counted: upc_arrival
     [u] are arrivals after the candidates that only join the queue; waiting0 queued requests after
-    the candidates), past the horizon, or (after the first) at or after `cut`; and when a member's
+    the candidates) or at or after `cut` (a fleet's next arrival: its router reads the replicas'
+    state then, which a step shows from its start on) or past the horizon; and when a member's
     rounds run out. Member arrays, slot_member, held, stack are updated in place; state [3] returns
     (free slots, free KV blocks, next admission sequence number). Outputs per step (first `stop`):
     lengths / acc / emit / active [T, m]; dt, draft, batch, mean_ctx, n_active, pre_n, pre_tokens,
@@ -346,7 +347,7 @@ def plan_epoch(kind, param, conf, lead, m_slot, m_left, m_ctx, m_prefill, m_seq,
         step = step_seconds(decode_s, draft_s, prefill_s, speed_factor(speed_n, speed_t, speed_f, c0, n),
                             speed_prefill)
         end = c0 + step
-        if t > 0 and (end > horizon or end >= cut):
+        if end > horizon or end >= cut:  # (a step the horizon cuts shows its admissions: the step path)
             stop = t
             break
         if next_arrival_s <= end:  # an arrival not counted would join the queue during the step

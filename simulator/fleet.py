@@ -21,10 +21,9 @@ Each replica is its own `Engine` (simulator.engine) with its own KV cache, prefi
 (replicas may run different profiles) and policy state; all share the book of request state. A single
 replica is the same process with one engine (no router).
 
-Exactness. A replica plans many decode steps at once (simulator.epoch); the router must see every
-replica as the step-by-step engine would at the arrival, so in a fleet a planned epoch never runs
-past the next arrival (`cut_s`): a step that ends after it is planned only as the first step of an
-epoch, whose results land at its end as they would step by step.
+Exactness. A replica plans many steps at once (simulator.epoch); the router must see every replica
+as the step-by-step engine would at the arrival, so in a fleet a planned epoch never runs past the
+next arrival (`cut_s`): the step during which a request arrives is taken step by step.
 """
 
 from __future__ import annotations
