@@ -141,7 +141,7 @@ class Engine:
         self._code = policy_code(kind, param, self.g) if kind in STATELESS else None
         self._rows = np.arange(s, dtype=np.int64)
         # backends that can hand out future rounds (simulator.predrawn) enable the batched fast path
-        self._ahead: Any = backend if hasattr(backend, "peek") and hasattr(backend, "advance") else None
+        self._ahead: Any = backend if hasattr(backend, "peek_buffered") and hasattr(backend, "advance") else None
         # ... and rounds of requests that have not joined yet: the planner admits them itself
         self._new: Any = getattr(backend, "peek_requests", None) if self._ahead is not None else None
         self._done_hook: Any = getattr(backend, "finished", None)  # requests that will never join again
@@ -403,9 +403,11 @@ class Engine:
         req = np.empty(m, dtype=np.int64)
         req[:n_res] = self.slot_req[res]
         req[n_res:] = cands
+        valid = np.full(m, t_max, dtype=np.int64)
         if g > 0 and n_res:
-            conf_r, lead_r = self._ahead.peek(res, t_max, g)
+            conf_r, lead_r, valid_r = self._ahead.peek_buffered(res, t_max, g)
             t_max = conf_r.shape[0]
+            valid[:n_res] = valid_r
         if g > 0 and q:
             idx = np.asarray(cands, dtype=np.int64)
             conf_c, lead_c = self._new(self._joining(idx), t_max, g)
@@ -441,7 +443,7 @@ class Engine:
         out = self._epoch_out(t_max, m)
         state = np.zeros(3, dtype=np.int64)
         clock, kv = self.clock, self.kv
-        stop = plan_epoch(self._code[0], self._code[1], conf, lead, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival,
+        stop = plan_epoch(self._code[0], self._code[1], conf, lead, valid, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival,
                           m_tokens, n_res, slot_member, held, stack, free0, kv.free, kv.total, kv.watermark_blocks,
                           kv.block_size, self.cfg.prefill_chunk, self._seq, admit_ok, clock.arrays, clock.draft_ctx,
                           clock.draft_tab, self.padded, float(self.env.now), beyond, upc, queued_left,

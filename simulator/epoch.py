@@ -147,7 +147,7 @@ def _blocks(tokens, block_size):  # pragma: no cover (compiled)
 
 
 @njit(cache=True)
-def plan_epoch(kind, param, conf, lead, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival, m_tokens, n_res,
+def plan_epoch(kind, param, conf, lead, m_valid, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival, m_tokens, n_res,
                slot_member, held, stack, free0, kv_free0, kv_total, watermark, block_size, prefill_chunk, seq0,
                admit_ok, cost, draft_ctx, draft_tab, padded, now, next_arrival_s, upc_arrival, waiting0, horizon,
                cut, speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, draft, batch, mean_ctx,
@@ -162,7 +162,7 @@ def plan_epoch(kind, param, conf, lead, m_slot, m_left, m_ctx, m_prefill, m_seq,
     into free slots (the slot stack `stack[:free0]`, popped from the end) while their prefill fits above
     the watermark (stop on a request that can never fit, or one past the candidates), chunked prefill
     oldest admission first, verify lengths by the stateless policy `kind` on conf [T, m, g] / lead
-    [T, m] (member i's r-th round at conf[r, i]), the step's price, emissions, finished requests leave
+    [T, m] (member i's r-th round at conf[r, i]; m_valid [m] of them drawn), the step's price, emissions, finished requests leave
     (decoders in slot order, then completed prefills in admission order, pushed on the stack).
 
     Stops before a step whose start ties an arrival, in which a request beyond the candidates could be
@@ -309,7 +309,7 @@ def plan_epoch(kind, param, conf, lead, m_slot, m_left, m_ctx, m_prefill, m_seq,
         for s in range(n_slots):
             i = slot_member[s]
             if i >= 0 and m_prefill[i] == 0:
-                if rnd[i] >= t_max:  # its peeked rounds ran out
+                if rnd[i] >= m_valid[i]:  # its peeked rounds ran out
                     stop = t
                     break
                 rows[n] = i

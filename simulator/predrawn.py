@@ -120,6 +120,22 @@ class PredrawnBackend:
         return (self._conf[rows, ptr, :block].transpose(1, 0, 2),
                 np.minimum(self._lead[rows, ptr].T, block))
 
+    def peek_buffered(self, slots: np.ndarray, rounds: int, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`peek` without drawing more: conf [T, n, block], accepted prefix [T, n] and the rounds [n]
+        each slot has drawn (T when its buffer holds every round it may still need). Rows past those
+        are stale; the caller stops before using them (`advance` then draws on)."""
+        rounds = min(int(rounds), MAX_PEEK)
+        p = self._ptr[slots]
+        avail = self._avail[slots]
+        valid = np.where(self._base_round[slots] + avail >= self._end_round[slots], rounds,
+                         np.minimum(avail - p, rounds))
+        ptr = np.minimum(p[:, None] + _STEPS[:, :rounds], CHUNK - 1)  # [n, T]
+        rows = slots[:, None]
+        if block == self.block:
+            return self._conf[rows, ptr].transpose(1, 0, 2), self._lead[rows, ptr].T, valid
+        return (self._conf[rows, ptr, :block].transpose(1, 0, 2), np.minimum(self._lead[rows, ptr].T, block),
+                valid)
+
     def peek_requests(self, requests: Requests, rounds: int, block: int) -> tuple[np.ndarray, np.ndarray]:
         """The first `rounds` (<= MAX_PEEK) rounds each of `requests` ([q] <= SCRATCH, not joined) will
         draw when it joins: conf [T, q, block], accepted prefix [T, q] (what `peek` gives after `join`).
