@@ -291,6 +291,8 @@ class SyntheticAcceptance(PredrawnBackend):
         self._cache: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._chunk_cache: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._zcache: dict[int, np.ndarray] = {}
+        self._last_key: tuple[int, int, int] | None = None  # the block entry `_rounds` returned last
+        self._last: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
     def preset(self, domain: str) -> Preset:
         """The solved preset for a trace domain (built on first use, cached)."""
@@ -334,10 +336,13 @@ class SyntheticAcceptance(PredrawnBackend):
         block; later chunks (long outputs only) come from a stream per (seed, request, chunk). Either
         way an entry is a pure function of (seed, request, round). Both are cached (LRU).
         """
-        g = max(self.block, 1)
         block, row = divmod(request, RAW_BLOCK)
         whole = chunk < BLOCK_CHUNKS
         key = (block, chunk, preset) if whole else (-1 - request, chunk, preset)
+        if whole and key == self._last_key:  # consecutive requests share a block: skip the LRU bookkeeping
+            conf, lead = self._last
+            return conf[row], lead[row]
+        g = max(self.block, 1)
         cache, limit = (self._cache, BLOCK_CACHE) if whole else (self._chunk_cache, CHUNK_CACHE)
         hit = cache.get(key)
         if hit is None:
@@ -358,7 +363,10 @@ class SyntheticAcceptance(PredrawnBackend):
         else:
             cache.move_to_end(key)
         conf, lead = hit
-        return (conf[row], lead[row]) if whole else (conf, lead)
+        if whole:
+            self._last_key, self._last = key, hit
+            return conf[row], lead[row]
+        return conf, lead
 
     def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rounds [r, R] of each slot: confidences [r, R, g] and the leading-accept count [r, R]."""

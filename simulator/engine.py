@@ -54,7 +54,7 @@ from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price,
 from sparksched.curve import ThroughputCurve
 
 QUEUE_CANDIDATES = 8  # waiting requests a planned epoch may admit
-ARRIVAL_CANDIDATES = 6  # arrivals a planned epoch may admit (a single replica: they are its own)
+ARRIVAL_CANDIDATES = 12  # arrivals a planned epoch may admit (a single replica: they are its own)
 ARRIVAL_COUNTED = 32  # further arrivals a planned epoch counts into the queue length
 
 # request status codes (SimResult.requests "status" column uses the names)

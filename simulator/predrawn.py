@@ -18,8 +18,8 @@ import numpy as np
 from simulator.backend import Draft, Requests, Verdict
 
 CHUNK = 256  # rounds drawn per slot at a time (fewer when the request has fewer tokens left)
-MAX_PEEK = 128  # most rounds `peek` returns at once
-SCRATCH = 16  # extra slots past the real ones: `peek_requests` draws requests that have not joined there
+MAX_PEEK = 256  # most rounds `peek` returns at once
+SCRATCH = 24  # extra slots past the real ones: `peek_requests` draws requests that have not joined there
 _STEPS = np.arange(MAX_PEEK)[None, :]
 
 
