@@ -51,10 +51,13 @@ class TableSink:
         if self.folder is None:
             self._parts.append((key, df))
             return
-        from sparksched.io import write_parquet
+        from sparksched.io import OutputError, write_parquet
 
         path = self.folder / f".{self.name}.part-{key[0]:04d}-{key[1]:06d}.parquet"
-        write_parquet(path, df)
+        try:
+            write_parquet(path, df)
+        except OutputError as exc:  # named as the table the part belongs to
+            raise OutputError(self.folder / f"{self.name}.parquet", exc.cause) from None
         self._parts.append((key, path))
 
     def finish(self) -> pl.DataFrame | Path:

@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from simulator.metrics import acceptance_by_position, emission_gaps
+from simulator.metrics import emission_gaps
 
 METRICS = ("ttft", "tpot", "itl", "e2el")
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
@@ -188,44 +188,26 @@ def good_requests(samples: Mapping[str, np.ndarray], slos: Mapping[str, float]) 
     return ok
 
 
+def _round_stats(rounds: pl.DataFrame, block: int) -> Any:
+    """The rounds table as a simulator.stats.RoundStats (one domain)."""
+    from simulator.stats import RoundStats
+
+    st = RoundStats(block)
+    if rounds.height:
+        st.add(np.zeros(rounds.height, dtype=np.int64), rounds["verified"].to_numpy().astype(np.int64),
+               rounds["accepted"].to_numpy().astype(np.int64),
+               int(rounds["drafted"].to_numpy().astype(np.int64).sum()) if "drafted" in rounds.columns else 0)
+    return st
+
+
 def spec_decode_counters(rounds: pl.DataFrame, block: int) -> dict[str, Any]:
     """vLLM's speculative-decoding result keys from the rounds table (see the module docstring)."""
-    if block == 0 or rounds.height == 0:
-        return {}
-    verified = rounds["verified"].to_numpy().astype(np.int64)
-    accepted = rounds["accepted"].to_numpy().astype(np.int64)
-    drafts = verified > 0
-    num_drafts = int(drafts.sum())
-    draft_tokens = int(verified.sum())
-    accepted_tokens = int(accepted[drafts].sum())
-    if draft_tokens == 0:
-        return {}
-    per_pos = [int((accepted[drafts] >= k).sum()) / num_drafts for k in range(1, block + 1)]
-    return {
-        "spec_decode_acceptance_rate": accepted_tokens / draft_tokens * 100,
-        "spec_decode_acceptance_length": 1 + accepted_tokens / num_drafts,
-        "spec_decode_num_drafts": num_drafts,
-        "spec_decode_draft_tokens": draft_tokens,
-        "spec_decode_accepted_tokens": accepted_tokens,
-        "spec_decode_per_position_acceptance_rates": per_pos,
-    }
+    return _round_stats(rounds, block).spec_counters()
 
 
 def dspark_figures(requests: pl.DataFrame, rounds: pl.DataFrame, block: int) -> dict[str, Any]:
     """DSpark-specific round figures, under `dspark_` names (see the module docstring)."""
-    out: dict[str, Any] = {"dspark_rounds": rounds.height}
-    if rounds.height == 0:
-        out.update(dspark_drafted_tokens=0, dspark_verify_budget_mean=None, dspark_tokens_per_round=None,
-                   dspark_conditional_acceptance_by_position=[])
-        return out
-    ver = rounds["verified"].to_numpy().astype(np.float64)
-    acc = rounds["accepted"].to_numpy().astype(np.float64)
-    out["dspark_drafted_tokens"] = int(rounds["drafted"].to_numpy().astype(np.int64).sum())
-    out["dspark_verify_budget_mean"] = float((1 + ver).mean())
-    out["dspark_tokens_per_round"] = float((1 + acc).mean())
-    cond = acceptance_by_position(rounds, block)["acceptance"].to_numpy() if block else np.zeros(0)
-    out["dspark_conditional_acceptance_by_position"] = [float(x) if np.isfinite(x) else None for x in cond]
-    return out
+    return _round_stats(rounds, block).dspark_figures()
 
 
 def bench_result(requests: pl.DataFrame, steps: pl.DataFrame, rounds: pl.DataFrame, *, block: int,
@@ -279,8 +261,15 @@ def bench_result(requests: pl.DataFrame, steps: pl.DataFrame, rounds: pl.DataFra
     })
     for name in METRICS:
         out.update(_stats(name, s[name], percentiles))
-    out.update(spec_decode_counters(rounds, block))
-    out.update(dspark_figures(requests, rounds, block))
+    return _finish(out, _round_stats(rounds, block), percentiles, slos, good, n)
+
+
+def _finish(out: dict[str, Any], rounds: Any, percentiles: Sequence[float], slos: Mapping[str, float],
+            good: np.ndarray, n: int) -> dict[str, Any]:
+    """The keys both result builders end with: vLLM's speculative counters, DSpark's figures, the
+    per-user speeds and the SLO attainment."""
+    out.update(rounds.spec_counters())
+    out.update(rounds.dspark_figures())
     for p in percentiles:
         ms = out[f"p{percentile_word(p)}_tpot_ms"]
         out[f"dspark_user_tok_s_1_over_p{percentile_word(p)}_tpot"] = 1000.0 / ms if ms > 0 else None
@@ -342,14 +331,7 @@ def bench_result_streamed(requests: pl.DataFrame, rounds: Any, gaps: Any, *, blo
     })
     for name in METRICS:
         out.update(itl_stats if name == "itl" else _stats(name, s[name], percentiles))
-    out.update(rounds.spec_counters())
-    out.update(rounds.dspark_figures())
-    for p in percentiles:
-        ms = out[f"p{percentile_word(p)}_tpot_ms"]
-        out[f"dspark_user_tok_s_1_over_p{percentile_word(p)}_tpot"] = 1000.0 / ms if ms > 0 else None
-    out["dspark_goodput_slos_ms"] = slos or None
-    out["dspark_slo_attainment"] = (int(good.sum()) / n if n else 0.0) if slos else None
-    return out
+    return _finish(out, rounds, percentiles, slos, good, n)
 
 
 def _peak_per_second(round_chunks: np.ndarray, first_chunks: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
