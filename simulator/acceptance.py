@@ -44,7 +44,7 @@ import numpy as np
 from scipy.special import expit, logit
 
 from simulator.backend import Requests
-from simulator.predrawn import PredrawnBackend
+from simulator.predrawn import SCRATCH, PredrawnBackend
 from sparksched.calibration import expected_calibration_error, roc_auc
 
 # Figure 2 of the DSpark paper, digitised (+-0.005): conditional acceptance at block positions 1..7,
@@ -85,7 +85,7 @@ ECE_RAW = 0.055  # calibration error of a raw (uncalibrated) head, middle of the
 RAW_BLOCK = 256  # requests whose random numbers are drawn together
 RAW_CHUNK = 128  # rounds per drawn chunk
 BLOCK_CHUNKS = 2  # round chunks drawn for a whole block of requests at once
-BLOCK_CACHE = 6  # cached (block, chunk) entries (about 2 MB each at g = 7)
+BLOCK_CACHE = 12  # cached (block, chunk) entries (about 2 MB each at g = 7)
 CHUNK_CACHE = 256  # cached later chunks of single requests (about 8 KB each)
 _MC_ROUNDS = 6000  # Monte Carlo rounds used to fit the confidence noise and temperature
 _ECE_BINS = 15
@@ -267,10 +267,12 @@ class SyntheticAcceptance(PredrawnBackend):
         self.name = f"synthetic {family} (auc {auc:g}, ece {ece:g})"
         self._presets: list[Preset] = []
         self._preset_index: dict[str, int] = {}
-        self._preset = np.zeros(slots, dtype=np.int64)
+        self._preset = np.zeros(self.slots + SCRATCH, dtype=np.int64)
         self._cache: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._chunk_cache: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._zcache: dict[int, np.ndarray] = {}
+        self._last_key: tuple[int, int, int] | None = None  # the block entry `_rounds` returned last
+        self._last: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
     def preset(self, domain: str) -> Preset:
         """The solved preset for a trace domain (built on first use, cached)."""
@@ -314,10 +316,13 @@ class SyntheticAcceptance(PredrawnBackend):
         block; later chunks (long outputs only) come from a stream per (seed, request, chunk). Either
         way an entry is a pure function of (seed, request, round). Both are cached (LRU).
         """
-        g = max(self.block, 1)
         block, row = divmod(request, RAW_BLOCK)
         whole = chunk < BLOCK_CHUNKS
         key = (block, chunk, preset) if whole else (-1 - request, chunk, preset)
+        if whole and key == self._last_key:  # consecutive requests share a block: skip the LRU bookkeeping
+            conf, lead = self._last
+            return conf[row], lead[row]
+        g = max(self.block, 1)
         cache, limit = (self._cache, BLOCK_CACHE) if whole else (self._chunk_cache, CHUNK_CACHE)
         hit = cache.get(key)
         if hit is None:
@@ -338,7 +343,10 @@ class SyntheticAcceptance(PredrawnBackend):
         else:
             cache.move_to_end(key)
         conf, lead = hit
-        return (conf[row], lead[row]) if whole else (conf, lead)
+        if whole:
+            self._last_key, self._last = key, hit
+            return conf[row], lead[row]
+        return conf, lead
 
     def _draw(self, slots: np.ndarray, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rounds [r, R] of each slot: confidences [r, R, g] and the leading-accept count [r, R]."""

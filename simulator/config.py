@@ -18,6 +18,17 @@ DRAFTERS = ("dspark", "dflash", "eagle3", "mtp1")
 CLOCKS = ("profile", "measured")
 LAYOUTS = ("flat", "padded")
 DONORS = ("domain", "request")
+ROUTERS = ("round-robin", "least-loaded", "least-kv", "session", "prefix")  # simulator.fleet
+LOGGABLE = ("steps", "rounds")  # simulator.records
+
+
+def parse_log(text: str) -> tuple[str, ...]:
+    """`--log steps,rounds` as a tuple ("" or "none": no per-step or per-round table); ValueError if unknown."""
+    parts = tuple(p.strip() for p in text.split(",") if p.strip() and p.strip() != "none")
+    bad = [p for p in parts if p not in LOGGABLE]
+    if bad:
+        raise ValueError(f"--log: {bad[0]!r} is not one of {', '.join(LOGGABLE)} (or none)")
+    return tuple(dict.fromkeys(parts))
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,16 @@ class SimConfig:
     # prefill on separate prefill instances (PD disaggregation, the paper's decode engines): a request
     # joins this replica with its prompt's KV and its first token already made; the replica only decodes
     disaggregated: bool = False
+    # --- fleet (simulator.fleet): replicas in one simulation, each its own engine, behind a router
+    replicas: int = 1
+    router: str = "least-loaded"  # round-robin | least-loaded | least-kv | session | prefix
+    # profile of each replica (cycled when shorter than `replicas`); empty: every replica runs `profile`
+    replica_profiles: tuple[str, ...] = ()
+    # prefix caching (simulator.prefix): with a trace that carries `prefix_blocks`, each replica keeps
+    # cached prompt blocks in its KV cache and skips their prefill; false ignores the hashes
+    prefix_cache: bool = True
+    # --- output: the per-step and per-round tables to write (the requests table always is)
+    log: tuple[str, ...] = ("steps", "rounds")
     # --- workload
     rate_scale: float = 1.0  # arrival rate multiplier: arrival_s is divided by this
     max_requests: int | None = None  # simulate only the first N requests of the trace
@@ -126,6 +147,18 @@ def _validate(c: SimConfig) -> None:
     if c.disaggregated and c.clock == "measured":
         raise ValueError("disaggregated: the measured clock times the real loop, which prefills itself")
     _int_at_least("seed", c.seed, 0)
+    if isinstance(c.replicas, bool) or not isinstance(c.replicas, int) or c.replicas < 1:
+        raise ValueError(f"replicas must be an integer >= 1 (a fleet of at least one replica), got {c.replicas!r}")
+    if c.router not in ROUTERS:
+        raise ValueError(f"router {c.router!r} is not one of {', '.join(ROUTERS)}")
+    if not isinstance(c.replica_profiles, tuple) or not all(isinstance(p, str) and p for p in c.replica_profiles):
+        raise ValueError(f"replica_profiles must be a tuple of profile names or paths, got {c.replica_profiles!r}")
+    if len(c.replica_profiles) > c.replicas:
+        raise ValueError(f"replica_profiles names {len(c.replica_profiles)} profiles for {c.replicas} replicas")
+    if not isinstance(c.prefix_cache, bool):
+        raise ValueError(f"prefix_cache must be true or false, got {c.prefix_cache!r}")
+    if not isinstance(c.log, tuple) or any(x not in LOGGABLE for x in c.log) or len(set(c.log)) != len(c.log):
+        raise ValueError(f"log must name tables among {', '.join(LOGGABLE)} (each once; none is fine), got {c.log!r}")
     if c.max_requests is not None:
         _int_at_least("max_requests", c.max_requests, 1)
     _number_in("kv_watermark", c.kv_watermark, 0.0, 0.5)

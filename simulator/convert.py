@@ -12,7 +12,8 @@ Formats:
 - `azure`: Azure LLM inference trace CSV `TIMESTAMP,ContextTokens,GeneratedTokens`
   (timestamps like `2023-11-16 18:15:46.6805900`). Rows with 0 tokens are dropped and counted.
 - `mooncake`: Mooncake JSONL `{"timestamp": ms, "input_length", "output_length", "hash_ids"}`;
-  hash_ids (512-token prefix blocks) are kept. Timestamps are quantised (about 3 s), so by default
+  hash_ids (512-token prefix blocks) are written as the trace's `prefix_blocks`, which the
+  simulator's prefix cache uses. Timestamps are quantised (about 3 s), so by default
   requests sharing a timestamp are spread uniformly at random over [t, t + w), w = min(bucket width,
   gap to the next distinct timestamp), keeping file order; the bucket width is the median gap
   between distinct timestamps unless given. Jitter is seeded (`seed`) and can be turned off.
@@ -239,7 +240,7 @@ def _jitter(ms: np.ndarray, rng: np.random.Generator, bucket_s: float | None) ->
 
 def convert_mooncake(path: str | Path, *, domain: str = "chat", jitter: bool = True, seed: int = 0,
                      bucket_s: float | None = None, skip_bad: bool = False) -> tuple[pl.DataFrame, ConvertReport]:
-    """Mooncake JSONL -> trace, keeping hash_ids; seeded jitter within timestamp buckets (on by default).
+    """Mooncake JSONL -> trace, hash_ids as prefix_blocks; seeded jitter within timestamp buckets (on by default).
 
     bucket_s: jitter window in seconds (finite, > 0); default the median gap between timestamps.
     skip_bad: drop and count bad lines instead of stopping at the first.
@@ -317,7 +318,7 @@ def convert_mooncake(path: str | Path, *, domain: str = "chat", jitter: bool = T
         seconds = ms / 1000.0
         report.notes.append("jitter off")
     kept_hashes = [h for h, k in zip(hashes, keep.tolist()) if k]
-    extra = {"hash_ids": kept_hashes} if any(h is not None for h in kept_hashes) else None
+    extra = {"prefix_blocks": kept_hashes} if any(h is not None for h in kept_hashes) else None
     out = _build(seconds, p[keep], o[keep], domain, "mc", extra, where=(path, np.asarray(lines)[keep], "timestamp"))
     report.rows_out = out.height
     return out, report

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -45,102 +45,21 @@ from simulator.epoch import STATELESS, plan_epoch, policy_code, speed_factor, st
 from simulator.kv import KVBlocks, blocks_for, lifo_victims
 from simulator.policies import Policy
 from simulator.predrawn import MAX_PEEK
+from simulator.prefix import PrefixCache
+from simulator.records import Recorder
+from simulator.source import Book
 from simulator.speed import HostSpeed
 from sparksched.cost import StepCost, StepPrice
 from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, prefill_price, slice_knots
 from sparksched.curve import ThroughputCurve
 
+QUEUE_CANDIDATES = 8  # waiting requests a planned epoch may admit
+ARRIVAL_CANDIDATES = 12  # arrivals a planned epoch may admit (a single replica: they are its own)
+ARRIVAL_COUNTED = 32  # further arrivals a planned epoch counts into the queue length
+
 # request status codes (SimResult.requests "status" column uses the names)
 PENDING, WAITING, RUNNING, DONE, REJECTED, UNFINISHED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = ("pending", "waiting", "running", "finished", "rejected", "unfinished")
-
-
-@dataclass(frozen=True)
-class Workload:
-    """The trace as arrays (all [N], arrival-sorted; times in seconds, lengths in tokens)."""
-
-    ids: list[str]
-    arrival: np.ndarray
-    prompt: np.ndarray
-    output: np.ndarray
-    domains: list[str]
-    prompts: list[str | None] | None = None
-
-
-STEP_COLUMNS = {  # per-step table: column -> dtype
-    "t_start": np.float64, "duration_s": np.float64, "draft_s": np.float64, "decode_requests": np.int32,
-    "prefill_requests": np.int32, "prefill_tokens": np.int32, "batch_tokens": np.int32,
-    "verified": np.int32, "accepted": np.int32, "emitted": np.int32, "mean_context": np.float32,
-    "running": np.int32, "waiting": np.int32, "kv_free_blocks": np.int32, "preempted": np.int32}
-
-
-class _Record:
-    """Step and round rows, kept as one entry per step (scalars) or per epoch (arrays) and
-    materialised at the end.
-
-    `add_step` appends one step as scalars in STEP_COLUMNS order; `add_epoch` appends `steps` steps
-    as one array [steps] per column. Rounds are flat: (step, request, verified, accepted, emitted)
-    arrays of one entry per request and step, with `drafted` per row (or one int for all).
-    """
-
-    def __init__(self) -> None:
-        self.scalars: list[tuple] = []  # one tuple per single step
-        self.scalar_at: list[int] = []  # its step index
-        self.arrays: list[tuple] = []  # one tuple of [steps] arrays per epoch
-        self.array_at: list[int] = []  # its first step index
-        self.n_steps = 0
-        self.rounds: list[tuple] = []  # (step [r], request [r], drafted int or [r], verified, accepted, emitted)
-
-    def add_step(self, values: tuple) -> int:
-        """Append one step (STEP_COLUMNS order); return its index."""
-        self.scalars.append(values)
-        self.scalar_at.append(self.n_steps)
-        self.n_steps += 1
-        return self.n_steps - 1
-
-    def add_epoch(self, steps: int, values: tuple) -> int:
-        """Append `steps` steps given as [steps] arrays (STEP_COLUMNS order); return the first index."""
-        self.arrays.append(values)
-        self.array_at.append(self.n_steps)
-        self.n_steps += steps
-        return self.n_steps - steps
-
-    def add_rounds(self, step: np.ndarray, req: np.ndarray, verified: np.ndarray, accepted: np.ndarray,
-                   emitted: np.ndarray, drafted: int | np.ndarray) -> None:
-        """Rounds as flat [r] arrays (step index and request of each row)."""
-        self.rounds.append((step, req, drafted, verified, accepted, emitted))
-
-    def step_columns(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        at = np.asarray(self.scalar_at, dtype=np.int64)
-        firsts = np.asarray(self.array_at, dtype=np.int64)
-        sizes = np.asarray([v[0].size for v in self.arrays], dtype=np.int64)
-        idx = (np.repeat(firsts, sizes) + np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes))
-        scal = list(zip(*self.scalars)) if self.scalars else None
-        for c, (k, dtype) in enumerate(STEP_COLUMNS.items()):
-            col = np.zeros(self.n_steps, dtype=dtype)
-            if scal is not None:
-                col[at] = np.asarray(scal[c], dtype=np.float64)
-            if self.arrays:
-                col[idx] = np.concatenate([v[c] for v in self.arrays])
-            out[k] = col
-        return out
-
-    def round_columns(self) -> dict[str, np.ndarray]:
-        if not self.rounds:
-            return {"step": np.zeros(0, np.int32), "request": np.zeros(0, np.int32),
-                    "drafted": np.zeros(0, np.int16), "verified": np.zeros(0, np.int16),
-                    "accepted": np.zeros(0, np.int16), "emitted": np.zeros(0, np.int16)}
-        cols = list(zip(*self.rounds))
-        sizes = np.asarray([x.size for x in cols[0]], dtype=np.int64)
-        uniform = [isinstance(d, (int, np.integer)) for d in cols[2]]
-        if all(uniform):
-            drafted = np.repeat(np.asarray(cols[2], dtype=np.int64), sizes)
-        else:
-            drafted = np.concatenate([np.full(sz, d) if u else d for d, u, sz in zip(cols[2], uniform, sizes)])
-        return {"step": np.concatenate(cols[0]).astype(np.int32), "request": np.concatenate(cols[1]).astype(np.int32),
-                "drafted": drafted.astype(np.int16), "verified": np.concatenate(cols[3]).astype(np.int16),
-                "accepted": np.concatenate(cols[4]).astype(np.int16), "emitted": np.concatenate(cols[5]).astype(np.int16)}
 
 
 class StepClock:
@@ -172,6 +91,7 @@ class StepClock:
         """The prefill chunks' seconds in a step with n decoding requests on the slice (xs, ys)."""
         if chunk is None or chunk.size == 0:
             return 0.0
+        assert offsets is not None  # a chunk always comes with its offsets
         return float(prefill_price(self.arrays, chunk.astype(np.int64), offsets.astype(np.int64), int(n), xs, ys))
 
     def cap(self, n: int, context: float) -> float:
@@ -188,22 +108,23 @@ class StepClock:
 class Engine:
     """One replica: SimPy arrival and engine processes over slot-indexed numpy state."""
 
-    def __init__(self, env: simpy.Environment, work: Workload, config: SimConfig, backend: Backend,
-                 policy: Policy, clock: StepClock, kv_blocks: int, progress=None,
-                 speed: HostSpeed | None = None) -> None:
-        self.env, self.work, self.cfg = env, work, config
+    def __init__(self, env: simpy.Environment, book: Book, config: SimConfig, backend: Backend,
+                 policy: Policy, clock: StepClock, kv_blocks: int, recorder: Recorder, feed: Any,
+                 progress=None, speed: HostSpeed | None = None, replica: int = 0) -> None:
+        self.env, self.book, self.cfg = env, book, config
         self.backend, self.policy, self.clock = backend, policy, clock
+        self.feed = feed  # the dispatcher (simulator.fleet): releases arrivals into `waiting`
+        self.replica = replica
         self.g = config.draft_block
-        n, s = len(work.ids), config.max_running
-        self.n_requests = n
-        # per request
-        self.status = np.zeros(n, dtype=np.int8)
-        self.reason: dict[int, str] = {}
-        self.emitted = np.zeros(n, dtype=np.int64)
-        self.first_s = np.full(n, np.nan)
-        self.finish_s = np.full(n, np.nan)
-        self.admit_s = np.full(n, np.nan)
-        self.preemptions = np.zeros(n, dtype=np.int64)
+        s = config.max_running
+        # per request (the book's arrays: shared by the replicas of a fleet)
+        self.status = book.status
+        self.reason = book.reason
+        self.emitted = book.emitted
+        self.first_s = book.first_s
+        self.finish_s = book.finish_s
+        self.admit_s = book.admit_s
+        self.preemptions = book.preemptions
         # per slot
         self.slot_req = np.full(s, -1, dtype=np.int64)
         self.slot_prefill = np.zeros(s, dtype=np.int64)  # tokens still to prefill
@@ -221,10 +142,12 @@ class Engine:
         self._code = policy_code(kind, param, self.g) if kind in STATELESS else None
         self._rows = np.arange(s, dtype=np.int64)
         # backends that can hand out future rounds (simulator.predrawn) enable the batched fast path
-        self._ahead: Any = backend if hasattr(backend, "peek") and hasattr(backend, "advance") else None
+        self._ahead: Any = backend if hasattr(backend, "peek_buffered") and hasattr(backend, "advance") else None
+        # ... and rounds of requests that have not joined yet: the planner admits them itself
+        self._new: Any = getattr(backend, "peek_requests", None) if self._ahead is not None else None
+        self._done_hook: Any = getattr(backend, "finished", None)  # requests that will never join again
         self.fast = (self._code is not None and config.clock == "profile"
                      and (self.g == 0 or self._ahead is not None))
-        self.next_arrival = 0  # index of the next request the arrival process will release
         self._t_hint = MAX_PEEK
         self.horizon = config.horizon_s
         self.padded = config.verify_layout == "padded"  # the clock charges n * (1 + max l_i) verify tokens
@@ -233,42 +156,55 @@ class Engine:
         speed = speed or HostSpeed()
         self._speed = speed.arrays(s)
         self._fastest = speed.fastest()
-        self.record = _Record()
+        self.record = recorder
+        # prefix caching (simulator.prefix): on when asked for and the trace carries prefix blocks
+        self.prefix_on = config.prefix_cache and not config.disaggregated
+        self.cache = PrefixCache(self.kv)
+        self.slot_shared = np.zeros(s, dtype=np.int64)  # context tokens in shared cache entries
+        self.slot_refs: list[list[int]] = [[] for _ in range(s)]  # cache entries each slot references
+
+    @property
+    def caching(self) -> bool:
+        """Whether prompt blocks are being cached (the step path then takes every step)."""
+        return self.prefix_on and self.book.has_prefix
+
+    def kv_available(self) -> int:
+        """Free KV blocks, counting cached blocks nobody references (a router's least-kv)."""
+        return self.kv.free + self.cache.evictable_blocks
+
+    def prefix_hit_blocks(self, hashes: np.ndarray) -> int:
+        """Leading prompt blocks of `hashes` this replica's cache holds (a router's prefix)."""
+        return self.cache.match(hashes) if self.caching else 0
+
+    @property
+    def in_flight(self) -> int:
+        """Requests routed here and not closed: waiting plus resident (a router's load)."""
+        return len(self.waiting) + self.cfg.max_running - len(self.free_slots)
 
     # ---------------------------------------------------------------- processes
-    def arrivals(self):
-        """Release requests into the waiting queue at their (scaled) arrival times."""
-        arrival = self.work.arrival
-        i, n = 0, self.n_requests
-        while i < n:
-            t = arrival[i]
-            if t > self.env.now:
-                yield self.env.timeout(t - self.env.now)
-            j = i
-            while j < n and arrival[j] <= self.env.now:
-                self.status[j] = WAITING
-                self.waiting.append(j)
-                j += 1
-            i = j
-            self.next_arrival = i
-            if self._wake is not None and not self._wake.triggered:
-                self._wake.succeed()
+    def wake(self) -> None:
+        """Wake the engine if it sleeps for lack of work (an arrival joined its queue)."""
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
 
     def run(self):
-        """The engine loop: one SimPy timeout per step (or per epoch of steps); sleeps when idle."""
-        while self.closed < self.n_requests:
+        """The engine loop: one SimPy timeout per step (or per epoch of steps); sleeps when idle, ends
+        when it is idle and the dispatcher has released every request."""
+        while True:
             if not self.waiting and not (self.slot_req >= 0).any():
+                if self.feed.released_all:
+                    return
                 self._wake = self.env.event()
                 yield self._wake
                 self._wake = None
                 continue
-            start = self._prologue()
-            if start is None:  # nothing could run (all waiting requests were rejected)
-                continue
-            plan = self._epoch_plan(start) if self.fast else None
+            plan = self._epoch_plan() if self.fast and not self.caching else None
             if plan is not None:  # one event for the whole epoch, landing exactly on its last step's end
                 yield self.env.timeout(_exact_delay(self.env.now, plan["end"]))
                 self._finish_epoch(plan)
+                continue
+            start = self._prologue()
+            if start is None:  # nothing could run (all waiting requests were rejected)
                 continue
             yield self.env.timeout(self._step(start))
             self._finish_step()
@@ -284,13 +220,16 @@ class Engine:
         dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
         preempted = 0
         if dec.size:
-            want = self.slot_ctx[dec] + g + 1  # anchor + drafts, and the bonus token it may emit
+            # anchor + drafts, and the bonus token it may emit (less what lives in shared cache entries)
+            want = self.slot_ctx[dec] + g + 1 - self.slot_shared[dec]
             growth = kv.growth(dec, want)
+            if int(growth.sum()) > kv.free and self.cache.lru:
+                self.cache.evict(int(growth.sum()) - kv.free)  # unused cached blocks go before anyone is preempted
             if int(growth.sum()) > kv.free:
                 preempted = self._preempt(dec, growth)
                 occupied = self.slot_req >= 0
                 dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
-                want = self.slot_ctx[dec] + g + 1
+                want = self.slot_ctx[dec] + g + 1 - self.slot_shared[dec]
             if dec.size:
                 kv.resize(dec, np.maximum(want, kv.held[dec] * kv.block_size))
         if not preempted and self.waiting and self.free_slots:
@@ -381,15 +320,15 @@ class Engine:
             req = self.slot_req[dec]
             if self.g > 0:
                 self.policy.observe(dec, lengths, acc)
-            e = np.minimum(acc + 1, self.work.output[req] - self.emitted[req])
+            e = np.minimum(acc + 1, self.book.output[req] - self.emitted[req])
             self.emitted[req] += e
             self.slot_ctx[dec] += e
-            self.kv.resize(dec, self.slot_ctx[dec])
+            self.kv.resize(dec, self.slot_ctx[dec] - self.slot_shared[dec])
             emitted_total = int(e.sum())
             same = drafted.size and int(drafted.min()) == int(drafted.max())
             self.record.add_rounds(np.full(dec.size, step_index), req, lengths, acc, e,
                                    int(drafted[0]) if same else drafted)
-            fin = self.emitted[req] >= self.work.output[req]
+            fin = self.emitted[req] >= self.book.output[req]
             if fin.any():
                 done_slots.append(dec[fin])
         if pre.size and chunk is not None:
@@ -402,7 +341,9 @@ class Engine:
                 self.slot_ctx[ready] += 1
                 first = np.isnan(self.first_s[req])
                 self.first_s[req[first]] = now
-                fin = self.emitted[req] >= self.work.output[req]
+                if self.caching:
+                    self._cache_prompts(ready)
+                fin = self.emitted[req] >= self.book.output[req]
                 if fin.any():
                     done_slots.append(ready[fin])
         if done_slots:
@@ -411,6 +352,8 @@ class Engine:
             self.finish_s[req] = now
             self.status[req] = DONE
             self._release(slots)
+            if self._done_hook is not None:
+                self._done_hook(req)
             self.closed += int(slots.size)
         i = self.record.add_step((t0, dt, draft_s, dec.size, pre.size, p_tokens, batch, int(lengths.sum()),
                                   int(acc.sum()), emitted_total, ctx, self.cfg.max_running - len(self.free_slots),
@@ -419,131 +362,200 @@ class Engine:
             self.progress(now)
 
     # ---------------------------------------------------------------- fast path: many steps at once
-    def _epoch_plan(self, start: tuple) -> dict | None:
-        """Plan up to MAX_PEEK steps from this step on, in one compiled call, or None (take one step).
+    def _epoch_plan(self) -> dict | None:
+        """Plan up to MAX_PEEK whole steps from now in one compiled call, or None (take one step).
 
-        Exactly what the same number of `_step` calls would do (`simulator.epoch.plan_epoch`): this
-        step (after `_prologue`: its reserve, admissions and prefill chunk) and the decode-only steps
-        after it; requests that finish leave at their step's end, requests whose prefill completes
-        in this step decode from the next; each step is priced at its own n and mean context. It
-        needs every started prefill to complete in this step and no preemption; it stops before any
-        step in which a request could be admitted or the KV lookahead would not fit.
+        Exactly what the same number of `_prologue` + `_step` + `_finish_step` calls would do
+        (`simulator.epoch.plan_epoch`): the lookahead reserve, admissions of the head of the waiting
+        queue and of the next arrivals (the candidates, whose rounds the backend draws ahead), chunked
+        prefill, the policy's verify lengths, emissions and finishes, each step priced at its own n
+        and mean context. It stops before a step that would preempt, reject, admit a request past the
+        candidates, or tie an arrival; a fleet's replica also before a step ending at or after the
+        fleet's next arrival (the router must see it as it would step by step).
         """
-        now, dec, pre, chunk, p_tokens, preempted = start
-        if preempted:
-            return None
-        if pre.size and not (np.array_equal(chunk, self.slot_prefill[pre])
-                             and np.count_nonzero(self.slot_prefill) == pre.size):
-            return None  # a prefill continues past this step
-        w = self.work
-        members = np.flatnonzero(self.slot_req >= 0)  # slot order: the step path's candidate order
-        if members.size > dec.size + pre.size:
-            return None  # joined this step with its prompt's KV (disaggregated): decodes from the next step
-        n = members.size
-        g, t_max = self.g, self._t_hint  # plan about twice the last epoch's length (<= MAX_PEEK)
-        ctx0 = self.slot_ctx[members]
-        step_ctx = float(self.slot_ctx[dec].mean()) if dec.size else float(self.slot_ctx[pre].mean())
-        clock = self.clock
-        xs, ys = clock.slice(dec.size, step_ctx)
-        prefill_s = clock.prefill_seconds(chunk, None if chunk is None else self._offsets(pre), dec.size, xs, ys)
-        next_s = float(w.arrival[self.next_arrival]) if self.next_arrival < self.n_requests else math.inf
-        if self.free_slots and next_s < math.inf:
-            # every step takes at least the cheapest priced step: no point peeking past the next arrival
-            t_max = int(min(t_max, max((next_s - now) / (clock.arrays.floor * self._fastest), 0.0) + 2))
-        t_max = max(t_max, 2 if pre.size else 1)
-        req = self.slot_req[members]
-        begin = np.zeros(n, dtype=np.int64)
-        if pre.size:
-            begin[np.searchsorted(members, pre)] = 1  # members are sorted slots and contain pre
-        if g > 0:
-            conf, lead = self._ahead.peek(members, t_max, g)
-            t_max = conf.shape[0]
+        book, g, feed = self.book, self.g, self.feed
+        res = np.flatnonzero(self.slot_req >= 0)  # slot order
+        n_res = res.size
+        t_max = self._t_hint
+        routed = feed.routed
+        admit_ok = (g == 0 or self._new is not None) and not self.cfg.disaggregated
+        cands: list[int] = []
+        queued_left = len(self.waiting)
+        if admit_ok:
+            cands = list(islice(self.waiting, QUEUE_CANDIDATES))
+            queued_left -= len(cands)
+        upcoming_from = feed.next_index
+        if admit_ok and not routed and queued_left == 0:  # the next arrivals: this replica's (the only one)
+            book.need(upcoming_from + ARRIVAL_CANDIDATES)
+            top = min(book.n, upcoming_from + ARRIVAL_CANDIDATES)
+            cands += list(range(upcoming_from, top))
+            upcoming_from = top
+        if routed:
+            upc, beyond = np.zeros(0), math.inf
         else:
-            conf, lead = np.zeros((t_max, n, 0)), np.zeros((t_max, n), dtype=np.int64)
-        left = w.output[req] - self.emitted[req]
-        ctx = ctx0.copy()
-        out = self._epoch_out(t_max, n)
-        stop = plan_epoch(self._code[0], self._code[1], conf, lead, begin, left, ctx, clock.arrays, clock.draft_ctx,
-                          clock.draft_tab, self.kv.free + int(self.kv.held[members].sum()), self.kv.block_size,
-                          self.padded, float(now), step_ctx, p_tokens, prefill_s, next_s, len(self.free_slots),
-                          len(self.waiting), math.inf if self.horizon is None else float(self.horizon),
-                          *self._speed, *out)
+            book.need(upcoming_from + ARRIVAL_COUNTED)
+            top = min(book.n, upcoming_from + ARRIVAL_COUNTED)
+            upc = book.arrival[upcoming_from:top]
+            beyond = book.next_arrival(top)
+        q = len(cands)
+        m = n_res + q
+        if m == 0:
+            return None
+        req = np.empty(m, dtype=np.int64)
+        req[:n_res] = self.slot_req[res]
+        req[n_res:] = cands
+        valid = np.full(m, t_max, dtype=np.int64)
+        if g > 0 and n_res:
+            conf_r, lead_r, valid_r = self._ahead.peek_buffered(res, t_max, g)
+            t_max = conf_r.shape[0]
+            valid[:n_res] = valid_r
+        if g > 0 and q:
+            idx = np.asarray(cands, dtype=np.int64)
+            conf_c, lead_c = self._new(self._joining(idx), t_max, g)
+            t_max = min(t_max, conf_c.shape[0])
+        if g > 0:
+            conf = np.concatenate([conf_r[:t_max], conf_c[:t_max]], axis=1) if n_res and q else (
+                conf_r[:t_max] if n_res else conf_c[:t_max])
+            lead = np.concatenate([lead_r[:t_max], lead_c[:t_max]], axis=1) if n_res and q else (
+                lead_r[:t_max] if n_res else lead_c[:t_max])
+        else:
+            conf, lead = np.zeros((t_max, m, 0)), np.zeros((t_max, m), dtype=np.int64)
+        emitted = self.emitted[req]
+        m_slot = np.full(m, -1, dtype=np.int64)
+        m_slot[:n_res] = res
+        m_left = book.output[req] - emitted
+        m_ctx = np.zeros(m, dtype=np.int64)
+        m_ctx[:n_res] = self.slot_ctx[res]
+        m_prefill = np.zeros(m, dtype=np.int64)
+        m_prefill[:n_res] = self.slot_prefill[res]
+        m_seq = np.zeros(m, dtype=np.int64)
+        m_seq[:n_res] = self.slot_seq[res]
+        m_arrival = np.full(m, -math.inf)
+        queued = len(self.waiting) - queued_left  # candidates from the queue (arrived); the rest arrive later
+        m_arrival[n_res + queued:] = book.arrival[req[n_res + queued:]]
+        m_tokens = book.prompt[req] + emitted
+        s = self.cfg.max_running
+        slot_member = np.full(s, -1, dtype=np.int64)
+        slot_member[res] = np.arange(n_res)
+        held = self.kv.held.copy()
+        stack = np.zeros(s, dtype=np.int64)
+        free0 = len(self.free_slots)
+        stack[:free0] = self.free_slots
+        out = self._epoch_out(t_max, m)
+        state = np.zeros(3, dtype=np.int64)
+        clock, kv = self.clock, self.kv
+        assert self._code is not None  # set with the policy: planned epochs run only for compiled kinds
+        stop = plan_epoch(self._code[0], self._code[1], conf, lead, valid, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival,  # type: ignore[call-arg]
+                          m_tokens, n_res, slot_member, held, stack, free0, kv.free, kv.total, kv.watermark_blocks,
+                          kv.block_size, self.cfg.prefill_chunk, self._seq, admit_ok, clock.arrays, clock.draft_ctx,
+                          clock.draft_tab, self.padded, float(self.env.now), beyond, upc, queued_left,
+                          math.inf if self.horizon is None else float(self.horizon), feed.cut_s(), *self._speed,
+                          *out, state)
         self._t_hint = min(MAX_PEEK, max(32, 2 * stop))
         if stop < 1:
             return None
-        lengths, acc, e, active, dt, draft, batch, mean_ctx, n_act, sums, starts, kv_free, fin = out
-        # queue length at each step's end: arrivals released by then join the waiting queue
-        ends = starts[1:stop + 1]
-        waits = len(self.waiting) + np.searchsorted(w.arrival[self.next_arrival:], ends, side="right")
-        return {"members": members, "req": req, "stop": stop, "lengths": lengths[:stop], "acc": acc[:stop],
-                "e": e[:stop], "active": active[:stop], "dt": dt[:stop], "draft": draft[:stop], "batch": batch[:stop],
-                "mean_ctx": mean_ctx[:stop], "n_act": n_act[:stop], "sums": sums[:stop], "start": starts[:stop],
-                "ends": ends, "kv_free": kv_free[:stop],
-                "fin": fin, "waits": waits, "end": float(starts[stop]), "left": left, "ctx": ctx,
-                "pre": pre, "p_tokens": p_tokens}
+        return {"stop": stop, "req": req, "n_res": n_res, "out": out, "state": state, "m_slot": m_slot,
+                "m_left": m_left, "m_ctx": m_ctx, "m_prefill": m_prefill, "m_seq": m_seq, "slot_member": slot_member,
+                "held": held, "stack": stack, "emitted0": emitted, "end": float(out[12][stop])}
+
+    def _joining(self, idx: np.ndarray) -> Requests:
+        """The backend's view of requests `idx` joining now (the same as `_admit` hands it)."""
+        w = self.book
+        return Requests(index=idx, ids=w.ids_of(idx.tolist()), domains=w.domains_of(idx.tolist()),
+                        prompt_tokens=w.prompt[idx], output_tokens=w.output[idx], emitted=self.emitted[idx].copy(),
+                        prompts=w.prompts_of(idx.tolist()))
 
     @staticmethod
-    def _epoch_out(t_max: int, n: int) -> tuple:
+    def _epoch_out(t_max: int, m: int) -> tuple:
         """Output arrays for `plan_epoch` (fresh: the record keeps views of them)."""
-        return (np.zeros((t_max, n), dtype=np.int64), np.zeros((t_max, n), dtype=np.int64),
-                np.zeros((t_max, n), dtype=np.int64), np.zeros((t_max, n), dtype=np.bool_),
-                np.zeros(t_max), np.zeros(t_max), np.zeros(t_max, dtype=np.int64), np.zeros(t_max),
-                np.zeros(t_max, dtype=np.int64), np.zeros((t_max, 3), dtype=np.int64), np.zeros(t_max + 1),
-                np.zeros(t_max, dtype=np.int64), np.zeros(n, dtype=np.int64))
+        z = lambda dtype=np.int64: np.zeros(t_max, dtype=dtype)
+        return (np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.int64),
+                np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.bool_),
+                z(np.float64), z(np.float64), z(), z(np.float64), z(), z(), z(), np.zeros((t_max, 3), dtype=np.int64),
+                np.zeros(t_max + 1), z(), z(), z(), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64),
+                np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64))
 
     def _finish_epoch(self, p: dict) -> None:
-        members, req, fin, active = p["members"], p["req"], p["fin"], p["active"]
-        steps = p["stop"]
-        g = self.g
-        if g > 0:
-            self._ahead.advance(members, active.sum(axis=0))  # rounds each request decoded
-        self.emitted[req] = self.work.output[req] - p["left"]
-        self.slot_ctx[members] = p["ctx"]
-        ends = p["ends"]
-        pre = p["pre"]
-        if pre.size:  # prefills completed in the first step: first tokens
-            self.slot_prefill[pre] = 0
-            r = self.slot_req[pre]
-            first = r[np.isnan(self.first_s[r])]
-            self.first_s[first] = ends[0]
-        lengths, acc, e, sums, n_act = p["lengths"], p["acc"], p["e"], p["sums"], p["n_act"]
-        running = self.cfg.max_running - len(self.free_slots)
+        """Apply a planned epoch: requests' state, slots, KV, the backend, the records."""
+        steps, req, n_res = p["stop"], p["req"], p["n_res"]
+        (lengths, acc, e, active, dt, draft, batch, mean_ctx, n_act, pre_n, pre_tok, sums, clock, kv_free, running,
+         waits, fin, admit, first, rnd) = p["out"]
+        top, free, seq = (int(x) for x in p["state"])
+        book, g = self.book, self.g
+        ends = clock[1:steps + 1]
+        # admissions (the head of the queue, in order) and the backend: leave, then join, then advance
+        joined = np.flatnonzero(admit >= 0)
+        for i in joined.tolist():
+            r = self.waiting.popleft()
+            assert r == req[i], "the planned admissions are not the head of the waiting queue"
+        if joined.size:
+            r = req[joined]
+            self.status[r] = RUNNING
+            fresh = np.isnan(self.admit_s[r])
+            self.admit_s[r[fresh]] = clock[admit[joined][fresh]]
         done = np.flatnonzero(fin >= 0)
-        gone = np.cumsum(np.bincount(fin[done], minlength=steps)[:steps]) if done.size else 0
-        prefill = np.zeros((2, steps), dtype=np.int64)
-        prefill[:, 0] = pre.size, p["p_tokens"]
+        left_res = done[done < n_res]
+        if left_res.size:
+            self.backend.leave(p["m_slot"][left_res])
+        alive_new = joined[fin[joined] < 0]
+        if alive_new.size:
+            slots = p["m_slot"][alive_new]
+            self.backend.join(slots, Requests(
+                index=req[alive_new], ids=book.ids_of(req[alive_new].tolist()),
+                domains=book.domains_of(req[alive_new].tolist()), prompt_tokens=book.prompt[req[alive_new]],
+                output_tokens=book.output[req[alive_new]], emitted=p["emitted0"][alive_new].copy(),
+                prompts=book.prompts_of(req[alive_new].tolist())))
+        if g > 0:
+            alive = np.flatnonzero((fin < 0) & (p["m_slot"] >= 0))
+            if alive.size:
+                self._ahead.advance(p["m_slot"][alive], rnd[alive])
+        # requests' state
+        self.emitted[req] = book.output[req] - p["m_left"]
+        got = np.flatnonzero(first >= 0)
+        if got.size:
+            r = req[got]
+            fresh = np.isnan(self.first_s[r])
+            self.first_s[r[fresh]] = ends[first[got][fresh]]
+        if done.size:
+            r = req[done]
+            self.finish_s[r] = ends[fin[done]]
+            self.status[r] = DONE
+            self.closed += int(done.size)
+            if self._done_hook is not None:
+                self._done_hook(r)
+        # slots, KV
+        sm = p["slot_member"]
+        occ = sm >= 0
+        self.slot_req[:] = -1
+        self.slot_req[occ] = req[sm[occ]]
+        self.slot_prefill[:] = 0
+        self.slot_prefill[occ] = p["m_prefill"][sm[occ]]
+        self.slot_ctx[:] = 0
+        self.slot_ctx[occ] = p["m_ctx"][sm[occ]]
+        self.slot_seq[occ] = p["m_seq"][sm[occ]]
+        self.kv.held[:] = p["held"]
+        self.kv.free = free
+        self.free_slots = p["stack"][:top].tolist()
+        self._seq = seq
+        # records
         first_index = self.record.add_epoch(steps, (
-            p["start"], p["dt"], p["draft"], n_act,
-            prefill[0], prefill[1], p["batch"], sums[:, 0], sums[:, 1], sums[:, 2], p["mean_ctx"],
-            np.full(steps, running) - gone, p["waits"], p["kv_free"], np.zeros(steps, dtype=np.int64)))
-        t_idx, i_idx = np.nonzero(active)  # rounds: step-major, slot order within a step
+            clock[:steps], dt[:steps], draft[:steps], n_act[:steps], pre_n[:steps], pre_tok[:steps], batch[:steps],
+            sums[:steps, 0], sums[:steps, 1], sums[:steps, 2], mean_ctx[:steps], running[:steps], waits[:steps],
+            kv_free[:steps], np.zeros(steps, dtype=np.int64)))
+        t_idx, i_idx = np.nonzero(active[:steps])
+        # rounds: step-major, slot order within a step (a member keeps its slot while it runs)
+        order = np.lexsort((p["m_slot"][i_idx], t_idx))
+        t_idx, i_idx = t_idx[order], i_idx[order]
         self.record.add_rounds(first_index + t_idx, req[i_idx], lengths[t_idx, i_idx], acc[t_idx, i_idx],
                                e[t_idx, i_idx], g)
-        if done.size:
-            # release in the step path's order: by step; in a step decoders (slot order) before completed
-            # prefills (admission order), which decides the free-slot order and so later slot numbers
-            rank = members.copy()
-            if pre.size:
-                at = np.searchsorted(members, pre)
-                first_step = fin[at] == 0  # finished with their first token, as prefills
-                rank[at[first_step]] = self.slot_req.size + np.flatnonzero(first_step)
-            order = done[np.lexsort((rank[done], fin[done]))]
-            slots = members[order]
-            r = req[order]
-            self.finish_s[r] = ends[fin[order]]
-            self.status[r] = DONE
-            self._release(slots)
-            self.closed += int(slots.size)
-        keep = members[fin < 0]
-        if keep.size:
-            self.kv.resize(keep, self.slot_ctx[keep])
+        self.record.maybe_flush()
         if self.progress is not None and ((first_index + steps) >> 8) != (first_index >> 8):
             self.progress(self.env.now)
 
     # ---------------------------------------------------------------- admission and preemption
     def _admit(self, now: float) -> None:
         joined: list[tuple[int, int]] = []
-        kv, w = self.kv, self.work
+        kv, w = self.kv, self.book
         split = self.cfg.disaggregated
         while self.waiting and self.free_slots:
             r = self.waiting[0]
@@ -561,14 +573,26 @@ class Engine:
                 self._close(r, REJECTED, f"prefill of {tokens} tokens exceeds the KV cache "
                                          f"({kv.total} blocks of {kv.block_size})")
                 continue
-            if not kv.can_admit(tokens + 1):
-                break
+            hit, refs = (self._prefix_hit(r, tokens) if self.caching else (0, []))
+            if not kv.can_admit(tokens + 1 - hit):
+                if self.cache.lru:
+                    self.cache.evict(kv.watermark_blocks + int(blocks_for(tokens + 1 - hit, kv.block_size)) - kv.free)
+                if not kv.can_admit(tokens + 1 - hit):
+                    self.cache.release(refs)
+                    break
             self.waiting.popleft()
             s = self.free_slots.pop()
-            kv.allocate(s, tokens + 1)
+            kv.allocate(s, tokens + 1 - hit)
             self.slot_req[s] = r
-            self.slot_prefill[s] = tokens
+            self.slot_prefill[s] = tokens - hit
             self.slot_ctx[s] = tokens
+            self.slot_shared[s] = hit
+            self.slot_refs[s] = refs
+            if self.caching:
+                self.cache.looked_up += int(self.cache.usable(w.prefix_of(r), int(w.prompt[r])).size)
+                self.cache.hit += len(refs)
+                self.cache.saved_tokens += hit
+                self.book.cached_tokens[r] += hit
             if split:  # the prompt's KV arrives from a prefill instance, with its first token
                 self.slot_prefill[s] = 0
                 if self.emitted[r] == 0:
@@ -586,9 +610,9 @@ class Engine:
             idx = np.asarray([r for _, r in joined], dtype=np.int64)
             self.policy.forget(slots)
             self.backend.join(slots, Requests(
-                index=idx, ids=[w.ids[r] for r in idx.tolist()], domains=[w.domains[r] for r in idx.tolist()],
+                index=idx, ids=w.ids_of(idx.tolist()), domains=w.domains_of(idx.tolist()),
                 prompt_tokens=w.prompt[idx], output_tokens=w.output[idx], emitted=self.emitted[idx].copy(),
-                prompts=None if w.prompts is None else [w.prompts[r] for r in idx.tolist()]))
+                prompts=w.prompts_of(idx.tolist())))
 
     def _preempt(self, dec: np.ndarray, growth: np.ndarray) -> int:
         """Preempt newest-first until every remaining decoding request's lookahead fits."""
@@ -614,9 +638,40 @@ class Engine:
                 self.waiting.appendleft(r)
         return int(j)
 
+    def _prefix_hit(self, r: int, tokens: int) -> tuple[int, list[int]]:
+        """(prompt tokens found in the cache, the entries referenced for them) for admitting request r
+        with `tokens` to prefill; the entries are referenced now, so no eviction can take them."""
+        cache = self.cache
+        full = cache.usable(self.book.prefix_of(r), int(self.book.prompt[r]))
+        k = cache.match(full)
+        while k and k * cache.block_tokens >= tokens:  # at least one prompt token is computed
+            k -= 1
+        refs = full[:k].tolist()
+        cache.acquire(refs)
+        return k * cache.block_tokens, refs
+
+    def _cache_prompts(self, slots: np.ndarray) -> None:
+        """Prefills that completed: their full prompt blocks enter the cache (simulator.prefix)."""
+        cache = self.cache
+        for s in slots.tolist():
+            r = int(self.slot_req[s])
+            full = cache.usable(self.book.prefix_of(r), int(self.book.prompt[r])).tolist()
+            have = len(self.slot_refs[s])
+            if len(full) <= have:
+                continue
+            cache.insert(full[have:])
+            self.slot_refs[s] = full
+            self.slot_shared[s] = len(full) * cache.block_tokens
+        self.kv.resize(slots, self.slot_ctx[slots] - self.slot_shared[slots])
+
     def _release(self, slots: np.ndarray) -> None:
         self.backend.leave(slots)
         self.kv.release(slots)
+        if self.caching:
+            for s in slots.tolist():
+                self.cache.release(self.slot_refs[s])
+                self.slot_refs[s] = []
+        self.slot_shared[slots] = 0
         self.slot_req[slots] = -1
         self.slot_prefill[slots] = 0
         self.slot_ctx[slots] = 0
@@ -628,8 +683,9 @@ class Engine:
         self.closed += 1
 
     def close_open(self, reason: str) -> None:
-        """Mark every request not yet finished as unfinished (e.g. at the horizon)."""
-        for r in np.flatnonzero(self.status < DONE).tolist():
+        """Mark every request of the trace not yet closed as unfinished (e.g. at the horizon)."""
+        self.book.read_all()
+        for r in np.flatnonzero(self.status[:self.book.n] < DONE).tolist():
             self._close(r, UNFINISHED, reason)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, slice_knots
+from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, prefill_price, slice_knots
 from sparksched.policies import CONF_THRESHOLD, DSPARK, NONE, POLICIES, STATIC, THRESHOLD
 from sparksched.scheduler import SCALE
 
@@ -141,140 +141,313 @@ def step_seconds(decode_s, draft_s, prefill_s, f, speed_prefill):  # pragma: no 
 
 
 @njit(cache=True)
-def plan_epoch(kind, param, conf, lead, start, left, ctx, cost, draft_ctx, draft_tab, avail, block_size, padded,
-               now, ctx0_mean, prefill0, prefill0_s, next_arrival_s, free0, waiting0, horizon,
-               speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, draft, batch, mean_ctx,
-               n_active, sums, clock, kv_free, fin_step):  # pragma: no cover (compiled)
-    """Plan up to T steps of the n resident requests in conf [T, n, g]; return the number planned.
+def _blocks(tokens, block_size):  # pragma: no cover (compiled)
+    return -(-tokens // block_size)
 
-    Member i decodes from step start[i] on (0: decoding now; 1: its prefill completes in step 0, the
-    step's `prefill0` prompt tokens, which emits its first token), its round r = t - start[i] at step t.
 
-    Inputs: lead [T, n] accepted prefix of each round if all g drafts were verified; left [n] tokens
-    each request has still to emit and ctx [n] its context (KV tokens), both updated in place; cost:
-    the step-cost model (sparksched.cost.CostArrays), priced at each step's own number of decoding
-    requests and mean context (step 0: ctx0_mean); draft_ctx [Cd], draft_tab [Cd, n + 1]: drafter
-    seconds by decoding requests (sparksched.cost.draft_at); avail KV blocks these requests may hold;
-    padded: charge n * (1 + max l) verify tokens; now: clock at step 0; prefill0_s: the seconds of
-    step 0's prefill chunks; next_arrival_s: the next arrival not yet released (inf: none); free0
-    free slots; waiting0 queued requests; horizon (inf: none); speed_n [n_max + 1], speed_t [k],
-    speed_f [k], speed_prefill: the host's speed (simulator.speed.HostSpeed.arrays, ones: the profile's).
+@njit(cache=True)
+def plan_epoch(kind, param, conf, lead, m_valid, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival, m_tokens, n_res,
+               slot_member, held, stack, free0, kv_free0, kv_total, watermark, block_size, prefill_chunk, seq0,
+               admit_ok, cost, draft_ctx, draft_tab, padded, now, next_arrival_s, upc_arrival, waiting0, horizon,
+               cut, speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, draft, batch, mean_ctx,
+               n_active, pre_n, pre_tokens, sums, clock, kv_free, running, waits, fin_step, admit_step, first_step,
+               rnd, state):  # pragma: no cover (compiled)
+    """Plan up to T whole engine steps from `now`, exactly as `Engine._prologue` + `_step` +
+    `_finish_step` would take them one by one; return the number planned (0: take the step path).
 
-    Outputs (first `stop` steps): lengths / acc / emit / active (decoded) [T, n]; dt, draft (the
-    drafter's seconds), batch, mean_ctx, n_active [T]; sums [T, 3] verified, accepted, emitted tokens; clock [T + 1] step start times
-    (clock[t + 1] = clock[t] + dt[t], as SimPy adds them); kv_free [T] after each step; fin_step [n]
-    the step in which each request finished (-1: still running).
+    Members [m]: the n_res resident requests (slot order), then q candidates in FCFS order (the head
+    of the waiting queue, m_arrival -inf, then requests yet to arrive at m_arrival). A step: reserve
+    every decoding request's lookahead (stop if it does not fit: preemption), admit arrived candidates
+    into free slots (the slot stack `stack[:free0]`, popped from the end) while their prefill fits above
+    the watermark (stop on a request that can never fit, or one past the candidates), chunked prefill
+    oldest admission first, verify lengths by the stateless policy `kind` on conf [T, m, g] / lead
+    [T, m] (member i's r-th round at conf[r, i]; m_valid [m] of them drawn), the step's price, emissions, finished requests leave
+    (decoders in slot order, then completed prefills in admission order, pushed on the stack).
+
+    Stops before a step whose start ties an arrival, in which a request beyond the candidates could be
+    admitted, that ends at or after `next_arrival_s` (the first arrival not counted: upc_arrival
+    [u] are arrivals after the candidates that only join the queue; waiting0 queued requests after
+    the candidates) or at or after `cut` (a fleet's next arrival: its router reads the replicas'
+    state then, which a step shows from its start on) or past the horizon; and when a member's
+    rounds run out. Member arrays, slot_member, held, stack are updated in place; state [3] returns
+    (free slots, free KV blocks, next admission sequence number). Outputs per step (first `stop`):
+    lengths / acc / emit / active [T, m]; dt, draft, batch, mean_ctx, n_active, pre_n, pre_tokens,
+    sums [T, 3], clock [T + 1], kv_free, running, waits [T]; per member fin_step, admit_step,
+    first_step (the step that completed its prefill), rnd (rounds decoded).
     """
-    t_max, n, g = conf.shape
+    t_max, m, g = conf.shape
     g1 = g + 1
-    alive = np.ones(n, dtype=np.bool_)
-    rows = np.empty(n, dtype=np.int64)
-    out = np.zeros(n, dtype=np.int64)
-    drafted = np.full(n, g, dtype=np.int64)
-    step_conf = np.zeros((n, g))
+    n_slots = slot_member.shape[0]
+    out = np.zeros(m, dtype=np.int64)
+    drafted = np.full(m, g, dtype=np.int64)
+    step_conf = np.zeros((m, g))
+    rows = np.empty(m, dtype=np.int64)
+    pre = np.empty(m, dtype=np.int64)
+    pre_seq = np.empty(m, dtype=np.int64)
+    chunk = np.empty(m, dtype=np.int64)
+    offs = np.empty(m, dtype=np.int64)
     xs = np.empty(cost.knots.shape[0])
     ys = np.empty(cost.knots.shape[0])
-    finished = 0
-    clock[0] = now
-    for i in range(n):
+    top = free0
+    free = kv_free0
+    seq = seq0
+    cp = n_res  # next candidate to admit
+    q_end = m
+    for i in range(m):
         fin_step[i] = -1
+        admit_step[i] = -1
+        first_step[i] = -1
+        rnd[i] = 0
+    clock[0] = now
     stop = t_max
+    held0 = held.copy()  # the state at the step's start, restored when the step is not planned after all
+    free_s, top_s, seq_s, cp_s = free, top, seq, cp
     for t in range(t_max):
-        m = 0
+        c0 = clock[t]
+        for s in range(n_slots):
+            held0[s] = held[s]
+        free_s, top_s, seq_s, cp_s = free, top, seq, cp
+        # a tie between an arrival and the step's start: which comes first is SimPy's event order
+        tie = False
+        for i in range(cp, q_end):
+            if m_arrival[i] == c0:
+                tie = True
+        for k in range(upc_arrival.shape[0]):
+            if upc_arrival[k] == c0:
+                tie = True
+        if tie:
+            stop = t
+            break
+        # 1. lookahead reserve of every decoding request
+        growth = 0
+        for s in range(n_slots):
+            i = slot_member[s]
+            if i >= 0 and m_prefill[i] == 0:
+                nb = _blocks(m_ctx[i] + g1, block_size)
+                if nb > held[s]:
+                    growth += nb - held[s]
+        if growth > free:  # preemption: the step path
+            stop = t
+            break
+        for s in range(n_slots):
+            i = slot_member[s]
+            if i >= 0 and m_prefill[i] == 0:
+                nb = _blocks(m_ctx[i] + g1, block_size)
+                if nb > held[s]:
+                    held[s] = nb
+        free -= growth
+        # 2. admission, FCFS, while slots are free
+        blocked = False
+        while top > 0:
+            if cp < q_end:
+                if m_arrival[cp] > c0:
+                    if waiting0 > 0:  # (cannot happen: queued requests come before arrivals)
+                        blocked = True
+                    break
+                if not admit_ok:
+                    blocked = True
+                    break
+                kb = _blocks(m_tokens[cp] + 1, block_size)
+                if kb > kv_total - watermark:  # can never fit: rejected, on the step path
+                    blocked = True
+                    break
+                if free - kb < watermark:
+                    break
+                top -= 1
+                s = stack[top]
+                slot_member[s] = cp
+                held[s] = kb
+                free -= kb
+                m_slot[cp] = s
+                m_prefill[cp] = m_tokens[cp]
+                m_ctx[cp] = m_tokens[cp]
+                m_seq[cp] = seq
+                seq += 1
+                admit_step[cp] = t
+                cp += 1
+            else:
+                arrived = waiting0 > 0
+                for k in range(upc_arrival.shape[0]):
+                    if upc_arrival[k] <= c0:
+                        arrived = True
+                if arrived:  # a request past the candidates would be admitted
+                    blocked = True
+                break
+        if blocked:
+            stop = t
+            break
+        # 3. chunked prefill, oldest admission first
+        npre = 0
+        for s in range(n_slots):
+            i = slot_member[s]
+            if i >= 0 and m_prefill[i] > 0:
+                pre[npre] = i
+                pre_seq[npre] = m_seq[i]
+                npre += 1
+        order = np.argsort(pre_seq[:npre], kind="mergesort")
+        before = 0
+        kept = 0
+        p_tokens = 0
+        pre_ctx = 0
+        for j in range(npre):
+            i = pre[order[j]]
+            left_p = m_prefill[i]
+            c = min(max(prefill_chunk - before, 0), left_p)
+            before += left_p
+            if c > 0:
+                rows[kept] = i  # (reused below as the decoding rows; copied out first)
+                chunk[kept] = c
+                offs[kept] = m_ctx[i] - m_prefill[i]
+                kept += 1
+                p_tokens += c
+                pre_ctx += m_ctx[i]
+        kept_pre = rows[:kept].copy()
+        # decoding requests, slot order
+        n = 0
         total = 0
-        alive_n = 0
-        need = 0
-        for i in range(n):
-            if alive[i]:
-                alive_n += 1
-                if start[i] <= t:
-                    rows[m] = i
-                    m += 1
-                    total += ctx[i]
-                    need += -(-(ctx[i] + g1) // block_size)
-                else:
-                    need += -(-(ctx[i] + 1) // block_size)
-        extra = prefill0 if t == 0 else 0
-        if alive_n == 0 or (m == 0 and extra == 0):
+        for s in range(n_slots):
+            i = slot_member[s]
+            if i >= 0 and m_prefill[i] == 0:
+                if rnd[i] >= m_valid[i]:  # its peeked rounds ran out
+                    stop = t
+                    break
+                rows[n] = i
+                n += 1
+                total += m_ctx[i]
+        if stop == t:
+            break
+        if n == 0 and p_tokens == 0:  # nothing to run: the engine sleeps (or the step path decides)
             stop = t
             break
-        # admission possible at this step's start: the plain step path takes it
-        if free0 + finished > 0 and (next_arrival_s <= clock[t] or (t > 0 and waiting0 > 0 and finished > 0)):
-            stop = t
-            break
-        if need > avail:  # the lookahead reserve does not fit: preemption, on the step path
-            stop = t
-            break
-        mean = ctx0_mean if t == 0 else total / m
-        slice_knots(cost, float(max(m, 1)), mean, xs, ys)
-        cap = batch_cap(cost, float(m), mean)
-        draft_s = draft_at(draft_ctx, draft_tab, m, mean) if (g > 0 and m > 0) else 0.0
-        prefill_s = prefill0_s if t == 0 else 0.0
-        if g > 0 and m > 0:
-            for j in range(m):
+        mean = total / n if n > 0 else pre_ctx / kept
+        slice_knots(cost, float(max(n, 1)), mean, xs, ys)
+        cap = batch_cap(cost, float(n), mean)
+        prefill_s = prefill_price(cost, chunk[:kept], offs[:kept], n, xs, ys) if kept > 0 else 0.0
+        draft_s = draft_at(draft_ctx, draft_tab, n, mean) if (g > 0 and n > 0) else 0.0
+        if g > 0 and n > 0:
+            for j in range(n):
                 i = rows[j]
-                r = t - start[i]
+                r = rnd[i]
                 for k in range(g):
                     step_conf[i, k] = conf[r, i, k]
-            step_lengths(kind, param, step_conf, drafted, rows[:m], xs, ys, cost.extend, cap,
-                         draft_s + prefill_s, out)
+            step_lengths(kind, param, step_conf, drafted, rows[:n], xs, ys, cost.extend, cap, draft_s + prefill_s,
+                         out)
         tokens = 0
         longest = 0
-        for j in range(m):
+        for j in range(n):
             li = out[rows[j]] if g > 0 else 0
             tokens += li
             longest = max(longest, li)
-        b = m * (1 + longest) if (padded and m > 0) else m + tokens
+        b = n * (1 + longest) if (padded and n > 0) else n + tokens
         if b > cap:  # the KV does not fit: the step path refuses it with the reason
             stop = t
             break
-        decode_s = knot_price(xs, ys, cost.extend, float(b)) if m > 0 else empty_pass(cost, xs, ys)
-        step = step_seconds(decode_s, draft_s, prefill_s, speed_factor(speed_n, speed_t, speed_f, clock[t], m),
+        decode_s = knot_price(xs, ys, cost.extend, float(b)) if n > 0 else empty_pass(cost, xs, ys)
+        step = step_seconds(decode_s, draft_s, prefill_s, speed_factor(speed_n, speed_t, speed_f, c0, n),
                             speed_prefill)
-        end = clock[t] + step
-        if t > 0 and end > horizon:
+        end = c0 + step
+        if end > horizon or end >= cut:  # (a step the horizon cuts shows its admissions: the step path)
             stop = t
             break
+        if next_arrival_s <= end:  # an arrival not counted would join the queue during the step
+            stop = t
+            break
+        tie = False
+        for i in range(cp, q_end):
+            if m_arrival[i] == end:
+                tie = True
+        for k in range(upc_arrival.shape[0]):
+            if upc_arrival[k] == end:
+                tie = True
+        if tie:
+            stop = t
+            break
+        # the step runs: record it
         dt[t] = step
         draft[t] = draft_s
-        batch[t] = extra + b
+        batch[t] = p_tokens + b
         mean_ctx[t] = mean
-        n_active[t] = m
+        n_active[t] = n
+        pre_n[t] = kept
+        pre_tokens[t] = p_tokens
         clock[t + 1] = end
-        held = 0
-        s_ver = 0
-        s_acc = 0
-        s_emit = 0
-        for i in range(n):
+        for i in range(m):
             lengths[t, i] = 0
             acc[t, i] = 0
             emit[t, i] = 0
             active[t, i] = False
-            if not alive[i]:
-                continue
-            if start[i] <= t:
-                li = out[i] if g > 0 else 0
-                a = min(lead[t - start[i], i], li)
-                e = min(a + 1, left[i])
-                active[t, i] = True
-                lengths[t, i] = li
-                acc[t, i] = a
-                s_ver += li
-                s_acc += a
-            else:
-                e = 1  # the prefill completes: the first token
+        s_ver = 0
+        s_acc = 0
+        s_emit = 0
+        for j in range(n):
+            i = rows[j]
+            li = out[i] if g > 0 else 0
+            a = min(lead[rnd[i], i], li)
+            e = min(a + 1, m_left[i])
+            active[t, i] = True
+            lengths[t, i] = li
+            acc[t, i] = a
             emit[t, i] = e
+            s_ver += li
+            s_acc += a
             s_emit += e
-            left[i] -= e
-            ctx[i] += e
-            if left[i] <= 0:
-                alive[i] = False
-                fin_step[i] = t
-                finished += 1
-            else:
-                held += -(-ctx[i] // block_size)
+            rnd[i] += 1
+            m_left[i] -= e
+            m_ctx[i] += e
+            nb = _blocks(m_ctx[i], block_size)  # the rejected drafts' blocks go back
+            free += held[m_slot[i]] - nb
+            held[m_slot[i]] = nb
+        for j in range(kept):
+            i = kept_pre[j]
+            m_prefill[i] -= chunk[j]
+            if m_prefill[i] == 0:  # the prefill completes: the first token
+                m_left[i] -= 1
+                m_ctx[i] += 1
+                s_emit += 1
+                first_step[i] = t
         sums[t, 0] = s_ver
         sums[t, 1] = s_acc
         sums[t, 2] = s_emit
-        kv_free[t] = avail - held
+        # finished requests leave: decoders in slot order, then completed prefills in admission order
+        for j in range(n):
+            i = rows[j]
+            if m_left[i] <= 0:
+                s = m_slot[i]
+                fin_step[i] = t
+                free += held[s]
+                held[s] = 0
+                slot_member[s] = -1
+                stack[top] = s
+                top += 1
+        for j in range(kept):
+            i = kept_pre[j]
+            if first_step[i] == t and m_left[i] <= 0:
+                s = m_slot[i]
+                fin_step[i] = t
+                free += held[s]
+                held[s] = 0
+                slot_member[s] = -1
+                stack[top] = s
+                top += 1
+        kv_free[t] = free
+        running[t] = n_slots - top
+        queued = waiting0
+        for i in range(cp, q_end):
+            if m_arrival[i] <= end:
+                queued += 1
+        for k in range(upc_arrival.shape[0]):
+            if upc_arrival[k] <= end:
+                queued += 1
+        waits[t] = queued
+    if stop < t_max:  # undo the unplanned step's reserve and admissions
+        for s in range(n_slots):
+            held[s] = held0[s]
+        for i in range(cp_s, cp):
+            slot_member[m_slot[i]] = -1
+            m_slot[i] = -1
+            admit_step[i] = -1
+        free, top, seq = free_s, top_s, seq_s
+    state[0] = top
+    state[1] = free
+    state[2] = seq
     return stop

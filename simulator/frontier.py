@@ -327,3 +327,31 @@ def goodput_table(rows: pl.DataFrame, attainment: float = 0.9, baseline: str | N
               "best_rate_scale": pl.Float64, "attainment_there": pl.Float64, "throughput_at_slo": pl.Float64,
               "slo_max_running": pl.Int64, "slo_rate_scale": pl.Float64, "ratio": pl.Float64}
     return pl.DataFrame(out, schema=schema)
+
+
+def smallest_fleet(rows: pl.DataFrame, attainment: float = 0.9, column: str = "goodput_share") -> pl.DataFrame:
+    """Per policy and arrival rate: the smallest fleet (`replicas`) of a fleet sweep that meets the SLA.
+
+    A run meets it when `column` (default the summary's goodput_share: the share of requests with
+    TTFT within the SLA and per-user speed at or above it; `dspark_slo_attainment` for vLLM's
+    --goodput SLOs) is at least `attainment`. Rows: policy, rate_scale, replicas (null when no
+    swept size meets it), the share it reached, its per-user speed P50, TTFT P90 and throughput, and
+    the largest size swept.
+    """
+    out = []
+    for (policy, rate), g in rows.group_by(["policy", "rate_scale"], maintain_order=True):
+        g = g.sort("replicas")
+        ok = g.filter(pl.col(column).fill_null(0.0) >= attainment)
+        best = ok.row(0, named=True) if ok.height else None
+        out.append({"policy": policy, "rate_scale": float(rate),
+                    "replicas": None if best is None else int(best["replicas"]),
+                    "share": None if best is None else best[column],
+                    "user_tps_p50": None if best is None else best.get("user_tps_p50"),
+                    "ttft_p90_s": None if best is None else best.get("ttft_p90_s"),
+                    "throughput_tps": None if best is None else best.get("throughput_tps"),
+                    "largest_swept": int(g["replicas"].to_numpy().max()),
+                    "share_at_largest": g.row(g.height - 1, named=True)[column]})
+    return pl.DataFrame(out, schema={"policy": pl.Utf8, "rate_scale": pl.Float64, "replicas": pl.Int64,
+                                     "share": pl.Float64, "user_tps_p50": pl.Float64, "ttft_p90_s": pl.Float64,
+                                     "throughput_tps": pl.Float64, "largest_swept": pl.Int64,
+                                     "share_at_largest": pl.Float64})

@@ -35,6 +35,7 @@ class KVBlocks:
         self.watermark_blocks = int(math.ceil(watermark * total))
         self.free = self.total
         self.held = np.zeros(slots, dtype=np.int64)  # [slots] blocks held per slot
+        self.cached = 0  # blocks held by prefix-cache entries (simulator.prefix), shared by requests
 
     @property
     def used(self) -> int:

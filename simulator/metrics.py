@@ -20,6 +20,8 @@ All percentiles are P50 / P90 / P99 (linear interpolation).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
@@ -172,34 +174,8 @@ def budget_by_running(steps: pl.DataFrame) -> pl.DataFrame:
 def summarize(requests: pl.DataFrame, steps: pl.DataFrame, rounds: pl.DataFrame, *, block: int,
               sla_tps: float, sla_ttft_s: float) -> dict:
     """Scalar summary of one run (see the module docstring for every definition)."""
-    fin = requests.filter(pl.col("status") == "finished")
-    s: dict = {}
+    s, span = _request_part(requests)
     n = requests.height
-    s["requests"] = n
-    s["finished"] = fin.height
-    s["rejected"] = int((requests["status"] == "rejected").sum())
-    s["unfinished"] = n - fin.height - s["rejected"]
-    reasons = requests.filter(pl.col("reason").is_not_null()).group_by("reason").len().sort("reason")
-    s["unfinished_reasons"] = {r: int(c) for r, c in zip(reasons["reason"], reasons["len"])}
-    t0 = float(requests["arrival_s"].to_numpy().min()) if n else 0.0
-    t1 = float(fin["finish_s"].to_numpy().max()) if fin.height else t0
-    span = max(t1 - t0, 1e-12)
-    out_tokens = int(requests["emitted_tokens"].sum())
-    s["duration_s"] = t1 - t0
-    s["output_tokens"] = out_tokens
-    s["throughput_tps"] = out_tokens / span if fin.height else 0.0
-    s["request_rate"] = fin.height / span if fin.height else 0.0
-    ttft = fin["ttft_s"].to_numpy()
-    tpot = fin["tpot_s"].to_numpy().astype(np.float64)
-    e2e = fin["e2e_s"].to_numpy()
-    for q in PERCENTILES:
-        s[f"ttft_p{q}_s"] = _pct(ttft, q)
-        s[f"tpot_p{q}_s"] = _pct(tpot, q)
-        s[f"e2e_p{q}_s"] = _pct(e2e, q)
-    for q in PERCENTILES:  # the speed q % of users reach: 1 / TPOT at the q-th percentile
-        p = s[f"tpot_p{q}_s"]
-        s[f"user_tps_p{q}"] = 1.0 / p if p else None
-    s["user_tps_mean"] = float(np.nanmean(1.0 / tpot[tpot > 0])) if np.any(tpot > 0) else None
     s.update(itl(rounds, steps, requests))
     ok = requests["meets_sla"].to_numpy()
     s["goodput_share"] = float(ok.mean()) if n else 0.0
@@ -238,4 +214,58 @@ def summarize(requests: pl.DataFrame, steps: pl.DataFrame, rounds: pl.DataFrame,
         s["time_weighted_running"] = float((steps["running"].to_numpy() * dur).sum() / dur.sum())
         s["mean_batch_tokens"] = float(steps["batch_tokens"].to_numpy().mean())
         s["busy_s"] = float(dur.sum())
+    return s
+
+
+def _request_part(requests: pl.DataFrame) -> tuple[dict, float]:
+    """The request-level keys of the summary up to user_tps_mean, and the span (s) rates divide by."""
+    fin = requests.filter(pl.col("status") == "finished")
+    s: dict = {}
+    n = requests.height
+    s["requests"] = n
+    s["finished"] = fin.height
+    s["rejected"] = int((requests["status"] == "rejected").sum())
+    s["unfinished"] = n - fin.height - s["rejected"]
+    reasons = requests.filter(pl.col("reason").is_not_null()).group_by("reason").len().sort("reason")
+    s["unfinished_reasons"] = {r: int(c) for r, c in zip(reasons["reason"], reasons["len"])}
+    t0 = float(requests["arrival_s"].to_numpy().min()) if n else 0.0
+    t1 = float(fin["finish_s"].to_numpy().max()) if fin.height else t0
+    span = max(t1 - t0, 1e-12)
+    out_tokens = int(requests["emitted_tokens"].sum())
+    s["duration_s"] = t1 - t0
+    s["output_tokens"] = out_tokens
+    s["throughput_tps"] = out_tokens / span if fin.height else 0.0
+    s["request_rate"] = fin.height / span if fin.height else 0.0
+    ttft = fin["ttft_s"].to_numpy()
+    tpot = fin["tpot_s"].to_numpy().astype(np.float64)
+    e2e = fin["e2e_s"].to_numpy()
+    for q in PERCENTILES:
+        s[f"ttft_p{q}_s"] = _pct(ttft, q)
+        s[f"tpot_p{q}_s"] = _pct(tpot, q)
+        s[f"e2e_p{q}_s"] = _pct(e2e, q)
+    for q in PERCENTILES:
+        p = s[f"tpot_p{q}_s"]
+        s[f"user_tps_p{q}"] = 1.0 / p if p else None
+    s["user_tps_mean"] = float(np.nanmean(1.0 / tpot[tpot > 0])) if np.any(tpot > 0) else None
+    return s, span
+
+
+def summarize_streamed(requests: pl.DataFrame, steps: Any, rounds: Any, gaps: Any, *, sla_tps: float,
+                       sla_ttft_s: float) -> dict:
+    """`summarize` from the requests table and the run's streaming summaries (simulator.stats:
+    StepStats, RoundStats, GapStats) instead of the steps and rounds tables: the same keys."""
+    s, span = _request_part(requests)
+    step_q, token_q = gaps.percentiles(PERCENTILES)
+    for i, q in enumerate(PERCENTILES):
+        s[f"itl_step_p{q}_s"] = step_q[i] if step_q else None
+        s[f"itl_token_p{q}_s"] = token_q[i] if token_q else None
+    n = requests.height
+    ok = requests["meets_sla"].to_numpy()
+    s["goodput_share"] = float(ok.mean()) if n else 0.0
+    s["goodput_rps"] = float(ok.sum()) / span
+    s["goodput_tps"] = float(requests.filter(pl.col("meets_sla"))["emitted_tokens"].sum()) / span
+    s["sla_tps"], s["sla_ttft_s"] = sla_tps, sla_ttft_s
+    s.update(rounds.summary())
+    s["preemptions"] = int(requests["preemptions"].sum())
+    s.update(steps.summary())
     return s

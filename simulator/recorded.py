@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator.backend import Requests
-from simulator.predrawn import PredrawnBackend
+from simulator.predrawn import SCRATCH, PredrawnBackend
 from sparksched.rounds import Rounds, read_rounds
 
 MIN_TRIALS = 20  # observations a position needs for its own calibration map
@@ -121,7 +121,7 @@ class RecordedAcceptance(PredrawnBackend):
                     self._by_id.update((str(i), x) for i, x, c in zip(ids.tolist(), groups, counts)
                                        if c >= MIN_DONOR_ROUNDS)
         self._donors_all = [x for d in sorted(self._donors) for x in self._donors[d]]
-        self._slot_pool: list[np.ndarray | None] = [None] * slots
+        self._slot_pool: list[np.ndarray | None] = [None] * (slots + SCRATCH)
 
     @classmethod
     def from_file(cls, path: str | Path, block: int, slots: int, seed: int = 0,

@@ -36,17 +36,20 @@ import simpy
 
 from simulator.backend import Backend
 from simulator.config import SimConfig
-from simulator.engine import STATUS_NAMES, Engine, StepClock, Workload
+from simulator.engine import DONE, STATUS_NAMES, WAITING, Engine, StepClock
 from simulator.files import write_json as write_strict_json
 from simulator.metrics import (
     acceptance_by_position,
     budget_by_running,
     meets_sla,
     request_latencies,
-    summarize,
+    summarize_streamed,
 )
 from simulator.policies import make_policy
+from simulator.records import ROUND_SCHEMA, STEP_COLUMNS, Recorder, TableSink
+from simulator.source import Book
 from simulator.speed import HostSpeed
+from simulator.stats import GapStats, RoundStats, StepStats
 from sparksched.cost import DTYPE_BYTES, StepCost
 from sparksched.curve import ThroughputCurve
 from sparksched.io import ResultSet, write_json, write_parquet
@@ -58,6 +61,7 @@ MAX_ARRIVAL_S = 2.0**33  # float64 spacing of larger times is coarser than a mic
 # tokens one step may batch (decode + chunked prefill); the step-time tables hold one entry per
 # token. Engines batch 8k-64k; a million is far past any, and keeps every table below 8 MB
 MAX_STEP_TOKENS = 1 << 20
+STEPS_SCHEMA = {k: pl.Series(k, np.zeros(0, dtype=v)).dtype for k, v in STEP_COLUMNS.items()}
 # the files SimResult.write puts into a run directory
 RESULT_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptance.parquet", "budget.parquet",
                 "summary.json", "result.json")
@@ -65,32 +69,69 @@ RESULT_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptan
 
 @dataclass
 class SimResult:
-    """One simulation's tables and summary (see the module docstring)."""
+    """One simulation's tables and summary (see the module docstring).
+
+    `steps` and `rounds` are DataFrames, or, for a run streamed into a folder (`simulate(folder=...)`),
+    read from its Parquet files when asked for; a table the run did not log (`SimConfig.log`) is
+    empty. `stats` holds the run's streaming summaries (simulator.stats), which the per-position
+    acceptance, the verify budget and the vLLM-keyed result are computed from.
+    """
 
     summary: dict[str, Any]
     requests: pl.DataFrame
-    steps: pl.DataFrame
-    rounds: pl.DataFrame
+    _steps: pl.DataFrame | Path
+    _rounds: pl.DataFrame | Path
     config: SimConfig
     meta: dict[str, Any] = field(default_factory=dict)
+    stats: Any = None
+
+    @property
+    def steps(self) -> pl.DataFrame:
+        """The steps table (one row per engine step, per replica in a fleet)."""
+        return self._table(self._steps)
+
+    @property
+    def rounds(self) -> pl.DataFrame:
+        """The rounds table (one row per decoding request per step)."""
+        return self._table(self._rounds)
+
+    @staticmethod
+    def _table(t: pl.DataFrame | Path) -> pl.DataFrame:
+        return t if isinstance(t, pl.DataFrame) else pl.read_parquet(t)
+
+    def relocate(self, folder: str | Path) -> None:
+        """Read streamed tables from `folder` from now on (after the run's result set was published)."""
+        folder = Path(folder)
+        if isinstance(self._steps, Path):
+            self._steps = folder / self._steps.name
+        if isinstance(self._rounds, Path):
+            self._rounds = folder / self._rounds.name
 
     def acceptance_by_position(self) -> pl.DataFrame:
         """Conditional acceptance per domain and block position (simulator.metrics)."""
-        return acceptance_by_position(self.rounds, self.config.draft_block, self.requests["domain"])
+        if self.stats is None:
+            return acceptance_by_position(self.rounds, self.config.draft_block, self.requests["domain"])
+        return self.stats["rounds"].acceptance_table(self.stats["domains"])
 
     def budget_by_running(self) -> pl.DataFrame:
         """Mean verify budget (anchor incl.) per number of decoding requests in a step."""
-        return budget_by_running(self.steps)
+        if self.stats is None:
+            return budget_by_running(self.steps)
+        return self.stats["steps"].budget_table()
 
     @cached_property
     def bench(self) -> dict[str, Any]:
         """The run as a `vllm bench serve` result: vLLM's keys and definitions (simulator.vllm_metrics)."""
-        from simulator.vllm_metrics import bench_result, parse_goodput
+        from simulator.vllm_metrics import bench_result, bench_result_streamed, parse_goodput
 
         meta = {"label": self.config.policy, "model_id": self.meta.get("profile", self.config.profile),
                 "trace": self.meta.get("trace")}
-        return bench_result(self.requests, self.steps, self.rounds, block=self.config.draft_block,
-                            goodput=parse_goodput(self.config.goodput), meta=meta)
+        if self.stats is None:
+            return bench_result(self.requests, self.steps, self.rounds, block=self.config.draft_block,
+                                goodput=parse_goodput(self.config.goodput), meta=meta)
+        return bench_result_streamed(self.requests, self.stats["rounds"], self.stats["gaps"],
+                                     block=self.config.draft_block, goodput=parse_goodput(self.config.goodput),
+                                     meta=meta)
 
     def about(self) -> dict[str, Any]:
         """What identifies the run, for a result set's manifest (trace, policy, seed, rate scale)."""
@@ -99,17 +140,25 @@ class SimResult:
 
     def write_files(self, folder: str | Path) -> list[Path]:
         """The Parquet tables, summary.json and result.json into `folder` (e.g. a ResultSet's
-        staging folder), each file atomically; returns their paths (RESULT_FILES, in order)."""
+        staging folder), each file atomically; returns their paths (RESULT_FILES, in order; tables
+        the run did not log are left out). Tables a streamed run already wrote there stay as they are."""
         folder = Path(folder)
-        files = {"requests.parquet": self.requests, "steps.parquet": self.steps,
-                 "rounds.parquet": self.rounds, "acceptance.parquet": self.acceptance_by_position(),
-                 "budget.parquet": self.budget_by_running()}
+        files: dict[str, Any] = {"requests.parquet": self.requests}
+        for name, t in (("steps", self._steps), ("rounds", self._rounds)):
+            if name in self.config.log:
+                files[f"{name}.parquet"] = t
+        files["acceptance.parquet"] = self.acceptance_by_position()
+        files["budget.parquet"] = self.budget_by_running()
         doc = {"summary": self.summary, "config": self.config.to_dict(), "meta": self.meta}
         for name, df in files.items():
+            if isinstance(df, Path):
+                if df.resolve() != (folder / name).resolve():
+                    write_parquet(folder / name, pl.read_parquet(df))
+                continue
             write_parquet(folder / name, df)
         write_json(folder / "summary.json", doc, indent=2, default=_json_default)
         write_strict_json(folder / "result.json", self.bench)
-        return [folder / name for name in RESULT_FILES]
+        return [folder / name for name in RESULT_FILES if name in files or name.endswith(".json")]
 
     def write(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write the result set into `directory`, whole or not at all (`sparksched.io.ResultSet`):
@@ -189,6 +238,14 @@ def summary_table(s: dict[str, Any], meta: dict[str, Any] | None = None,
 
         rows.append((f"request goodput ({format_goodput(bench['dspark_goodput_slos_ms'])} ms)",
                      f"{bench['request_goodput']:.2f} req/s ({100 * bench['dspark_slo_attainment']:.1f} % of requests)"))
+    if s.get("prefix_cache"):
+        pc = s["prefix_cache"]
+        rate = "-" if pc["hit_rate"] is None else f"{100 * pc['hit_rate']:.1f} %"
+        rows.append(("prefix cache hit rate / prefill saved", f"{rate} of {pc['blocks_looked_up']:,} blocks / "
+                                                             f"{pc['saved_prefill_tokens']:,} tokens"))
+    if s.get("replicas"):
+        rows.append(("replicas (requests, P50 user tok/s)",
+                     " | ".join(f"{r['requests']}, {f(r['user_tps_p50'])}" for r in s["replicas"])))
     rows += [
         ("preemptions", f(s["preemptions"])),
         ("steps (mean batch tokens)", f"{s['steps']} ({f(s.get('mean_batch_tokens'))})"),
@@ -253,33 +310,6 @@ def _profile_or_none(name: str) -> dict[str, Any] | None:
     return load_profile(path)
 
 
-def _workload(trace: pl.DataFrame | str | Path, config: SimConfig) -> tuple[Any, pl.DataFrame, str, float]:
-    from simulator.engine import Workload
-    from simulator.trace import load_trace, resolve_trace
-
-    if isinstance(trace, pl.DataFrame):
-        df, name = trace, "dataframe"
-    else:
-        path = resolve_trace(trace)
-        df, name = load_trace(path), Path(path).name
-    if config.max_requests is not None:
-        df = df.head(config.max_requests)
-    if df.height == 0:
-        raise ValueError(f"trace {name}: no requests to simulate")
-    raw = df["arrival_s"].to_numpy().astype(np.float64)
-    arrival, offset = relative_arrivals(raw, config.rate_scale, name)
-    if np.any(np.diff(arrival) < 0):
-        raise ValueError(f"trace {name}: arrival_s must not decrease")
-    prompts = df["prompt"].to_list() if "prompt" in df.columns else None
-    work = Workload(ids=df["id"].cast(pl.Utf8).to_list(), arrival=arrival,
-                    prompt=df["prompt_tokens"].to_numpy().astype(np.int64),
-                    output=df["output_tokens"].to_numpy().astype(np.int64),
-                    domains=df["domain"].cast(pl.Utf8).to_list(), prompts=prompts)
-    if np.any(work.prompt < 1) or np.any(work.output < 1):
-        raise ValueError(f"trace {name}: prompt_tokens and output_tokens must be >= 1")
-    return work, df, name, offset
-
-
 def relative_arrivals(arrival_s: np.ndarray, rate_scale: float, where: str = "trace") -> tuple[np.ndarray, float]:
     """(arrivals on the simulation clock [n] s, offset s): (arrival - offset) / rate_scale.
 
@@ -305,19 +335,21 @@ def relative_arrivals(arrival_s: np.ndarray, rate_scale: float, where: str = "tr
     return scaled, offset
 
 
-def effective_config(config: SimConfig, work: Workload, kv_blocks: int) -> SimConfig:
-    """`config` with max_running and prefill_chunk cut to what `work` can use (same simulation).
+def effective_config(config: SimConfig, book: Book, kv_blocks: int) -> SimConfig:
+    """`config` with max_running and prefill_chunk cut to what the trace can use (same simulation).
 
     Resident requests never exceed the requests in the trace nor the KV blocks (each holds at least
-    one); one step never prefills more than every request's prompt and output together, nor more
-    than the KV cache holds. Sizes allocated per slot and per batch token then follow the run, not
-    the flags (`--max-running 1e9` allocated 8 GB). ValueError when even the cut step exceeds
-    MAX_STEP_TOKENS.
+    one); one step never prefills more than every request's prompt and output together (known when
+    the whole trace fits in the first chunk read), nor more than the KV cache holds. Sizes allocated
+    per slot and per batch token then follow the run, not the flags (`--max-running 1e9` allocated
+    8 GB). ValueError when even the cut step exceeds MAX_STEP_TOKENS.
     """
-    n = len(work.ids)
+    n = book.n if book.exhausted else book.capacity
     running = max(1, min(config.max_running, n, kv_blocks))
-    tokens = int(work.prompt.sum() + work.output.sum())
-    chunk = max(1, min(config.prefill_chunk, tokens, kv_blocks * config.kv_block_size))
+    chunk = min(config.prefill_chunk, kv_blocks * config.kv_block_size)
+    if book.exhausted:
+        chunk = min(chunk, int(book.prompt[:book.n].sum() + book.output[:book.n].sum()))
+    chunk = max(1, chunk)
     step = running * (config.draft_block + 1) + chunk
     if step > MAX_STEP_TOKENS:
         raise ValueError(f"max_running x (block + 1) + prefill_chunk = {running} x {config.draft_block + 1} + {chunk} "
@@ -343,59 +375,78 @@ def make_backend(config: SimConfig) -> Backend:
 
 def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, backend: Backend | None = None,
              progress: bool = False, curve: ThroughputCurve | None = None,
-             speed: HostSpeed | None = None, cost: StepCost | None = None) -> SimResult:
+             speed: HostSpeed | None = None, cost: StepCost | None = None,
+             folder: str | Path | None = None) -> SimResult:
     """Run one simulation of `trace` (DataFrame, path, or bundled name) under `config`.
 
     Args:
-        trace: the requests (trace schema, simulator.trace).
-        config: settings (SimConfig defaults when None).
-        backend: acceptance backend; None builds it from the config (synthetic or recorded).
+        trace: the requests (trace schema, simulator.trace), read as a stream as the clock reaches them.
+        config: settings (SimConfig defaults when None); `replicas` > 1 runs a fleet behind `router`.
+        backend: acceptance backend; None builds it from the config (synthetic or recorded). A fleet
+            builds one per replica (a given backend is for a single replica only).
         progress: show a tqdm bar in simulated seconds.
         curve: a step-time curve by batch tokens only, overriding the profile's verify grid (tests,
             what-if analysis); the profile still gives the drafter's price.
         cost: a step-cost model overriding `config.profile` entirely (sparksched.cost.StepCost).
         speed: the host's speed against the profile, by batch and over time (simulator.speed; what-if
             analysis, replaying a measured run's host speed); None: the profile's speed.
+        folder: stream the logged steps and rounds tables into this folder as the run goes (Parquet
+            parts joined at the end into steps.parquet / rounds.parquet; e.g. a ResultSet's staging
+            folder); None keeps them in memory.
     Returns:
         SimResult with summary, requests, steps and rounds.
     """
+    from simulator.fleet import Dispatcher, check_router
+
     config = config or SimConfig()
     wall0 = time.perf_counter()
     if config.clock == "measured" and backend is None:
         raise ValueError("clock 'measured' needs a backend that measures wall time (the real loop, --engine "
                          "model); the synthetic and recorded backends measure nothing")
-    work, df, trace_name, offset = _workload(trace, config)
-    profile = None
-    if cost is None:
-        profile = _profile_or_none(config.profile)
-        if curve is not None:
-            cost = StepCost.from_curve(curve, tuple((profile or {}).get("draft") or ()),
-                                       int(((profile or {}).get("drafter") or {}).get("layers", 1) or 1))
+    if backend is not None and config.replicas > 1:
+        raise ValueError("a given backend serves one replica; a fleet builds one backend per replica")
+    book = Book(trace, config.rate_scale, config.max_requests)
+    book.need(0)  # the first chunk: errors in its lines, and what the trace carries, before the run
+    trace_name = book.name
+    if config.replicas > 1:
+        check_router(config.router, book)
+    profiles = list(config.replica_profiles) or [config.profile]
+    replica_costs: dict[str, tuple[StepCost, dict[str, Any] | None]] = {}
+    for name in dict.fromkeys(profiles):
+        prof = None
+        if cost is not None:
+            c = cost
         else:
-            cost = StepCost.from_profile(profile) if profile is not None else StepCost.load(config.profile)
+            prof = _profile_or_none(name)
+            if curve is not None:
+                c = StepCost.from_curve(curve, tuple((prof or {}).get("draft") or ()),
+                                        int(((prof or {}).get("drafter") or {}).get("layers", 1) or 1))
+            else:
+                c = StepCost.from_profile(prof) if prof is not None else StepCost.load(name)
+        replica_costs[name] = (c, prof)
     g = config.draft_block
-    if config.kv_blocks is not None:
-        kv_blocks, kv_note = config.kv_blocks, "configured"
-    else:
-        kv_blocks, kv_note = derive_kv_blocks(profile, config.kv_block_size)
-    user_config, config = config, effective_config(config, work, kv_blocks)
-    if profile is not None and g > 0 and not profile.get("draft"):
-        warnings.warn(f"{profile.get('_source', 'profile')} has no draft rows: the drafter is charged 0 s per step, "
-                      "so speculative policies look faster than they are (profile the drafter too)",
-                      ProfileWarning, stacklevel=2)
-    if backend is None:
-        backend = make_backend(config)
-    elif g > backend.block:
+    kv_by_profile: dict[str, tuple[int, str]] = {}
+    for name, (_, prof) in replica_costs.items():
+        kv_by_profile[name] = ((config.kv_blocks, "configured") if config.kv_blocks is not None
+                               else derive_kv_blocks(prof, config.kv_block_size))
+    kv_blocks, kv_note = kv_by_profile[profiles[0]]
+    user_config = config
+    config = effective_config(config, book, max(k for k, _ in kv_by_profile.values()))
+    for _, prof in replica_costs.values():
+        if prof is not None and g > 0 and not prof.get("draft"):
+            warnings.warn(f"{prof.get('_source', 'profile')} has no draft rows: the drafter is charged 0 s per step, "
+                          "so speculative policies look faster than they are (profile the drafter too)",
+                          ProfileWarning, stacklevel=2)
+    if backend is not None and g > backend.block:
         raise ValueError(f"backend drafts at most {backend.block} tokens, config needs block {g}")
-    policy = make_policy(config)
-    clock = StepClock(cost, config.drafter_family, g, config.max_running)
     env = simpy.Environment()
     bar = None
     tick = None
     if progress:
         from tqdm import tqdm
 
-        end_guess = float(work.arrival[-1])
+        book.need_until(math.inf) if book.exhausted else None
+        end_guess = float(book.arrival[book.n - 1])
         bar = tqdm(total=max(end_guess, 0.1), unit="sim-s", desc=f"simulate {trace_name}",
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
 
@@ -406,13 +457,30 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
             bar.n = now
             bar.update(0)  # refreshes at tqdm's usual rate
 
-    engine = Engine(env, work, config, backend, policy, clock, kv_blocks, tick, speed)
-    env.process(engine.arrivals())
-    done = env.process(engine.run())
+    n_rep = config.replicas
+    feed = Dispatcher(env, book, config.router if n_rep > 1 else None, WAITING)
+    target = Path(folder) if folder is not None else None
+    sinks = {name: TableSink(name, target, STEPS_SCHEMA if name == "steps" else ROUND_SCHEMA) for name in config.log}
+    round_stats, gaps = RoundStats(g), GapStats(DONE)
+    fleet_steps = StepStats()
+    engines = []
+    for k in range(n_rep):
+        name = profiles[k % len(profiles)]
+        c, _ = replica_costs[name]
+        kv_k = kv_by_profile[name][0]
+        be = backend if backend is not None else make_backend(config)
+        rec = Recorder(book, k, round_stats, gaps, StepStats() if n_rep > 1 else fleet_steps,
+                       fleet_steps if n_rep > 1 else None, sinks, with_replica=n_rep > 1)
+        engines.append(Engine(env, book, config, be, make_policy(config), StepClock(c, config.drafter_family, g,
+                              config.max_running), kv_k, rec, feed, tick, speed, replica=k))
+    feed.attach(engines)
+    env.process(feed.arrivals())
+    procs = [env.process(e.run()) for e in engines]
+    done = procs[0] if n_rep == 1 else simpy.AllOf(env, procs)
     if config.horizon_s is not None:
         env.run(until=simpy.events.AnyOf(env, [done, env.timeout(config.horizon_s)]))
         if not done.triggered:
-            engine.close_open(f"horizon {config.horizon_s:g} s reached")
+            engines[0].close_open(f"horizon {config.horizon_s:g} s reached")
     else:
         env.run(until=done)
     if bar is not None:
@@ -420,44 +488,89 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         bar.n = float(env.now)
         bar.refresh()
         bar.close()
+    for e in engines:
+        e.record.flush()
+    gaps.settle(book.status, final=True)
     wall = time.perf_counter() - wall0
-    requests, steps, rounds = _tables(engine, df, work)
-    summary = summarize(requests, steps, rounds, block=g, sla_tps=config.sla_tps, sla_ttft_s=config.sla_ttft_s)
+    requests = _requests_table(book, config, n_rep > 1)
+    steps_t = sinks["steps"].finish() if "steps" in sinks else pl.DataFrame(schema=STEPS_SCHEMA)
+    rounds_t = sinks["rounds"].finish() if "rounds" in sinks else pl.DataFrame(schema=ROUND_SCHEMA)
+    summary = summarize_streamed(requests, fleet_steps, round_stats, gaps, sla_tps=config.sla_tps,
+                                 sla_ttft_s=config.sla_ttft_s)
+    if book.has_prefix and config.prefix_cache and not config.disaggregated:
+        summary["prefix_cache"] = prefix_counters([e.cache for e in engines], requests)
+    if n_rep > 1:
+        summary["replicas"] = per_replica(requests, [e.record.step_stats for e in engines])
+        if "prefix_cache" in summary:
+            for row, e in zip(summary["replicas"], engines):
+                row["prefix_cache"] = e.cache.counters()
     summary["wall_s"] = wall
     summary["sim_per_wall"] = env.now / wall if wall > 0 else math.inf
+    clock0 = engines[0].clock
     meta = {"trace": trace_name, "policy": config.policy, "drafter": config.drafter_family, "block": g,
-            "backend": getattr(backend, "name", type(backend).__name__), "kv_blocks": kv_blocks,
-            "kv_blocks_source": kv_note, "drafter_latency": clock.draft_note, "profile": config.profile,
-            "cost": repr(cost), "wall_s": wall, "sim_per_wall": summary["sim_per_wall"],
-            "simulated_s": env.now, "host_speed": None if speed is None else repr(speed),
-            "arrival_offset_s": offset, "max_running_used": config.max_running,
-            "prefill_chunk_used": config.prefill_chunk}
-    return SimResult(summary, requests, steps, rounds, user_config, meta)
+            "backend": getattr(engines[0].backend, "name", type(engines[0].backend).__name__),
+            "kv_blocks": kv_blocks, "kv_blocks_source": kv_note, "drafter_latency": clock0.draft_note,
+            "profile": config.profile, "cost": repr(replica_costs[profiles[0]][0]), "wall_s": wall,
+            "sim_per_wall": summary["sim_per_wall"], "simulated_s": env.now,
+            "host_speed": None if speed is None else repr(speed), "arrival_offset_s": book.offset,
+            "max_running_used": config.max_running, "prefill_chunk_used": config.prefill_chunk}
+    if n_rep > 1:
+        meta.update(replicas=n_rep, router=config.router, replica_profiles=[profiles[k % len(profiles)]
+                                                                           for k in range(n_rep)])
+    stats = {"rounds": round_stats, "gaps": gaps, "steps": fleet_steps, "domains": book.domain_names,
+             "replica_steps": [e.record.step_stats for e in engines]}
+    return SimResult(summary, requests, steps_t, rounds_t, user_config, meta, stats)
 
 
-def _tables(engine: Engine, df: pl.DataFrame, work: Workload) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    e = engine
-    rounds = pl.DataFrame(e.record.round_columns())
-    who = rounds["request"].to_numpy()
-    per = {k: np.bincount(who, weights=None if k == "rounds" else rounds[k].to_numpy(),
-                          minlength=e.n_requests).astype(np.int64)
-           for k in ("rounds", "drafted", "verified", "accepted")}
-    status = np.asarray(STATUS_NAMES, dtype=object)[e.status]
-    reason = [e.reason.get(i) for i in range(e.n_requests)]
+def _requests_table(book: Book, config: SimConfig, fleet: bool) -> pl.DataFrame:
+    """The requests table: one row per request of the trace, in trace order (see the module docstring)."""
+    n = book.n
+    status = np.asarray(STATUS_NAMES, dtype=object)[book.status[:n]]
+    reason = [book.reason.get(i) for i in range(n)] if book.reason else [None] * n
     cols: dict[str, Any] = {
-        "id": work.ids, "domain": work.domains, "arrival_s": work.arrival,
-        "prompt_tokens": work.prompt, "output_tokens": work.output, "emitted_tokens": e.emitted,
+        "id": book.id_column(), "domain": book.domain_column(), "arrival_s": book.arrival[:n],
+        "prompt_tokens": book.prompt[:n], "output_tokens": book.output[:n], "emitted_tokens": book.emitted[:n],
         "status": status.tolist(), "reason": pl.Series("reason", reason, dtype=pl.Utf8),
-        "admitted_s": e.admit_s, "first_token_s": e.first_s, "finish_s": e.finish_s,
-        "rounds": per["rounds"], "drafted": per["drafted"], "verified": per["verified"],
-        "accepted": per["accepted"],
-        "preemptions": e.preemptions,
+        "admitted_s": book.admit_s[:n], "first_token_s": book.first_s[:n], "finish_s": book.finish_s[:n],
+        "rounds": book.totals[0, :n], "drafted": book.totals[1, :n], "verified": book.totals[2, :n],
+        "accepted": book.totals[3, :n],
+        "preemptions": book.preemptions[:n],
     }
+    if fleet:
+        cols["replica"] = book.replica[:n]
+    if book.has_prefix and config.prefix_cache:
+        cols["cached_tokens"] = book.cached_tokens[:n]
     requests = pl.DataFrame(cols).with_columns(pl.col(c).fill_nan(None) for c in
                                                ("admitted_s", "first_token_s", "finish_s"))
-    if "slo_tps" in df.columns:
-        requests = requests.with_columns(df["slo_tps"].alias("slo_tps"))
+    if book.has_slo:
+        requests = requests.with_columns(pl.Series("slo_tps", book.slo[:n]).fill_nan(None))
     requests = request_latencies(requests)
-    requests = requests.with_columns(meets_sla(requests, e.cfg.sla_tps, e.cfg.sla_ttft_s))
-    steps = pl.DataFrame(e.record.step_columns())
-    return requests, steps, rounds
+    return requests.with_columns(meets_sla(requests, config.sla_tps, config.sla_ttft_s))
+
+
+def prefix_counters(caches: list[Any], requests: pl.DataFrame) -> dict[str, Any]:
+    """The fleet's prefix-cache figures: blocks looked up and hit, hit rate, prefill tokens saved (and
+    their share of all prompt tokens admitted), blocks evicted."""
+    looked = sum(c.looked_up for c in caches)
+    hit = sum(c.hit for c in caches)
+    saved = sum(c.saved_tokens for c in caches)
+    prompt = int(requests["prompt_tokens"].sum())
+    return {"blocks_looked_up": looked, "blocks_hit": hit, "hit_rate": hit / looked if looked else None,
+            "saved_prefill_tokens": saved, "saved_share_of_prompt_tokens": saved / prompt if prompt else None,
+            "blocks_evicted": sum(c.evicted for c in caches), "block_tokens": caches[0].block_tokens}
+
+
+def per_replica(requests: pl.DataFrame, steps: list[StepStats]) -> list[dict[str, Any]]:
+    """Per replica: requests served, finished, output tokens, throughput, median and P90 TTFT and
+    per-user speed, time-weighted running requests and steps (the summary's `replicas`)."""
+    out = []
+    for k, st in enumerate(steps):
+        mine = requests.filter(pl.col("replica") == k)
+        part = summarize_streamed(mine, st, RoundStats(0), GapStats(DONE), sla_tps=float("inf"), sla_ttft_s=0.0)
+        out.append({"replica": k, "requests": mine.height, "finished": part["finished"],
+                    "output_tokens": part["output_tokens"], "throughput_tps": part["throughput_tps"],
+                    "ttft_p50_s": part["ttft_p50_s"], "ttft_p90_s": part["ttft_p90_s"],
+                    "user_tps_p50": part["user_tps_p50"], "user_tps_p90": part["user_tps_p90"],
+                    "time_weighted_running": part.get("time_weighted_running"), "steps": part["steps"],
+                    "preemptions": part["preemptions"]})
+    return out

@@ -18,6 +18,7 @@ simulator.plots and simulator.files), returning its path.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -196,9 +197,47 @@ def plot_timeline_window(requests: pl.DataFrame, steps: pl.DataFrame, path: str 
 def write_run_plots(result, directory: str | Path) -> dict[str, Path]:
     """The three PNGs of a `SimResult` into `directory`; {name: path}."""
     d = Path(directory)
+    stats = getattr(result, "stats", None)
+    if stats is None:
+        return {
+            "timeseries": plot_timeseries(result.steps, d / PNG_NAMES["timeseries"]),
+            "latency": plot_latency_cdfs(result.requests, d / PNG_NAMES["latency"]),
+            "acceptance": plot_run_acceptance(result.rounds, result.requests["domain"], result.config.draft_block,
+                                              d / PNG_NAMES["acceptance"]),
+        }
+    # a streamed run: its steps table when small, else the step series binned per second as it ran;
+    # acceptance from its round histogram
+    small = "steps" in result.config.log and stats["steps"].steps <= 2_000_000
     return {
-        "timeseries": plot_timeseries(result.steps, d / PNG_NAMES["timeseries"]),
+        "timeseries": plot_timeseries(result.steps if small else stats["steps"].timeseries(),
+                                      d / PNG_NAMES["timeseries"]),
         "latency": plot_latency_cdfs(result.requests, d / PNG_NAMES["latency"]),
-        "acceptance": plot_run_acceptance(result.rounds, result.requests["domain"], result.config.draft_block,
-                                          d / PNG_NAMES["acceptance"]),
+        "acceptance": plot_acceptance_table(stats["rounds"], stats["domains"], result.config.draft_block,
+                                            d / PNG_NAMES["acceptance"]),
     }
+
+
+def plot_acceptance_table(rounds: Any, names: list[str], block: int, path: str | Path) -> Path:
+    """`plot_run_acceptance` from a run's round histogram (simulator.stats.RoundStats)."""
+    cond = rounds.acceptance_table(names) if block else pl.DataFrame()
+    shown = cond["domain"].unique(maintain_order=True).to_list() if not cond.is_empty() else []
+    fig, axes = _figure(1, max(1, len(shown)), figsize=(4.2 * max(1, len(shown)), 3.8), sharey=True, squeeze=False)
+    if not shown:
+        axes[0][0].text(0.5, 0.5, "no drafting in this run", transform=axes[0][0].transAxes, ha="center")
+    for ax, d in zip(axes[0], shown):
+        g = cond.filter(pl.col("domain") == d).sort("position")
+        ax.plot(g["position"], g["acceptance"], "-o", color="tab:red", ms=4,
+                label="P(k accepted | 1..k-1 accepted, k verified)")
+        rate = rounds.unconditional(names.index(d))
+        if rate is not None:
+            ax.plot(np.arange(1, block + 1), rate, "--s", color="tab:blue", ms=4,
+                    label="vLLM per-position rate (unconditional)")
+        ax.set_title(d)
+        ax.set_xlabel("block position k")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("acceptance")
+    if shown:
+        axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Acceptance by block position and domain", fontsize=10, y=1.02)
+    return _save(fig, path)

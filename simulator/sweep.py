@@ -205,20 +205,22 @@ BENCH_SETUP = frozenset({"backend", "label", "model_id", "trace", "request_rate"
                          "num_prompts", "duration"})
 
 # configuration fields copied into every row (what identifies a run)
-CONFIG_COLUMNS = ("policy", "drafter", "block", "max_running", "rate_scale", "max_requests", "horizon_s",
-                  "seed", "profile", "goodput")
+CONFIG_COLUMNS = ("policy", "drafter", "block", "max_running", "rate_scale", "replicas", "router", "max_requests",
+                  "horizon_s", "seed", "profile", "goodput")
 
 
 def sweep_configs(base: Any, policies: Sequence[str], max_running: Sequence[int],
-                  rate_scales: Sequence[float]) -> list[Any]:
-    """Every (policy, max_running, rate_scale) combination as a validated `SimConfig` copy of `base`.
+                  rate_scales: Sequence[float], replicas: Sequence[int] = ()) -> list[Any]:
+    """Every (policy, max_running, rate_scale[, replicas]) combination as a validated `SimConfig` copy
+    of `base` (a fleet sweep when `replicas` is given: replicas x rates x policies).
 
-    Order: policy-major, then max_running, then rate_scale (the order of the rows).
+    Order: policy-major, then max_running, then rate_scale, then replicas (the order of the rows).
     """
     if not policies or not max_running or not rate_scales:
         raise ValueError("a sweep needs at least one policy, one max_running and one rate_scale")
-    return [base.replace(policy=p, max_running=int(m), rate_scale=float(r))
-            for p, m, r in itertools.product(policies, max_running, rate_scales)]
+    fleets = [int(n) for n in replicas] or [base.replicas]
+    return [base.replace(policy=p, max_running=int(m), rate_scale=float(r), replicas=n)
+            for p, m, r, n in itertools.product(policies, max_running, rate_scales, fleets)]
 
 
 @dataclass(frozen=True)
@@ -274,17 +276,20 @@ def simulate_point(trace: pl.DataFrame, run: int, config: Any) -> dict[str, Any]
     """
     from simulator.run import simulate
 
-    res = simulate(trace, config)
+    res = simulate(trace, config.replace(log=()))  # a sweep reads the run's summaries, not its tables
     row: dict[str, Any] = {"run": run}
     row.update({k: getattr(config, k) for k in CONFIG_COLUMNS})
     row.update({k: v for k, v in res.summary.items()
                 if k not in row and k not in NONDETERMINISTIC and _is_scalar(v)})
     # vllm bench serve's keys (mean_ttft_ms, request_goodput, ...): their names never clash with the summary's
     row.update({k: v for k, v in res.bench.items() if k not in row and k not in BENCH_SETUP and _is_scalar(v)})
-    row.update(step_stats(res.steps))
-    budget = [{"run": run, "policy": config.policy, **b} for b in budget_by_running(res.steps)]
-    acc = [{"run": run, "policy": config.policy, **a}
-           for a in acceptance_by_position(res, config.draft_block)]
+    row.update(res.stats["steps"].sweep_means())
+    budget = [{"run": run, "policy": config.policy, "running": int(r["decode_requests"]), "steps": int(r["steps"]),
+               "budget": float(r["verify_budget"])} for r in res.budget_by_running().iter_rows(named=True)]
+    acc = [{"run": run, "policy": config.policy, "domain": r["domain"], "position": int(r["position"]),
+            "trials": int(r["trials"]), "accepted": int(r["accepted"]),
+            "acceptance": float(r["acceptance"]) if r["trials"] else None}
+           for r in res.acceptance_by_position().iter_rows(named=True)] if config.draft_block else []
     return {"row": row, "budget": budget, "acceptance": acc}
 
 

@@ -54,6 +54,17 @@ class ReplicaTables:
     name: str = ""
 
 
+def replica_tables(result: Any) -> list[ReplicaTables]:
+    """A run's tables split by replica (a fleet's `replica` column; one replica otherwise)."""
+    req, steps = result.requests, result.steps
+    if "replica" not in req.columns:
+        return [ReplicaTables(req, steps, "replica 0")]
+    n = int(result.config.replicas)
+    return [ReplicaTables(req.filter(pl.col("replica") == k).drop("replica"),
+                          steps.filter(pl.col("replica") == k).drop("replica") if "replica" in steps.columns else steps,
+                          f"replica {k}") for k in range(n)]
+
+
 def _us(t: np.ndarray) -> np.ndarray:
     """Seconds -> microseconds rounded to ns; ends are rounded the same way as starts, so slices that
     touch in seconds touch in the file (Perfetto nests or clips slices that overlap by a rounding)."""

@@ -1,4 +1,4 @@
-"""The request trace: schema, validation, streaming loader and atomic writer (DESIGN.md section 3).
+"""The request trace: schema, validation, streaming loader and atomic writer (the schema: traces/README.md).
 
 A trace is JSON Lines, one request a line, sorted by arrival time:
 
@@ -8,9 +8,12 @@ Required fields: `id` (non-empty string, unique in the file), `arrival_s` (secon
 2**33 s, about 272 years, where float64 still resolves a microsecond; not decreasing from one line
 to the next; ties allowed), `prompt_tokens` and `output_tokens` (JSON
 integers, 1 <= n <= 10**9), `domain` (non-empty string). Optional fields, `null` meaning absent:
-`prompt` (text for the real loop), `session` (string), `slo_tps` (per-request SLA, tokens/s > 0),
-`hash_ids` (list of integers >= 0: Mooncake-style 512-token prefix-block hashes). Other keys are
-ignored. Blank lines (JSON whitespace only) are skipped. A `.gz` suffix is read and written through gzip.
+`prompt` (text for the real loop), `session` (string: the conversation a request belongs to, which
+the `session` router keeps on one replica), `slo_tps` (per-request SLA, tokens/s > 0),
+`prefix_blocks` (list of integers in [0, 2**63 - 1]: the hashes of the prompt's consecutive blocks of
+PREFIX_BLOCK_TOKENS = 512 tokens, the last one possibly partial; equal hashes mean equal prompt
+prefixes up to that block, as Mooncake's `hash_ids`, which are read as `prefix_blocks` too; the
+simulator's prefix cache uses them, simulator.prefix). Other keys are ignored. Blank lines (JSON whitespace only) are skipped. A `.gz` suffix is read and written through gzip.
 Only regular files are read (not a FIFO or a device), and a line may hold at most 1 MiB.
 
 The first bad line stops loading with a one-line ValueError
@@ -33,9 +36,10 @@ import polars as pl
 from sparksched.io import check_input_file, json_error, read_lines, write_lines
 
 REQUIRED = ("id", "arrival_s", "prompt_tokens", "output_tokens", "domain")
-OPTIONAL = ("prompt", "session", "slo_tps", "hash_ids")
+OPTIONAL = ("prompt", "session", "slo_tps", "prefix_blocks")
+PREFIX_BLOCK_TOKENS = 512  # prompt tokens per prefix_blocks hash (Mooncake's block size)
 MAX_TOKENS = 10**9  # larger token counts are certainly corrupt (and would overflow nothing, but hide bugs)
-MAX_HASH = 2**63 - 1  # hash_ids are stored as Int64
+MAX_HASH = 2**63 - 1  # prefix_blocks are stored as Int64
 MAX_ARRIVAL_S = 2.0**33  # beyond it float64 spaces times more than a microsecond apart
 
 # polars dtypes of every column; the simulator relies on these names
@@ -48,12 +52,12 @@ SCHEMA: dict[str, Any] = {
     "prompt": pl.Utf8,
     "session": pl.Utf8,
     "slo_tps": pl.Float64,
-    "hash_ids": pl.List(pl.Int64),
+    "prefix_blocks": pl.List(pl.Int64),
 }
 
 JSON_SPACE = " \t\r\n"  # the only whitespace JSON allows; a line of just these is blank
 _CHUNK = 65536
-Row = tuple[Any, ...]  # (id, arrival_s, prompt_tokens, output_tokens, domain, prompt, session, slo_tps, hash_ids)  # rows buffered as Python values before they become a polars frame
+Row = tuple[Any, ...]  # (id, arrival_s, prompt_tokens, output_tokens, domain, prompt, session, slo_tps, prefix_blocks)  # rows buffered as Python values before they become a polars frame
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class TraceRecord:
     prompt: str | None = None
     session: str | None = None
     slo_tps: float | None = None
-    hash_ids: tuple[int, ...] | None = None
+    prefix_blocks: tuple[int, ...] | None = None
 
     def to_json(self) -> str:
         """One JSON line (no newline); optional fields only when set."""
@@ -85,8 +89,8 @@ class TraceRecord:
             obj["session"] = self.session
         if self.slo_tps is not None:
             obj["slo_tps"] = self.slo_tps
-        if self.hash_ids is not None:
-            obj["hash_ids"] = list(self.hash_ids)
+        if self.prefix_blocks is not None:
+            obj["prefix_blocks"] = list(self.prefix_blocks)
         return json.dumps(obj, ensure_ascii=False, allow_nan=False)
 
 
@@ -193,21 +197,22 @@ class _Checker:
             slo_tps = self._number(line, slo, "slo_tps")
             if slo_tps <= 0:
                 raise self.fail(line, "slo_tps", "must be > 0", slo)
-        hashes = obj.get("hash_ids")
-        hash_ids = None
+        field = "prefix_blocks" if obj.get("prefix_blocks") is not None else "hash_ids"
+        hashes = obj.get(field)
+        prefix_blocks = None
         if hashes is not None:
             if not isinstance(hashes, list):
-                raise self.fail(line, "hash_ids", f"must be a list of integers, not {type(hashes).__name__}",
+                raise self.fail(line, field, f"must be a list of integers, not {type(hashes).__name__}",
                                 hashes)
             for h in hashes:
                 if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= MAX_HASH:
-                    raise self.fail(line, "hash_ids", f"items must be integers in [0, {MAX_HASH}]", h)
-            hash_ids = tuple(hashes)
+                    raise self.fail(line, field, f"items must be integers in [0, {MAX_HASH}]", h)
+            prefix_blocks = tuple(hashes)
         if rid in self.seen:
             raise self.fail(line, "id", "duplicate id", rid)
         self.seen.add(rid)
         self.prev_arrival = arrival
-        return (rid, arrival, prompt_tokens, output_tokens, domain, prompt, session, slo_tps, hash_ids)
+        return (rid, arrival, prompt_tokens, output_tokens, domain, prompt, session, slo_tps, prefix_blocks)
 
 
 def _open_read(path: Path) -> IO[bytes]:
@@ -270,7 +275,7 @@ def load_trace(path: str | Path) -> pl.DataFrame:
     """Load and validate a whole trace into a polars DataFrame (all or nothing).
 
     Columns: id Utf8, arrival_s Float64 (s), prompt_tokens Int64, output_tokens Int64, domain Utf8,
-    then each optional column (prompt Utf8, session Utf8, slo_tps Float64, hash_ids List(Int64)) that
+    then each optional column (prompt Utf8, session Utf8, slo_tps Float64, prefix_blocks List(Int64)) that
     at least one line sets (null elsewhere). Rows are streamed in chunks of 65536 into polars, so
     the file is never held as Python objects more than one chunk at a time.
     """
@@ -326,8 +331,8 @@ def write_trace(records_or_df: pl.DataFrame | Iterable[TraceRecord], path: str |
                 if not isinstance(rec, TraceRecord):
                     raise ValueError(f"{path}: line {n}: field '<line>': must be a TraceRecord (got {_show(rec)})")
                 obj = {c: getattr(rec, c) for c in REQUIRED + OPTIONAL}
-                if rec.hash_ids is not None:
-                    obj["hash_ids"] = list(rec.hash_ids)
+                if rec.prefix_blocks is not None:
+                    obj["prefix_blocks"] = list(rec.prefix_blocks)
                 yield TraceRecord(*checker.check(obj, n))
             if n == 0:
                 raise ValueError(f"{path}: line 0: field '<file>': trace holds no requests (got nothing to write)")

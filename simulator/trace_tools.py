@@ -77,7 +77,7 @@ def clip_lengths(df: pl.DataFrame, max_prompt: int | None = None,
                  max_output: int | None = None) -> tuple[pl.DataFrame, dict[str, int]]:
     """Cap prompt / output tokens; returns the frame and counts {'prompt', 'output', 'requests'} clipped.
 
-    A request with its prompt clipped keeps the first max_prompt tokens (hash_ids and prompt text,
+    A request with its prompt clipped keeps the first max_prompt tokens (prefix_blocks and prompt text,
     when present, are left as they are).
     """
     counts = {"prompt": 0, "output": 0, "requests": 0}

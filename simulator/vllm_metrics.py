@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from simulator.metrics import acceptance_by_position, emission_gaps
+from simulator.metrics import emission_gaps
 
 METRICS = ("ttft", "tpot", "itl", "e2el")
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
@@ -188,44 +188,26 @@ def good_requests(samples: Mapping[str, np.ndarray], slos: Mapping[str, float]) 
     return ok
 
 
+def _round_stats(rounds: pl.DataFrame, block: int) -> Any:
+    """The rounds table as a simulator.stats.RoundStats (one domain)."""
+    from simulator.stats import RoundStats
+
+    st = RoundStats(block)
+    if rounds.height:
+        st.add(np.zeros(rounds.height, dtype=np.int64), rounds["verified"].to_numpy().astype(np.int64),
+               rounds["accepted"].to_numpy().astype(np.int64),
+               int(rounds["drafted"].to_numpy().astype(np.int64).sum()) if "drafted" in rounds.columns else 0)
+    return st
+
+
 def spec_decode_counters(rounds: pl.DataFrame, block: int) -> dict[str, Any]:
     """vLLM's speculative-decoding result keys from the rounds table (see the module docstring)."""
-    if block == 0 or rounds.height == 0:
-        return {}
-    verified = rounds["verified"].to_numpy().astype(np.int64)
-    accepted = rounds["accepted"].to_numpy().astype(np.int64)
-    drafts = verified > 0
-    num_drafts = int(drafts.sum())
-    draft_tokens = int(verified.sum())
-    accepted_tokens = int(accepted[drafts].sum())
-    if draft_tokens == 0:
-        return {}
-    per_pos = [int((accepted[drafts] >= k).sum()) / num_drafts for k in range(1, block + 1)]
-    return {
-        "spec_decode_acceptance_rate": accepted_tokens / draft_tokens * 100,
-        "spec_decode_acceptance_length": 1 + accepted_tokens / num_drafts,
-        "spec_decode_num_drafts": num_drafts,
-        "spec_decode_draft_tokens": draft_tokens,
-        "spec_decode_accepted_tokens": accepted_tokens,
-        "spec_decode_per_position_acceptance_rates": per_pos,
-    }
+    return _round_stats(rounds, block).spec_counters()
 
 
 def dspark_figures(requests: pl.DataFrame, rounds: pl.DataFrame, block: int) -> dict[str, Any]:
     """DSpark-specific round figures, under `dspark_` names (see the module docstring)."""
-    out: dict[str, Any] = {"dspark_rounds": rounds.height}
-    if rounds.height == 0:
-        out.update(dspark_drafted_tokens=0, dspark_verify_budget_mean=None, dspark_tokens_per_round=None,
-                   dspark_conditional_acceptance_by_position=[])
-        return out
-    ver = rounds["verified"].to_numpy().astype(np.float64)
-    acc = rounds["accepted"].to_numpy().astype(np.float64)
-    out["dspark_drafted_tokens"] = int(rounds["drafted"].to_numpy().astype(np.int64).sum())
-    out["dspark_verify_budget_mean"] = float((1 + ver).mean())
-    out["dspark_tokens_per_round"] = float((1 + acc).mean())
-    cond = acceptance_by_position(rounds, block)["acceptance"].to_numpy() if block else np.zeros(0)
-    out["dspark_conditional_acceptance_by_position"] = [float(x) if np.isfinite(x) else None for x in cond]
-    return out
+    return _round_stats(rounds, block).dspark_figures()
 
 
 def bench_result(requests: pl.DataFrame, steps: pl.DataFrame, rounds: pl.DataFrame, *, block: int,
@@ -279,11 +261,89 @@ def bench_result(requests: pl.DataFrame, steps: pl.DataFrame, rounds: pl.DataFra
     })
     for name in METRICS:
         out.update(_stats(name, s[name], percentiles))
-    out.update(spec_decode_counters(rounds, block))
-    out.update(dspark_figures(requests, rounds, block))
+    return _finish(out, _round_stats(rounds, block), percentiles, slos, good, n)
+
+
+def _finish(out: dict[str, Any], rounds: Any, percentiles: Sequence[float], slos: Mapping[str, float],
+            good: np.ndarray, n: int) -> dict[str, Any]:
+    """The keys both result builders end with: vLLM's speculative counters, DSpark's figures, the
+    per-user speeds and the SLO attainment."""
+    out.update(rounds.spec_counters())
+    out.update(rounds.dspark_figures())
     for p in percentiles:
         ms = out[f"p{percentile_word(p)}_tpot_ms"]
         out[f"dspark_user_tok_s_1_over_p{percentile_word(p)}_tpot"] = 1000.0 / ms if ms > 0 else None
     out["dspark_goodput_slos_ms"] = slos or None
     out["dspark_slo_attainment"] = (int(good.sum()) / n if n else 0.0) if slos else None
     return out
+
+
+def bench_result_streamed(requests: pl.DataFrame, rounds: Any, gaps: Any, *, block: int,
+                          goodput: Mapping[str, float] | None = None,
+                          percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+                          meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`bench_result` from the requests table and the run's streaming summaries (simulator.stats:
+    RoundStats for the speculative counters, GapStats for ITL and the streamed chunks): the same keys.
+
+    While the run has at most simulator.stats.EXACT_CAP chunks, ITL's statistics are numpy's on the
+    pooled gaps, as `bench_result` computes them; past it, percentiles come from a histogram (within
+    0.01 %), the mean and standard deviation from exact sums, and max_output_tokens_per_s counts
+    chunks per whole second of the clock.
+    """
+    slos = dict(goodput or {})
+    for p in percentiles:
+        if not 0 < float(p) <= 100:
+            raise ValueError(f"percentiles must lie in (0, 100], got {p!r}")
+    empty = pl.DataFrame(schema={"step": pl.Int32, "request": pl.Int32, "emitted": pl.Int16})
+    s = latency_samples(requests, pl.DataFrame(schema={"t_start": pl.Float64, "duration_s": pl.Float64}), empty)
+    n = requests.height
+    completed = int(s["ttft"].size)
+    arrivals = requests["arrival_s"].to_numpy().astype(np.float64)
+    t0 = float(arrivals.min()) if n else 0.0
+    duration = (float(s["finish"].max()) - t0) if completed else 0.0
+    dur = duration if duration > 0 else math.inf
+    span = float(arrivals.max() - arrivals.min()) if n else 0.0
+    total_in, total_out = int(s["prompt"].sum()), int(s["output"].sum())
+    good = good_requests(s, slos)
+    if gaps.exact:
+        gap, _, chunk_t = gaps.samples(finished=True)
+        peak = peak_chunks_per_second(np.concatenate([s["arrival"] + s["ttft"], chunk_t]), s["arrival"], s["finish"])
+        itl_stats = _stats("itl", gap, percentiles)
+    else:
+        peak = _peak_per_second(gaps.chunk_sec, s["arrival"] + s["ttft"], s["arrival"], s["finish"])
+        mean, std = gaps.moments(finished=True)
+        itl_stats = {"mean_itl_ms": mean * 1000, "median_itl_ms": gaps.median(finished=True) * 1000,
+                     "std_itl_ms": std * 1000}
+        step_q, _ = gaps.percentiles(tuple(float(p) for p in percentiles), finished=True)
+        for p, v in zip(percentiles, step_q):
+            itl_stats[f"p{percentile_word(p)}_itl_ms"] = v * 1000
+    out: dict[str, Any] = {"backend": BACKEND, "num_prompts": n, "request_rate": (n / span) if span > 0 else "inf",
+                           "burstiness": None, "max_concurrency": None}
+    out.update(meta or {})
+    out.update({
+        "duration": duration, "completed": completed, "failed": n - completed,
+        "total_input_tokens": total_in, "total_output_tokens": total_out,
+        "request_throughput": completed / dur,
+        "request_goodput": (int(good.sum()) / dur) if slos else None,
+        "output_throughput": total_out / dur, "total_token_throughput": (total_in + total_out) / dur,
+        "max_output_tokens_per_s": peak,
+        "max_concurrent_requests": peak_concurrency(s["arrival"], s["finish"]),
+    })
+    for name in METRICS:
+        out.update(itl_stats if name == "itl" else _stats(name, s[name], percentiles))
+    return _finish(out, rounds, percentiles, slos, good, n)
+
+
+def _peak_per_second(round_chunks: np.ndarray, first_chunks: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
+    """max_output_tokens_per_s from round chunks counted per whole second of the clock plus the first
+    tokens (past simulator.stats.EXACT_CAP chunks)."""
+    if start.size == 0:
+        return 0.0
+    top = int(np.ceil(float(end.max()))) + 1
+    counts = np.zeros(max(top, round_chunks.size), dtype=np.int64)
+    counts[:round_chunks.size] += round_chunks
+    b = np.floor(first_chunks).astype(np.int64)
+    b = b[(b >= 0) & (b < counts.size)]
+    counts += np.bincount(b, minlength=counts.size)[:counts.size]
+    lo = int(np.floor(float(start.min())))
+    return float(counts[lo:top].max()) if top > lo else 0.0

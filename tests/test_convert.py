@@ -103,7 +103,7 @@ def test_mooncake_jitter_spreads_within_buckets_and_keeps_order(tmp_path):
     assert np.all(np.diff(t) >= 0)
     assert df["prompt_tokens"].to_list() == [10, 600, 30, 40, 50, 60]  # file order kept within buckets
     assert t[0] == 0.0  # converted traces start at 0
-    assert df["hash_ids"].to_list() == [[1, 2], [1, 3], [5], [], [6, 7], [6, 8]]
+    assert df["prefix_blocks"].to_list() == [[1, 2], [1, 3], [5], [], [6, 7], [6, 8]]
     round_trip(df, tmp_path)
     again, _ = convert_mooncake(path, seed=3)
     other, _ = convert_mooncake(path, seed=4)
@@ -131,7 +131,7 @@ def test_mooncake_bucket_never_spills_into_the_next_timestamp(tmp_path):
     df, _ = convert_mooncake(path, bucket_s=3.0)
     t = df["arrival_s"].to_numpy()
     assert t[49] - t[0] < 0.1 and t[50] >= t[49]
-    assert "hash_ids" not in df.columns
+    assert "prefix_blocks" not in df.columns
 
 
 @pytest.mark.parametrize(("line", "match"), [

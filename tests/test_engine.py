@@ -209,7 +209,7 @@ def test_horizon_reports_unfinished(tmp_path):
 def test_fast_path_equals_step_path(tmp_path, policy, layout, monkeypatch):
     trace = make_trace(40, rate=15.0, prompt=[200, 1500] * 20, output=[30, 160] * 20, domain="code")
     fast = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300, verify_layout=layout)
-    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, start: None)
+    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, *a: None)
     slow = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300, verify_layout=layout)
     assert_same_run(fast, slow)
 
@@ -241,7 +241,7 @@ def test_property_planned_epochs_equal_the_step_path(tmp_path, n, rate, seed, po
     kw = dict(policy=policy, max_running=max_running, kv_blocks=kv, seed=seed, prefill_chunk=chunk,
               verify_layout=layout, horizon_s=horizon, disaggregated=split)
     fast = run(trace, tmp_path, **kw)
-    engine_mod.Engine._epoch_plan, real = (lambda self, start: None), engine_mod.Engine._epoch_plan
+    engine_mod.Engine._epoch_plan, real = (lambda self, *a: None), engine_mod.Engine._epoch_plan
     try:
         slow = run(trace, tmp_path, **kw)
     finally:
@@ -251,7 +251,7 @@ def test_property_planned_epochs_equal_the_step_path(tmp_path, n, rate, seed, po
 
 def test_negative_control_an_epoch_blind_to_arrivals_differs_from_the_step_path(tmp_path, monkeypatch):
     trace = make_trace(40, rate=15.0, prompt=[200, 1500] * 20, output=[30, 160] * 20, domain="code")
-    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, start: None)
+    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, *a: None)
     slow = run(trace, tmp_path, policy="dspark", max_running=6, kv_blocks=300)
     monkeypatch.undo()
     real = engine_mod.plan_epoch
@@ -398,7 +398,7 @@ def test_disaggregated_prefill_decodes_only(tmp_path, monkeypatch):
     assert (split.steps["prefill_tokens"] == 0).all() and (split.steps["prefill_requests"] == 0).all()
     one = split.requests.filter(pl.col("output_tokens") == 1)
     assert one.height == 20 and (one["finish_s"] == one["first_token_s"]).all()  # done as they join
-    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, start: None)
+    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, *a: None)
     slow = run(trace, tmp_path, disaggregated=True, max_running=8)
     monkeypatch.undo()
     assert_same_run(split, slow)

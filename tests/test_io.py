@@ -216,7 +216,8 @@ def _in_small_tmpfs(tmp_path: Path, kib: int, *command: str) -> subprocess.Compl
 
 
 @pytest.mark.parametrize("command, target", [
-    (["simulate", "--trace", "math", "--no-progress", "-o", "out"], "out/requests.parquet"),
+    # the steps table streams into the staged folder as the run goes: the first file written
+    (["simulate", "--trace", "math", "--no-progress", "-o", "out"], "out/steps.parquet"),
     (["trace", "generate", "--requests", "20000", "-o", "t.jsonl"], "t.jsonl"),
 ])
 def test_disk_full_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, command, target):

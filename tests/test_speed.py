@@ -157,7 +157,7 @@ def test_property_planned_epochs_equal_the_step_path_at_any_host_speed(tmp_path,
     trace = make_trace(n, rate, prompts, outputs, seed=seed)
     kw = dict(policy=policy, max_running=max_running, seed=seed, prefill_chunk=chunk, verify_layout=layout)
     fast = sim(trace, tmp_path, speed, **kw)
-    engine_mod.Engine._epoch_plan, real = (lambda self, start: None), engine_mod.Engine._epoch_plan
+    engine_mod.Engine._epoch_plan, real = (lambda self, *a: None), engine_mod.Engine._epoch_plan
     try:
         slow = sim(trace, tmp_path, speed, **kw)
     finally:
@@ -169,7 +169,7 @@ def test_negative_control_a_planner_blind_to_the_speed_differs_from_the_step_pat
     trace = make_trace(40, rate=15.0, prompt=[200, 1500] * 20, output=[30, 160] * 20, domain="code")
     speed = HostSpeed(by_requests=np.linspace(0.5, 2.0, 7), times=np.array([0.0, 2.0]), factors=np.array([1.0, 2.0]))
     kw = dict(policy="dspark", max_running=6, kv_blocks=300)
-    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, start: None)
+    monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, *a: None)
     slow = sim(trace, tmp_path, speed, **kw)
     monkeypatch.undo()
     real = engine_mod.plan_epoch

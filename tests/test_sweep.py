@@ -148,6 +148,32 @@ def test_small_sweep_ray_equals_local(ray_instance, local_sweep):
     assert not local.rows.equals(other.rows)
 
 
+def _fleet_configs(seed: int = 3):
+    from simulator.config import SimConfig
+    from simulator.sweep import sweep_configs
+
+    base = SimConfig(max_requests=60, seed=seed, router="least-loaded")
+    return sweep_configs(base, ["dspark", "mtp1"], [8], [6.0, 12.0], replicas=[1, 2, 3])
+
+
+@simulator_ready
+def test_fleet_sweep_ray_equals_local(ray_instance):
+    """A fleet sweep (replicas x rates x policies) gives the same tables on Ray as in local processes."""
+    from simulator.sweep import run_sweep
+
+    configs = _fleet_configs()
+    assert len(configs) == 12 and {c.replicas for c in configs} == {1, 2, 3}
+    df = _chat()
+    local = run_sweep(df, configs, workers=2)
+    assert local.rows.get_column("replicas").to_list() == [c.replicas for c in configs]
+    assert (local.rows.get_column("finished") == 60).all()
+    on_ray = run_sweep(df, configs, backend="ray", workers=2)
+    for a, b in ((local.rows, on_ray.rows), (local.budget, on_ray.budget), (local.acceptance, on_ray.acceptance)):
+        assert a.equals(b)
+    other = run_sweep(df, _fleet_configs(seed=4), backend="ray", workers=2)  # negative control
+    assert not local.rows.equals(other.rows)
+
+
 # ------------------------------------------------------------------------------------------ processes (issue 15, 6)
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 linux = pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")

@@ -45,8 +45,8 @@ def test_round_trip_records_with_optional_fields(tmp_path):
     records = [
         TraceRecord("a", 0.0, 5, 1, "chat"),
         TraceRecord("b", 0.25, 7, 3, "code", prompt="def f(x):\n  \u00e9", session="s1", slo_tps=20.0,
-                    hash_ids=(1, 2, 2**62)),
-        TraceRecord("c", 0.25, 9, 2, "math", hash_ids=()),
+                    prefix_blocks=(1, 2, 2**62)),
+        TraceRecord("c", 0.25, 9, 2, "math", prefix_blocks=()),
     ]
     for name in ("t.jsonl", "t.jsonl.gz"):
         path = tmp_path / name
@@ -54,8 +54,8 @@ def test_round_trip_records_with_optional_fields(tmp_path):
         assert list(iter_trace(path)) == records
         df = load_trace(path)
         assert df.columns == ["id", "arrival_s", "prompt_tokens", "output_tokens", "domain", "prompt", "session",
-                              "slo_tps", "hash_ids"]
-        assert df["hash_ids"].to_list() == [None, [1, 2, 2**62], []]
+                              "slo_tps", "prefix_blocks"]
+        assert df["prefix_blocks"].to_list() == [None, [1, 2, 2**62], []]
         # a frame round-trips too
         write_trace(df, tmp_path / "again.jsonl")
         assert load_trace(tmp_path / "again.jsonl").equals(df)
@@ -156,7 +156,7 @@ json_values = st.recursive(
     max_leaves=8,
 )
 field_names = st.sampled_from(["id", "arrival_s", "prompt_tokens", "output_tokens", "domain", "prompt",
-                               "session", "slo_tps", "hash_ids"])
+                               "session", "slo_tps", "prefix_blocks"])
 mutated_records = st.builds(lambda k, v: json.dumps({**rec(99, 100.0), k: v}), field_names, json_values)
 garbage = st.one_of(
     st.text(max_size=40),

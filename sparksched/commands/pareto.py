@@ -415,6 +415,7 @@ Examples:
 WHATIF_EXAMPLES = """\b
 Examples:
   sparksched whatif --sla 80
+  sparksched whatif --replicas 1,2,4,8 --rate-scales 32 --policies dspark,mtp1   # smallest fleet per policy
   sparksched whatif --from pareto-out --sla 120 --throughput 5000
   sparksched whatif --goodput ttft:1000 tpot:10 -o whatif-out
 """
@@ -498,6 +499,14 @@ def _row_goodput(rows: Any) -> str | None:
 
 @click.command(cls=Command, epilog=WHATIF_EXAMPLES)
 @sweep_options
+@click.option("--replicas", "fleet", default=None,
+              help="Fleet sizes to try, comma-separated (e.g. 1,2,4,8): answers the smallest fleet meeting the SLA "
+                   "at each --rate-scales rate, per policy (--load is then each replica's concurrency cap).")
+@click.option("--router", default=SIM.router, show_default=True,
+              type=click.Choice(["round-robin", "least-loaded", "least-kv", "session", "prefix"]),
+              help="With --replicas: how the fleet routes requests.")
+@click.option("--sla-ttft", "sla_ttft_s", default=SIM.sla_ttft_s, show_default=True, type=float,
+              help="With --replicas: the TTFT (s) a request must not exceed to count as meeting the SLA.")
 @click.option("--throughput", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Also answer: how fast is each user at this aggregate throughput (tok/s)?")
 @click.option("--from", "from_dir", default=None, type=click.Path(file_okay=False),
@@ -509,8 +518,8 @@ def _row_goodput(rows: Any) -> str | None:
 def whatif(ctx: click.Context, trace: str, policies: str, loads: str, rate_scales: str, profile: str | None,
            drafter: str, block: int, disaggregated: bool, max_requests: int, seed: int, sla: float, goodput: str | None,
            attainment: float, speed: str, baseline: str | None, workers: int | None, use_ray: bool,
-           ray_address: str | None, progress: bool, quiet: bool, throughput: float | None, from_dir: str | None,
-           out_dir: str | None, overwrite: bool) -> None:
+           ray_address: str | None, progress: bool, quiet: bool, fleet: str | None, router: str, sla_ttft_s: float,
+           throughput: float | None, from_dir: str | None, out_dir: str | None, overwrite: bool) -> None:
     """What throughput can we sell at --sla tokens/s per user (or --goodput SLOs), and how much faster is each user?
 
     Sweeps like `pareto` (or reads `--from DIR`) and prints only the answers; -o DIR also writes
@@ -519,6 +528,13 @@ def whatif(ctx: click.Context, trace: str, policies: str, loads: str, rate_scale
     from simulator.frontier import speed_at_throughput
 
     speed_col = SPEED_COLUMNS[speed]
+    if fleet is not None:
+        if from_dir is not None:
+            raise BadUsage("--replicas sweeps fleets itself: it cannot answer --from a pareto sweep")
+        _whatif_fleet(ctx, trace, policies, loads, rate_scales, profile, drafter, block, disaggregated, max_requests,
+                      seed, sla, goodput, attainment, workers, use_ray, ray_address, progress and not quiet, quiet,
+                      fleet, router, sla_ttft_s, out_dir, overwrite)
+        return
     result = None
     if out_dir is not None:
         from sparksched.io import ResultSet
@@ -593,3 +609,73 @@ def _whatif_pngs(out: Path, rows: Any, a: dict[str, Any], sla: float, speed_col:
     from simulator.plots import plot_frontier
 
     return [plot_frontier(rows, a["front"], out / PNG_NAMES["frontier"], sla=sla, sla_rows=a["sla"], x=speed_col)]
+
+
+FLEET_NAMES = ("fleet.parquet", "fleet_sweep.parquet", "report.html", "scenario.toml")
+
+
+def _whatif_fleet(ctx: click.Context, trace: str, policies: str, loads: str, rate_scales: str, profile: str | None,
+                  drafter: str, block: int, disaggregated: bool, max_requests: int, seed: int, sla: float,
+                  goodput: str | None, attainment: float, workers: int | None, use_ray: bool, ray_address: str | None,
+                  progress: bool, quiet: bool, fleet: str, router: str, sla_ttft_s: float, out_dir: str | None,
+                  overwrite: bool) -> None:
+    """whatif --replicas: the smallest fleet meeting the SLA at each rate, per policy (simulator.frontier)."""
+    from simulator.frontier import smallest_fleet
+    from simulator.sweep import run_sweep, sweep_configs
+    from simulator.trace import load_trace, resolve_trace
+
+    sizes = sorted(set(_parse_list(fleet, int, "--replicas")))
+    pols = _policies(policies)
+    default_load = ctx.get_parameter_source("loads") in (click.core.ParameterSource.DEFAULT, None)
+    caps = [SIM.max_running] if default_load else _parse_list(loads, int, "--load")
+    if len(caps) != 1:
+        raise click.BadParameter("a fleet sweep takes one concurrency cap per replica", param_hint="--load")
+    rates = _parse_list(rate_scales, float, "--rate-scales")
+    if out_dir is not None:
+        from sparksched.io import ResultSet
+
+        with runtime_errors():
+            ResultSet.check(out_dir, overwrite, FLEET_NAMES)
+    try:
+        base = _base_config(profile, drafter, block, max_requests, seed, sla, goodput, disaggregated)
+        base = base.replace(router=router, sla_ttft_s=sla_ttft_s)
+        configs = sweep_configs(base, pols, caps, rates, sizes)
+    except ValueError as e:
+        raise BadUsage(str(e)) from None
+    with runtime_errors():
+        df = load_trace(resolve_trace(trace))
+        t0 = time.perf_counter()
+        result = run_sweep(df, configs, backend="ray" if (use_ray or ray_address) else "local", workers=workers,
+                           ray_address=ray_address, progress=progress)
+        wall = time.perf_counter() - t0
+    column = "dspark_slo_attainment" if goodput else "goodput_share"
+    table = smallest_fleet(result.rows, attainment, column)
+    what = (f"vLLM SLOs {_normal_goodput(goodput)}" if goodput else
+            f"TTFT <= {sla_ttft_s:g} s and >= {sla:g} tok/s/user")
+    lines = [f"Smallest fleet ({router} routing, {caps[0]} requests per replica at most) in which at least "
+             f"{100 * attainment:.0f} % of requests meet {what}; sizes tried {sizes}, {result.rows.height} runs in "
+             f"{wall:.1f} s:"]
+    for r in table.iter_rows(named=True):
+        if r["replicas"] is None:
+            msg = (f"none of the sizes tried (at {r['largest_swept']} replicas {100 * (r['share_at_largest'] or 0):.1f} "
+                   "% meet it): try larger fleets")
+        else:
+            msg = (f"{r['replicas']} replica{'s' if r['replicas'] > 1 else ''} ({100 * r['share']:.1f} % meet it; "
+                   f"P50 {r['user_tps_p50']:.0f} tok/s/user, TTFT P90 {r['ttft_p90_s']:.2f} s, "
+                   f"{r['throughput_tps']:,.0f} tok/s)")
+        lines.append(f"  {r['policy']:<14} x{r['rate_scale']:g} rate: {msg}")
+    text = "\n".join(lines)
+    if not quiet:
+        click.echo(text)
+    if out_dir is not None:
+        from simulator.report import sweep_report, write_report
+        from sparksched.io import ResultSet, write_parquet, write_text
+
+        with runtime_errors(), ResultSet(out_dir, overwrite=overwrite, names=FLEET_NAMES,
+                                         about={"command": "whatif", "policies": pols, "replicas": sizes}) as rs:
+            write_parquet(rs.folder / "fleet.parquet", table)
+            write_parquet(rs.folder / "fleet_sweep.parquet", result.rows)
+            scenario_text = resolved_scenario(ctx)
+            write_text(rs.folder / "scenario.toml", scenario_text)
+            write_report(rs.folder / "report.html", sweep_report("sparksched whatif --replicas", text,
+                                                                 {"Smallest fleet": table}, [], scenario_text))

@@ -77,6 +77,20 @@ def _default_out(trace: str, policy: str, seed: int = 0, rate_scale: float = 1.0
 @click.option("--disaggregated", is_flag=True, default=SIM.disaggregated,
               help="Prefill on separate prefill instances (PD disaggregation): requests join with their prompt's KV "
                    "and first token already made, and this replica only decodes (TTFT is the wait to join).")
+@click.option("--replicas", default=SIM.replicas, show_default=True, type=int,
+              help="Replicas in one simulation, each its own engine behind --router (a fleet).")
+@click.option("--router", default=SIM.router, show_default=True,
+              type=click.Choice(["round-robin", "least-loaded", "least-kv", "session", "prefix"]),
+              help="How a fleet assigns each arriving request: session needs the trace's session field, "
+                   "prefix its prefix_blocks.")
+@click.option("--replica-profiles", "replica_profiles", default=None,
+              help="Comma-separated profile per replica (cycled), for fleets of unlike replicas [default: --profile].")
+@click.option("--prefix-cache/--no-prefix-cache", "prefix_cache", default=SIM.prefix_cache, show_default=True,
+              help="With a trace carrying prefix_blocks: each replica caches prompt blocks in its KV cache and "
+                   "skips their prefill.")
+@click.option("--log", "log", default=",".join(SIM.log), show_default=True,
+              help="Per-step and per-round tables to write: steps, rounds, both, or none (requests.parquet "
+                   "always); they are written in row groups as the run goes.")
 @click.option("--rate-scale", default=SIM.rate_scale, show_default=True, type=float, help="Arrival-rate multiplier.")
 @click.option("--max-requests", default=None, type=int, help="Simulate only the first N requests.")
 @click.option("--horizon", "horizon_s", default=None, type=float, help="Stop the clock at this simulated time (s).")
@@ -113,7 +127,8 @@ def _default_out(trace: str, policy: str, seed: int = 0, rate_scale: float = 1.0
 @quiet_option
 @click.pass_context
 def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter: str, block: int, max_running: int,
-             kv_blocks: int | None, kv_block_size: int, prefill_chunk: int, disaggregated: bool, rate_scale: float,
+             kv_blocks: int | None, kv_block_size: int, prefill_chunk: int, disaggregated: bool, replicas: int,
+             router: str, replica_profiles: str | None, prefix_cache: bool, log: str, rate_scale: float,
              max_requests: int | None, horizon_s: float | None, seed: int, acceptance: str, recorded_donors: str,
              conf_auc: float, conf_ece: float, sla_tps: float, sla_ttft_s: float, goodput: str | None, engine: str,
              verify_layout: str | None, clock: str, timeline: bool, report: bool, out: str | None,
@@ -124,7 +139,7 @@ def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter:
     ms) and writes the run: Parquet tables, result.json (vLLM's result keys), summary.json,
     scenario.toml (repeat the run with --config), PNGs and report.html.
     """
-    from simulator.config import SimConfig
+    from simulator.config import SimConfig, parse_log
 
     layout = verify_layout or ("padded" if engine == "model" else "flat")
     if disaggregated and engine == "model":
@@ -141,7 +156,11 @@ def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter:
                            max_requests=max_requests, horizon_s=horizon_s, seed=seed, acceptance=acceptance,
                            recorded_donors=recorded_donors, conf_auc=conf_auc, conf_ece=conf_ece, sla_tps=sla_tps,
                            sla_ttft_s=sla_ttft_s, goodput=goodput, clock=clock, profile=profile,
-                           verify_layout=layout)
+                           verify_layout=layout, replicas=replicas, router=router, prefix_cache=prefix_cache,
+                           replica_profiles=tuple(p.strip() for p in (replica_profiles or "").split(",") if p.strip()),
+                           log=parse_log(log))
+    if engine == "model" and replicas > 1:
+        raise BadUsage("--engine model runs one real loop: --replicas must be 1")
     directory = Path(out) if out else _default_out(trace, policy, seed, rate_scale)
     with surface_warnings(), runtime_errors():
         from simulator.run import simulate as run_simulation
@@ -149,40 +168,37 @@ def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter:
 
         ResultSet.check(directory, overwrite, RUN_FILES)  # refuse before running, not after
         backend = _model_backend(config) if engine == "model" else None
-        result = run_simulation(trace, config, backend=backend, progress=progress and not quiet)
-        written = _write_run(ctx, result, directory, timeline=timeline, report=report, overwrite=overwrite)
+        with ResultSet(directory, overwrite=overwrite, names=RUN_FILES, about={"command": "simulate"}) as rs:
+            # the logged tables stream into the staged folder: a failed or killed run publishes nothing
+            result = run_simulation(trace, config, backend=backend, progress=progress and not quiet, folder=rs.folder)
+            rs.about = result.about()
+            written = _write_run(ctx, result, rs.folder, timeline=timeline, report=report)
+        written = [directory / p.name for p in written]
+        result.relocate(directory)
     if not quiet:
         click.echo(result.table())
         click.echo(f"results: {directory} ({', '.join(p.name for p in written)})")
 
 
-def _write_run(ctx: click.Context, result: Any, directory: Path, *, timeline: bool, report: bool,
-               overwrite: bool = False) -> list[Path]:
-    """Every output of a run as one result set in `directory`; the paths written (report.html last)."""
-    from sparksched.io import ResultSet
+def _write_run(ctx: click.Context, result: Any, folder: Path, *, timeline: bool, report: bool) -> list[Path]:
+    """Every output of a run into the staged result-set `folder`; the paths written (report.html last)."""
+    written = result.write_files(folder)
+    path, scenario_text = write_scenario(ctx, folder)
+    written.append(path)
+    if timeline:
+        from simulator.timeline import replica_tables, write_timeline
 
-    with ResultSet(directory, overwrite=overwrite, names=RUN_FILES, about=result.about()) as rs:
-        folder = rs.folder
-        written = result.write_files(folder)
-        path, scenario_text = write_scenario(ctx, folder)
-        written.append(path)
-        if timeline:
-            from simulator.timeline import ReplicaTables, write_timeline
+        meta = {"trace": result.meta.get("trace"), "policy": result.config.policy, "profile": result.config.profile}
+        written.append(write_timeline(folder / "timeline.json", replica_tables(result), meta))
+    if report:
+        from simulator.report import simulate_report, write_report
+        from simulator.run_plots import write_run_plots
 
-            meta = {"trace": result.meta.get("trace"), "policy": result.config.policy,
-                    "profile": result.config.profile}
-            written.append(write_timeline(folder / "timeline.json",
-                                          [ReplicaTables(result.requests, result.steps, "replica 0")], meta))
-        if report:
-            from simulator.report import simulate_report, write_report
-            from simulator.run_plots import write_run_plots
-
-            pngs = write_run_plots(result, folder)
-            written += list(pngs.values())
-            names = [p.name for p in written] + ["report.html"]
-            written.append(write_report(folder / "report.html",
-                                        simulate_report(result, pngs, scenario_text, files=names)))
-    return [directory / p.name for p in written]
+        pngs = write_run_plots(result, folder)
+        written += list(pngs.values())
+        names = [p.name for p in written] + ["report.html"]
+        written.append(write_report(folder / "report.html", simulate_report(result, pngs, scenario_text, files=names)))
+    return written
 
 
 def _model_backend(config):
