@@ -73,17 +73,7 @@ export PYTHONUNBUFFERED=1
 status=0
 T_START=$SECONDS
 
-step() {  # step NAME TIMEOUT_S CMD...: run it, log to $OUT/NAME.log, never abort the script
-    local name=$1 limit=$2; shift 2
-    echo "== $name: $*" | tee -a "$OUT/steps.txt"
-    local t0=$SECONDS
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
-    local rc=$?
-    echo "   rc=$rc in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
-    tail -n 4 "$OUT/$name.log"
-    [ $rc -eq 0 ] || status=1
-    return $rc
-}
+. scripts/steps.sh  # step NAME TIMEOUT_S CMD...
 
 # ---------------------------------------------------------------- 0. what is here, what is missing
 missing=$($PY - <<'PYEOF'

@@ -24,17 +24,8 @@ SP="$PY -m sparksched.cli profile"
 DATE=$(date -u +%Y%m%d)
 status=0
 
-step() {  # step NAME TIMEOUT_S CMD...: run, log to $OUT/NAME.log, never abort the script
-    local name=$1 limit=$2; shift 2
-    echo "== $name: $*" | tee -a "$OUT/steps.txt"
-    local t0=$SECONDS
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
-    local rc=$?
-    echo "   rc=$rc in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
-    tail -n 3 "$OUT/$name.log"
-    [ $rc -eq 0 ] || status=1
-    return $rc
-}
+STEP_TAIL=3
+. "$(dirname "$0")/steps.sh"  # step NAME TIMEOUT_S CMD...
 
 # preflight: imports and device facts, so a missing module fails in seconds, not after a model build
 $PY - >"$OUT/env.txt" 2>&1 <<'PYEOF'

@@ -74,6 +74,32 @@ def static(k: int) -> Policy:
     return policy
 
 
+def _leading_run(conf: Any, drafted: Any, ok: Callable[[Any], Any]) -> Any:
+    """[n] int64: per request, the leading run of positions k < drafted_i where ok(conf)[i, k] holds
+    (numpy in, numpy out; a torch tensor stays on its device). conf [n, g] (float64 for ok)."""
+    if _is_torch(conf):
+        import torch
+
+        if conf.dim() != 2:
+            raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
+        g = conf.shape[1]
+        live = torch.arange(g, device=conf.device)[None, :] < _drafted_torch(conf, drafted)[:, None]
+        return torch.cumprod((ok(conf.to(torch.float64)) & live).to(torch.int64), dim=1).sum(dim=1)
+    arr = check_conf(conf)
+    n, g = arr.shape
+    live = np.arange(g)[None, :] < _drafted_np(drafted, n, g)[:, None]
+    return np.cumprod(ok(arr) & live, axis=1).sum(axis=1, dtype=np.int64)
+
+
+def _survival(conf: Any) -> Any:
+    """S [n, g] = cumulative products of conf along the block (torch or numpy)."""
+    if _is_torch(conf):
+        import torch
+
+        return torch.cumprod(conf, dim=1)
+    return np.cumprod(conf, axis=1)
+
+
 def threshold(tau: float) -> Policy:
     """Verify the longest drafted prefix whose survival S_{i,k} is >= tau (tau in [0, 1]).
 
@@ -84,19 +110,7 @@ def threshold(tau: float) -> Policy:
     tau = _check_tau(tau, "threshold")
 
     def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0) -> Any:
-        if _is_torch(conf):
-            import torch
-
-            if conf.dim() != 2:
-                raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
-            n, g = conf.shape
-            s = torch.cumprod(conf.to(torch.float64), dim=1)
-            live = torch.arange(g, device=conf.device)[None, :] < _drafted_torch(conf, drafted)[:, None]
-            return ((s >= tau) & live).sum(dim=1, dtype=torch.int64)
-        arr = check_conf(conf)
-        n, g = arr.shape
-        live = np.arange(g)[None, :] < _drafted_np(drafted, n, g)[:, None]
-        return ((np.cumprod(arr, axis=1) >= tau) & live).sum(axis=1, dtype=np.int64)
+        return _leading_run(conf, drafted, lambda c: _survival(c) >= tau)  # S is non-increasing in k
 
     policy.__name__ = f"threshold_{tau:g}"
     return policy
@@ -124,19 +138,7 @@ def conf_threshold(tau: float) -> Policy:
     tau = _check_tau(tau, "conf_threshold")
 
     def policy(conf: Any, curve: Any = None, drafted: Any = None, extra_tokens: int = 0) -> Any:
-        if _is_torch(conf):
-            import torch
-
-            if conf.dim() != 2:
-                raise ValueError(f"conf must be 2-D [n, g], got shape {tuple(conf.shape)}")
-            n, g = conf.shape
-            live = torch.arange(g, device=conf.device)[None, :] < _drafted_torch(conf, drafted)[:, None]
-            ok = (conf.to(torch.float64) >= tau) & live
-            return torch.cumprod(ok.to(torch.int64), dim=1).sum(dim=1)
-        arr = check_conf(conf)
-        n, g = arr.shape
-        live = np.arange(g)[None, :] < _drafted_np(drafted, n, g)[:, None]
-        return np.cumprod((arr >= tau) & live, axis=1).sum(axis=1, dtype=np.int64)
+        return _leading_run(conf, drafted, lambda c: c >= tau)
 
     policy.__name__ = f"conf_threshold_{tau:g}"
     return policy
