@@ -442,6 +442,7 @@ def main(argv=None) -> dict:
                     help="tokens the clock charges per verify pass (the real loop pads: padded)")
     ap.add_argument("--piece-steps", type=int, default=50,
                     help="measured steps per piece of the host speed over time")
+    ap.add_argument("--checkpoints", default=None, help="checkpoint directory [default: the bundled one]")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     if min(a.repeats, a.pred_seeds, a.sweep_repeats, a.calib_sweeps) < 1:
@@ -458,13 +459,14 @@ def main(argv=None) -> dict:
     load0 = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="fidelity-"))
     trace = make_trace(work / "trace.jsonl", a.requests, a.rate, a.seed)
-    tok, target, drafter = load_bundle()
+    ckpt = Path(a.checkpoints) if a.checkpoints else BUNDLED
+    tok, target, drafter = load_bundle(ckpt)
     model = target.config.name
     if a.profile and a.profile.endswith(".invalid.json"):
         profile = repair_profile(Path(a.profile), work / f"cpu-{model}.json")
     else:
         profile = Path(a.profile) if a.profile else measure_profile(work / f"cpu-{model}.json", model)
-    heldout = load_heldout(BUNDLED / "heldout.npz")
+    heldout = load_heldout(ckpt / "heldout.npz")
 
     def new_backend() -> ModelBackend:
         return ModelBackend(target, drafter, tok, heldout, a.max_running, max_len=400, max_prompt=256, seed=a.seed)

@@ -73,17 +73,7 @@ export PYTHONUNBUFFERED=1
 status=0
 T_START=$SECONDS
 
-step() {  # step NAME TIMEOUT_S CMD...: run it, log to $OUT/NAME.log, never abort the script
-    local name=$1 limit=$2; shift 2
-    echo "== $name: $*" | tee -a "$OUT/steps.txt"
-    local t0=$SECONDS
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
-    local rc=$?
-    echo "   rc=$rc in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
-    tail -n 4 "$OUT/$name.log"
-    [ $rc -eq 0 ] || status=1
-    return $rc
-}
+. scripts/steps.sh  # step NAME TIMEOUT_S CMD...
 
 # ---------------------------------------------------------------- 0. what is here, what is missing
 missing=$($PY - <<'PYEOF'
@@ -106,31 +96,8 @@ if [ -n "$missing" ] && [ -d "$WHEELS" ]; then
             || echo "wheel install failed (see $OUT/wheels.log); optional modules stay missing"
     fi
 fi
-$PY - "$MODE" >"$OUT/env.txt" 2>&1 <<'PYEOF'
-import importlib, os, platform, sys, time
-import torch
-mode = sys.argv[1]
-print("date", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "mode", mode)
-print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
-      "available", torch.cuda.is_available())
-if torch.cuda.is_available():
-    p = torch.cuda.get_device_properties(0)
-    print("device", torch.cuda.get_device_name(0), f"{p.total_memory / 2**30:.1f} GiB", "sm", f"{p.major}.{p.minor}")
-else:
-    print("device cpu", platform.processor() or platform.machine(), "cores", os.cpu_count())
-for m in ("numpy", "scipy", "click", "pytest", "hypothesis"):
-    importlib.import_module(m)
-    print("required", m, "ok")
-for m in ("tqdm", "matplotlib", "pynvml", "simpy", "numba", "polars", "tokenizers"):
-    try:
-        importlib.import_module(m); print("optional", m, "ok")
-    except Exception as e:
-        print("optional", m, "missing", type(e).__name__)
-import profiler.run, profiler.compare, sparksched.speculative, sparksched.commands.profile  # noqa: F401
-print("imports ok")
-if mode == "gpu" and not torch.cuda.is_available():
-    sys.exit("no CUDA device visible; for the CPU dry run use --dry-run")
-PYEOF
+NEED=(); [ "$MODE" = gpu ] && NEED=(--need-cuda)
+$PY scripts/gpu_env.py "${NEED[@]}" --require numpy,scipy,click,pytest,hypothesis >"$OUT/env.txt" 2>&1
 rc=$?
 cat "$OUT/env.txt"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version \

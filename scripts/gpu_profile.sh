@@ -24,34 +24,12 @@ SP="$PY -m sparksched.cli profile"
 DATE=$(date -u +%Y%m%d)
 status=0
 
-step() {  # step NAME TIMEOUT_S CMD...: run, log to $OUT/NAME.log, never abort the script
-    local name=$1 limit=$2; shift 2
-    echo "== $name: $*" | tee -a "$OUT/steps.txt"
-    local t0=$SECONDS
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
-    local rc=$?
-    echo "   rc=$rc in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
-    tail -n 3 "$OUT/$name.log"
-    [ $rc -eq 0 ] || status=1
-    return $rc
-}
+STEP_TAIL=3
+. "$(dirname "$0")/steps.sh"  # step NAME TIMEOUT_S CMD...
 
 # preflight: imports and device facts, so a missing module fails in seconds, not after a model build
-$PY - >"$OUT/env.txt" 2>&1 <<'PYEOF'
-import importlib, platform
-import torch
-print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
-      "available", torch.cuda.is_available())
-if torch.cuda.is_available():
-    print("device", torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory / 2**30, "GiB")
-for m in ("numpy", "click", "pynvml", "scipy", "matplotlib", "tqdm", "polars"):
-    try:
-        importlib.import_module(m); print("module", m, "ok")
-    except Exception as e:
-        print("module", m, "MISSING", type(e).__name__)
-import profiler.run, profiler.roofline, profiler.check, profiler.compare, sparksched.commands.profile  # noqa
-print("imports ok")
-PYEOF
+$PY "$(dirname "$0")/gpu_env.py" --require numpy,click --optional pynvml,scipy,matplotlib,tqdm,polars \
+    >"$OUT/env.txt" 2>&1
 rc=$?
 cat "$OUT/env.txt"
 if [ $rc -ne 0 ]; then echo "preflight failed (see $OUT/env.txt)"; exit 1; fi

@@ -24,11 +24,12 @@ __all__ = ["sample_rows"]
 
 
 def sample_rows(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """One token per row: weights [n, V] float64 >= 0 with a positive sum, u [n] float64 in [0, 1);
-    returns [n] int64 on weights' device. Static shapes, no host synchronisation."""
+    """One token per row: weights [n, V] (float32 or float64) >= 0 with a positive sum, u [n] float64 in
+    [0, 1); returns [n] int64 on weights' device. The running sum is taken in float64 whatever the
+    weights' dtype. Static shapes, no host synchronisation."""
     import torch
 
-    cdf = torch.cumsum(weights, dim=1)
+    cdf = torch.cumsum(weights, dim=1, dtype=torch.float64)
     threshold = u * cdf[:, -1]
     idx = (cdf <= threshold[:, None]).sum(dim=1)
     v = weights.shape[1]

@@ -2,9 +2,10 @@
 
 Regenerate the bundled checkpoints (sparksched/data/checkpoints/) with one command:
 
-    sparksched train all --out sparksched/data/checkpoints
+    sparksched train all --out sparksched/data/checkpoints --seed 0
 
-which runs `train target` then `train drafter --head markov,rnn,none` with the defaults below.
+which runs `train target` then `train drafter --head markov,rnn,none` with the defaults below
+(about 1 hour on one thread of an idle 2-core machine, 2 hours with the cores shared).
 Every file is written to a temp file and renamed, so an interrupted run leaves no half-written
 checkpoint. Logs (losses, held-out perplexity / acceptance, STS temperatures, ablation metrics) go
 to `<out>/train_log.json`.
@@ -154,8 +155,9 @@ def train() -> None:
 
 def _target_options(f):
     for opt in reversed([
-        click.option("--preset", default="tiny", show_default=True, help="Target shape (a model preset)."),
-        click.option("--target-steps", "target_steps", default=600, show_default=True, type=int, help="Target training steps."),
+        click.option("--preset", default="tiny-deep", show_default=True, help="Target shape (a model preset)."),
+        click.option("--target-steps", "target_steps", default=1200, show_default=True, type=int,
+                     help="Target training steps."),
         click.option("--target-batch", "target_batch", default=32, show_default=True, type=int, help="Windows per step."),
         click.option("--length", default=128, show_default=True, type=int, help="Tokens per window."),
         click.option("--target-lr", "target_lr", default=3e-3, show_default=True, type=float, help="Peak learning rate."),
@@ -171,8 +173,10 @@ def _drafter_options(f):
                      help="Sequential head(s), comma separated: markov, rnn, none."),
         click.option("--block", default=7, show_default=True, type=int, help="Block size g."),
         click.option("--layers", default=1, show_default=True, type=int, help="Draft backbone layers."),
+        click.option("--drafter-width", "width", default=0, show_default=True, type=int,
+                     help="Draft width (0: the target's hidden size)."),
         click.option("--rank", default=64, show_default=True, type=int, help="Markov / RNN rank r."),
-        click.option("--drafter-steps", default=450, show_default=True, type=int, help="Drafter training steps."),
+        click.option("--drafter-steps", default=2400, show_default=True, type=int, help="Drafter training steps."),
         click.option("--drafter-batch", default=16, show_default=True, type=int, help="Windows per step."),
         click.option("--drafter-lr", default=3e-3, show_default=True, type=float, help="Peak learning rate."),
         click.option("--calib-prompts", default=64, show_default=True, type=int,
@@ -210,20 +214,22 @@ Example:
 @_chars
 @_seed
 @_threads
-def drafter_cmd(out, head, block, layers, rank, drafter_steps, drafter_batch, drafter_lr, calib_prompts, max_chars,
-                seed, threads) -> None:
+def drafter_cmd(out, head, block, layers, width, rank, drafter_steps, drafter_batch, drafter_lr, calib_prompts,
+                max_chars, seed, threads) -> None:
     """Train, STS-calibrate and evaluate drafter(s) for the target in --out; write drafter-<head>.pt."""
     try:
         _run_drafters(Path(out), _heads(head), block, layers, rank, drafter_steps, drafter_batch, drafter_lr,
-                      max_chars, seed, threads, calib_prompts)
+                      max_chars, seed, threads, calib_prompts, width)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-def _run_drafters(out, heads, block, layers, rank, steps, batch, lr, max_chars, seed, threads, calib_prompts):
+def _run_drafters(out, heads, block, layers, rank, steps, batch, lr, max_chars, seed, threads, calib_prompts,
+                  width=0):
     _, data = _data(out, max_chars, seed)
     for h in heads:
-        e = run_drafter(out, h, block, layers, rank, steps, batch, lr, max_chars, seed, threads, calib_prompts, data)
+        e = run_drafter(out, h, block, layers, rank, steps, batch, lr, max_chars, seed, threads, calib_prompts, data,
+                        width)
         click.echo(f"drafter-{h}: {e['params']} params, {e['seconds']} s, accepted per round "
                    f"{json.dumps({k: round(v, 3) for k, v in e['eval']['accepted'].items()})}")
 
@@ -238,13 +244,13 @@ Example:
 @_chars
 @_seed
 @_threads
-def all_cmd(out, preset, target_steps, target_batch, length, target_lr, vocab, head, block, layers, rank,
+def all_cmd(out, preset, target_steps, target_batch, length, target_lr, vocab, head, block, layers, width, rank,
             drafter_steps, drafter_batch, drafter_lr, calib_prompts, max_chars, seed, threads) -> None:
     """`train target` then `train drafter` (regenerates the bundled checkpoints)."""
     try:
         e = run_target(Path(out), preset, target_steps, target_batch, length, target_lr, vocab, max_chars, seed, threads)
         click.echo(f"target: held-out perplexity {json.dumps({k: round(v, 2) for k, v in e['heldout_perplexity'].items()})}")
         _run_drafters(Path(out), _heads(head), block, layers, rank, drafter_steps, drafter_batch, drafter_lr,
-                      max_chars, seed, threads, calib_prompts)
+                      max_chars, seed, threads, calib_prompts, width)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

@@ -384,19 +384,29 @@ class DSparkDrafter(nn.Module):
         tokens = torch.empty(n, g, dtype=torch.long, device=dev)
         probs = torch.empty(n, g, self.vocab, dtype=torch.float32, device=dev)
         conf = torch.empty(n, g, dtype=torch.float32, device=dev)
+        head = self.config.head
         prev, state = anchor, None
         for k in range(g):
-            bias, c, state = self._head_step(bb.hidden[:, k], prev, state)
-            conf[:, k] = self._calibrate(c, k, calibrated)
+            # only what x_k needs runs in the loop: the Markov bias from x_{k-1} (the RNN head also
+            # carries its state, and its confidence with it); the Markov / backbone-only confidences
+            # read x_{k-1} too, so they are computed for all k at once after the loop
+            if head == "rnn":
+                bias, c, state = self._head_step(bb.hidden[:, k], prev, state)
+                conf[:, k] = self._calibrate(c, k, calibrated)
+            else:
+                bias = self.w2(self.w1(prev)).float() if self.w2 is not None else None
             logits = bb.base_logits[:, k] if bias is None else bb.base_logits[:, k] + bias
-            q = torch.softmax(logits / temperature, dim=-1)
+            q = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
             probs[:, k] = q
             if greedy:
                 x = logits.argmax(-1)
             else:
-                x = sample_rows(q.double(), u[:, k])
+                x = sample_rows(q, u[:, k])
             tokens[:, k] = x
             prev = x
+        if head != "rnn":  # c_k from h_k and x_{k-1}: prev = (x_0, x_1, .., x_{g-1}), never x_k
+            prev_all = torch.cat([anchor[:, None], tokens[:, :-1]], dim=1)
+            conf = self._calibrate(self._conf_logit(bb.hidden, self.w1(prev_all)), None, calibrated)
         return DraftOutput(tokens, probs, conf)
 
     def draft(self, anchor: torch.Tensor, ctx: KVCache, generators: Sequence[torch.Generator | None] | None = None,

@@ -68,6 +68,9 @@ PRESETS: dict[str, DecoderConfig] = {
                                   False, 1e-5, 131072),
     # small presets that run on 2 CPU cores
     "tiny": DecoderConfig("tiny", 4096, 128, 2, 4, 2, 32, 384, 10000.0, True, True, 1e-6, 4096),
+    # the bundled target of the real loop: narrow and deep, so a CPU step costs 24 layers' per-op
+    # overhead while a one-layer drafter costs one (benchmarks/model_shape.py measures the trade)
+    "tiny-deep": DecoderConfig("tiny-deep", 4096, 64, 24, 2, 1, 32, 192, 10000.0, True, True, 1e-6, 4096),
     "small": DecoderConfig("small", 8192, 256, 4, 8, 2, 32, 768, 10000.0, True, True, 1e-6, 4096),
 }
 
