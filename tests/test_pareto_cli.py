@@ -92,7 +92,8 @@ def test_outputs_from_synthetic_sweep(tmp_path: Path):
 
     rows = _sweep_rows()
     budget = pl.DataFrame({"run": [0, 1, 5, 6], "policy": ["fast", "fast", "mtp1", "mtp1"],
-                           "running": [1, 2, 1, 2], "steps": [10, 10, 10, 10], "budget": [5.0, 4.5, 2.0, 2.0]})
+                           "decode_requests": [1, 2, 1, 2], "steps": [10, 10, 10, 10],
+                           "verify_budget": [5.0, 4.5, 2.0, 2.0]})
     acc = pl.DataFrame({"run": [0, 0, 5], "policy": ["fast", "fast", "mtp1"], "domain": ["chat"] * 3,
                         "position": [1, 2, 1], "trials": [100, 80, 100], "accepted": [80, 60, 85],
                         "acceptance": [0.8, 0.75, 0.85]})
@@ -140,8 +141,8 @@ def _analysed(rows: pl.DataFrame, baseline: str):
     from simulator.sweep import SweepResult
     from sparksched.commands.pareto import analyse
 
-    budget = pl.DataFrame(schema={"run": pl.Int64, "policy": pl.Utf8, "running": pl.Int64, "steps": pl.Int64,
-                                  "budget": pl.Float64})
+    budget = pl.DataFrame(schema={"run": pl.Int64, "policy": pl.Utf8, "decode_requests": pl.Int64,
+                                  "steps": pl.Int64, "verify_budget": pl.Float64})
     acc = pl.DataFrame(schema={"run": pl.Int64, "policy": pl.Utf8, "domain": pl.Utf8, "position": pl.Int64,
                                "trials": pl.Int64, "accepted": pl.Int64, "acceptance": pl.Float64})
     return SweepResult(rows, budget, acc), analyse(rows, 100.0, baseline, "user_tps_p50")
