@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sparksched.io import atomic_write, write_json, write_lines
+from sparksched.io import write_json, write_lines, write_npz
 
 PROFILE_ARGS = ["--device", "cpu", "--dtype", "float32", "--requests", "1,2,4,8,12,16",
                 "--tokens", "1-8", "--contexts", "64,192,320", "--prompts", "32,64,128,192",
@@ -603,13 +603,7 @@ def main(argv=None) -> dict:
     if a.out:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        steps = {f"run{k}": log.astype(np.float32) for k, log in enumerate(logs)}
-
-        def save_steps(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **steps)
-
-        atomic_write(out.with_suffix(".steps.npz"), save_steps)
+        write_npz(out.with_suffix(".steps.npz"), {f"run{k}": log.astype(np.float32) for k, log in enumerate(logs)})
         res["steps_file"] = out.with_suffix(".steps.npz").name
         write_json(out, res, indent=1, default=float)
     return res

@@ -117,6 +117,8 @@ def main() -> None:
 
     import polars as pl
 
+    from sparksched.io import write_parquet, write_text
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     loads = [int(x) for x in args.loads.split(",") if x.strip()]
@@ -128,13 +130,13 @@ def main() -> None:
         parts.append(text)
         fronts.append(res["front"].with_columns(profile=pl.lit(prof)))
         budgets.append(res["budget"].with_columns(profile=pl.lit(prof)))
-        res["rows"].with_columns(profile=pl.lit(prof)).write_parquet(out / f"sweep-{prof}.parquet")
+        write_parquet(out / f"sweep-{prof}.parquet", res["rows"].with_columns(profile=pl.lit(prof)))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     footer = (f"trace {args.trace}, first {args.max_requests} requests at {args.rate_scale:g}x their arrival rate, "
               f"seed {args.seed}; load average {load:.1f} while it ran")
-    (out / "report.txt").write_text("\n\n".join(parts) + "\n\n" + footer + "\n")
-    pl.concat(fronts, how="diagonal_relaxed").write_parquet(out / "frontier.parquet")
-    pl.concat(budgets, how="diagonal_relaxed").write_parquet(out / "budget.parquet")
+    write_text(out / "report.txt", "\n\n".join(parts) + "\n\n" + footer + "\n")
+    write_parquet(out / "frontier.parquet", pl.concat(fronts, how="diagonal_relaxed"))
+    write_parquet(out / "budget.parquet", pl.concat(budgets, how="diagonal_relaxed"))
     print(footer)
     print(f"wrote {out}/report.txt, frontier.parquet, budget.parquet, sweep-*.parquet")
 

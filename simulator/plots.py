@@ -10,7 +10,7 @@
   sweep point's operating point.
 
 Every function takes polars frames (or a ThroughputCurve), writes one PNG atomically
-(simulator.files) and returns its path. Matplotlib runs headless (Agg).
+(sparksched.io.save_figure) and returns its path. Matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations

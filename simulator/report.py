@@ -2,7 +2,7 @@
 
 The page carries its own CSS and its figures as base64 `data:` URIs: no script, no network, no
 side files, so it can be mailed or attached to a ticket as is. Builders return HTML text;
-`write_report` writes it atomically (simulator.files).
+`write_report` writes it atomically (sparksched.io).
 
 - `simulate_report`: the printed summary, vLLM bench serve's latency table (mean / median / std /
   P50 / P90 / P99 of TTFT, TPOT, ITL and E2EL in ms), throughput and speculative-decoding keys,
@@ -152,6 +152,6 @@ def sweep_report(title: str, text: str, tables: Mapping[str, pl.DataFrame], pngs
 
 def write_report(path: str | Path, text: str) -> Path:
     """Write report HTML atomically."""
-    from simulator.files import write_text
+    from sparksched.io import write_text
 
     return write_text(path, text)

@@ -44,7 +44,7 @@ _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:partial|old)-[A-Za-z0-
 
 __all__ = ["DIR_MODE", "FILE_MODE", "MANIFEST", "MAX_LINE_BYTES", "OutputError", "ResultSet", "atomic_write",
            "check_input_file", "check_result_set", "load_json", "read_lines", "read_text", "save_figure",
-           "write_bytes", "write_json", "write_lines", "write_parquet", "write_text"]
+           "write_bytes", "write_json", "write_lines", "write_npz", "write_parquet", "write_text"]
 
 
 class OutputError(ValueError):
@@ -193,6 +193,18 @@ def save_figure(path: str | os.PathLike, fig: Any, **savefig: Any) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig))
     finally:
         plt.close(fig)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
+    """Named numpy arrays to `path` as one compressed .npz, atomically (the name is kept as given:
+    numpy would append ".npz" to a file name without it)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object, so numpy writes exactly this file
+            np.savez_compressed(fh, **arrays)
+
+    return atomic_write(path, write)
 
 
 def write_lines(path: str | os.PathLike, lines: Iterable[str], compress: bool | None = None) -> int:

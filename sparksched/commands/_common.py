@@ -214,7 +214,7 @@ def resolved_scenario(ctx: click.Context, extra: dict[str, Any] | None = None) -
 
 def write_scenario(ctx: click.Context, directory: str | Path, extra: dict[str, Any] | None = None) -> tuple[Path, str]:
     """Write scenario.toml into `directory`; returns (path, text)."""
-    from simulator.files import write_text
+    from sparksched.io import write_text
 
     text = resolved_scenario(ctx, extra)
     return write_text(Path(directory) / "scenario.toml", text), text
