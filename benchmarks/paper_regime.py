@@ -18,7 +18,7 @@ frontier.parquet, budget.parquet, paper_regime.parquet in --out):
 - DSpark's verify budget per request (anchor included) against concurrency, beside Figure 8
   (V4-Flash: 4.88 at 25 requests down to 3.48 at 200).
 
-Uses the step-cost model of this checkout (`simulator.sweep` / `sparksched.commands.pareto.analyse`);
+Uses the step-cost model of this checkout (`simulator.sweep` / `simulator.analysis.analyse`);
 numbers depend on it. About a minute per profile on 2 cores with the defaults.
 """
 
@@ -46,9 +46,9 @@ def run_profile(profile: str, loads: list[int], trace: str, max_requests: int, r
     """Sweep dspark and mtp1 on one profile; the frontier, SLA ratios and budget by concurrency."""
     import polars as pl
 
+    from simulator.analysis import analyse
     from simulator.config import SimConfig
     from simulator.sweep import run_sweep, sweep_configs
-    from sparksched.commands.pareto import analyse
 
     base = SimConfig(profile=profile, drafter="dspark", block=5, seed=seed, max_requests=max_requests,
                      disaggregated=True)
@@ -57,12 +57,12 @@ def run_profile(profile: str, loads: list[int], trace: str, max_requests: int, r
     result = run_sweep(trace, configs, workers=workers, progress=True)
     wall = time.perf_counter() - t0
     a = analyse(result.rows, SLAS[0], "mtp1", "user_tps_p50")
-    slas = pl.concat([analyse(result.rows, s, "mtp1", "user_tps_p50")["sla"] for s in SLAS])
-    gain = a["gains"][0].table if a["gains"] else None
+    slas = pl.concat([analyse(result.rows, s, "mtp1", "user_tps_p50").sla for s in SLAS])
+    gain = a.gains[0].table if a.gains else None
     budget = (result.rows.filter(pl.col("policy") == "dspark")
               .select("max_running", "mean_running", "budget_per_request", "throughput_tps", "user_tps_p50")
               .sort("max_running"))
-    return {"profile": profile, "front": a["front"], "sla": slas, "budget": budget, "wall_s": wall,
+    return {"profile": profile, "front": a.front, "sla": slas, "budget": budget, "wall_s": wall,
             "rows": result.rows, "gain": gain}
 
 
