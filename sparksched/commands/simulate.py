@@ -160,24 +160,12 @@ def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter:
 
 
 def _write_run(ctx: click.Context, result: Any, folder: Path, *, timeline: bool, report: bool) -> list[Path]:
-    """Every output of a run into the staged result-set `folder`; the paths written (report.html last)."""
-    written = result.write_files(folder)
+    """Every output of a run into the staged result-set `folder` (simulator.report.write_run_set), with
+    the resolved scenario.toml; the paths written (report.html last)."""
+    from simulator.report import write_run_set
+
     path, scenario_text = write_scenario(ctx, folder)
-    written.append(path)
-    if timeline:
-        from simulator.timeline import replica_tables, write_timeline
-
-        meta = {"trace": result.meta.get("trace"), "policy": result.config.policy, "profile": result.config.profile}
-        written.append(write_timeline(folder / "timeline.json", replica_tables(result), meta))
-    if report:
-        from simulator.report import simulate_report, write_report
-        from simulator.run_plots import write_run_plots
-
-        pngs = write_run_plots(result, folder)
-        written += list(pngs.values())
-        names = [p.name for p in written] + ["report.html"]
-        written.append(write_report(folder / "report.html", simulate_report(result, pngs, scenario_text, files=names)))
-    return written
+    return write_run_set(result, folder, scenario_text, [path], timeline=timeline, report=report)
 
 
 def _model_backend(config):
