@@ -43,7 +43,7 @@ MAX_LINE_BYTES = 1 << 20  # a JSON Lines record longer than 1 MiB is certainly c
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:partial|old)-[A-Za-z0-9_]+$")
 
 __all__ = ["DIR_MODE", "FILE_MODE", "MANIFEST", "MAX_LINE_BYTES", "OutputError", "ResultSet", "atomic_write",
-           "check_input_file", "check_result_set", "load_json", "read_lines", "read_text", "save_figure",
+           "check_input_file", "check_result_set", "load_json", "read_lines", "read_text", "replace_file", "save_figure",
            "write_bytes", "write_json", "write_lines", "write_npz", "write_parquet", "write_text"]
 
 
@@ -161,6 +161,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
             raise OutputError(path, exc) from None
         raise
     _fsync_dir(folder)
+    return path
+
+
+def replace_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move the complete file `src` (written by this module, in the same folder) over `path`: one
+    rename, mode FILE_MODE; OutputError naming `path` when the system refuses."""
+    path = Path(path)
+    try:
+        os.chmod(src, FILE_MODE)
+        os.replace(src, path)
+    except OSError as exc:
+        raise OutputError(path, exc) from None
+    _fsync_dir(path.parent if str(path.parent) else Path("."))
     return path
 
 
