@@ -20,7 +20,6 @@ the graph row says why it is absent.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from sparksched import ThroughputCurve, schedule_numpy, schedule_reference, schedule_torch
+from sparksched.io import write_json
 from sparksched.scheduler import step_time_table
 
 
@@ -115,8 +115,7 @@ def main(argv=None) -> None:
           f"CUDA-graph replay {graph}, numpy on the host {res['numpy_us']:.1f} us "
           f"({res['verified_tokens']} drafts verified)")
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump(res, f, indent=1)
+        write_json(a.out, res, indent=1)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import polars as pl
 from simulator.config import SimConfig
 from simulator.run import simulate
 from sparksched.curve import ThroughputCurve, isotonic_non_decreasing
+from sparksched.io import write_parquet
 from sparksched.profile import load_profile
 
 PROFILE = "h100-qwen3-8b-roofline"
@@ -137,8 +138,7 @@ def main() -> None:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True):
         print(table)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        pl.concat(frames).write_parquet(args.out / "clock_check.parquet")
+        write_parquet(args.out / "clock_check.parquet", pl.concat(frames))
         print(f"wrote {args.out / 'clock_check.parquet'}")
     print(f"({time.perf_counter() - t0:.0f} s; {args.trace} trace at {args.rate_scale:g}x, profile {PROFILE})")
 

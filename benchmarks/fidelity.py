@@ -44,12 +44,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from sparksched.io import atomic_write, write_json, write_lines
+from sparksched.io import write_json, write_lines, write_npz
 
 PROFILE_ARGS = ["--device", "cpu", "--dtype", "float32", "--requests", "1,2,4,8,12,16",
                 "--tokens", "1-8", "--contexts", "64,192,320", "--prompts", "32,64,128,192",
@@ -113,6 +115,18 @@ def measure_profile(path: Path, model: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One timed draft + verify of the real loop at n requests x t tokens each (seconds)."""
+
+    n: int
+    t: int
+    context: int
+    draft_s: float
+    verify_s: float
+    phase: str  # "calib" (a grid sweep) or the measured run a twin sample sits in ("run0", ...)
+
+
 class LoopTimer:
     """Step times of the real loop's own draft / verify calls over a grid (the loop-timed profile).
 
@@ -138,7 +152,7 @@ class LoopTimer:
         self.contexts = sorted({int(r["context"]) for r in self.base["verify"]})
         self.points = [(n, t) for n in range(1, max_running + 1) for t in range(1, self.g + 2)]
         self.rng = np.random.default_rng(seed)
-        self.samples: list[tuple[int, int, int, float, float, str]] = []  # n, t, context, draft s, verify s, phase
+        self.samples: list[Sample] = []
         self._decs: dict[int, SpeculativeDecoder] = {}
         self._cls = SpeculativeDecoder
 
@@ -162,24 +176,24 @@ class LoopTimer:
     def sweep(self) -> None:
         """One pass over the grid in a fresh shuffled order (phase "calib"), so a change of host load
         during the sweep does not line up with n or t; the first call of each point is a warm-up."""
-        k = sum(1 for s in self.samples if s[5] == "calib")
+        k = sum(1 for s in self.samples if s.phase == "calib")
         for i in self.rng.permutation(len(self.points)):
             n, t = self.points[i]
             for r in range(self.repeats + 1):
                 ctx = self.contexts[(k + i + r) % len(self.contexts)]
                 ds, vs = self._time(n, t, ctx)
                 if r:
-                    self.samples.append((n, t, ctx, ds, vs, "calib"))
+                    self.samples.append(Sample(n, t, ctx, ds, vs, "calib"))
 
     def twin(self, n: int, t: int, phase: str) -> None:
         """Time one sample of the point (n, t) on this timer's own decoders (phase: the measured run it
         sits in). Called right after a measured step of that shape: same host load, same warm caches."""
         ctx = self.contexts[len(self.samples) % len(self.contexts)]
         ds, vs = self._time(n, t, ctx)
-        self.samples.append((n, t, ctx, ds, vs, phase))
+        self.samples.append(Sample(n, t, ctx, ds, vs, phase))
 
-    def _select(self, phases) -> list[tuple]:
-        return [s for s in self.samples if s[5] in phases]
+    def _select(self, phases) -> list[Sample]:
+        return [s for s in self.samples if s.phase in phases]
 
     def context_ratios(self) -> dict[int, float]:
         """Median over (n, t) of (mean verify time at context L) / (mean over all contexts): 1 = no effect."""
@@ -188,8 +202,8 @@ class LoopTimer:
         for ctx in self.contexts:
             r = []
             for n, t in self.points:
-                at = [s[4] for s in cal if (s[0], s[1], s[2]) == (n, t, ctx)]
-                every = [s[4] for s in cal if (s[0], s[1]) == (n, t)]
+                at = [s.verify_s for s in cal if (s.n, s.t, s.context) == (n, t, ctx)]
+                every = [s.verify_s for s in cal if (s.n, s.t) == (n, t)]
                 if at:
                     r.append(np.mean(at) / np.mean(every))
             out[ctx] = float(np.median(r))
@@ -209,9 +223,9 @@ class LoopTimer:
         prof = json.loads(json.dumps(self.base))
         by_point: dict[tuple[int, int], list[float]] = {}
         by_n: dict[int, list[float]] = {}
-        for n, t, _, ds, vs, _ in got:
-            by_point.setdefault((n, t), []).append(vs)
-            by_n.setdefault(n, []).append(ds)
+        for s in got:
+            by_point.setdefault((s.n, s.t), []).append(s.verify_s)
+            by_n.setdefault(s.n, []).append(s.draft_s)
         fitted: dict[tuple[int, int], float] = {}
         for n in sorted({n for n, _ in by_point}):
             ts = sorted(t for m, t in by_point if m == n)
@@ -239,43 +253,69 @@ class LoopTimer:
         return path
 
 
-def timed_backend(backend, timer: LoopTimer | None = None, phase: str = "", per_step: int = 1):
-    """Wrap a ModelBackend so each decode step's (n, 1 + max l, draft s, verify s, twin draft s, twin verify s)
-    is logged in `.calls`; with a timer, `per_step` twin samples of the step's shape are taken after each
-    verify (outside the timed calls, on the timer's own decoders: the run's state and clock are
-    untouched), their mean logged (NaN without a timer)."""
-    draft, verify = backend.draft, backend.verify
-    backend.calls = []
+@dataclass
+class StepCall:
+    """One decode step of a measured run: n requests, 1 + max l tokens each, the measured draft and
+    verify seconds, and the mean of its twin samples' (NaN without a timer). A plain step (verify
+    without a draft) has no draft time."""
 
-    def logged_draft(slots, block):
-        out = draft(slots, block)
-        backend.calls.append([len(slots), 1, float(out.seconds), 0.0, np.nan, np.nan])
+    n: int
+    t: int = 1
+    draft_s: float = 0.0
+    verify_s: float = 0.0
+    twin_draft_s: float = np.nan
+    twin_verify_s: float = np.nan
+
+    def values(self) -> list[float]:
+        """The row as step_log's columns 1-6."""
+        return [self.n, self.t, self.draft_s, self.verify_s, self.twin_draft_s, self.twin_verify_s]
+
+
+class TimedBackend:
+    """A backend (simulator.backend.Backend) that logs each decode step's shape and measured times in
+    `.calls` (`StepCall`s); every other attribute is the wrapped backend's.
+
+    With a timer, `per_step` twin samples of the step's shape are taken after each verify (outside the
+    timed calls, on the timer's own decoders: the run's state and clock are untouched), their mean
+    logged.
+    """
+
+    def __init__(self, backend: Any, timer: LoopTimer | None = None, phase: str = "", per_step: int = 1) -> None:
+        self.inner, self.timer, self.phase, self.per_step = backend, timer, phase, per_step
+        self.calls: list[StepCall] = []
+
+    def __getattr__(self, name: str) -> Any:  # join, leave, block, name, rows, ...: the wrapped backend's
+        if name == "inner":  # not yet set (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def draft(self, slots, block):  # noqa: D102
+        out = self.inner.draft(slots, block)
+        self.calls.append(StepCall(len(slots), draft_s=float(out.seconds)))
         return out
 
-    def logged_verify(slots, lengths):
-        out = verify(slots, lengths)
-        if not backend.calls or backend.calls[-1][3]:  # a plain step: verify without a draft before it
-            backend.calls.append([len(slots), 1, 0.0, 0.0, np.nan, np.nan])
-        row = backend.calls[-1]
-        row[1] = 1 + int(np.max(lengths)) if len(lengths) else 1
-        row[3] = float(out.seconds)
-        if timer is not None and per_step > 0:
-            for _ in range(per_step):
-                timer.twin(row[0], row[1], phase)
-            row[4] = float(np.mean([x[3] for x in timer.samples[-per_step:]]))
-            row[5] = float(np.mean([x[4] for x in timer.samples[-per_step:]]))
+    def verify(self, slots, lengths):  # noqa: D102
+        out = self.inner.verify(slots, lengths)
+        if not self.calls or self.calls[-1].verify_s:  # a plain step: verify without a draft before it
+            self.calls.append(StepCall(len(slots)))
+        row = self.calls[-1]
+        row.t = 1 + int(np.max(lengths)) if len(lengths) else 1
+        row.verify_s = float(out.seconds)
+        if self.timer is not None and self.per_step > 0:
+            for _ in range(self.per_step):
+                self.timer.twin(row.n, row.t, self.phase)
+            twins = self.timer.samples[-self.per_step:]
+            row.twin_draft_s = float(np.mean([x.draft_s for x in twins]))
+            row.twin_verify_s = float(np.mean([x.verify_s for x in twins]))
         return out
 
-    backend.draft, backend.verify = logged_draft, logged_verify
-    return backend
 
-
-def step_log(calls: list, steps) -> np.ndarray:
+def step_log(calls: list[StepCall], steps) -> np.ndarray:
     """One measured run's decode steps as [k, 7]: simulated start (s), n, 1 + max l, draft s, verify s, and
     the twin draft s and verify s (the host speed probe). `steps`: the run's steps table (SimResult.steps);
     its steps with decoding requests are the logged calls, in order."""
     start = steps.filter(steps["decode_requests"] > 0)["t_start"].to_numpy()
-    c = np.asarray(calls, dtype=np.float64)
+    c = np.asarray([call.values() for call in calls], dtype=np.float64).reshape(len(calls), 6)
     if start.size != c.shape[0]:
         raise RuntimeError(f"{c.shape[0]} logged calls for {start.size} decode steps")
     return np.c_[start, c]
@@ -479,7 +519,7 @@ def main(argv=None) -> dict:
                     profile=str(calib), clock="measured", verify_layout=a.verify_layout)
     runs, rows, logs, walls = [], [], [], []
     for rep in range(a.repeats):
-        backend = timed_backend(new_backend(), timer, f"run{rep}", a.samples_per_step)
+        backend = TimedBackend(new_backend(), timer, f"run{rep}", a.samples_per_step)
         t0 = time.time()
         runs.append(simulate(str(trace), cfg, backend=backend))
         walls.append(time.time() - t0)
@@ -563,13 +603,7 @@ def main(argv=None) -> dict:
     if a.out:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        steps = {f"run{k}": log.astype(np.float32) for k, log in enumerate(logs)}
-
-        def save_steps(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **steps)
-
-        atomic_write(out.with_suffix(".steps.npz"), save_steps)
+        write_npz(out.with_suffix(".steps.npz"), {f"run{k}": log.astype(np.float32) for k, log in enumerate(logs)})
         res["steps_file"] = out.with_suffix(".steps.npz").name
         write_json(out, res, indent=1, default=float)
     return res

@@ -27,7 +27,6 @@ average before and after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ import time
 import numpy as np
 import torch
 
+from sparksched.io import write_json
 from sparksched.models.decoder import build_decoder
 from sparksched.models.drafter import DrafterConfig, build_drafter
 from sparksched.models.presets import DecoderConfig
@@ -141,10 +141,9 @@ def main(argv=None) -> None:
     load1 = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
     print(f"load average before {' '.join(load0)}, after {' '.join(load1)}")
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"rows": rows, "threads": a.threads, "context": a.context, "repeats": a.repeats,
-                       "loadavg_before": load0, "loadavg_after": load1, "torch": torch.__version__,
-                       "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}, f, indent=1)
+        write_json(a.out, {"rows": rows, "threads": a.threads, "context": a.context, "repeats": a.repeats,
+                           "loadavg_before": load0, "loadavg_after": load1, "torch": torch.__version__,
+                           "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}, indent=1)
     sys.stdout.flush()
 
 

@@ -18,7 +18,7 @@ frontier.parquet, budget.parquet, paper_regime.parquet in --out):
 - DSpark's verify budget per request (anchor included) against concurrency, beside Figure 8
   (V4-Flash: 4.88 at 25 requests down to 3.48 at 200).
 
-Uses the step-cost model of this checkout (`simulator.sweep` / `sparksched.commands.pareto.analyse`);
+Uses the step-cost model of this checkout (`simulator.sweep` / `simulator.analysis.analyse`);
 numbers depend on it. About a minute per profile on 2 cores with the defaults.
 """
 
@@ -46,9 +46,9 @@ def run_profile(profile: str, loads: list[int], trace: str, max_requests: int, r
     """Sweep dspark and mtp1 on one profile; the frontier, SLA ratios and budget by concurrency."""
     import polars as pl
 
+    from simulator.analysis import analyse
     from simulator.config import SimConfig
     from simulator.sweep import run_sweep, sweep_configs
-    from sparksched.commands.pareto import analyse
 
     base = SimConfig(profile=profile, drafter="dspark", block=5, seed=seed, max_requests=max_requests,
                      disaggregated=True)
@@ -57,12 +57,12 @@ def run_profile(profile: str, loads: list[int], trace: str, max_requests: int, r
     result = run_sweep(trace, configs, workers=workers, progress=True)
     wall = time.perf_counter() - t0
     a = analyse(result.rows, SLAS[0], "mtp1", "user_tps_p50")
-    slas = pl.concat([analyse(result.rows, s, "mtp1", "user_tps_p50")["sla"] for s in SLAS])
-    gain = a["gains"][0].table if a["gains"] else None
+    slas = pl.concat([analyse(result.rows, s, "mtp1", "user_tps_p50").sla for s in SLAS])
+    gain = a.gains[0].table if a.gains else None
     budget = (result.rows.filter(pl.col("policy") == "dspark")
               .select("max_running", "mean_running", "budget_per_request", "throughput_tps", "user_tps_p50")
               .sort("max_running"))
-    return {"profile": profile, "front": a["front"], "sla": slas, "budget": budget, "wall_s": wall,
+    return {"profile": profile, "front": a.front, "sla": slas, "budget": budget, "wall_s": wall,
             "rows": result.rows, "gain": gain}
 
 
@@ -117,6 +117,8 @@ def main() -> None:
 
     import polars as pl
 
+    from sparksched.io import write_parquet, write_text
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     loads = [int(x) for x in args.loads.split(",") if x.strip()]
@@ -128,13 +130,13 @@ def main() -> None:
         parts.append(text)
         fronts.append(res["front"].with_columns(profile=pl.lit(prof)))
         budgets.append(res["budget"].with_columns(profile=pl.lit(prof)))
-        res["rows"].with_columns(profile=pl.lit(prof)).write_parquet(out / f"sweep-{prof}.parquet")
+        write_parquet(out / f"sweep-{prof}.parquet", res["rows"].with_columns(profile=pl.lit(prof)))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     footer = (f"trace {args.trace}, first {args.max_requests} requests at {args.rate_scale:g}x their arrival rate, "
               f"seed {args.seed}; load average {load:.1f} while it ran")
-    (out / "report.txt").write_text("\n\n".join(parts) + "\n\n" + footer + "\n")
-    pl.concat(fronts, how="diagonal_relaxed").write_parquet(out / "frontier.parquet")
-    pl.concat(budgets, how="diagonal_relaxed").write_parquet(out / "budget.parquet")
+    write_text(out / "report.txt", "\n\n".join(parts) + "\n\n" + footer + "\n")
+    write_parquet(out / "frontier.parquet", pl.concat(fronts, how="diagonal_relaxed"))
+    write_parquet(out / "budget.parquet", pl.concat(budgets, how="diagonal_relaxed"))
     print(footer)
     print(f"wrote {out}/report.txt, frontier.parquet, budget.parquet, sweep-*.parquet")
 

@@ -76,7 +76,9 @@ def main() -> None:
     t0 = time.perf_counter()
     here = digests(args.max_requests)
     if args.digests:
-        args.digests.write_text(json.dumps(here, indent=1) + "\n")
+        from sparksched.io import write_json
+
+        write_json(args.digests, here, indent=1)
     if not args.ref:
         print(f"{len(here)} runs, {sum(len(v) for v in here.values())} Parquet files hashed "
               f"({time.perf_counter() - t0:.0f} s)")

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparksched.io import save_figure, write_parquet, write_text
+
 # Figure 5 of the DSpark paper (Qwen3-4B): acceptance rate at threshold 0 and 0.9, from its text
 PAPER_FIG5 = {"math": (0.769, 0.925), "code": (0.676, 0.920), "chat": (0.457, 0.957)}
 TAUS = tuple(round(0.1 * i, 1) for i in range(10))
@@ -157,8 +159,7 @@ def plot(rows: list[dict], source: str, model: str, path: Path) -> None:
     fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(f"{source}: {model}", y=0.02, fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 0.92))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(path, fig, dpi=120)
 
 
 def main(argv=None) -> None:
@@ -188,11 +189,9 @@ def main(argv=None) -> None:
         rows += real_sweep(taus, a.per_domain, a.new_tokens, a.seed, a.threads, a.checkpoints)
     import polars as pl
 
-    from sparksched.training.checkpoint import atomic_write_text
-
-    atomic_write_text(json.dumps({"rows": rows, "paper_fig5": PAPER_FIG5, "taus": taus, "args": vars(a),
-                                  "wall_s": round(time.time() - t0, 1)}, indent=1) + "\n", out / "sweep.json")
-    pl.DataFrame(rows).write_parquet(out / "sweep.parquet")
+    write_text(out / "sweep.json", json.dumps({"rows": rows, "paper_fig5": PAPER_FIG5, "taus": taus, "args": vars(a),
+                                               "wall_s": round(time.time() - t0, 1)}, indent=1) + "\n")
+    write_parquet(out / "sweep.parquet", pl.DataFrame(rows))
     for source in sorted(sources):
         for model in dict.fromkeys(r["model"] for r in rows if r["source"] == source):
             slug = "default" if "default" in model else model.replace(" ", "").replace(",", "_").replace("%", "")

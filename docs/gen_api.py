@@ -142,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         for p in stale:
             print(f"{p} is stale: run `python docs/gen_api.py`", file=sys.stderr)
         return 1 if stale else 0
+    from sparksched.io import write_text
+
     for path, text in pages.items():
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text(path, text)
         print(f"wrote {path} ({len(text.splitlines())} lines)")
     return 0
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sparksched.policies import POLICIES as _REGISTRY
 from sparksched.policies import parse_policy as _parse
+from sparksched.policies import policy_forms
 
 POLICIES = tuple(s.form for s in _REGISTRY.values())  # sparksched.policies.POLICIES, as they are written
 DRAFTERS = ("dspark", "dflash", "eagle3", "mtp1")
@@ -31,62 +32,74 @@ def parse_log(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(parts))
 
 
+def knob(default: Any, help: str, **cli: Any) -> Any:
+    """A config field whose metadata carries its command-line help, and in `cli` how the command line
+    spells it (`flag="--horizon"`, `choices=ROUTERS`): the commands build their options from it
+    (sparksched.commands._common.knob_option), so each knob has one default and one help text."""
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """One simulation's settings (times in seconds, sizes in tokens unless said otherwise)."""
 
     # --- method
-    policy: str = "dspark"  # dspark (greedy, early stop) | mtp1 | static-K | threshold-TAU (survival S_k >= TAU)
-    #                         | conf-threshold-TAU (each c_k >= TAU) | verify-all | none
-    #                         | async-dspark (stale-capacity top-K) | vllm-adaptive | sglang-adaptive
-    drafter: str = "dspark"  # acceptance preset family: dspark | dflash | eagle3 | mtp1 (one-token)
-    block: int = 7  # drafted tokens per round g (the paper's offline tables use 7; production 5)
+    policy: str = knob("dspark", "Verify-length policy: " + policy_forms() + " (docs/policies.md).")
+    drafter: str = knob("dspark", "Drafter acceptance preset family (the mtp1 policy implies mtp1, a one-token "
+                                  "drafter).", choices=DRAFTERS)
+    block: int = knob(7, "Drafted tokens per round g (the paper's offline tables use 7; production 5).")
     # --- engine
-    max_running: int = 128  # cap on resident (prefilling + decoding) requests
-    kv_blocks: int | None = None  # paged KV capacity in blocks; None derives it from the profile
-    kv_block_size: int = 16  # tokens per KV block (vLLM's default)
-    kv_watermark: float = 0.01  # share of KV blocks kept free when admitting (vLLM's default)
-    prefill_chunk: int = 2048  # prefill tokens per step (chunked prefill budget, mixed into decode)
-    # prefill on separate prefill instances (PD disaggregation, the paper's decode engines): a request
-    # joins this replica with its prompt's KV and its first token already made; the replica only decodes
-    disaggregated: bool = False
+    max_running: int = knob(128, "Cap on resident (prefilling + decoding) requests.")
+    kv_blocks: int | None = knob(None, "KV cache blocks [default: derived from the profile].")
+    kv_block_size: int = knob(16, "Tokens per KV block (vLLM's default).")
+    kv_watermark: float = knob(0.01, "Share of KV blocks kept free when admitting (vLLM's default).")
+    prefill_chunk: int = knob(2048, "Prefill tokens per step (the chunked-prefill budget, mixed into decode).")
+    disaggregated: bool = knob(False, "Prefill on separate prefill instances (PD disaggregation, the paper's decode "
+                                      "engines): requests join with their prompt's KV and first token already "
+                                      "made, and the replica only decodes (TTFT is the wait to join).")
     # --- fleet (simulator.fleet): replicas in one simulation, each its own engine, behind a router
-    replicas: int = 1
-    router: str = "least-loaded"  # round-robin | least-loaded | least-kv | session | prefix
-    # profile of each replica (cycled when shorter than `replicas`); empty: every replica runs `profile`
-    replica_profiles: tuple[str, ...] = ()
-    # prefix caching (simulator.prefix): with a trace that carries `prefix_blocks`, each replica keeps
-    # cached prompt blocks in its KV cache and skips their prefill; false ignores the hashes
-    prefix_cache: bool = True
-    # --- output: the per-step and per-round tables to write (the requests table always is)
-    log: tuple[str, ...] = ("steps", "rounds")
+    replicas: int = knob(1, "Replicas in one simulation, each its own engine behind --router (a fleet).")
+    router: str = knob("least-loaded", "How a fleet assigns each arriving request: session needs the trace's "
+                                       "session field, prefix its prefix_blocks.", choices=ROUTERS)
+    replica_profiles: tuple[str, ...] = knob((), "Comma-separated profile per replica (cycled), for fleets of unlike "
+                                                 "replicas [default: --profile].")
+    prefix_cache: bool = knob(True, "With a trace carrying prefix_blocks: each replica caches prompt blocks in its "
+                                    "KV cache and skips their prefill.", flag="--prefix-cache/--no-prefix-cache")
+    # --- output
+    log: tuple[str, ...] = knob(("steps", "rounds"), "Per-step and per-round tables to write: steps, rounds, both, "
+                                                     "or none (requests.parquet always); they are written in row "
+                                                     "groups as the run goes.")
     # --- workload
-    rate_scale: float = 1.0  # arrival rate multiplier: arrival_s is divided by this
-    max_requests: int | None = None  # simulate only the first N requests of the trace
-    horizon_s: float | None = None  # stop the clock here; still-open requests are reported unfinished
-    seed: int = 0  # seeds every random draw (acceptance, confidences)
+    rate_scale: float = knob(1.0, "Arrival-rate multiplier (arrival_s is divided by it).")
+    max_requests: int | None = knob(None, "Simulate only the first N requests of the trace.")
+    horizon_s: float | None = knob(None, "Stop the clock at this simulated time (s); still-open requests are "
+                                         "reported unfinished.", flag="--horizon")
+    seed: int = knob(0, "Seed of every random draw (acceptance, confidences).")
     # --- timing
-    profile: str = "h100-qwen3-8b-roofline"  # bundled profile name or path to a profile JSON
-    clock: str = "profile"  # profile (step time from the curve) | measured (backend's wall times)
-    # how the verify pass lays out the batch, which sets the tokens the clock charges: flat (vLLM V1,
-    # SGLang: sum of 1 + l_i) | padded (one [n, 1 + max l_i] tensor, like sparksched.speculative's loop)
-    verify_layout: str = "flat"
+    profile: str = knob("h100-qwen3-8b-roofline", "Profile JSON or bundled name: the step times.")
+    clock: str = knob("profile", "Step time from the profile, or the backend's measured wall time (--engine model).",
+                      choices=CLOCKS)
+    # how the verify pass lays out the batch, which sets the tokens the clock charges
+    verify_layout: str = knob("flat", "Verify tokens the clock charges: flat sum(1 + l_i) (vLLM, SGLang) or padded "
+                                      "n * (1 + max l_i) (one [n, 1 + max l_i] tensor, like sparksched.speculative's "
+                                      "loop).", choices=LAYOUTS)
     # --- acceptance model
-    acceptance: str = "synthetic"  # synthetic presets, or a path to a recorded-rounds file
-    # which recorded request a simulated request takes its rounds from (simulator.recorded): a random one of
-    # its domain, or the one with the same request id (replaying the recorded trace; else its domain's)
-    recorded_donors: str = "domain"
-    conf_auc: float = 0.85  # synthetic confidences' target ROC-AUC (paper: 0.81-0.90)
-    conf_ece: float = 0.01  # synthetic confidences' target calibration error (paper: ~1% after STS)
-    mtp1_acceptance: float | None = None  # override the MTP-1 preset acceptance (DeepSeek: 0.85-0.9)
+    acceptance: str = knob("synthetic", "'synthetic' presets, or a recorded-rounds file to fit acceptance from.")
+    recorded_donors: str = knob("domain", "With a recorded-rounds file: each request replays a random recorded "
+                                          "request of its domain, or the recorded request with its own id (the same "
+                                          "trace, replayed).", choices=DONORS)
+    conf_auc: float = knob(0.85, "Synthetic confidence ROC-AUC (paper: 0.81-0.90).")
+    conf_ece: float = knob(0.01, "Synthetic confidence calibration error (0.01 after STS; ~0.055 raw).")
+    mtp1_acceptance: float | None = knob(None, "Override the MTP-1 preset's acceptance (DeepSeek: 0.85-0.9).")
     # --- SLA for goodput
-    # per-user tokens/s a request must reach (1 / TPOT); trace slo_tps overrides. 80 tok/s/user is the
-    # DSpark paper's moderate SLA anchor (V4-Flash), and the default of pareto and whatif too
-    sla_tps: float = 80.0
-    sla_ttft_s: float = 2.0  # time to first token a request must not exceed
+    sla_tps: float = knob(80.0, "Per-user speed SLA, tokens/s/user (1 / TPOT; a trace's slo_tps overrides it): "
+                                "DSpark goodput's target. 80 is the paper's moderate anchor (V4-Flash).")
+    sla_ttft_s: float = knob(2.0, "Time to first token (s) a request must not exceed to meet the SLA (DSpark "
+                                  "goodput).", flag="--sla-ttft")
     # vLLM's goodput SLOs, in its `--goodput` syntax: "ttft:MS tpot:MS e2el:MS" (any subset, in ms);
     # they give result.json its request_goodput. None: no SLOs (request_goodput is null, as in vLLM)
-    goodput: str | None = None
+    goodput: str | None = knob(None, "vLLM's goodput SLOs in ms, e.g. --goodput ttft:500 tpot:50 e2el:3000 "
+                                     "(result.json's request_goodput).")
 
     def __post_init__(self) -> None:
         _validate(self)

@@ -1,33 +1,21 @@
-"""Writers of the reports, timelines, scenario and result files, on top of `sparksched.io`.
+"""Strict JSON for the simulator's result files (result.json, summary.json), on top of `sparksched.io`.
 
-Every write goes through `sparksched.io.atomic_write`, the project's one atomic writer: a temporary
-file beside the target, flushed, mode 0644, renamed into place; a failed write leaves the old file
-(or none) and raises one `OutputError` line naming the file. `jsonable` turns numpy values and
-non-finite floats into strict JSON values.
+`jsonable` turns numpy values and non-finite floats into strict JSON values; `write_json` writes
+them through `sparksched.io`, the project's one atomic writer (a temporary file beside the target,
+flushed, mode 0644, renamed into place; a failed write leaves the old file, or none, and raises one
+`OutputError` line naming the file). Other files are written with `sparksched.io` directly.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sparksched import io
-
-
-def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
-    """Call `write(tmp_path)` (a str) on a temporary file beside `path`, then rename it to `path`
-    (`sparksched.io.atomic_write`; the parent directory is created)."""
-    return io.atomic_write(path, lambda tmp: write(str(tmp)))
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """`text` (UTF-8) to `path`, atomically."""
-    return io.write_text(path, text)
 
 
 def jsonable(x: Any) -> Any:
@@ -50,4 +38,4 @@ def jsonable(x: Any) -> Any:
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
     """`obj` as strict JSON (no NaN tokens: see `jsonable`) to `path`, atomically."""
     text = json.dumps(jsonable(obj), indent=indent, allow_nan=False)
-    return write_text(path, text + "\n")
+    return io.write_text(path, text + "\n")

@@ -10,7 +10,7 @@
   sweep point's operating point.
 
 Every function takes polars frames (or a ThroughputCurve), writes one PNG atomically
-(simulator.files) and returns its path. Matplotlib runs headless (Agg).
+(sparksched.io.save_figure) and returns its path. Matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations
@@ -115,14 +115,14 @@ def plot_budget_vs_concurrency(rows: pl.DataFrame, budget: pl.DataFrame, path: s
     throughput and budget). Faint dots: the budget of all steps pooled by concurrency bin.
 
     Args:
-        rows: sweep rows with policy, mean_decode_requests (or mean_running), throughput_tps and
-            budget_per_request.
-        budget: per-step aggregates with policy, running (decoding requests in the step), steps
-            and budget (mean verified tokens per request, anchor included).
+        rows: sweep rows with policy, time_weighted_decode_requests (or mean_running), throughput_tps
+            and budget_per_request.
+        budget: per-step aggregates with policy, decode_requests (decoding requests in the step),
+            steps and verify_budget (mean verified tokens per request, anchor included).
     """
     fig, (top, bot) = _figure(2, 1, figsize=(7.5, 7.0), sharex=True)
     colors = policy_colors(_policies(rows) or _policies(budget))
-    x_col = "mean_decode_requests" if "mean_decode_requests" in rows.columns else "mean_running"
+    x_col = "time_weighted_decode_requests" if "time_weighted_decode_requests" in rows.columns else "mean_running"
     for p, c in colors.items():
         g = rows.filter(pl.col("policy") == p).sort(x_col)
         top.plot(g.get_column(x_col), g.get_column("throughput_tps"), "-o", color=c, ms=4, label=p)
@@ -131,9 +131,9 @@ def plot_budget_vs_concurrency(rows: pl.DataFrame, budget: pl.DataFrame, path: s
         b = budget.filter((pl.col("policy") == p) & (pl.col("steps") > 0))
         if b.is_empty():
             continue
-        run = b.get_column("running").to_numpy().astype(float)
+        run = b.get_column("decode_requests").to_numpy().astype(float)
         w = b.get_column("steps").to_numpy().astype(float)
-        val = b.get_column("budget").to_numpy().astype(float)
+        val = b.get_column("verify_budget").to_numpy().astype(float)
         edges = np.unique(np.geomspace(max(run.min(), 1.0), max(run.max(), 1.0) + 1.0, bins + 1).round())
         which = np.clip(np.searchsorted(edges, run, side="right") - 1, 0, max(edges.size - 2, 0))
         xs, ys = [], []
@@ -201,7 +201,7 @@ def plot_step_time(cost: Any, rows: pl.DataFrame, path: str | Path, *, context: 
         cost: a `sparksched.cost.StepCost` (or anything `as_step_cost` takes); one line per request
             count n (the sweep's mean decoding requests, rounded to the profile's grid), each over B
             from n (anchors only) to 8 n, at `context` (default: the profile's middle context).
-        rows: sweep rows with policy, max_running, mean_batch_tokens, mean_decode_requests and
+        rows: sweep rows with policy, max_running, mean_batch_tokens, time_weighted_decode_requests and
             mean_verify_s (step time less drafting, so comparable with the curve; mean_step_s when
             absent).
     """
@@ -213,8 +213,8 @@ def plot_step_time(cost: Any, rows: pl.DataFrame, path: str | Path, *, context: 
     fig, ax = _figure(figsize=(7.5, 4.8))
     t_col = "mean_verify_s" if "mean_verify_s" in rows.columns else "mean_step_s"
     top = _col_max(rows, "mean_batch_tokens")
-    if "mean_decode_requests" in rows.columns and rows.height:
-        want = rows.get_column("mean_decode_requests").to_numpy()
+    if "time_weighted_decode_requests" in rows.columns and rows.height:
+        want = rows.get_column("time_weighted_decode_requests").to_numpy()
         grid = cost.arrays.reqs
         ns = sorted({float(grid[np.argmin(np.abs(grid - w))]) for w in want if np.isfinite(w) and w > 0})
     else:

@@ -16,7 +16,6 @@ vectorised calls per batch, never per step) and hands them to:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +66,13 @@ class TableSink:
             if not parts:
                 return pl.DataFrame(schema=self.schema)
             return pl.concat(parts, how="vertical").rechunk() if len(parts) > 1 else parts[0]
-        from sparksched.io import atomic_write, write_parquet
+        from sparksched.io import atomic_write, replace_file, write_parquet
 
         target = self.folder / f"{self.name}.parquet"
         if not parts:
             write_parquet(target, pl.DataFrame(schema=self.schema))
         elif len(parts) == 1:
-            os.replace(parts[0], target)  # one batch: the same bytes as writing the frame at once
+            replace_file(parts[0], target)  # one batch: the same bytes as writing the frame at once
         else:
             atomic_write(target, lambda tmp: pl.scan_parquet(parts).sink_parquet(tmp))
             for p in parts:

@@ -2,12 +2,13 @@
 
 The page carries its own CSS and its figures as base64 `data:` URIs: no script, no network, no
 side files, so it can be mailed or attached to a ticket as is. Builders return HTML text;
-`write_report` writes it atomically (simulator.files).
+`write_report` writes it atomically (sparksched.io).
 
 - `simulate_report`: the printed summary, vLLM bench serve's latency table (mean / median / std /
   P50 / P90 / P99 of TTFT, TPOT, ITL and E2EL in ms), throughput and speculative-decoding keys,
   the DSpark-specific figures, the run's PNGs and its resolved scenario.
 - `sweep_report`: the printed answers of `pareto` / `whatif`, their tables and PNGs, and the scenario.
+- `write_run_set`: every output file of one simulation (tables, JSON, timeline, PNGs, report.html).
 """
 
 from __future__ import annotations
@@ -150,8 +151,32 @@ def sweep_report(title: str, text: str, tables: Mapping[str, pl.DataFrame], pngs
     return page(title, sections, subtitle)
 
 
+def write_run_set(result: Any, folder: Path, scenario_text: str | None, written: Sequence[Path] = (), *,
+                  timeline: bool = False, report: bool = True) -> list[Path]:
+    """Every output of one simulation into `folder` (the staged folder of a `sparksched.io.ResultSet`):
+    its tables and JSON files (`SimResult.write_files`), with `timeline` timeline.json (Perfetto,
+    simulator.timeline), with `report` the PNGs (simulator.run_plots) and report.html. `written`:
+    files the caller already put there (scenario.toml), listed in the report. Returns every path,
+    report.html last."""
+    out = list(result.write_files(folder))
+    out += list(written)
+    if timeline:
+        from simulator.timeline import replica_tables, write_timeline
+
+        meta = {"trace": result.meta.get("trace"), "policy": result.config.policy, "profile": result.config.profile}
+        out.append(write_timeline(folder / "timeline.json", replica_tables(result), meta))
+    if report:
+        from simulator.run_plots import write_run_plots
+
+        pngs = write_run_plots(result, folder)
+        out += list(pngs.values())
+        names = [p.name for p in out] + ["report.html"]
+        out.append(write_report(folder / "report.html", simulate_report(result, pngs, scenario_text, files=names)))
+    return out
+
+
 def write_report(path: str | Path, text: str) -> Path:
     """Write report HTML atomically."""
-    from simulator.files import write_text
+    from sparksched.io import write_text
 
     return write_text(path, text)

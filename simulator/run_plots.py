@@ -12,7 +12,7 @@
   the requests in flight, each a lane of queued / prefill / decode.
 
 Each function takes the simulator's polars tables and writes one PNG atomically (through
-simulator.plots and simulator.files), returning its path.
+simulator.plots and sparksched.io), returning its path.
 """
 
 from __future__ import annotations

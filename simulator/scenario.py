@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simulator.config import SimConfig
+from simulator.config import SimConfig, knob
+from sparksched.policies import policy_forms
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,17 +45,27 @@ COMMANDS = ("simulate", "pareto", "whatif")
 
 SIM = SimConfig()  # every simulation knob's default
 
+# --speed: the per-user speed a sweep's frontier and SLA read, as the sweep row's column
+SPEED_COLUMNS = {"p50": "user_tps_p50", "p90": "user_tps_p90"}
+
 
 @dataclass(frozen=True)
 class SweepDefaults:
     """Defaults only sweeps have, sized to finish in about a minute on 2 CPU cores on the chat trace."""
 
-    policies: str = "dspark,mtp1,static-3"
-    load: str = "4,8,16,32,48,64,96,128,192"  # concurrency caps (max_running)
-    rate_scales: str = "16"  # arrival-rate multiplier: 16x the chat trace keeps every cap saturated
-    max_requests: int = 1000  # first N requests of the trace per run
-    speed: str = "p50"  # per-user speed the frontier uses: the median user
-    trace: str = "chat.jsonl"
+    policies: str = knob("dspark,mtp1,static-3", "Comma-separated policies: " + policy_forms(", ") + ".")
+    load: str = knob("4,8,16,32,48,64,96,128,192", "Concurrency caps (max running requests) to sweep, "
+                                                   "comma-separated.")
+    # 16x the chat trace keeps every cap saturated
+    rate_scales: str = knob("16", "Arrival-rate multipliers to sweep, comma-separated (crossed with --load). The "
+                                  "default overloads the chat trace so each cap is the concurrency; use values "
+                                  "around 1 to sweep offered load instead.")
+    max_requests: int = knob(1000, "Simulate the first N requests of the trace in every run (0: all).")
+    speed: str = knob("p50", "Per-user speed the frontier and SLA use: p50 = the median user, p90 = the speed "
+                             "90 % of users reach or beat (1 / P90 of TPOT).", choices=tuple(SPEED_COLUMNS))
+    trace: str = knob("chat.jsonl", "Trace file (JSON Lines) or bundled name (chat, code, math, mixed).")
+    slo_attainment: float = knob(0.9, "With --goodput: the share of requests that must meet every SLO for a load "
+                                      "to count as meeting them (throughput at SLO).")
 
 
 SWEEP = SweepDefaults()

@@ -111,14 +111,21 @@ class StepStats:
         return s
 
     def sweep_means(self) -> dict[str, float | None]:
-        """simulator.sweep.step_stats's means (time-weighted running and decoding requests, ...)."""
-        keys = ("mean_running", "mean_decode_requests", "mean_batch_tokens", "mean_step_s", "mean_verify_s",
+        """The step means a sweep row adds to the summary (simulator.sweep).
+
+        mean_running: running requests weighted by step time (the concurrency a user sees);
+        time_weighted_decode_requests: decoding requests, weighted by step time (the summary's
+        mean_decode_requests is the plain mean over steps); mean_batch_tokens, mean_step_s and
+        mean_verify_s (step time less drafting): per step; budget_per_request: verified tokens per
+        decoding request per step, anchor included (the paper's Figure 8 budget).
+        """
+        keys = ("mean_running", "time_weighted_decode_requests", "mean_batch_tokens", "mean_step_s", "mean_verify_s",
                 "budget_per_request")
         if self.steps == 0:
             return dict.fromkeys(keys)
         tw = self.sum_dur if self.sum_dur > 0 else None
         return {"mean_running": self.sum_run_dur / tw if tw else None,
-                "mean_decode_requests": self.sum_dec_dur / tw if tw else None,
+                "time_weighted_decode_requests": self.sum_dec_dur / tw if tw else None,
                 "mean_batch_tokens": self.sum_batch / self.steps, "mean_step_s": self.sum_dur / self.steps,
                 "mean_verify_s": self.sum_verify_s / self.steps,
                 "budget_per_request": (self.sum_ver + self.sum_dec) / self.sum_dec if self.sum_dec else None}

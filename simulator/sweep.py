@@ -37,7 +37,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import polars as pl
 
 Backend = Literal["local", "ray"]
@@ -230,10 +229,13 @@ class SweepResult:
     Attributes:
         rows: one row per run: config columns, the simulator's summary scalars, the scalar keys of
             its vllm bench serve result (simulator.vllm_metrics: mean_ttft_ms, request_goodput, ...), and
-            mean_running (time-weighted running requests), mean_batch_tokens and mean_step_s
-            (step-weighted), budget_per_request (mean verified tokens per request per decode step,
-            anchor included).
-        budget: per run and per number of running requests: steps, budget (as above).
+            the sweep's step means (simulator.stats.StepStats.sweep_means): mean_running and
+            time_weighted_decode_requests (weighted by step time: the concurrency a user sees),
+            mean_verify_s (per step, drafting left out) and budget_per_request (verified tokens per
+            decoding request per step, anchor included). The summary's own mean_decode_requests,
+            mean_step_s and mean_batch_tokens are per-step means (simulator.metrics).
+        budget: per run and per number of decoding requests in a step (simulator.metrics.budget_by_running's
+            names): decode_requests, steps, verify_budget.
         acceptance: per run, domain and block position: trials, accepted, acceptance.
     """
 
@@ -263,8 +265,8 @@ def run_sweep(trace: pl.DataFrame | str, configs: Sequence[Any], *, backend: Bac
     return SweepResult(rows, budget, acceptance)
 
 
-_BUDGET_SCHEMA = {"run": pl.Int64, "policy": pl.Utf8, "running": pl.Int64, "steps": pl.Int64,
-                  "budget": pl.Float64}
+_BUDGET_SCHEMA = {"run": pl.Int64, "policy": pl.Utf8, "decode_requests": pl.Int64, "steps": pl.Int64,
+                  "verify_budget": pl.Float64}
 _ACC_SCHEMA = {"run": pl.Int64, "policy": pl.Utf8, "domain": pl.Utf8, "position": pl.Int64,
                "trials": pl.Int64, "accepted": pl.Int64, "acceptance": pl.Float64}
 
@@ -284,8 +286,9 @@ def simulate_point(trace: pl.DataFrame, run: int, config: Any) -> dict[str, Any]
     # vllm bench serve's keys (mean_ttft_ms, request_goodput, ...): their names never clash with the summary's
     row.update({k: v for k, v in res.bench.items() if k not in row and k not in BENCH_SETUP and _is_scalar(v)})
     row.update(res.stats["steps"].sweep_means())
-    budget = [{"run": run, "policy": config.policy, "running": int(r["decode_requests"]), "steps": int(r["steps"]),
-               "budget": float(r["verify_budget"])} for r in res.budget_by_running().iter_rows(named=True)]
+    budget = [{"run": run, "policy": config.policy, "decode_requests": int(r["decode_requests"]),
+               "steps": int(r["steps"]), "verify_budget": float(r["verify_budget"])}
+              for r in res.budget_by_running().iter_rows(named=True)]
     acc = [{"run": run, "policy": config.policy, "domain": r["domain"], "position": int(r["position"]),
             "trials": int(r["trials"]), "accepted": int(r["accepted"]),
             "acceptance": float(r["acceptance"]) if r["trials"] else None}
@@ -296,51 +299,3 @@ def simulate_point(trace: pl.DataFrame, run: int, config: Any) -> dict[str, Any]
 def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
-
-def step_stats(steps: pl.DataFrame) -> dict[str, float | None]:
-    """Means over a run's steps (columns of the engine's step table).
-
-    mean_running: running requests weighted by step time (the concurrency a user sees);
-    mean_decode_requests: decoding requests, time-weighted; mean_batch_tokens, mean_step_s,
-    mean_verify_s (step time less drafting): per step; budget_per_request: verified tokens per
-    decoding request per step, anchor included (the paper's Figure 8 budget).
-    """
-    keys = ("mean_running", "mean_decode_requests", "mean_batch_tokens", "mean_step_s", "mean_verify_s",
-            "budget_per_request")
-    if steps.height == 0:
-        return dict.fromkeys(keys)
-    dur = steps.get_column("duration_s").to_numpy()
-    w = dur / dur.sum() if dur.sum() > 0 else np.full(dur.size, 1.0 / dur.size)
-    dec = steps.get_column("decode_requests").to_numpy().astype(np.float64)
-    ver = steps.get_column("verified").to_numpy().astype(np.float64)
-    return {
-        "mean_running": float((steps.get_column("running").to_numpy() * w).sum()),
-        "mean_decode_requests": float((dec * w).sum()),
-        "mean_batch_tokens": float(steps.get_column("batch_tokens").to_numpy().mean()),
-        "mean_step_s": float(dur.mean()),
-        "mean_verify_s": float((dur - steps.get_column("draft_s").to_numpy()).mean()),
-        "budget_per_request": float((ver.sum() + dec.sum()) / dec.sum()) if dec.sum() > 0 else None,
-    }
-
-
-def budget_by_running(steps: pl.DataFrame) -> list[dict[str, Any]]:
-    """Per number of decoding requests in a step: steps and the mean verify budget per request
-    (anchor included), as plain dicts {running, steps, budget}."""
-    from simulator.metrics import budget_by_running as by_running
-
-    t = by_running(steps)
-    return [{"running": int(r["decode_requests"]), "steps": int(r["steps"]), "budget": float(r["verify_budget"])}
-            for r in t.iter_rows(named=True)]
-
-
-def acceptance_by_position(res: Any, block: int) -> list[dict[str, Any]]:
-    """Per domain and block position: trials, accepted, conditional acceptance (plain dicts)."""
-    from simulator.metrics import acceptance_by_position as by_position
-
-    if block == 0 or res.rounds.height == 0:
-        return []
-    t = by_position(res.rounds, block, res.requests.get_column("domain"))
-    return [{"domain": r["domain"], "position": int(r["position"]), "trials": int(r["trials"]),
-             "accepted": int(r["accepted"]),
-             "acceptance": float(r["acceptance"]) if r["trials"] else None}
-            for r in t.iter_rows(named=True)]

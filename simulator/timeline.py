@@ -23,7 +23,7 @@ Layout (Chrome trace event format; times in microseconds of simulated time):
   preemptions are in the args).
 
 Pure function of the simulator's requests and steps tables; `write_timeline` writes the file
-atomically (simulator.files).
+atomically (sparksched.io).
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ def build_trace(replicas: Sequence[ReplicaTables], metadata: dict[str, Any] | No
 def write_timeline(path: str | Path, replicas: Sequence[ReplicaTables],
                    metadata: dict[str, Any] | None = None) -> Path:
     """Write the trace JSON (compact) to `path` atomically; open it at https://ui.perfetto.dev."""
-    from simulator.files import jsonable, write_text
+    from simulator.files import jsonable
+    from sparksched.io import write_text
 
     doc = build_trace(replicas, jsonable(metadata or {}))
     return write_text(path, json.dumps(doc, separators=(",", ":"), allow_nan=False))

@@ -43,8 +43,8 @@ MAX_LINE_BYTES = 1 << 20  # a JSON Lines record longer than 1 MiB is certainly c
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:partial|old)-[A-Za-z0-9_]+$")
 
 __all__ = ["DIR_MODE", "FILE_MODE", "MANIFEST", "MAX_LINE_BYTES", "OutputError", "ResultSet", "atomic_write",
-           "check_input_file", "check_result_set", "load_json", "read_lines", "read_text", "save_figure",
-           "write_bytes", "write_json", "write_lines", "write_parquet", "write_text"]
+           "check_input_file", "check_result_set", "load_json", "read_lines", "read_text", "replace_file", "save_figure",
+           "write_bytes", "write_json", "write_lines", "write_npz", "write_parquet", "write_text"]
 
 
 class OutputError(ValueError):
@@ -164,6 +164,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     return path
 
 
+def replace_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move the complete file `src` (written by this module, in the same folder) over `path`: one
+    rename, mode FILE_MODE; OutputError naming `path` when the system refuses."""
+    path = Path(path)
+    try:
+        os.chmod(src, FILE_MODE)
+        os.replace(src, path)
+    except OSError as exc:
+        raise OutputError(path, exc) from None
+    _fsync_dir(path.parent if str(path.parent) else Path("."))
+    return path
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """`data` to `path`, atomically."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
@@ -193,6 +206,18 @@ def save_figure(path: str | os.PathLike, fig: Any, **savefig: Any) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig))
     finally:
         plt.close(fig)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
+    """Named numpy arrays to `path` as one compressed .npz, atomically (the name is kept as given:
+    numpy would append ".npz" to a file name without it)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object, so numpy writes exactly this file
+            np.savez_compressed(fh, **arrays)
+
+    return atomic_write(path, write)
 
 
 def write_lines(path: str | os.PathLike, lines: Iterable[str], compress: bool | None = None) -> int:

@@ -8,15 +8,20 @@ own confidences (drawn from the context). For one subject request we enumerate e
 call the scheduling policy on the whole batch, enumerate rejection sampling exactly, and chain
 rounds until T tokens are emitted (`output_law`); `max_law_error` compares the law of the first T
 tokens with the target's.
+
+Engine runs: `write_profile` (a small profile file), `make_trace`, `run`, `check_invariants` and
+`assert_same_run` for the simulator's tests.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Callable
 
 import numpy as np
+import polars as pl
 from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 
@@ -270,3 +275,80 @@ def worlds_and_costs(draw, max_vocab: int = 4, max_block: int = 3, max_others: i
     cost = StepCost.from_profile(prof)
     assume(cost.max_batch_tokens(others + 1, context) >= others + 1)  # the anchors alone must fit
     return World(seed, vocab, block, others), cost, context
+
+
+# ------------------------------------------------------------------------------------------ engine runs
+# a small profile and traces for simulator tests (test_engine, test_speed, test_fleet, ...)
+
+def write_profile(path, contexts=(512, 4096)) -> str:
+    """A small schema-1 profile: verify grid at two contexts, drafter rows, model/device facts."""
+    tokens = [1, 16, 64, 256, 1024, 4096]
+    verify = [{"requests": 1, "tokens": b, "context": c, "median_s": 0.007 + 2e-5 * b + 1e-6 * c * (1 + b / 512)}
+              for c in contexts for b in tokens]
+    draft = [{"requests": n, "block": g, "median_s": 0.0004 + 1e-5 * n * g} for g in (1, 7) for n in (1, 16, 128)]
+    prof = {"schema": 1, "kind": "estimated", "device": {"name": "test", "memory_bytes": 80 * 2**30},
+            "model": {"layers": 36, "kv_heads": 8, "head_dim": 128, "parameters": 8_000_000_000},
+            "dtype": "bfloat16", "verify": verify, "draft": draft}
+    p = path / "profile.json"
+    p.write_text(json.dumps(prof))
+    return str(p)
+
+
+def make_trace(n: int, rate: float, prompt: int | list[int], output: int | list[int], domain="chat", seed=0):
+    """n requests arriving as a Poisson process of `rate` per second (seeded), with the given prompt and
+    output lengths (one for all, or one per request)."""
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1.0 / rate, n))
+    prompts = np.broadcast_to(np.asarray(prompt), (n,))
+    outputs = np.broadcast_to(np.asarray(output), (n,))
+    return pl.DataFrame({"id": [f"r{i}" for i in range(n)], "arrival_s": arrival,
+                         "prompt_tokens": prompts.astype(np.int64), "output_tokens": outputs.astype(np.int64),
+                         "domain": [domain] * n})
+
+
+def check_invariants(res, trace: pl.DataFrame) -> None:
+    """No request lost, output tokens match, clock monotone, KV within capacity."""
+    req = res.requests
+    assert req.height == trace.height, "a request is missing from the results"
+    assert set(req["id"]) == set(trace["id"])
+    fin = req.filter(pl.col("status") == "finished")
+    other = req.filter(pl.col("status") != "finished")
+    assert other.filter(pl.col("reason").is_null()).height == 0, "unfinished request without a reason"
+    assert (fin["emitted_tokens"] == fin["output_tokens"]).all(), "emitted tokens differ from the trace"
+    assert (fin["first_token_s"] >= fin["arrival_s"]).all()
+    assert (fin["finish_s"] >= fin["first_token_s"]).all()
+    st_ = res.steps
+    t0, dur = st_["t_start"].to_numpy(), st_["duration_s"].to_numpy()
+    assert np.all(dur > 0)
+    assert np.all(np.diff(t0) >= 0), "the clock went backwards"
+    assert np.all(t0[1:] >= t0[:-1] + dur[:-1] - 1e-9), "steps overlap"
+    assert (st_["kv_free_blocks"] >= 0).all()
+    # rounds add up to the per-request totals
+    per = res.rounds.group_by("request").agg(pl.col("emitted").sum().alias("e"))
+    tot = dict(zip(per["request"].to_list(), per["e"].to_list()))
+    emitted = req["emitted_tokens"].to_numpy()
+    decode = np.asarray([tot.get(i, 0) for i in range(req.height)])
+    firsts = req["first_token_s"].is_not_null().to_numpy().astype(np.int64)
+    assert np.all(decode + firsts * (1 + req["preemptions"].to_numpy()) >= emitted)
+
+
+def run(trace, tmp_path, **kw):
+    """`simulate(trace, SimConfig(**kw))` on `write_profile(tmp_path)` unless kw names a profile."""
+    from simulator.config import SimConfig
+    from simulator.run import simulate
+
+    kw.setdefault("profile", write_profile(tmp_path))
+    return simulate(trace, SimConfig(**kw))
+
+
+def assert_same_run(fast, slow) -> None:
+    """Two runs agree: rounds identical, requests and steps identical up to an ulp in float columns."""
+    assert fast.rounds.equals(slow.rounds)  # every verify length, acceptance and emission identical
+    # an epoch ends with one SimPy timeout, so its clock can differ from step-by-step sums by an ulp
+    for a, b in ((fast.requests, slow.requests), (fast.steps, slow.steps)):
+        assert a.columns == b.columns and a.height == b.height
+        for col in a.columns:
+            if a[col].dtype.is_float():
+                np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=1e-12, atol=0)
+            else:
+                assert a[col].equals(b[col]), col

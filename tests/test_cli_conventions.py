@@ -124,3 +124,81 @@ def test_progress_bar_never_passes_100_percent(tmp_path):
     assert "clamping frac" not in proc.stderr
     counts = re.findall(r"\| (\d+)/(\d+) sim-s", proc.stderr)
     assert all(int(n) <= int(total) for n, total in counts)
+
+
+# ------------------------------------------------------------------------------------------ one default per knob
+def _knobs(name: str) -> dict:
+    """{parameter name: (default, help)} of the knobs of command `name`: SimConfig's, and for the sweeps
+    (pareto, whatif) SweepDefaults' over them, as the options spell them."""
+    import dataclasses
+
+    from simulator.scenario import SIM, SWEEP
+
+    out = {}
+    for defaults in (SIM,) if name == "simulate" else (SIM, SWEEP):
+        for f in dataclasses.fields(defaults):
+            v = getattr(defaults, f.name)
+            out[f.name] = (",".join(v) or None if isinstance(v, tuple) else v, f.metadata["help"])
+    # where a command spells a knob its own way (pareto / whatif): parameter -> knob
+    for param, knob in (("sla", "sla_tps"), ("loads", "load"), ("attainment", "slo_attainment")):
+        if knob in out:
+            out[param] = out[knob]
+    return out
+
+
+# simulate derives --verify-layout from --engine; whatif's --router says it is for --replicas
+OWN_DEFAULT = {("simulate", "verify_layout")}
+OWN_HELP = {("simulate", "verify_layout"), ("whatif", "router")}
+
+
+def knob_mismatches(name: str, command: click.Command) -> list[str]:
+    """Options of `command` whose default or help differs from their config field's."""
+    knobs = _knobs(name)
+    bad = []
+    for p in command.params:
+        if p.name not in knobs:
+            continue
+        default, help_ = knobs[p.name]
+        if (name, p.name) not in OWN_DEFAULT and p.default != default:
+            bad.append(f"{name} --{p.name}: default {p.default!r}, the config's {default!r}")
+        if (name, p.name) not in OWN_HELP and getattr(p, "help", None) != help_:
+            bad.append(f"{name} --{p.name}: help differs from the config field's")
+    return bad
+
+
+@pytest.mark.parametrize("name", ["simulate", "pareto", "whatif"])
+def test_every_knob_has_the_config_s_default_and_help(name):
+    cmd = main.get_command(click.Context(main), name)
+    assert not knob_mismatches(name, cmd)
+    assert sum(p.name in _knobs(name) for p in cmd.params) >= (25 if name == "simulate" else 14)
+
+
+def test_negative_control_a_knob_with_its_own_default_is_caught():
+    @click.command()
+    @click.option("--block", default=5, help="Drafted tokens per round.")
+    def cmd(block):
+        pass
+
+    assert len(knob_mismatches("demo", cmd)) == 2  # its own default and its own help
+
+
+def test_knob_option_builds_flags_choices_and_lists():
+    from simulator.scenario import SIM
+    from sparksched.commands._common import knob_option
+
+    @click.command()
+    @knob_option(SIM, "disaggregated")
+    @knob_option(SIM, "prefix_cache")
+    @knob_option(SIM, "router")
+    @knob_option(SIM, "log")
+    @knob_option(SIM, "horizon_s")
+    def cmd(**kw):
+        click.echo(repr(sorted(kw.items())))
+
+    res = CliRunner().invoke(cmd, ["--disaggregated", "--no-prefix-cache", "--router", "session", "--horizon", "3"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == repr(sorted({"disaggregated": True, "prefix_cache": False, "router": "session",
+                                              "log": "steps,rounds", "horizon_s": 3.0}.items()))
+    assert CliRunner().invoke(cmd, ["--router", "nearest"]).exit_code == 2
+    with pytest.raises(ValueError, match="no knob"):
+        knob_option(SIM, "engine")

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from helpers import assert_same_run, check_invariants, make_trace, run, write_profile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,61 +20,6 @@ from sparksched.cost import StepPrice
 from sparksched.curve import ThroughputCurve
 
 CURVE = ThroughputCurve.from_points([1, 64, 256, 1024, 4096], [0.008, 0.009, 0.012, 0.030, 0.110])
-
-
-def write_profile(path, contexts=(512, 4096)) -> str:
-    """A small schema-1 profile: verify grid at two contexts, drafter rows, model/device facts."""
-    tokens = [1, 16, 64, 256, 1024, 4096]
-    verify = [{"requests": 1, "tokens": b, "context": c, "median_s": 0.007 + 2e-5 * b + 1e-6 * c * (1 + b / 512)}
-              for c in contexts for b in tokens]
-    draft = [{"requests": n, "block": g, "median_s": 0.0004 + 1e-5 * n * g} for g in (1, 7) for n in (1, 16, 128)]
-    prof = {"schema": 1, "kind": "estimated", "device": {"name": "test", "memory_bytes": 80 * 2**30},
-            "model": {"layers": 36, "kv_heads": 8, "head_dim": 128, "parameters": 8_000_000_000},
-            "dtype": "bfloat16", "verify": verify, "draft": draft}
-    p = path / "profile.json"
-    p.write_text(json.dumps(prof))
-    return str(p)
-
-
-def make_trace(n: int, rate: float, prompt: int | list[int], output: int | list[int], domain="chat", seed=0):
-    rng = np.random.default_rng(seed)
-    arrival = np.cumsum(rng.exponential(1.0 / rate, n))
-    prompts = np.broadcast_to(np.asarray(prompt), (n,))
-    outputs = np.broadcast_to(np.asarray(output), (n,))
-    return pl.DataFrame({"id": [f"r{i}" for i in range(n)], "arrival_s": arrival,
-                         "prompt_tokens": prompts.astype(np.int64), "output_tokens": outputs.astype(np.int64),
-                         "domain": [domain] * n})
-
-
-def check_invariants(res, trace: pl.DataFrame) -> None:
-    """No request lost, output tokens match, clock monotone, KV within capacity."""
-    req = res.requests
-    assert req.height == trace.height, "a request is missing from the results"
-    assert set(req["id"]) == set(trace["id"])
-    fin = req.filter(pl.col("status") == "finished")
-    other = req.filter(pl.col("status") != "finished")
-    assert other.filter(pl.col("reason").is_null()).height == 0, "unfinished request without a reason"
-    assert (fin["emitted_tokens"] == fin["output_tokens"]).all(), "emitted tokens differ from the trace"
-    assert (fin["first_token_s"] >= fin["arrival_s"]).all()
-    assert (fin["finish_s"] >= fin["first_token_s"]).all()
-    st_ = res.steps
-    t0, dur = st_["t_start"].to_numpy(), st_["duration_s"].to_numpy()
-    assert np.all(dur > 0)
-    assert np.all(np.diff(t0) >= 0), "the clock went backwards"
-    assert np.all(t0[1:] >= t0[:-1] + dur[:-1] - 1e-9), "steps overlap"
-    assert (st_["kv_free_blocks"] >= 0).all()
-    # rounds add up to the per-request totals
-    per = res.rounds.group_by("request").agg(pl.col("emitted").sum().alias("e"))
-    tot = dict(zip(per["request"].to_list(), per["e"].to_list()))
-    emitted = req["emitted_tokens"].to_numpy()
-    decode = np.asarray([tot.get(i, 0) for i in range(req.height)])
-    firsts = req["first_token_s"].is_not_null().to_numpy().astype(np.int64)
-    assert np.all(decode + firsts * (1 + req["preemptions"].to_numpy()) >= emitted)
-
-
-def run(trace, tmp_path, **kw):
-    kw.setdefault("profile", write_profile(tmp_path))
-    return simulate(trace, SimConfig(**kw))
 
 
 def test_invariants_and_determinism(tmp_path):
@@ -212,18 +158,6 @@ def test_fast_path_equals_step_path(tmp_path, policy, layout, monkeypatch):
     monkeypatch.setattr(engine_mod.Engine, "_epoch_plan", lambda self, *a: None)
     slow = run(trace, tmp_path, policy=policy, max_running=6, kv_blocks=300, verify_layout=layout)
     assert_same_run(fast, slow)
-
-
-def assert_same_run(fast, slow) -> None:
-    assert fast.rounds.equals(slow.rounds)  # every verify length, acceptance and emission identical
-    # an epoch ends with one SimPy timeout, so its clock can differ from step-by-step sums by an ulp
-    for a, b in ((fast.requests, slow.requests), (fast.steps, slow.steps)):
-        assert a.columns == b.columns and a.height == b.height
-        for col in a.columns:
-            if a[col].dtype.is_float():
-                np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=1e-12, atol=0)
-            else:
-                assert a[col].equals(b[col]), col
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from helpers import assert_same_run, make_trace, write_profile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_engine import assert_same_run, make_trace, write_profile
 
 import simulator.engine as engine_mod
 from simulator.config import SimConfig

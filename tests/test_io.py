@@ -233,3 +233,48 @@ def test_disk_full_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, comm
     assert r.returncode == 1, r.stderr
     assert lines == [f"Error: cannot write {target}: No space left on device"], r.stderr
     assert "LEFT []" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------------------ every output kind
+@pytest.fixture
+def strict_umask():
+    """A umask that would leave new files 0600: outputs must still come out 0644 (FILE_MODE)."""
+    old = os.umask(0o077)
+    yield
+    os.umask(old)
+
+
+def _modes(folder: Path) -> dict[str, str]:
+    return {p.name: oct(p.stat().st_mode & 0o777) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_every_kind_of_output_is_0644_whatever_the_umask(tmp_path, strict_umask):
+    """Parquet tables, summary.json, result.json, scenario.toml, the PNGs and report.html of a run, a
+    trace, a profile and a timeline: each written by the command or function users call."""
+    from click.testing import CliRunner
+
+    from profiler.run import write_profile
+    from sparksched.cli import main
+    from sparksched.profile import resolve_profile
+
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["simulate", "--trace", "math", "--max-requests", "6", "--timeline", "-q",
+                                    "-o", str(run)])
+    assert res.exit_code == 0, res.output
+    kinds = {".parquet", ".json", ".png", ".html", ".toml"}
+    assert {p.suffix for p in run.iterdir()} == kinds
+    assert {"summary.json", "result.json", "report.html", "requests.parquet", "timeline.json"} <= set(_modes(run))
+    trace = tmp_path / "gen.jsonl"
+    res = CliRunner().invoke(main, ["trace", "generate", "--domain", "code", "--rate", "2", "--duration", "5",
+                                    "-o", str(trace)])
+    assert res.exit_code == 0, res.output
+    prof = json.loads(Path(resolve_profile("h100-qwen3-8b-roofline")).read_text())
+    write_profile(prof, tmp_path / "profile.json")
+    modes = {**{f"run/{k}": v for k, v in _modes(run).items()}, **_modes(tmp_path)}
+    assert set(modes.values()) == {oct(FILE_MODE)}, modes
+    assert oct(run.stat().st_mode & 0o777) == "0o755"
+
+
+def test_negative_control_a_plain_write_under_the_same_umask_is_not_0644(tmp_path, strict_umask):
+    (tmp_path / "plain.json").write_text("{}")
+    assert _modes(tmp_path) == {"plain.json": "0o600"}

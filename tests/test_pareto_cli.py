@@ -1,4 +1,5 @@
-"""`sparksched pareto` / `sparksched whatif` (sparksched/commands/pareto.py) through click's CliRunner."""
+"""`sparksched pareto` / `sparksched whatif` (sparksched/commands/pareto.py) through click's CliRunner, and
+the analysis and result sets behind them (simulator/analysis.py)."""
 
 from __future__ import annotations
 
@@ -86,13 +87,14 @@ def test_bad_input_is_one_line_error(tmp_path: Path):
 
 def test_outputs_from_synthetic_sweep(tmp_path: Path):
     """The tables and PNGs of a sweep, written from hand-made rows (no simulator involved)."""
+    from simulator.analysis import PNG_NAMES, analyse, report_text, write_pareto_set
     from simulator.config import SimConfig
     from simulator.sweep import SweepResult
-    from sparksched.commands.pareto import PNG_NAMES, analyse, report_text, write_outputs
 
     rows = _sweep_rows()
     budget = pl.DataFrame({"run": [0, 1, 5, 6], "policy": ["fast", "fast", "mtp1", "mtp1"],
-                           "running": [1, 2, 1, 2], "steps": [10, 10, 10, 10], "budget": [5.0, 4.5, 2.0, 2.0]})
+                           "decode_requests": [1, 2, 1, 2], "steps": [10, 10, 10, 10],
+                           "verify_budget": [5.0, 4.5, 2.0, 2.0]})
     acc = pl.DataFrame({"run": [0, 0, 5], "policy": ["fast", "fast", "mtp1"], "domain": ["chat"] * 3,
                         "position": [1, 2, 1], "trials": [100, 80, 100], "accepted": [80, 60, 85],
                         "acceptance": [0.8, 0.75, 0.85]})
@@ -101,9 +103,9 @@ def test_outputs_from_synthetic_sweep(tmp_path: Path):
     text = report_text(a, 100.0, "mtp1", "user_tps_p50")
     assert "Frontier" in text and "+" in text  # a gain line
     # the dominated (30, 480) mtp1 point at cap 16 is not in the frontier
-    assert a["front"].filter((pl.col("policy") == "mtp1") & (pl.col("max_running") == 16)).is_empty()
+    assert a.front.filter((pl.col("policy") == "mtp1") & (pl.col("max_running") == 16)).is_empty()
     base = SimConfig(profile=str(tmp_path / "no-such-profile.json"))  # step-time plot skipped
-    written = write_outputs(tmp_path / "out", res, a, base, 100.0, "user_tps_p50", text)
+    written = write_pareto_set(tmp_path / "out", res, a, base, 100.0, "user_tps_p50", text)
     names = {p.name for p in written}
     assert {PNG_NAMES["frontier"], PNG_NAMES["budget"], PNG_NAMES["acceptance"], "sweep.parquet",
             "frontier.parquet", "sla.parquet", "speed_gain.parquet", "report.txt"} <= names
@@ -137,11 +139,11 @@ def test_pareto_end_to_end_small(tmp_path: Path):
 
 # ---------------------------------------------------------------------------------------- issue 15
 def _analysed(rows: pl.DataFrame, baseline: str):
+    from simulator.analysis import analyse
     from simulator.sweep import SweepResult
-    from sparksched.commands.pareto import analyse
 
-    budget = pl.DataFrame(schema={"run": pl.Int64, "policy": pl.Utf8, "running": pl.Int64, "steps": pl.Int64,
-                                  "budget": pl.Float64})
+    budget = pl.DataFrame(schema={"run": pl.Int64, "policy": pl.Utf8, "decode_requests": pl.Int64,
+                                  "steps": pl.Int64, "verify_budget": pl.Float64})
     acc = pl.DataFrame(schema={"run": pl.Int64, "policy": pl.Utf8, "domain": pl.Utf8, "position": pl.Int64,
                                "trials": pl.Int64, "accepted": pl.Int64, "acceptance": pl.Float64})
     return SweepResult(rows, budget, acc), analyse(rows, 100.0, baseline, "user_tps_p50")
@@ -149,21 +151,21 @@ def _analysed(rows: pl.DataFrame, baseline: str):
 
 def test_a_rerun_leaves_no_file_of_the_earlier_sweep(tmp_path: Path):
     """speed_gain.parquet of a two-policy sweep survived a rerun with one policy (issue 15, 1)."""
+    from simulator.analysis import write_pareto_set
     from simulator.config import SimConfig
-    from sparksched.commands.pareto import write_outputs
     from sparksched.io import OutputError, check_result_set
 
     base = SimConfig(profile=str(tmp_path / "no-such-profile.json"))
     out = tmp_path / "out"
     res, a = _analysed(_sweep_rows(), "mtp1")
-    write_outputs(out, res, a, base, 100.0, "user_tps_p50", "two policies")
+    write_pareto_set(out, res, a, base, 100.0, "user_tps_p50", "two policies")
     assert (out / "speed_gain.parquet").exists()
     one = _sweep_rows().filter(pl.col("policy") == "fast")
     res1, a1 = _analysed(one, "fast")
     with pytest.raises(OutputError, match="--overwrite"):
-        write_outputs(out, res1, a1, base, 100.0, "user_tps_p50", "one policy")
+        write_pareto_set(out, res1, a1, base, 100.0, "user_tps_p50", "one policy")
     assert (out / "report.txt").read_text() == "two policies\n"
-    write_outputs(out, res1, a1, base, 100.0, "user_tps_p50", "one policy", overwrite=True)
+    write_pareto_set(out, res1, a1, base, 100.0, "user_tps_p50", "one policy", overwrite=True)
     assert not (out / "speed_gain.parquet").exists()
     assert pl.read_parquet(out / "sweep.parquet").equals(one)
     assert check_result_set(out)["about"]["policies"] == ["fast"]

@@ -7,6 +7,7 @@ import inspect
 import numpy as np
 import polars as pl
 import pytest
+from helpers import assert_same_run, make_trace, write_profile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,6 @@ from simulator.config import SimConfig
 from simulator.epoch import step_seconds
 from simulator.run import simulate
 from simulator.speed import HostSpeed
-from tests.test_engine import assert_same_run, make_trace, write_profile
 
 
 def burst(n: int, prompt: int, output, seed: int = 0) -> pl.DataFrame:

@@ -103,7 +103,7 @@ def test_small_sweep_end_to_end(local_sweep):
     assert rows.get_column("policy").to_list() == ["dspark", "dspark", "mtp1", "mtp1"]
     assert rows.get_column("max_running").to_list() == [2, 8, 2, 8]
     for col in ("throughput_tps", "user_tps_p50", "user_tps_p90", "ttft_p90_s", "mean_verify_budget",
-                "mean_running", "mean_decode_requests", "mean_batch_tokens", "mean_step_s", "mean_verify_s",
+                "mean_running", "mean_decode_requests", "time_weighted_decode_requests", "mean_batch_tokens", "mean_step_s", "mean_verify_s",
                 "budget_per_request"):
         assert rows.get_column(col).is_finite().all(), col
     # every request of the 40 finishes (no horizon), nothing unfinished
@@ -117,7 +117,7 @@ def test_small_sweep_end_to_end(local_sweep):
         assert g["user_tps_p50"][1] < g["user_tps_p50"][0]
     # MTP-1 verifies exactly anchor + 1 draft per request per decode step
     mtp = res.budget.filter(pl.col("policy") == "mtp1")
-    assert np.allclose(mtp.get_column("budget").to_numpy(), 2.0)
+    assert np.allclose(mtp.get_column("verify_budget").to_numpy(), 2.0)
     # DSpark's budget is larger when idle than MTP-1's, and does not grow with load
     d = rows.filter(pl.col("policy") == "dspark").sort("max_running")
     assert d["budget_per_request"][0] > 2.0

@@ -23,7 +23,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from simulator.scenario import COMMANDS
+from simulator.scenario import COMMANDS, SIM
 
 # options that say where and how loudly to write, not what to run: left out of a resolved scenario
 NOT_SCENARIO = frozenset({"config", "out", "out_dir", "quiet", "progress", "help"})
@@ -109,9 +109,58 @@ def quiet_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def goodput_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """--goodput in vLLM's syntax: `--goodput ttft:500 tpot:50 e2el:3000` (ms; any subset)."""
-    return click.option("--goodput", default=None, metavar="KEY:MS ...",
-                        help="vLLM's goodput SLOs in ms, e.g. --goodput ttft:500 tpot:50 e2el:3000 "
-                             "(result.json's request_goodput).")(f)
+    return knob_option(SIM, "goodput", metavar="KEY:MS ...")(f)
+
+
+_TYPES: dict[str, Any] = {"int": int, "int | None": int, "float": float, "float | None": float}
+
+
+def knob_option(defaults: Any, name: str, *decls: str, **overrides: Any) -> Callable[[Any], Any]:
+    """The click option of field `name` of a config dataclass instance (SimConfig, SweepDefaults):
+    its default, help and choices come from the field (`simulator.config.knob`), so simulate,
+    pareto and whatif cannot disagree on a knob.
+
+    Args:
+        defaults: an instance holding the defaults (simulator.scenario.SIM or SWEEP).
+        name: the field; the option is `--name-with-dashes` (or the field's `flag`), the parameter `name`.
+        decls: other declarations (`"--sla", "sla"`) where a command spells the knob its own way.
+        overrides: click.option keywords that win over the field's (`help=`, `default=`).
+    Tuple fields (`log`, `replica_profiles`) are comma-separated text on the command line; booleans
+    are flags; fields whose default is None show no default (their help says what None means).
+    """
+    field = _knob(defaults, name)
+    meta = field.metadata
+    default = getattr(defaults, name)
+    kw: dict[str, Any] = {"help": meta["help"]}
+    if isinstance(default, tuple):
+        default = ",".join(default) or None
+    elif field.type == "bool":
+        if "/" not in meta.get("flag", ""):
+            kw["is_flag"] = True
+    elif "choices" in meta:
+        kw["type"] = click.Choice(list(meta["choices"]))
+    elif field.type in _TYPES:
+        kw["type"] = _TYPES[field.type]
+    kw["default"] = default
+    if default is not None and not (kw.get("is_flag") and default is False):
+        kw["show_default"] = True
+    kw.update(overrides)
+    return click.option(*(decls or (meta.get("flag", "--" + name.replace("_", "-")), name)), **kw)
+
+
+def knob_help(defaults: Any, name: str) -> str:
+    """The help text of knob `name` of a config dataclass instance (for an option that adds to it)."""
+    return str(_knob(defaults, name).metadata["help"])
+
+
+def _knob(defaults: Any, name: str) -> Any:
+    """The dataclass field `name` of `defaults`, which must carry help metadata (simulator.config.knob)."""
+    import dataclasses
+
+    field = next((f for f in dataclasses.fields(defaults) if f.name == name), None)
+    if field is None or "help" not in field.metadata:
+        raise ValueError(f"{type(defaults).__name__} has no knob {name!r}")
+    return field
 
 
 def option_keys(command: click.Command) -> dict[str, click.Parameter]:
@@ -214,7 +263,7 @@ def resolved_scenario(ctx: click.Context, extra: dict[str, Any] | None = None) -
 
 def write_scenario(ctx: click.Context, directory: str | Path, extra: dict[str, Any] | None = None) -> tuple[Path, str]:
     """Write scenario.toml into `directory`; returns (path, text)."""
-    from simulator.files import write_text
+    from sparksched.io import write_text
 
     text = resolved_scenario(ctx, extra)
     return write_text(Path(directory) / "scenario.toml", text), text

@@ -43,12 +43,12 @@ def compare(result: str, run_dir: str, line: int | None, out: str | None, quiet:
         raise click.BadParameter(f"{out!r}: the suffix must be .csv, .parquet or .json", param_hint="-o/--out")
     with runtime_errors():
         from simulator.compare import compare_files
-        from simulator.files import atomic_write
+        from sparksched.io import atomic_write
 
         table, text = compare_files(result, run_dir, line)
         if out is not None:
             suffix = Path(out).suffix
-            writers: dict[str, Callable[[str], Any]] = {".csv": table.write_csv, ".parquet": table.write_parquet,
+            writers: dict[str, Callable[[Path], Any]] = {".csv": table.write_csv, ".parquet": table.write_parquet,
                                                         ".json": table.write_json}
             atomic_write(out, writers[suffix])
     if not quiet:

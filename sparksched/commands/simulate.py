@@ -1,6 +1,7 @@
 """`sparksched simulate`: replay a trace through the serving simulator, print the summary, write the run.
 
-A thin shell over `simulator.run.simulate`; the defaults are `SimConfig`'s (simulator.scenario).
+A thin shell over `simulator.run.simulate`; every simulation option is built from its `SimConfig`
+field (default, help, choices: `knob_option`).
 Writes the run as one result set (`sparksched.io.ResultSet`: staged beside the output directory,
 manifest.json last, renamed into place, so the directory holds one whole run or is left as it
 was): the Parquet tables, summary.json, result.json (vllm bench serve's keys), scenario.toml (the
@@ -25,20 +26,19 @@ from sparksched.commands._common import (
     Command,
     config_option,
     goodput_option,
+    knob_help,
+    knob_option,
     quiet_option,
     runtime_errors,
     surface_warnings,
     usage_errors,
     write_scenario,
 )
-from sparksched.policies import policy_forms
 
 # every file a run directory may hold (recognises folders written before manifests, for --overwrite)
 RUN_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptance.parquet", "budget.parquet",
              "summary.json", "result.json", "scenario.toml", "timeline.json", "report.html", "timeseries.png",
              "latency_cdf.png", "acceptance_by_position.png")
-
-POLICY_HELP = ("Verify-length policy: " + policy_forms() + " (sparksched.policies.POLICIES; docs/policies.md).")
 
 EXAMPLES = """\b
 Examples:
@@ -65,57 +65,36 @@ def _default_out(trace: str, policy: str, seed: int = 0, rate_scale: float = 1.0
 @click.command(cls=Command, epilog=EXAMPLES)
 @config_option
 @click.option("--trace", "trace", required=True, help="Trace file (JSON Lines) or bundled name: chat, code, math, mixed.")
-@click.option("--profile", default=SIM.profile, show_default=True, help="Profile JSON or bundled name.")
-@click.option("--policy", default=SIM.policy, show_default=True, help=POLICY_HELP)
-@click.option("--drafter", default=SIM.drafter, show_default=True,
-              type=click.Choice(["dspark", "dflash", "eagle3", "mtp1"]), help="Acceptance preset family.")
-@click.option("--block", default=SIM.block, show_default=True, type=int, help="Draft block size g.")
-@click.option("--max-running", default=SIM.max_running, show_default=True, type=int, help="Cap on resident requests.")
-@click.option("--kv-blocks", default=None, type=int, help="KV cache blocks [default: derived from the profile].")
-@click.option("--kv-block-size", default=SIM.kv_block_size, show_default=True, type=int, help="Tokens per KV block.")
-@click.option("--prefill-chunk", default=SIM.prefill_chunk, show_default=True, type=int, help="Prefill tokens per step.")
-@click.option("--disaggregated", is_flag=True, default=SIM.disaggregated,
-              help="Prefill on separate prefill instances (PD disaggregation): requests join with their prompt's KV "
-                   "and first token already made, and this replica only decodes (TTFT is the wait to join).")
-@click.option("--replicas", default=SIM.replicas, show_default=True, type=int,
-              help="Replicas in one simulation, each its own engine behind --router (a fleet).")
-@click.option("--router", default=SIM.router, show_default=True,
-              type=click.Choice(["round-robin", "least-loaded", "least-kv", "session", "prefix"]),
-              help="How a fleet assigns each arriving request: session needs the trace's session field, "
-                   "prefix its prefix_blocks.")
-@click.option("--replica-profiles", "replica_profiles", default=None,
-              help="Comma-separated profile per replica (cycled), for fleets of unlike replicas [default: --profile].")
-@click.option("--prefix-cache/--no-prefix-cache", "prefix_cache", default=SIM.prefix_cache, show_default=True,
-              help="With a trace carrying prefix_blocks: each replica caches prompt blocks in its KV cache and "
-                   "skips their prefill.")
-@click.option("--log", "log", default=",".join(SIM.log), show_default=True,
-              help="Per-step and per-round tables to write: steps, rounds, both, or none (requests.parquet "
-                   "always); they are written in row groups as the run goes.")
-@click.option("--rate-scale", default=SIM.rate_scale, show_default=True, type=float, help="Arrival-rate multiplier.")
-@click.option("--max-requests", default=None, type=int, help="Simulate only the first N requests.")
-@click.option("--horizon", "horizon_s", default=None, type=float, help="Stop the clock at this simulated time (s).")
-@click.option("--seed", default=SIM.seed, show_default=True, type=int, help="Seed of every random draw.")
-@click.option("--acceptance", default=SIM.acceptance, show_default=True,
-              help="'synthetic' presets, or a recorded-rounds file to fit acceptance from.")
-@click.option("--recorded-donors", "recorded_donors", default=SIM.recorded_donors, show_default=True,
-              type=click.Choice(["domain", "request"]),
-              help="With a recorded-rounds file: each request replays a random recorded request of its domain, "
-                   "or the recorded request with its own id (the same trace, replayed).")
-@click.option("--conf-auc", default=SIM.conf_auc, show_default=True, type=float, help="Synthetic confidence ROC-AUC.")
-@click.option("--conf-ece", default=SIM.conf_ece, show_default=True, type=float,
-              help="Synthetic confidence calibration error (0.01 after STS; ~0.055 raw).")
-@click.option("--sla-tps", default=SIM.sla_tps, show_default=True, type=float,
-              help="DSpark goodput: per-user tok/s target (1 / TPOT).")
-@click.option("--sla-ttft", "sla_ttft_s", default=SIM.sla_ttft_s, show_default=True, type=float,
-              help="DSpark goodput: TTFT target (s).")
+@knob_option(SIM, "profile")
+@knob_option(SIM, "policy")
+@knob_option(SIM, "drafter")
+@knob_option(SIM, "block")
+@knob_option(SIM, "max_running")
+@knob_option(SIM, "kv_blocks")
+@knob_option(SIM, "kv_block_size")
+@knob_option(SIM, "prefill_chunk")
+@knob_option(SIM, "disaggregated")
+@knob_option(SIM, "replicas")
+@knob_option(SIM, "router")
+@knob_option(SIM, "replica_profiles")
+@knob_option(SIM, "prefix_cache")
+@knob_option(SIM, "log")
+@knob_option(SIM, "rate_scale")
+@knob_option(SIM, "max_requests")
+@knob_option(SIM, "horizon_s")
+@knob_option(SIM, "seed")
+@knob_option(SIM, "acceptance")
+@knob_option(SIM, "recorded_donors")
+@knob_option(SIM, "conf_auc")
+@knob_option(SIM, "conf_ece")
+@knob_option(SIM, "sla_tps")
+@knob_option(SIM, "sla_ttft_s")
 @goodput_option
 @click.option("--engine", "engine", default="synthetic", show_default=True, type=click.Choice(["synthetic", "model"]),
               help="Acceptance from the synthetic/recorded model, or from the real drafter + target loop.")
-@click.option("--verify-layout", "verify_layout", default=None, type=click.Choice(["flat", "padded"]),
-              help="Verify tokens the clock charges: flat sum(1 + l_i) (vLLM, SGLang) or padded n * (1 + max l_i) "
-                   "(the real loop). Default: padded with --engine model, else flat.")
-@click.option("--clock", default=SIM.clock, show_default=True, type=click.Choice(["profile", "measured"]),
-              help="Step time from the profile, or the backend's measured wall time (--engine model).")
+@knob_option(SIM, "verify_layout", default=None, show_default=False,
+             help=knob_help(SIM, "verify_layout") + " Default: padded with --engine model, else flat.")
+@knob_option(SIM, "clock")
 @click.option("--timeline", is_flag=True, help="Also write timeline.json: steps and requests for ui.perfetto.dev.")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write the PNGs and report.html (self-contained, opens offline).")
@@ -181,24 +160,12 @@ def simulate(ctx: click.Context, trace: str, profile: str, policy: str, drafter:
 
 
 def _write_run(ctx: click.Context, result: Any, folder: Path, *, timeline: bool, report: bool) -> list[Path]:
-    """Every output of a run into the staged result-set `folder`; the paths written (report.html last)."""
-    written = result.write_files(folder)
+    """Every output of a run into the staged result-set `folder` (simulator.report.write_run_set), with
+    the resolved scenario.toml; the paths written (report.html last)."""
+    from simulator.report import write_run_set
+
     path, scenario_text = write_scenario(ctx, folder)
-    written.append(path)
-    if timeline:
-        from simulator.timeline import replica_tables, write_timeline
-
-        meta = {"trace": result.meta.get("trace"), "policy": result.config.policy, "profile": result.config.profile}
-        written.append(write_timeline(folder / "timeline.json", replica_tables(result), meta))
-    if report:
-        from simulator.report import simulate_report, write_report
-        from simulator.run_plots import write_run_plots
-
-        pngs = write_run_plots(result, folder)
-        written += list(pngs.values())
-        names = [p.name for p in written] + ["report.html"]
-        written.append(write_report(folder / "report.html", simulate_report(result, pngs, scenario_text, files=names)))
-    return written
+    return write_run_set(result, folder, scenario_text, [path], timeline=timeline, report=report)
 
 
 def _model_backend(config):

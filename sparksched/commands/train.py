@@ -30,12 +30,12 @@ def _bar(total: int, desc: str):
 
 
 def _update_log(out: Path, key: str, value: dict) -> None:
-    from sparksched.training.checkpoint import atomic_write_text
+    from sparksched.io import write_text
 
     path = out / "train_log.json"
     log = json.loads(path.read_text()) if path.exists() else {}
     log[key] = value
-    atomic_write_text(json.dumps(log, indent=1, sort_keys=True) + "\n", path)
+    write_text(path, json.dumps(log, indent=1, sort_keys=True) + "\n")
 
 
 def _data(out: Path, max_chars: int, seed: int):
@@ -55,8 +55,9 @@ def run_target(out: Path, preset: str, steps: int, batch: int, length: int, lr: 
     """Corpus -> tokenizer.json -> target.pt in `out`; returns the log entry."""
     import torch
 
+    from sparksched.io import write_text
     from sparksched.models.presets import get_preset
-    from sparksched.training.checkpoint import atomic_write_text, save_heldout, save_target
+    from sparksched.training.checkpoint import save_heldout, save_target
     from sparksched.training.corpus import build_corpus
     from sparksched.training.data import tokenize_corpus
     from sparksched.training.target import train_target
@@ -70,7 +71,7 @@ def run_target(out: Path, preset: str, steps: int, batch: int, length: int, lr: 
     corpus = build_corpus(max_chars=max_chars, seed=seed)
     tok = train_tokenizer([d for dom in corpus.train for d in corpus.train[dom]], vocab)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(tok.to_str(), out / "tokenizer.json")
+    write_text(out / "tokenizer.json", tok.to_str())
     data = tokenize_corpus(corpus, tok)
     with _bar(steps, "target") as bar:
         def progress(step: int, loss: float) -> None:

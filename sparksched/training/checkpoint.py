@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from sparksched.io import atomic_write, write_text
+from sparksched.io import atomic_write, write_npz
 from sparksched.models.decoder import Decoder, build_decoder
 from sparksched.models.presets import DecoderConfig
 
@@ -25,11 +25,6 @@ BUNDLED = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save, all or nothing (`sparksched.io.atomic_write`)."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """UTF-8 text, all or nothing (`sparksched.io.write_text`)."""
-    write_text(path, text)
 
 
 def _half_state(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
@@ -117,12 +112,7 @@ def save_heldout(streams: dict, path: str | os.PathLike) -> None:
     import numpy as np
 
     arrays = {d: (s.astype(np.uint16) if s.size and s.max() < 2**16 else s.astype(np.int64)) for d, s in streams.items()}
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a file object: savez would append ".npz" to a name
-            np.savez_compressed(fh, **arrays)
-
-    atomic_write(path, write)
+    write_npz(path, arrays)
 
 
 def load_heldout(path: str | os.PathLike) -> dict:
