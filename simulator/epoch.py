@@ -24,9 +24,13 @@ steps), and the code stays a readable loop. Compiled once per machine (`cache=Tr
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
+from simulator.speed import SpeedArrays
+from sparksched.cost import CostArrays
 from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, prefill_price, slice_knots
 from sparksched.policies import CONF_THRESHOLD, DSPARK, NONE, POLICIES, STATIC, THRESHOLD
 from sparksched.scheduler import SCALE
@@ -35,15 +39,15 @@ from sparksched.scheduler import SCALE
 STATELESS = tuple(s.name for s in POLICIES.values() if s.compiled is not None)
 
 
-def policy_code(kind: str, param: float | None, g: int) -> tuple[int, float]:
-    """(kind code, parameter) of a stateless policy family `kind` (sparksched.policies.POLICIES): static-k
+def policy_code(kind: str, param: float | None, g: int) -> PolicyCode:
+    """PolicyCode (kind code, parameter) of a stateless policy family `kind` (sparksched.policies.POLICIES): static-k
     keeps k, (conf-)threshold tau, verify-all g; NONE with no block."""
     spec = POLICIES.get(kind)
     if spec is None or spec.compiled is None:
         raise ValueError(f"policy kind {kind!r} has no compiled form (stateful: it runs step by step)")
     if g == 0:
-        return NONE, 0.0
-    return spec.compiled, spec.compiled_param(param, g)
+        return PolicyCode(NONE, 0.0)
+    return PolicyCode(spec.compiled, float(spec.compiled_param(param, g)))
 
 
 @njit(cache=True)
@@ -145,13 +149,144 @@ def _blocks(tokens, block_size):  # pragma: no cover (compiled)
     return -(-tokens // block_size)
 
 
+class PolicyCode(NamedTuple):
+    """A stateless policy as the compiled code takes it (`policy_code`): the kind code
+    (sparksched.policies: DSPARK, STATIC, THRESHOLD, CONF_THRESHOLD, NONE) and its parameter."""
+
+    kind: int
+    param: float
+
+
+class EpochState(NamedTuple):
+    """The members and slots at a planned epoch's start; the planner updates the arrays in place.
+
+    Members [m]: the n_res resident requests (slot order), then the candidates in FCFS order.
+    conf [T, m, g] float64 / lead [T, m] int64: member i's r-th peeked round at conf[r, i] (its
+    conditional confidences) and lead[r, i] (the drafts the target would accept); m_valid [m] rounds
+    peeked; m_slot [m] slot (-1: not resident); m_left [m] tokens still to emit; m_ctx [m] context
+    tokens; m_prefill [m] prompt tokens still to prefill; m_seq [m] admission sequence numbers;
+    m_arrival [m] arrival time (s; -inf: already queued); m_tokens [m] tokens a candidate prefills when
+    admitted. slot_member [slots] member in each slot (-1: free); held [slots] KV blocks held; stack
+    [slots] free slots, the first free0 of them, popped from the end; kv_free0 free KV blocks; seq0 the
+    next admission sequence number; now the epoch's start (s).
+    """
+
+    conf: np.ndarray
+    lead: np.ndarray
+    m_valid: np.ndarray
+    m_slot: np.ndarray
+    m_left: np.ndarray
+    m_ctx: np.ndarray
+    m_prefill: np.ndarray
+    m_seq: np.ndarray
+    m_arrival: np.ndarray
+    m_tokens: np.ndarray
+    n_res: int
+    slot_member: np.ndarray
+    held: np.ndarray
+    stack: np.ndarray
+    free0: int
+    kv_free0: int
+    seq0: int
+    now: float
+
+
+class Arrivals(NamedTuple):
+    """What arrives while an epoch runs, beyond its candidates: waiting0 queued requests after the
+    candidates; upc_arrival [u] arrival times (s) of requests that only join the queue; next_arrival_s
+    the first arrival not counted (inf: none); cut the time a fleet's next arrival is routed (inf for a
+    single replica)."""
+
+    waiting0: int
+    upc_arrival: np.ndarray
+    next_arrival_s: float
+    cut: float
+
+
+class Prices(NamedTuple):
+    """A step's price as the compiled code takes it: the step-cost model (sparksched.cost.CostArrays),
+    the drafter's table (draft_ctx [Nc], draft_tab [Nc, N + 1]: sparksched.cost.StepCost.draft_table),
+    whether the verify layout is padded (n * (1 + max l_i) tokens), and the host's speed."""
+
+    cost: CostArrays
+    draft_ctx: np.ndarray
+    draft_tab: np.ndarray
+    padded: bool
+    speed: SpeedArrays
+
+
+class Limits(NamedTuple):
+    """The replica's fixed limits: KV blocks (total, watermark, block size in tokens), prompt tokens one
+    step prefills, whether planned epochs may admit requests, and the horizon (s; inf: none)."""
+
+    kv_total: int
+    watermark: int
+    block_size: int
+    prefill_chunk: int
+    admit_ok: bool
+    horizon: float
+
+
+class EpochOut(NamedTuple):
+    """What a planned epoch writes (`EpochOut.empty`; the first `stop` steps are valid).
+
+    Per step and member [T, m]: lengths (verified drafts), acc (accepted), emit (tokens emitted),
+    active (decoded in the step). Per step [T]: dt (s), draft (drafter s), batch (tokens), mean_ctx,
+    n_active (decoding requests), pre_n / pre_tokens (prefill requests / tokens), sums [T, 3]
+    (verified, accepted, emitted), clock [T + 1] (step starts, then the last end), kv_free, running,
+    waits. Per member [m]: fin_step, admit_step, first_step (the step that completed its prefill;
+    -1: none), rnd (rounds decoded). after [3]: free slots, free KV blocks and the next admission
+    sequence number once the epoch ran.
+    """
+
+    lengths: np.ndarray
+    acc: np.ndarray
+    emit: np.ndarray
+    active: np.ndarray
+    dt: np.ndarray
+    draft: np.ndarray
+    batch: np.ndarray
+    mean_ctx: np.ndarray
+    n_active: np.ndarray
+    pre_n: np.ndarray
+    pre_tokens: np.ndarray
+    sums: np.ndarray
+    clock: np.ndarray
+    kv_free: np.ndarray
+    running: np.ndarray
+    waits: np.ndarray
+    fin_step: np.ndarray
+    admit_step: np.ndarray
+    first_step: np.ndarray
+    rnd: np.ndarray
+    after: np.ndarray
+
+    @classmethod
+    def empty(cls, t_max: int, m: int) -> EpochOut:
+        """Fresh output arrays for T = t_max steps of m members (fresh: the records keep views of them)."""
+        def z(dtype: type = np.int64) -> np.ndarray:
+            return np.zeros(t_max, dtype=dtype)
+
+        def per_member() -> np.ndarray:
+            return np.zeros(m, dtype=np.int64)
+
+        return cls(np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.int64),
+                   np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.bool_),
+                   z(np.float64), z(np.float64), z(), z(np.float64), z(), z(), z(), np.zeros((t_max, 3), dtype=np.int64),
+                   np.zeros(t_max + 1), z(), z(), z(), per_member(), per_member(), per_member(), per_member(),
+                   np.zeros(3, dtype=np.int64))
+
+
+def plan_epoch(policy: PolicyCode, state: EpochState, arrivals: Arrivals, prices: Prices, limits: Limits,
+               out: EpochOut) -> int:
+    """Plan up to T whole engine steps from `state.now` (T = state.conf.shape[0]); return the number
+    planned (0: take the step path). The compiled `_plan_epoch` does the work (see there); this is the
+    one entry point, so every input travels by name."""
+    return int(_plan_epoch(policy, state, arrivals, prices, limits, out))
+
+
 @njit(cache=True)
-def plan_epoch(kind, param, conf, lead, m_valid, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival, m_tokens, n_res,
-               slot_member, held, stack, free0, kv_free0, kv_total, watermark, block_size, prefill_chunk, seq0,
-               admit_ok, cost, draft_ctx, draft_tab, padded, now, next_arrival_s, upc_arrival, waiting0, horizon,
-               cut, speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, draft, batch, mean_ctx,
-               n_active, pre_n, pre_tokens, sums, clock, kv_free, running, waits, fin_step, admit_step, first_step,
-               rnd, state):  # pragma: no cover (compiled)
+def _plan_epoch(policy, state, arrivals, prices, limits, out_):  # pragma: no cover (compiled)
     """Plan up to T whole engine steps from `now`, exactly as `Engine._prologue` + `_step` +
     `_finish_step` would take them one by one; return the number planned (0: take the step path).
 
@@ -169,12 +304,34 @@ def plan_epoch(kind, param, conf, lead, m_valid, m_slot, m_left, m_ctx, m_prefil
     [u] are arrivals after the candidates that only join the queue; waiting0 queued requests after
     the candidates) or at or after `cut` (a fleet's next arrival: its router reads the replicas'
     state then, which a step shows from its start on) or past the horizon; and when a member's
-    rounds run out. Member arrays, slot_member, held, stack are updated in place; state [3] returns
+    rounds run out. Member arrays, slot_member, held, stack are updated in place; `after` [3] returns
     (free slots, free KV blocks, next admission sequence number). Outputs per step (first `stop`):
     lengths / acc / emit / active [T, m]; dt, draft, batch, mean_ctx, n_active, pre_n, pre_tokens,
     sums [T, 3], clock [T + 1], kv_free, running, waits [T]; per member fin_step, admit_step,
     first_step (the step that completed its prefill), rnd (rounds decoded).
+
+    The inputs come as named groups (PolicyCode, EpochState, Arrivals, Prices, Limits, EpochOut); the
+    body reads them into the local names it uses.
     """
+    kind, param = policy.kind, policy.param
+    conf, lead, m_valid, m_slot = state.conf, state.lead, state.m_valid, state.m_slot
+    m_left, m_ctx, m_prefill, m_seq = state.m_left, state.m_ctx, state.m_prefill, state.m_seq
+    m_arrival, m_tokens, n_res = state.m_arrival, state.m_tokens, state.n_res
+    slot_member, held, stack = state.slot_member, state.held, state.stack
+    free0, kv_free0, seq0, now = state.free0, state.kv_free0, state.seq0, state.now
+    waiting0, upc_arrival = arrivals.waiting0, arrivals.upc_arrival
+    next_arrival_s, cut = arrivals.next_arrival_s, arrivals.cut
+    cost, draft_ctx, draft_tab, padded = prices.cost, prices.draft_ctx, prices.draft_tab, prices.padded
+    speed_n, speed_t, speed_f = prices.speed.by_n, prices.speed.times, prices.speed.factors
+    speed_prefill = prices.speed.scale_prefill
+    kv_total, watermark, block_size = limits.kv_total, limits.watermark, limits.block_size
+    prefill_chunk, admit_ok, horizon = limits.prefill_chunk, limits.admit_ok, limits.horizon
+    lengths, acc, emit, active = out_.lengths, out_.acc, out_.emit, out_.active
+    dt, draft, batch, mean_ctx = out_.dt, out_.draft, out_.batch, out_.mean_ctx
+    n_active, pre_n, pre_tokens, sums = out_.n_active, out_.pre_n, out_.pre_tokens, out_.sums
+    clock, kv_free, running, waits = out_.clock, out_.kv_free, out_.running, out_.waits
+    fin_step, admit_step, first_step, rnd = out_.fin_step, out_.admit_step, out_.first_step, out_.rnd
+    after = out_.after
     t_max, m, g = conf.shape
     g1 = g + 1
     n_slots = slot_member.shape[0]
@@ -447,7 +604,7 @@ def plan_epoch(kind, param, conf, lead, m_valid, m_slot, m_left, m_ctx, m_prefil
             m_slot[i] = -1
             admit_step[i] = -1
         free, top, seq = free_s, top_s, seq_s
-    state[0] = top
-    state[1] = free
-    state[2] = seq
+    after[0] = top
+    after[1] = free
+    after[2] = seq
     return stop
