@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from simulator.backend import Backend, Requests
+from simulator.backend import Backend, Requests, check_draft, check_verdict, debug_checks
 from simulator.config import SimConfig, parse_policy
 from simulator.epoch import (
     STATELESS,
@@ -155,8 +155,11 @@ class Engine:
         # ... and rounds of requests that have not joined yet: the planner admits them itself
         self._new: Any = getattr(backend, "peek_requests", None) if self._ahead is not None else None
         self._done_hook: Any = getattr(backend, "finished", None)  # requests that will never join again
+        # SPARKSCHED_DEBUG: every draft and verdict is checked against the backend contract, so every
+        # step takes the step path (simulator.backend)
+        self.checking = debug_checks()
         self.fast = (self._code is not None and config.clock == "profile"
-                     and (self.g == 0 or self._ahead is not None))
+                     and (self.g == 0 or self._ahead is not None) and not self.checking)
         self._t_hint = MAX_PEEK
         self.horizon = config.horizon_s
         self.padded = config.verify_layout == "padded"  # the clock charges n * (1 + max l_i) verify tokens
@@ -174,6 +177,11 @@ class Engine:
                               horizon=math.inf if self.horizon is None else float(self.horizon))
         # prefix caching (simulator.prefix): on when asked for and the trace carries prefix blocks
         self.prefix_on = config.prefix_cache and not config.disaggregated
+
+    @property
+    def _backend_name(self) -> str:
+        """The backend as a contract error names it."""
+        return f"backend {getattr(self.backend, 'name', type(self.backend).__name__)!r}"
 
     @property
     def caching(self) -> bool:
@@ -277,10 +285,14 @@ class Engine:
             # the policy planned no drafts before drafting: a plain step, the drafter does not run
             lengths = np.zeros(n, dtype=np.int64)
             verdict = self.backend.verify(dec, lengths)
+            if self.checking:
+                check_verdict(verdict, lengths, f"{self._backend_name}.verify")
             acc, drafted = verdict.accepted, lengths
             measured = verdict.seconds if cfg.clock == "measured" and verdict.seconds is not None else None
         elif n and g > 0:
             draft = self.backend.draft(dec, g)
+            if self.checking:
+                check_draft(draft, n, g, f"{self._backend_name}.draft")
             draft_s = drafting_s
             if self._code is not None:
                 lengths = np.zeros(n, dtype=np.int64)
@@ -291,6 +303,8 @@ class Engine:
                 lengths = self.policy.lengths(dec, draft.conf, draft.drafted,
                                               clock.price(xs, ys, n, ctx, prefill_s, draft_s))
             verdict = self.backend.verify(dec, lengths)
+            if self.checking:
+                check_verdict(verdict, lengths, f"{self._backend_name}.verify")
             acc = verdict.accepted
             drafted = draft.drafted
             if cfg.clock == "measured" and draft.seconds is not None and verdict.seconds is not None:
