@@ -23,8 +23,9 @@ there is none). Each step:
 6. results land at the step's end: emitted tokens (clipped at the trace's output length), first
    tokens of finished prefills, finished requests leave and free their blocks.
 
-Running-request state is numpy arrays indexed by slot; a step costs a fixed number of vectorised
-calls whatever the batch size. Between arrivals and completions the batch does not change, and the
+Running-request state is numpy arrays indexed by slot (simulator.slots.SlotTable, which also holds
+the KV blocks, the prefix cache and the step log); a step costs a fixed number of vectorised calls
+whatever the batch size. A step's parts travel as frozen records (simulator.steps). Between arrivals and completions the batch does not change, and the
 engine plans up to MAX_PEEK such decode steps at once (`_epoch_plan`: the same decisions, in one
 vectorised pass, then one SimPy timeout to the last step's end); other steps take one timeout each.
 """
