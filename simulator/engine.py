@@ -25,15 +25,17 @@ there is none). Each step:
 
 Running-request state is numpy arrays indexed by slot (simulator.slots.SlotTable, which also holds
 the KV blocks, the prefix cache and the step log); a step costs a fixed number of vectorised calls
-whatever the batch size. A step's parts travel as frozen records (simulator.steps). Between arrivals and completions the batch does not change, and the
-engine plans up to MAX_PEEK such decode steps at once (`_epoch_plan`: the same decisions, in one
-vectorised pass, then one SimPy timeout to the last step's end); other steps take one timeout each.
+whatever the batch size. A step's parts travel as frozen records (simulator.steps). Between arrivals
+and completions the batch does not change, and the engine plans up to MAX_PEEK such decode steps at
+once (`_epoch_plan`: the same decisions, in one vectorised pass, then one SimPy timeout to the last
+step's end); other steps take one timeout each.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Generator
 from itertools import islice
 from typing import Any
 
@@ -124,7 +126,8 @@ class Engine:
 
     def __init__(self, env: simpy.Environment, book: Book, config: SimConfig, backend: Backend,
                  policy: Policy, clock: StepClock, kv_blocks: int, recorder: Recorder, feed: Any,
-                 progress=None, speed: HostSpeed | None = None, replica: int = 0) -> None:
+                 progress: Callable[[float], None] | None = None, speed: HostSpeed | None = None,
+                 replica: int = 0) -> None:
         self.env, self.book, self.cfg = env, book, config
         self.backend, self.policy, self.clock = backend, policy, clock
         self.feed = feed  # the dispatcher (simulator.fleet): releases arrivals into `waiting`
@@ -208,7 +211,7 @@ class Engine:
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
-    def run(self):
+    def run(self) -> Generator[simpy.Event, Any, None]:
         """The engine loop: one SimPy timeout per step (or per epoch of steps); sleeps when idle, ends
         when it is idle and the dispatcher has released every request."""
         while True:
