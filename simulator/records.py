@@ -107,6 +107,18 @@ class TableSink:
         return target
 
 
+class RoundBatch(NamedTuple):
+    """Rounds one step or epoch appended (`Recorder.add_rounds`): [r] arrays of the step index, the
+    request, verified, accepted and emitted tokens; `drafted` an int (the same for every row) or [r]."""
+
+    step: np.ndarray
+    request: np.ndarray
+    drafted: int | np.ndarray
+    verified: np.ndarray
+    accepted: np.ndarray
+    emitted: np.ndarray
+
+
 class RunTables:
     """A run's logged tables (`SimConfig.log`: one TableSink per table), shared by its replicas' Recorders.
 
@@ -151,7 +163,7 @@ class Recorder:
         self._scalar_at: list[int] = []
         self._arrays: list[StepRow] = []
         self._array_at: list[int] = []
-        self._rounds: list[tuple] = []  # (step [r], request [r], drafted int or [r], verified, accepted, emitted)
+        self._rounds: list[RoundBatch] = []
         self._n_rounds = 0
         self._seq = 0
 
@@ -175,7 +187,8 @@ class Recorder:
     def add_rounds(self, step: np.ndarray, req: np.ndarray, verified: np.ndarray, accepted: np.ndarray,
                    emitted: np.ndarray, drafted: int | np.ndarray) -> None:
         """Rounds as flat [r] arrays (step index and request of each row)."""
-        self._rounds.append((step, req, drafted, verified, accepted, emitted))
+        self._rounds.append(RoundBatch(step=step, request=req, drafted=drafted, verified=verified, accepted=accepted,
+                                       emitted=emitted))
         self._n_rounds += int(req.size)
 
     def maybe_flush(self) -> None:
@@ -204,16 +217,19 @@ class Recorder:
     def _round_columns(self) -> dict[str, np.ndarray]:
         if not self._rounds:
             return {k: np.zeros(0, dtype=np.int64) for k in ROUND_SCHEMA}
-        cols = list(zip(*self._rounds))
-        sizes = np.asarray([x.size for x in cols[0]], dtype=np.int64)
-        uniform = [isinstance(d, (int, np.integer)) for d in cols[2]]
+        batches = self._rounds
+        sizes = np.asarray([b.step.size for b in batches], dtype=np.int64)
+        uniform = [isinstance(b.drafted, (int, np.integer)) for b in batches]
         if all(uniform):
-            drafted = np.repeat(np.asarray(cols[2], dtype=np.int64), sizes)
+            drafted = np.repeat(np.asarray([b.drafted for b in batches], dtype=np.int64), sizes)
         else:
-            drafted = np.concatenate([np.full(sz, d) if u else d for d, u, sz in zip(cols[2], uniform, sizes)])
-        return {"step": np.concatenate(cols[0]), "request": np.concatenate(cols[1]), "drafted": drafted,
-                "verified": np.concatenate(cols[3]), "accepted": np.concatenate(cols[4]),
-                "emitted": np.concatenate(cols[5])}
+            drafted = np.concatenate([np.full(sz, b.drafted) if u else b.drafted
+                                      for b, u, sz in zip(batches, uniform, sizes)])
+        return {"step": np.concatenate([b.step for b in batches]),
+                "request": np.concatenate([b.request for b in batches]), "drafted": drafted,
+                "verified": np.concatenate([b.verified for b in batches]),
+                "accepted": np.concatenate([b.accepted for b in batches]),
+                "emitted": np.concatenate([b.emitted for b in batches])}
 
     def flush(self, final: bool = False) -> None:
         """Hand the buffered steps and rounds on (summaries, per-request totals, table sinks)."""
