@@ -4,14 +4,25 @@ named groups (simulator.epoch, simulator.records, simulator.steps) failing loudl
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numba.core.errors import TypingError
 
-from simulator.epoch import Arrivals, EpochOut, EpochState, Limits, PolicyCode, Prices, plan_epoch
+from simulator.epoch import (
+    PLANNER_PARAMETERS,
+    Arrivals,
+    EpochOut,
+    EpochState,
+    Limits,
+    PolicyCode,
+    Prices,
+    _plan_epoch,
+    check_planner_parameters,
+    plan_epoch,
+)
 from simulator.kv import KVBlocks
 from simulator.records import STEP_COLUMNS, StepRow
 from simulator.slots import SlotTable
@@ -149,7 +160,28 @@ def test_the_planner_runs_on_named_groups():
 
 
 def test_negative_control_groups_in_the_wrong_order_are_refused():
-    """Swapped groups do not run on the wrong numbers: the compiled planner refuses them."""
+    """Swapped groups do not run on the wrong numbers: plan_epoch refuses them."""
     policy, state, arrivals, prices, limits, out = planner_inputs()
-    with pytest.raises(TypingError, match="Unknown attribute 'cost' of type Limits"):
+    with pytest.raises(TypeError, match=r"plan_epoch takes .* got \(PolicyCode, EpochState, Arrivals, Limits, Prices"):
         plan_epoch(policy, state, arrivals, limits, prices, out)  # type: ignore[arg-type]
+
+
+def planner_taking(names):
+    """A function whose parameters are `names` (what check_planner_parameters reads)."""
+    def planner(*args):
+        return None
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    planner.__signature__ = inspect.Signature([inspect.Parameter(n, kind) for n in names])
+    return planner
+
+
+def test_the_compiled_planner_reads_the_groups_fields_in_order():
+    check_planner_parameters(_plan_epoch.py_func)  # (also when simulator.epoch loads)
+    names = list(PLANNER_PARAMETERS)
+    i, j = names.index("free0"), names.index("kv_free0")
+    names[i], names[j] = names[j], names[i]
+    with pytest.raises(TypeError, match="parameter 16 is 'kv_free0', plan_epoch's groups put 'free0' there"):
+        check_planner_parameters(planner_taking(names))  # two fields the other way round
+    with pytest.raises(TypeError, match="'after'"):
+        check_planner_parameters(planner_taking(PLANNER_PARAMETERS[:-1]))  # one field short
