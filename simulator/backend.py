@@ -37,6 +37,12 @@ Clock. With `SimConfig.clock = "profile"` the engine advances time by the profil
 ignores `seconds`; with `"measured"` it uses `Draft.seconds + Verdict.seconds` (wall time of the
 real passes) when both are given.
 
+Checking a backend. With the environment variable SPARKSCHED_DEBUG=1 the engine checks every
+draft and verdict against this contract (`check_draft`, `check_verdict`: shapes, confidences in
+[0, 1], 0 <= drafted <= g, 0 <= accepted <= l) and stops with a ValueError naming the call and what
+is wrong. Every step then takes the step path (the compiled planner reads rounds drawn ahead and
+calls neither), so a run is slower but its results are the same.
+
 Randomness. A backend takes its seed at construction. Results should depend only on (seed, request,
 round within the request, block position), not on which other requests share the batch, so that
 two policies compared on the same trace see the same acceptance realisations.
@@ -44,6 +50,7 @@ two policies compared on the same trace see the same acceptance realisations.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -135,6 +142,14 @@ class Backend(Protocol):
     def leave(self, slots: np.ndarray) -> None:
         """Release `slots` ([m] int64): their requests finished or were preempted."""
         ...
+
+
+DEBUG_ENV = "SPARKSCHED_DEBUG"  # set (not "" or "0"): the engine checks the backend's every draft and verdict
+
+
+def debug_checks() -> bool:
+    """Whether the engine checks backends against the contract (the environment's SPARKSCHED_DEBUG)."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def check_draft(draft: Draft, n: int, block: int, where: str = "backend.draft") -> None:

@@ -23,32 +23,48 @@ there is none). Each step:
 6. results land at the step's end: emitted tokens (clipped at the trace's output length), first
    tokens of finished prefills, finished requests leave and free their blocks.
 
-Running-request state is numpy arrays indexed by slot; a step costs a fixed number of vectorised
-calls whatever the batch size. Between arrivals and completions the batch does not change, and the
-engine plans up to MAX_PEEK such decode steps at once (`_epoch_plan`: the same decisions, in one
-vectorised pass, then one SimPy timeout to the last step's end); other steps take one timeout each.
+Running-request state is numpy arrays indexed by slot (simulator.slots.SlotTable, which also holds
+the KV blocks, the prefix cache and the step log); a step costs a fixed number of vectorised calls
+whatever the batch size. A step's parts travel as frozen records (simulator.steps). Between arrivals
+and completions the batch does not change, and the engine plans up to MAX_PEEK such decode steps at
+once (`_epoch_plan`: the same decisions, in one vectorised pass, then one SimPy timeout to the last
+step's end); other steps take one timeout each.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Generator
 from itertools import islice
 from typing import Any
 
 import numpy as np
 import simpy
 
-from simulator.backend import Backend, Requests
+from simulator.backend import Backend, Requests, check_draft, check_verdict, debug_checks
 from simulator.config import SimConfig, parse_policy
-from simulator.epoch import STATELESS, plan_epoch, policy_code, speed_factor, step_lengths, step_seconds
-from simulator.kv import KVBlocks, blocks_for, lifo_victims
+from simulator.epoch import (
+    STATELESS,
+    Arrivals,
+    EpochOut,
+    EpochState,
+    Limits,
+    Prices,
+    plan_epoch,
+    policy_code,
+    speed_factor,
+    step_lengths,
+    step_seconds,
+)
+from simulator.kv import KVBlocks, blocks_for
 from simulator.policies import Policy
 from simulator.predrawn import MAX_PEEK
-from simulator.prefix import PrefixCache
-from simulator.records import Recorder
+from simulator.records import Recorder, StepRow
+from simulator.slots import SlotTable
 from simulator.source import Book
 from simulator.speed import HostSpeed
+from simulator.steps import EpochPlan, StepOutcome, StepPlan, StepStart
 from sparksched.cost import StepCost, StepPrice
 from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, prefill_price, slice_knots
 from sparksched.curve import ThroughputCurve
@@ -110,7 +126,8 @@ class Engine:
 
     def __init__(self, env: simpy.Environment, book: Book, config: SimConfig, backend: Backend,
                  policy: Policy, clock: StepClock, kv_blocks: int, recorder: Recorder, feed: Any,
-                 progress=None, speed: HostSpeed | None = None, replica: int = 0) -> None:
+                 progress: Callable[[float], None] | None = None, speed: HostSpeed | None = None,
+                 replica: int = 0) -> None:
         self.env, self.book, self.cfg = env, book, config
         self.backend, self.policy, self.clock = backend, policy, clock
         self.feed = feed  # the dispatcher (simulator.fleet): releases arrivals into `waiting`
@@ -125,17 +142,13 @@ class Engine:
         self.finish_s = book.finish_s
         self.admit_s = book.admit_s
         self.preemptions = book.preemptions
-        # per slot
-        self.slot_req = np.full(s, -1, dtype=np.int64)
-        self.slot_prefill = np.zeros(s, dtype=np.int64)  # tokens still to prefill
-        self.slot_ctx = np.zeros(s, dtype=np.int64)  # prompt + emitted tokens (KV incl. the anchor)
-        self.slot_seq = np.zeros(s, dtype=np.int64)  # admission order (preemption: newest first)
-        self.free_slots = list(range(s - 1, -1, -1))
-        self.kv = KVBlocks(kv_blocks, config.kv_block_size, config.kv_watermark, s)
+        # per slot: the resident requests, their KV blocks and prefix-cache entries, the step log
+        kv = KVBlocks(kv_blocks, config.kv_block_size, config.kv_watermark, s)
+        self.slots = SlotTable(s, kv, recorder, backend.leave)
         self.waiting: deque[int] = deque()
         self.closed = 0  # finished + rejected + unfinished
-        self._seq = 0
         self._wake: simpy.Event | None = None
+        self._pending: StepOutcome | None = None  # the step in flight on the step path
         self.progress = progress
         kind, param = parse_policy(config.policy)
         # stateless policies run compiled (bit-equal to the library, simulator.epoch): (kind code, param)
@@ -146,8 +159,11 @@ class Engine:
         # ... and rounds of requests that have not joined yet: the planner admits them itself
         self._new: Any = getattr(backend, "peek_requests", None) if self._ahead is not None else None
         self._done_hook: Any = getattr(backend, "finished", None)  # requests that will never join again
+        # SPARKSCHED_DEBUG: every draft and verdict is checked against the backend contract, so every
+        # step takes the step path (simulator.backend)
+        self.checking = debug_checks()
         self.fast = (self._code is not None and config.clock == "profile"
-                     and (self.g == 0 or self._ahead is not None))
+                     and (self.g == 0 or self._ahead is not None) and not self.checking)
         self._t_hint = MAX_PEEK
         self.horizon = config.horizon_s
         self.padded = config.verify_layout == "padded"  # the clock charges n * (1 + max l_i) verify tokens
@@ -156,12 +172,20 @@ class Engine:
         speed = speed or HostSpeed()
         self._speed = speed.arrays(s)
         self._fastest = speed.fastest()
-        self.record = recorder
+        # the compiled planner's fixed inputs (simulator.epoch)
+        self._prices = Prices(cost=clock.arrays, draft_ctx=clock.draft_ctx, draft_tab=clock.draft_tab,
+                              padded=self.padded, speed=self._speed)
+        self._limits = Limits(kv_total=kv.total, watermark=kv.watermark_blocks,
+                              block_size=kv.block_size, prefill_chunk=config.prefill_chunk,
+                              admit_ok=(self.g == 0 or self._new is not None) and not config.disaggregated,
+                              horizon=math.inf if self.horizon is None else float(self.horizon))
         # prefix caching (simulator.prefix): on when asked for and the trace carries prefix blocks
         self.prefix_on = config.prefix_cache and not config.disaggregated
-        self.cache = PrefixCache(self.kv)
-        self.slot_shared = np.zeros(s, dtype=np.int64)  # context tokens in shared cache entries
-        self.slot_refs: list[list[int]] = [[] for _ in range(s)]  # cache entries each slot references
+
+    @property
+    def _backend_name(self) -> str:
+        """The backend as a contract error names it."""
+        return f"backend {getattr(self.backend, 'name', type(self.backend).__name__)!r}"
 
     @property
     def caching(self) -> bool:
@@ -170,16 +194,16 @@ class Engine:
 
     def kv_available(self) -> int:
         """Free KV blocks, counting cached blocks nobody references (a router's least-kv)."""
-        return self.kv.free + self.cache.evictable_blocks
+        return self.slots.kv.free + self.slots.cache.evictable_blocks
 
     def prefix_hit_blocks(self, hashes: np.ndarray) -> int:
         """Leading prompt blocks of `hashes` this replica's cache holds (a router's prefix)."""
-        return self.cache.match(hashes) if self.caching else 0
+        return self.slots.cache.match(hashes) if self.caching else 0
 
     @property
     def in_flight(self) -> int:
         """Requests routed here and not closed: waiting plus resident (a router's load)."""
-        return len(self.waiting) + self.cfg.max_running - len(self.free_slots)
+        return len(self.waiting) + self.slots.running
 
     # ---------------------------------------------------------------- processes
     def wake(self) -> None:
@@ -187,11 +211,11 @@ class Engine:
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
-    def run(self):
+    def run(self) -> Generator[simpy.Event, Any, None]:
         """The engine loop: one SimPy timeout per step (or per epoch of steps); sleeps when idle, ends
         when it is idle and the dispatcher has released every request."""
         while True:
-            if not self.waiting and not (self.slot_req >= 0).any():
+            if not self.waiting and not self.slots.occupied().any():
                 if self.feed.released_all:
                     return
                 self._wake = self.env.event()
@@ -200,46 +224,45 @@ class Engine:
                 continue
             plan = self._epoch_plan() if self.fast and not self.caching else None
             if plan is not None:  # one event for the whole epoch, landing exactly on its last step's end
-                yield self.env.timeout(_exact_delay(self.env.now, plan["end"]))
+                yield self.env.timeout(_exact_delay(self.env.now, plan.end))
                 self._finish_epoch(plan)
                 continue
             start = self._prologue()
             if start is None:  # nothing could run (all waiting requests were rejected)
                 continue
-            yield self.env.timeout(self._step(start))
+            self._pending = outcome = self._step(start)
+            yield self.env.timeout(outcome.seconds)
             self._finish_step()
 
     # ---------------------------------------------------------------- one step
-    def _prologue(self) -> tuple | None:
+    def _prologue(self) -> StepStart | None:
         """A step's first half: KV lookahead reserve (preempting when it does not fit), admission,
-        the prefill chunk. Returns (now, dec, pre, chunk, prefill tokens, preempted), or None when the
-        step has nothing to run."""
+        the prefill chunk. Returns who runs in the step, or None when the step has nothing to run."""
         now = self.env.now
-        g, kv, cfg = self.g, self.kv, self.cfg
-        occupied = self.slot_req >= 0
-        dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
+        g, cfg, slots = self.g, self.cfg, self.slots
+        kv = slots.kv
+        dec = slots.decoding()
         preempted = 0
         if dec.size:
             # anchor + drafts, and the bonus token it may emit (less what lives in shared cache entries)
-            want = self.slot_ctx[dec] + g + 1 - self.slot_shared[dec]
+            want = slots.ctx[dec] + g + 1 - slots.shared[dec]
             growth = kv.growth(dec, want)
-            if int(growth.sum()) > kv.free and self.cache.lru:
-                self.cache.evict(int(growth.sum()) - kv.free)  # unused cached blocks go before anyone is preempted
+            if int(growth.sum()) > kv.free and slots.cache.lru:
+                slots.cache.evict(int(growth.sum()) - kv.free)  # unused cached blocks go before anyone is preempted
             if int(growth.sum()) > kv.free:
                 preempted = self._preempt(dec, growth)
-                occupied = self.slot_req >= 0
-                dec = np.flatnonzero(occupied & (self.slot_prefill == 0))
-                want = self.slot_ctx[dec] + g + 1 - self.slot_shared[dec]
+                dec = slots.decoding()
+                want = slots.ctx[dec] + g + 1 - slots.shared[dec]
             if dec.size:
                 kv.resize(dec, np.maximum(want, kv.held[dec] * kv.block_size))
-        if not preempted and self.waiting and self.free_slots:
+        if not preempted and self.waiting and slots.free:
             self._admit(now)
         # chunked prefill, oldest admission first
-        pre = np.flatnonzero(self.slot_prefill > 0)
+        pre = np.flatnonzero(slots.prefill > 0)
         p_tokens = 0
         if pre.size:
-            pre = pre[np.argsort(self.slot_seq[pre], kind="stable")]
-            left = self.slot_prefill[pre]
+            pre = pre[np.argsort(slots.seq[pre], kind="stable")]
+            left = slots.prefill[pre]
             before = np.cumsum(left) - left
             chunk = np.minimum(np.maximum(cfg.prefill_chunk - before, 0), left)
             keep = chunk > 0
@@ -247,16 +270,17 @@ class Engine:
             p_tokens = int(chunk.sum())
         if dec.size == 0 and p_tokens == 0:
             return None
-        return now, dec, pre, chunk if pre.size else None, p_tokens, preempted
+        return StepStart(now=now, dec=dec, pre=pre, chunk=chunk if pre.size else None, prefill_tokens=p_tokens,
+                         preempted=preempted)
 
-    def _step(self, start: tuple) -> float:
-        """A step's second half, after `_prologue`: draft, verify lengths, verify; returns its seconds."""
-        now, dec, pre, chunk, p_tokens, preempted = start
+    def _step(self, start: StepStart) -> StepOutcome:
+        """A step's second half, after `_prologue`: draft, verify lengths, verify, the step's price."""
+        now, dec, pre, chunk, p_tokens = start.now, start.dec, start.pre, start.chunk, start.prefill_tokens
         g, cfg, clock = self.g, self.cfg, self.clock
         n = dec.size
-        ctx = float(self.slot_ctx[dec].mean()) if n else float(self.slot_ctx[pre].mean())
+        ctx = float(self.slots.ctx[dec].mean()) if n else float(self.slots.ctx[pre].mean())
         xs, ys = clock.slice(n, ctx)
-        prefill_s = clock.prefill_seconds(chunk, None if chunk is None else self._offsets(pre), n, xs, ys)
+        prefill_s = clock.prefill_seconds(chunk, None if chunk is None else self.slots.offsets(pre), n, xs, ys)
         cap = clock.cap(n, ctx)
         draft_s = 0.0
         drafting_s = clock.draft_seconds(n, ctx) if n and g > 0 else 0.0
@@ -265,20 +289,26 @@ class Engine:
             # the policy planned no drafts before drafting: a plain step, the drafter does not run
             lengths = np.zeros(n, dtype=np.int64)
             verdict = self.backend.verify(dec, lengths)
+            if self.checking:
+                check_verdict(verdict, lengths, f"{self._backend_name}.verify")
             acc, drafted = verdict.accepted, lengths
             measured = verdict.seconds if cfg.clock == "measured" and verdict.seconds is not None else None
         elif n and g > 0:
             draft = self.backend.draft(dec, g)
+            if self.checking:
+                check_draft(draft, n, g, f"{self._backend_name}.draft")
             draft_s = drafting_s
             if self._code is not None:
                 lengths = np.zeros(n, dtype=np.int64)
-                step_lengths(self._code[0], self._code[1], np.ascontiguousarray(draft.conf, dtype=np.float64),
+                step_lengths(self._code.kind, self._code.param, np.ascontiguousarray(draft.conf, dtype=np.float64),
                              draft.drafted.astype(np.int64), self._rows[:n], xs, ys, clock.extend, cap,
                              draft_s + prefill_s, lengths)
             else:
                 lengths = self.policy.lengths(dec, draft.conf, draft.drafted,
                                               clock.price(xs, ys, n, ctx, prefill_s, draft_s))
             verdict = self.backend.verify(dec, lengths)
+            if self.checking:
+                check_verdict(verdict, lengths, f"{self._backend_name}.verify")
             acc = verdict.accepted
             drafted = draft.drafted
             if cfg.clock == "measured" and draft.seconds is not None and verdict.seconds is not None:
@@ -299,46 +329,46 @@ class Engine:
             dt = measured + prefill_s
         else:
             decode_s = float(knot_price(xs, ys, clock.extend, float(verify_b)) if n else empty_pass(clock.arrays, xs, ys))
-            by_n, starts, factors, prefill = self._speed
-            dt = float(step_seconds(decode_s, draft_s, prefill_s, speed_factor(by_n, starts, factors, now, n),
-                                    prefill))
-        self._pending = (now, dt, draft_s, dec, lengths, acc, drafted, pre, chunk, p_tokens, ctx, preempted, batch)
-        return dt
-
-    def _offsets(self, pre: np.ndarray) -> np.ndarray:
-        """Where each prefilling request's next chunk starts in its prompt (tokens already prefilled)."""
-        return self.slot_ctx[pre] - self.slot_prefill[pre]
+            sp = self._speed
+            dt = float(step_seconds(decode_s, draft_s, prefill_s, speed_factor(sp.by_n, sp.times, sp.factors, now, n),
+                                    sp.scale_prefill))
+        return StepOutcome(start=start, plan=StepPlan(lengths=lengths, drafted=drafted, draft_s=draft_s, context=ctx),
+                           accepted=acc, batch=batch, seconds=dt)
 
     def _finish_step(self) -> None:
-        (t0, dt, draft_s, dec, lengths, acc, drafted, pre, chunk, p_tokens, ctx,
-         preempted, batch) = self._pending
+        """A step's end (the clock at it): emissions, first tokens, finished requests leave, the records."""
+        out = self._pending
+        assert out is not None  # set by `_step` before the step's timeout
+        start, plan, acc = out.start, out.plan, out.accepted
+        dec, pre, chunk, lengths, drafted = start.dec, start.pre, start.chunk, plan.lengths, plan.drafted
         now = self.env.now
+        slots, log = self.slots, self.slots.log
         done_slots = []
         emitted_total = 0
-        step_index = self.record.n_steps
+        step_index = log.n_steps
         if dec.size:
-            req = self.slot_req[dec]
+            req = slots.req[dec]
             if self.g > 0:
                 self.policy.observe(dec, lengths, acc)
             e = np.minimum(acc + 1, self.book.output[req] - self.emitted[req])
             self.emitted[req] += e
-            self.slot_ctx[dec] += e
-            self.kv.resize(dec, self.slot_ctx[dec] - self.slot_shared[dec])
+            slots.ctx[dec] += e
+            slots.kv.resize(dec, slots.ctx[dec] - slots.shared[dec])
             emitted_total = int(e.sum())
             same = drafted.size and int(drafted.min()) == int(drafted.max())
-            self.record.add_rounds(np.full(dec.size, step_index), req, lengths, acc, e,
+            log.add_rounds(np.full(dec.size, step_index), req, lengths, acc, e,
                                    int(drafted[0]) if same else drafted)
             fin = self.emitted[req] >= self.book.output[req]
             if fin.any():
                 done_slots.append(dec[fin])
         if pre.size and chunk is not None:
-            self.slot_prefill[pre] -= chunk
-            ready = pre[self.slot_prefill[pre] == 0]
+            slots.prefill[pre] -= chunk
+            ready = pre[slots.prefill[pre] == 0]
             if ready.size:
-                req = self.slot_req[ready]
+                req = slots.req[ready]
                 self.emitted[req] += 1
                 emitted_total += int(ready.size)
-                self.slot_ctx[ready] += 1
+                slots.ctx[ready] += 1
                 first = np.isnan(self.first_s[req])
                 self.first_s[req[first]] = now
                 if self.caching:
@@ -347,22 +377,26 @@ class Engine:
                 if fin.any():
                     done_slots.append(ready[fin])
         if done_slots:
-            slots = np.concatenate(done_slots)
-            req = self.slot_req[slots]
+            done = np.concatenate(done_slots)
+            req = slots.req[done]
             self.finish_s[req] = now
             self.status[req] = DONE
-            self._release(slots)
+            slots.release(done, self.caching)
             if self._done_hook is not None:
                 self._done_hook(req)
-            self.closed += int(slots.size)
-        i = self.record.add_step((t0, dt, draft_s, dec.size, pre.size, p_tokens, batch, int(lengths.sum()),
-                                  int(acc.sum()), emitted_total, ctx, self.cfg.max_running - len(self.free_slots),
-                                  len(self.waiting), self.kv.free, preempted))
+            self.closed += int(done.size)
+        i = log.add_step(StepRow(
+            t_start=start.now, duration_s=out.seconds, draft_s=plan.draft_s, decode_requests=dec.size,
+            prefill_requests=pre.size, prefill_tokens=start.prefill_tokens, batch_tokens=out.batch,
+            verified=int(lengths.sum()), accepted=int(acc.sum()), emitted=emitted_total, mean_context=plan.context,
+            running=slots.running, waiting=len(self.waiting), kv_free_blocks=slots.kv.free,
+            preempted=start.preempted))
+        self._pending = None
         if self.progress is not None and (i & 255) == 0:
             self.progress(now)
 
     # ---------------------------------------------------------------- fast path: many steps at once
-    def _epoch_plan(self) -> dict | None:
+    def _epoch_plan(self) -> EpochPlan | None:
         """Plan up to MAX_PEEK whole steps from now in one compiled call, or None (take one step).
 
         Exactly what the same number of `_prologue` + `_step` + `_finish_step` calls would do
@@ -374,11 +408,12 @@ class Engine:
         fleet's next arrival (the router must see it as it would step by step).
         """
         book, g, feed = self.book, self.g, self.feed
-        res = np.flatnonzero(self.slot_req >= 0)  # slot order
+        slots = self.slots
+        res = np.flatnonzero(slots.occupied())  # slot order
         n_res = res.size
         t_max = self._t_hint
         routed = feed.routed
-        admit_ok = (g == 0 or self._new is not None) and not self.cfg.disaggregated
+        admit_ok = self._limits.admit_ok
         cands: list[int] = []
         queued_left = len(self.waiting)
         if admit_ok:
@@ -402,7 +437,7 @@ class Engine:
         if m == 0:
             return None
         req = np.empty(m, dtype=np.int64)
-        req[:n_res] = self.slot_req[res]
+        req[:n_res] = slots.req[res]
         req[n_res:] = cands
         valid = np.full(m, t_max, dtype=np.int64)
         if g > 0 and n_res:
@@ -425,11 +460,11 @@ class Engine:
         m_slot[:n_res] = res
         m_left = book.output[req] - emitted
         m_ctx = np.zeros(m, dtype=np.int64)
-        m_ctx[:n_res] = self.slot_ctx[res]
+        m_ctx[:n_res] = slots.ctx[res]
         m_prefill = np.zeros(m, dtype=np.int64)
-        m_prefill[:n_res] = self.slot_prefill[res]
+        m_prefill[:n_res] = slots.prefill[res]
         m_seq = np.zeros(m, dtype=np.int64)
-        m_seq[:n_res] = self.slot_seq[res]
+        m_seq[:n_res] = slots.seq[res]
         m_arrival = np.full(m, -math.inf)
         queued = len(self.waiting) - queued_left  # candidates from the queue (arrived); the rest arrive later
         m_arrival[n_res + queued:] = book.arrival[req[n_res + queued:]]
@@ -437,26 +472,23 @@ class Engine:
         s = self.cfg.max_running
         slot_member = np.full(s, -1, dtype=np.int64)
         slot_member[res] = np.arange(n_res)
-        held = self.kv.held.copy()
+        held = slots.kv.held.copy()
         stack = np.zeros(s, dtype=np.int64)
-        free0 = len(self.free_slots)
-        stack[:free0] = self.free_slots
-        out = self._epoch_out(t_max, m)
-        state = np.zeros(3, dtype=np.int64)
-        clock, kv = self.clock, self.kv
+        free0 = len(slots.free)
+        stack[:free0] = slots.free
+        out = EpochOut.empty(t_max, m)
         assert self._code is not None  # set with the policy: planned epochs run only for compiled kinds
-        stop = plan_epoch(self._code[0], self._code[1], conf, lead, valid, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival,  # type: ignore[call-arg]
-                          m_tokens, n_res, slot_member, held, stack, free0, kv.free, kv.total, kv.watermark_blocks,
-                          kv.block_size, self.cfg.prefill_chunk, self._seq, admit_ok, clock.arrays, clock.draft_ctx,
-                          clock.draft_tab, self.padded, float(self.env.now), beyond, upc, queued_left,
-                          math.inf if self.horizon is None else float(self.horizon), feed.cut_s(), *self._speed,
-                          *out, state)
+        state = EpochState(conf=conf, lead=lead, m_valid=valid, m_slot=m_slot, m_left=m_left, m_ctx=m_ctx,
+                           m_prefill=m_prefill, m_seq=m_seq, m_arrival=m_arrival, m_tokens=m_tokens, n_res=n_res,
+                           slot_member=slot_member, held=held, stack=stack, free0=free0, kv_free0=slots.kv.free,
+                           seq0=slots.next_seq, now=float(self.env.now))
+        arrivals = Arrivals(waiting0=queued_left, upc_arrival=upc, next_arrival_s=beyond, cut=feed.cut_s())
+        stop = plan_epoch(self._code, state, arrivals, self._prices, self._limits, out)
         self._t_hint = min(MAX_PEEK, max(32, 2 * stop))
         if stop < 1:
             return None
-        return {"stop": stop, "req": req, "n_res": n_res, "out": out, "state": state, "m_slot": m_slot,
-                "m_left": m_left, "m_ctx": m_ctx, "m_prefill": m_prefill, "m_seq": m_seq, "slot_member": slot_member,
-                "held": held, "stack": stack, "emitted0": emitted, "end": float(out[12][stop])}
+        return EpochPlan(steps=stop, req=req, n_res=n_res, state=state, out=out, emitted0=emitted,
+                         end=float(out.clock[stop]))
 
     def _joining(self, idx: np.ndarray) -> Requests:
         """The backend's view of requests `idx` joining now (the same as `_admit` hands it)."""
@@ -465,29 +497,18 @@ class Engine:
                         prompt_tokens=w.prompt[idx], output_tokens=w.output[idx], emitted=self.emitted[idx].copy(),
                         prompts=w.prompts_of(idx.tolist()))
 
-    @staticmethod
-    def _epoch_out(t_max: int, m: int) -> tuple:
-        """Output arrays for `plan_epoch` (fresh: the record keeps views of them)."""
-        z = lambda dtype=np.int64: np.zeros(t_max, dtype=dtype)
-        return (np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.int64),
-                np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.bool_),
-                z(np.float64), z(np.float64), z(), z(np.float64), z(), z(), z(), np.zeros((t_max, 3), dtype=np.int64),
-                np.zeros(t_max + 1), z(), z(), z(), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64),
-                np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64))
-
-    def _finish_epoch(self, p: dict) -> None:
+    def _finish_epoch(self, p: EpochPlan) -> None:
         """Apply a planned epoch: requests' state, slots, KV, the backend, the records."""
-        steps, req, n_res = p["stop"], p["req"], p["n_res"]
-        (lengths, acc, e, active, dt, draft, batch, mean_ctx, n_act, pre_n, pre_tok, sums, clock, kv_free, running,
-         waits, fin, admit, first, rnd) = p["out"]
-        top, free, seq = (int(x) for x in p["state"])
+        steps, req, n_res, st, out = p.steps, p.req, p.n_res, p.state, p.out
+        fin, admit, first, clock = out.fin_step, out.admit_step, out.first_step, out.clock
+        top, free, seq = (int(x) for x in out.after)
         book, g = self.book, self.g
         ends = clock[1:steps + 1]
         # admissions (the head of the queue, in order) and the backend: leave, then join, then advance
         joined = np.flatnonzero(admit >= 0)
         for i in joined.tolist():
-            r = self.waiting.popleft()
-            assert r == req[i], "the planned admissions are not the head of the waiting queue"
+            head = self.waiting.popleft()
+            assert head == req[i], "the planned admissions are not the head of the waiting queue"
         if joined.size:
             r = req[joined]
             self.status[r] = RUNNING
@@ -496,21 +517,21 @@ class Engine:
         done = np.flatnonzero(fin >= 0)
         left_res = done[done < n_res]
         if left_res.size:
-            self.backend.leave(p["m_slot"][left_res])
+            self.backend.leave(st.m_slot[left_res])
         alive_new = joined[fin[joined] < 0]
         if alive_new.size:
-            slots = p["m_slot"][alive_new]
+            slots = st.m_slot[alive_new]
             self.backend.join(slots, Requests(
                 index=req[alive_new], ids=book.ids_of(req[alive_new].tolist()),
                 domains=book.domains_of(req[alive_new].tolist()), prompt_tokens=book.prompt[req[alive_new]],
-                output_tokens=book.output[req[alive_new]], emitted=p["emitted0"][alive_new].copy(),
+                output_tokens=book.output[req[alive_new]], emitted=p.emitted0[alive_new].copy(),
                 prompts=book.prompts_of(req[alive_new].tolist())))
         if g > 0:
-            alive = np.flatnonzero((fin < 0) & (p["m_slot"] >= 0))
+            alive = np.flatnonzero((fin < 0) & (st.m_slot >= 0))
             if alive.size:
-                self._ahead.advance(p["m_slot"][alive], rnd[alive])
+                self._ahead.advance(st.m_slot[alive], out.rnd[alive])
         # requests' state
-        self.emitted[req] = book.output[req] - p["m_left"]
+        self.emitted[req] = book.output[req] - st.m_left
         got = np.flatnonzero(first >= 0)
         if got.size:
             r = req[got]
@@ -524,40 +545,36 @@ class Engine:
             if self._done_hook is not None:
                 self._done_hook(r)
         # slots, KV
-        sm = p["slot_member"]
-        occ = sm >= 0
-        self.slot_req[:] = -1
-        self.slot_req[occ] = req[sm[occ]]
-        self.slot_prefill[:] = 0
-        self.slot_prefill[occ] = p["m_prefill"][sm[occ]]
-        self.slot_ctx[:] = 0
-        self.slot_ctx[occ] = p["m_ctx"][sm[occ]]
-        self.slot_seq[occ] = p["m_seq"][sm[occ]]
-        self.kv.held[:] = p["held"]
-        self.kv.free = free
-        self.free_slots = p["stack"][:top].tolist()
-        self._seq = seq
+        self.slots.load_epoch(st, req, top, free, seq)
         # records
-        first_index = self.record.add_epoch(steps, (
-            clock[:steps], dt[:steps], draft[:steps], n_act[:steps], pre_n[:steps], pre_tok[:steps], batch[:steps],
-            sums[:steps, 0], sums[:steps, 1], sums[:steps, 2], mean_ctx[:steps], running[:steps], waits[:steps],
-            kv_free[:steps], np.zeros(steps, dtype=np.int64)))
-        t_idx, i_idx = np.nonzero(active[:steps])
+        sums = out.sums
+        log = self.slots.log
+        first_index = log.add_epoch(steps, StepRow(
+            t_start=clock[:steps], duration_s=out.dt[:steps], draft_s=out.draft[:steps],
+            decode_requests=out.n_active[:steps], prefill_requests=out.pre_n[:steps],
+            prefill_tokens=out.pre_tokens[:steps], batch_tokens=out.batch[:steps], verified=sums[:steps, 0],
+            accepted=sums[:steps, 1], emitted=sums[:steps, 2], mean_context=out.mean_ctx[:steps],
+            running=out.running[:steps], waiting=out.waits[:steps], kv_free_blocks=out.kv_free[:steps],
+            preempted=np.zeros(steps, dtype=np.int64)))
+        t_idx, i_idx = np.nonzero(out.active[:steps])
         # rounds: step-major, slot order within a step (a member keeps its slot while it runs)
-        order = np.lexsort((p["m_slot"][i_idx], t_idx))
+        order = np.lexsort((st.m_slot[i_idx], t_idx))
         t_idx, i_idx = t_idx[order], i_idx[order]
-        self.record.add_rounds(first_index + t_idx, req[i_idx], lengths[t_idx, i_idx], acc[t_idx, i_idx],
-                               e[t_idx, i_idx], g)
-        self.record.maybe_flush()
+        log.add_rounds(first_index + t_idx, req[i_idx], out.lengths[t_idx, i_idx], out.acc[t_idx, i_idx],
+                       out.emit[t_idx, i_idx], g)
+        log.maybe_flush()
         if self.progress is not None and ((first_index + steps) >> 8) != (first_index >> 8):
             self.progress(self.env.now)
 
     # ---------------------------------------------------------------- admission and preemption
     def _admit(self, now: float) -> None:
+        """Admit the head of the waiting queue into free slots, FCFS, while its prefill fits (see the
+        module docstring); the policy and the backend learn of the admitted requests together."""
         joined: list[tuple[int, int]] = []
-        kv, w = self.kv, self.book
+        slots, w = self.slots, self.book
+        kv, cache = slots.kv, slots.cache
         split = self.cfg.disaggregated
-        while self.waiting and self.free_slots:
+        while self.waiting and slots.free:
             r = self.waiting[0]
             tokens = int(w.prompt[r] + self.emitted[r])  # recompute prefills emitted tokens too
             if split and self.emitted[r] == 0 and w.output[r] <= 1:
@@ -575,73 +592,55 @@ class Engine:
                 continue
             hit, refs = (self._prefix_hit(r, tokens) if self.caching else (0, []))
             if not kv.can_admit(tokens + 1 - hit):
-                if self.cache.lru:
-                    self.cache.evict(kv.watermark_blocks + int(blocks_for(tokens + 1 - hit, kv.block_size)) - kv.free)
+                if cache.lru:
+                    cache.evict(kv.watermark_blocks + int(blocks_for(tokens + 1 - hit, kv.block_size)) - kv.free)
                 if not kv.can_admit(tokens + 1 - hit):
-                    self.cache.release(refs)
+                    cache.release(refs)
                     break
             self.waiting.popleft()
-            s = self.free_slots.pop()
-            kv.allocate(s, tokens + 1 - hit)
-            self.slot_req[s] = r
-            self.slot_prefill[s] = tokens - hit
-            self.slot_ctx[s] = tokens
-            self.slot_shared[s] = hit
-            self.slot_refs[s] = refs
+            s = slots.admit(r, tokens, hit, refs)
             if self.caching:
-                self.cache.looked_up += int(self.cache.usable(w.prefix_of(r), int(w.prompt[r])).size)
-                self.cache.hit += len(refs)
-                self.cache.saved_tokens += hit
+                cache.looked_up += int(cache.usable(w.prefix_of(r), int(w.prompt[r])).size)
+                cache.hit += len(refs)
+                cache.saved_tokens += hit
                 self.book.cached_tokens[r] += hit
             if split:  # the prompt's KV arrives from a prefill instance, with its first token
-                self.slot_prefill[s] = 0
+                slots.prefill[s] = 0
                 if self.emitted[r] == 0:
                     self.emitted[r] = 1
                     self.first_s[r] = now
-                    self.slot_ctx[s] = tokens + 1
-            self.slot_seq[s] = self._seq
-            self._seq += 1
+                    slots.ctx[s] = tokens + 1
             self.status[r] = RUNNING
             if math.isnan(self.admit_s[r]):
                 self.admit_s[r] = now
             joined.append((s, r))
         if joined:
-            slots = np.asarray([s for s, _ in joined], dtype=np.int64)
+            into = np.asarray([s for s, _ in joined], dtype=np.int64)
             idx = np.asarray([r for _, r in joined], dtype=np.int64)
-            self.policy.forget(slots)
-            self.backend.join(slots, Requests(
+            self.policy.forget(into)
+            self.backend.join(into, Requests(
                 index=idx, ids=w.ids_of(idx.tolist()), domains=w.domains_of(idx.tolist()),
                 prompt_tokens=w.prompt[idx], output_tokens=w.output[idx], emitted=self.emitted[idx].copy(),
                 prompts=w.prompts_of(idx.tolist())))
 
     def _preempt(self, dec: np.ndarray, growth: np.ndarray) -> int:
-        """Preempt newest-first until every remaining decoding request's lookahead fits."""
-        kv = self.kv
-        occ = np.flatnonzero(self.slot_req >= 0)
-        order = occ[np.argsort(-self.slot_seq[occ], kind="stable")]
-        grow_by_slot = np.zeros(self.slot_req.size, dtype=np.int64)
-        grow_by_slot[dec] = growth
-        j = lifo_victims(order, kv.held[order], grow_by_slot[order], kv.free)
-        victims = order[:j]
-        if j == order.size:  # even the oldest alone does not fit: it can never finish
-            oldest = victims[-1:]
-            r = int(self.slot_req[oldest[0]])
-            self._release(oldest)
-            self._close(r, UNFINISHED, "context outgrew the KV cache")
-            victims = victims[:-1]
-        if victims.size:
-            req = self.slot_req[victims]
+        """Preempt newest-first until every remaining decoding request's lookahead fits; the victims
+        go back to the head of the queue (the oldest first). Returns the slots preempted."""
+        out = self.slots.preempt(dec, growth, self.caching)
+        if out.hopeless >= 0:
+            self._close(out.hopeless, UNFINISHED, "context outgrew the KV cache")
+        req = out.requeue
+        if req.size:
             self.preemptions[req] += 1
-            self._release(victims)
             self.status[req] = WAITING
             for r in req[::-1].tolist():  # oldest victim ends up first in the queue
                 self.waiting.appendleft(r)
-        return int(j)
+        return out.count
 
     def _prefix_hit(self, r: int, tokens: int) -> tuple[int, list[int]]:
         """(prompt tokens found in the cache, the entries referenced for them) for admitting request r
         with `tokens` to prefill; the entries are referenced now, so no eviction can take them."""
-        cache = self.cache
+        cache = self.slots.cache
         full = cache.usable(self.book.prefix_of(r), int(self.book.prompt[r]))
         k = cache.match(full)
         while k and k * cache.block_tokens >= tokens:  # at least one prompt token is computed
@@ -650,32 +649,11 @@ class Engine:
         cache.acquire(refs)
         return k * cache.block_tokens, refs
 
-    def _cache_prompts(self, slots: np.ndarray) -> None:
+    def _cache_prompts(self, ready: np.ndarray) -> None:
         """Prefills that completed: their full prompt blocks enter the cache (simulator.prefix)."""
-        cache = self.cache
-        for s in slots.tolist():
-            r = int(self.slot_req[s])
-            full = cache.usable(self.book.prefix_of(r), int(self.book.prompt[r])).tolist()
-            have = len(self.slot_refs[s])
-            if len(full) <= have:
-                continue
-            cache.insert(full[have:])
-            self.slot_refs[s] = full
-            self.slot_shared[s] = len(full) * cache.block_tokens
-        self.kv.resize(slots, self.slot_ctx[slots] - self.slot_shared[slots])
-
-    def _release(self, slots: np.ndarray) -> None:
-        self.backend.leave(slots)
-        self.kv.release(slots)
-        if self.caching:
-            for s in slots.tolist():
-                self.cache.release(self.slot_refs[s])
-                self.slot_refs[s] = []
-        self.slot_shared[slots] = 0
-        self.slot_req[slots] = -1
-        self.slot_prefill[slots] = 0
-        self.slot_ctx[slots] = 0
-        self.free_slots.extend(slots.tolist())
+        slots, book = self.slots, self.book
+        slots.cache_prompts(ready, [slots.cache.usable(book.prefix_of(r), int(book.prompt[r]))
+                                    for r in slots.req[ready].tolist()])
 
     def _close(self, r: int, status: int, reason: str) -> None:
         self.status[r] = status
@@ -697,7 +675,3 @@ def _exact_delay(now: float, end: float) -> float:
     while now + d > end:
         d = float(np.nextafter(d, -np.inf))
     return max(d, 0.0)
-
-
-def _blocks_needed(tokens: int, block_size: int) -> int:
-    return int(blocks_for(tokens, block_size))

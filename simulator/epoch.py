@@ -16,6 +16,12 @@ ties by smaller k then smaller i. tests/test_epoch.py checks it (and static / bo
 against the library, and tests/test_engine.py the planned epochs against the step path, each with
 deliberately wrong variants as negative controls.
 
+Inputs travel by name: `plan_epoch(policy, state, arrivals, prices, limits, out)` takes NamedTuples
+(PolicyCode, EpochState, Arrivals, Prices, Limits, EpochOut), checks their types, and spreads them
+into the compiled `_plan_epoch`, whose parameter names must equal the groups' fields in order (checked
+when the module loads): a group in the wrong place, or a field added to a group and not to the
+planner, fails loudly instead of running on the wrong numbers.
+
 Why numba: the work per step is ~100 scalar operations on arrays of a few dozen entries, where
 numpy's per-call overhead (microseconds) is the whole cost; compiled, `plan_epoch` took
 28 us a call, 1.5 us a planned step (cProfile over 930 s of the benchmark trace, about 100,000
@@ -24,9 +30,14 @@ steps), and the code stays a readable loop. Compiled once per machine (`cache=Tr
 
 from __future__ import annotations
 
+import inspect
+from typing import Any, NamedTuple
+
 import numpy as np
 from numba import njit
 
+from simulator.speed import SpeedArrays
+from sparksched.cost import CostArrays
 from sparksched.cost_kernels import batch_cap, draft_at, empty_pass, knot_price, prefill_price, slice_knots
 from sparksched.policies import CONF_THRESHOLD, DSPARK, NONE, POLICIES, STATIC, THRESHOLD
 from sparksched.scheduler import SCALE
@@ -35,15 +46,15 @@ from sparksched.scheduler import SCALE
 STATELESS = tuple(s.name for s in POLICIES.values() if s.compiled is not None)
 
 
-def policy_code(kind: str, param: float | None, g: int) -> tuple[int, float]:
-    """(kind code, parameter) of a stateless policy family `kind` (sparksched.policies.POLICIES): static-k
+def policy_code(kind: str, param: float | None, g: int) -> PolicyCode:
+    """PolicyCode (kind code, parameter) of a stateless policy family `kind` (sparksched.policies.POLICIES): static-k
     keeps k, (conf-)threshold tau, verify-all g; NONE with no block."""
     spec = POLICIES.get(kind)
     if spec is None or spec.compiled is None:
         raise ValueError(f"policy kind {kind!r} has no compiled form (stateful: it runs step by step)")
     if g == 0:
-        return NONE, 0.0
-    return spec.compiled, spec.compiled_param(param, g)
+        return PolicyCode(NONE, 0.0)
+    return PolicyCode(spec.compiled, float(spec.compiled_param(param, g)))
 
 
 @njit(cache=True)
@@ -145,13 +156,159 @@ def _blocks(tokens, block_size):  # pragma: no cover (compiled)
     return -(-tokens // block_size)
 
 
+class PolicyCode(NamedTuple):
+    """A stateless policy as the compiled code takes it (`policy_code`): the kind code
+    (sparksched.policies: DSPARK, STATIC, THRESHOLD, CONF_THRESHOLD, NONE) and its parameter."""
+
+    kind: int
+    param: float
+
+
+class EpochState(NamedTuple):
+    """The members and slots at a planned epoch's start; the planner updates the arrays in place.
+
+    Members [m]: the n_res resident requests (slot order), then the candidates in FCFS order.
+    conf [T, m, g] float64 / lead [T, m] int64: member i's r-th peeked round at conf[r, i] (its
+    conditional confidences) and lead[r, i] (the drafts the target would accept); m_valid [m] rounds
+    peeked; m_slot [m] slot (-1: not resident); m_left [m] tokens still to emit; m_ctx [m] context
+    tokens; m_prefill [m] prompt tokens still to prefill; m_seq [m] admission sequence numbers;
+    m_arrival [m] arrival time (s; -inf: already queued); m_tokens [m] tokens a candidate prefills when
+    admitted. slot_member [slots] member in each slot (-1: free); held [slots] KV blocks held; stack
+    [slots] free slots, the first free0 of them, popped from the end; kv_free0 free KV blocks; seq0 the
+    next admission sequence number; now the epoch's start (s).
+    """
+
+    conf: np.ndarray
+    lead: np.ndarray
+    m_valid: np.ndarray
+    m_slot: np.ndarray
+    m_left: np.ndarray
+    m_ctx: np.ndarray
+    m_prefill: np.ndarray
+    m_seq: np.ndarray
+    m_arrival: np.ndarray
+    m_tokens: np.ndarray
+    n_res: int
+    slot_member: np.ndarray
+    held: np.ndarray
+    stack: np.ndarray
+    free0: int
+    kv_free0: int
+    seq0: int
+    now: float
+
+
+class Arrivals(NamedTuple):
+    """What arrives while an epoch runs, beyond its candidates: waiting0 queued requests after the
+    candidates; upc_arrival [u] arrival times (s) of requests that only join the queue; next_arrival_s
+    the first arrival not counted (inf: none); cut the time a fleet's next arrival is routed (inf for a
+    single replica)."""
+
+    waiting0: int
+    upc_arrival: np.ndarray
+    next_arrival_s: float
+    cut: float
+
+
+class Prices(NamedTuple):
+    """A step's price as the compiled code takes it: the step-cost model (sparksched.cost.CostArrays),
+    the drafter's table (draft_ctx [Nc], draft_tab [Nc, N + 1]: sparksched.cost.StepCost.draft_table),
+    whether the verify layout is padded (n * (1 + max l_i) tokens), and the host's speed."""
+
+    cost: CostArrays
+    draft_ctx: np.ndarray
+    draft_tab: np.ndarray
+    padded: bool
+    speed: SpeedArrays
+
+
+class Limits(NamedTuple):
+    """The replica's fixed limits: KV blocks (total, watermark, block size in tokens), prompt tokens one
+    step prefills, whether planned epochs may admit requests, and the horizon (s; inf: none)."""
+
+    kv_total: int
+    watermark: int
+    block_size: int
+    prefill_chunk: int
+    admit_ok: bool
+    horizon: float
+
+
+class EpochOut(NamedTuple):
+    """What a planned epoch writes (`EpochOut.empty`; the first `stop` steps are valid).
+
+    Per step and member [T, m]: lengths (verified drafts), acc (accepted), emit (tokens emitted),
+    active (decoded in the step). Per step [T]: dt (s), draft (drafter s), batch (tokens), mean_ctx,
+    n_active (decoding requests), pre_n / pre_tokens (prefill requests / tokens), sums [T, 3]
+    (verified, accepted, emitted), clock [T + 1] (step starts, then the last end), kv_free, running,
+    waits. Per member [m]: fin_step, admit_step, first_step (the step that completed its prefill;
+    -1: none), rnd (rounds decoded). after [3]: free slots, free KV blocks and the next admission
+    sequence number once the epoch ran.
+    """
+
+    lengths: np.ndarray
+    acc: np.ndarray
+    emit: np.ndarray
+    active: np.ndarray
+    dt: np.ndarray
+    draft: np.ndarray
+    batch: np.ndarray
+    mean_ctx: np.ndarray
+    n_active: np.ndarray
+    pre_n: np.ndarray
+    pre_tokens: np.ndarray
+    sums: np.ndarray
+    clock: np.ndarray
+    kv_free: np.ndarray
+    running: np.ndarray
+    waits: np.ndarray
+    fin_step: np.ndarray
+    admit_step: np.ndarray
+    first_step: np.ndarray
+    rnd: np.ndarray
+    after: np.ndarray
+
+    @classmethod
+    def empty(cls, t_max: int, m: int) -> EpochOut:
+        """Fresh output arrays for T = t_max steps of m members (fresh: the records keep views of them)."""
+        def z(dtype: type = np.int64) -> np.ndarray:
+            return np.zeros(t_max, dtype=dtype)
+
+        def per_member() -> np.ndarray:
+            return np.zeros(m, dtype=np.int64)
+
+        return cls(np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.int64),
+                   np.zeros((t_max, m), dtype=np.int64), np.zeros((t_max, m), dtype=np.bool_),
+                   z(np.float64), z(np.float64), z(), z(np.float64), z(), z(), z(), np.zeros((t_max, 3), dtype=np.int64),
+                   np.zeros(t_max + 1), z(), z(), z(), per_member(), per_member(), per_member(), per_member(),
+                   np.zeros(3, dtype=np.int64))
+
+
+def plan_epoch(policy: PolicyCode, state: EpochState, arrivals: Arrivals, prices: Prices, limits: Limits,
+               out: EpochOut) -> int:
+    """Plan up to T whole engine steps from `state.now` (T = state.conf.shape[0]); return the number
+    planned (0: take the step path). The compiled `_plan_epoch` does the work (see there).
+
+    The one entry point: the groups are checked by type, then spread into the compiled function's
+    parameters, whose names are the groups' fields in order (`PLANNER_PARAMETERS`, checked when this
+    module loads). numba could take the NamedTuples themselves, but reading them costs ~16 us more per
+    call (25 us against 9 us for a 4-step epoch on the test planner inputs, benchmarks/bench_simulator.py
+    runs ~10^4 to 10^5 calls); spread, a call costs what the positional call did.
+    """
+    if not (type(policy) is PolicyCode and type(state) is EpochState and type(arrivals) is Arrivals
+            and type(prices) is Prices and type(limits) is Limits and type(out) is EpochOut):
+        got = ", ".join(type(x).__name__ for x in (policy, state, arrivals, prices, limits, out))
+        raise TypeError(f"plan_epoch takes (PolicyCode, EpochState, Arrivals, Prices, Limits, EpochOut), got ({got})")
+    return int(_plan_epoch(*policy, *state, *arrivals, *prices[:-1], *prices.speed, *limits, *out))
+
+
 @njit(cache=True)
-def plan_epoch(kind, param, conf, lead, m_valid, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival, m_tokens, n_res,
-               slot_member, held, stack, free0, kv_free0, kv_total, watermark, block_size, prefill_chunk, seq0,
-               admit_ok, cost, draft_ctx, draft_tab, padded, now, next_arrival_s, upc_arrival, waiting0, horizon,
-               cut, speed_n, speed_t, speed_f, speed_prefill, lengths, acc, emit, active, dt, draft, batch, mean_ctx,
-               n_active, pre_n, pre_tokens, sums, clock, kv_free, running, waits, fin_step, admit_step, first_step,
-               rnd, state):  # pragma: no cover (compiled)
+def _plan_epoch(kind, param, conf, lead, m_valid, m_slot, m_left, m_ctx, m_prefill, m_seq, m_arrival, m_tokens, n_res,
+                slot_member, held, stack, free0, kv_free0, seq0, now, waiting0, upc_arrival, next_arrival_s, cut, cost,
+                draft_ctx, draft_tab, padded, by_n, times, factors, scale_prefill, kv_total, watermark, block_size,
+                prefill_chunk, admit_ok, horizon, lengths, acc, emit, active, dt, draft, batch, mean_ctx, n_active,
+                pre_n, pre_tokens, sums, clock, kv_free, running, waits, fin_step, admit_step, first_step, rnd,
+                after):  # pragma: no cover (compiled)
     """Plan up to T whole engine steps from `now`, exactly as `Engine._prologue` + `_step` +
     `_finish_step` would take them one by one; return the number planned (0: take the step path).
 
@@ -169,12 +326,15 @@ def plan_epoch(kind, param, conf, lead, m_valid, m_slot, m_left, m_ctx, m_prefil
     [u] are arrivals after the candidates that only join the queue; waiting0 queued requests after
     the candidates) or at or after `cut` (a fleet's next arrival: its router reads the replicas'
     state then, which a step shows from its start on) or past the horizon; and when a member's
-    rounds run out. Member arrays, slot_member, held, stack are updated in place; state [3] returns
+    rounds run out. Member arrays, slot_member, held, stack are updated in place; `after` [3] returns
     (free slots, free KV blocks, next admission sequence number). Outputs per step (first `stop`):
     lengths / acc / emit / active [T, m]; dt, draft, batch, mean_ctx, n_active, pre_n, pre_tokens,
     sums [T, 3], clock [T + 1], kv_free, running, waits [T]; per member fin_step, admit_step,
     first_step (the step that completed its prefill), rnd (rounds decoded).
+
+    The parameters are the fields of plan_epoch's groups, in order (PLANNER_PARAMETERS).
     """
+    speed_n, speed_t, speed_f, speed_prefill = by_n, times, factors, scale_prefill
     t_max, m, g = conf.shape
     g1 = g + 1
     n_slots = slot_member.shape[0]
@@ -447,7 +607,28 @@ def plan_epoch(kind, param, conf, lead, m_valid, m_slot, m_left, m_ctx, m_prefil
             m_slot[i] = -1
             admit_step[i] = -1
         free, top, seq = free_s, top_s, seq_s
-    state[0] = top
-    state[1] = free
-    state[2] = seq
+    after[0] = top
+    after[1] = free
+    after[2] = seq
     return stop
+
+
+# the compiled planner's parameters: plan_epoch's groups' fields, in the order it spreads them (the
+# host's speed, Prices' last field, spread in its place)
+PLANNER_PARAMETERS = (PolicyCode._fields + EpochState._fields + Arrivals._fields + Prices._fields[:-1]
+                      + SpeedArrays._fields + Limits._fields + EpochOut._fields)
+
+
+def check_planner_parameters(fn: Any) -> None:
+    """Raise TypeError unless `fn`'s parameters are PLANNER_PARAMETERS, in order (the first that
+    differs named): the compiled planner reads by position what plan_epoch spreads by field."""
+    names = tuple(inspect.signature(fn).parameters)
+    if names != PLANNER_PARAMETERS:
+        at = next((i for i, (a, b) in enumerate(zip(names, PLANNER_PARAMETERS)) if a != b),
+                  min(len(names), len(PLANNER_PARAMETERS)))
+        want = PLANNER_PARAMETERS[at] if at < len(PLANNER_PARAMETERS) else "(nothing)"
+        got = names[at] if at < len(names) else "(nothing)"
+        raise TypeError(f"{fn.__name__}: parameter {at} is {got!r}, plan_epoch's groups put {want!r} there")
+
+
+check_planner_parameters(_plan_epoch.py_func)

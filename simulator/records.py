@@ -17,7 +17,7 @@ vectorised calls per batch, never per step) and hands them to:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -29,8 +29,33 @@ STEP_COLUMNS = {  # per-step table: column -> dtype
     "prefill_requests": np.int32, "prefill_tokens": np.int32, "batch_tokens": np.int32,
     "verified": np.int32, "accepted": np.int32, "emitted": np.int32, "mean_context": np.float32,
     "running": np.int32, "waiting": np.int32, "kv_free_blocks": np.int32, "preempted": np.int32}
+
+
+class StepRow(NamedTuple):
+    """One step's row of the steps table (scalars), or a planned epoch's rows (one [steps] array per
+    column): the fields are STEP_COLUMNS, in its order (built by name, so none lands in another's column)."""
+
+    t_start: Any
+    duration_s: Any
+    draft_s: Any
+    decode_requests: Any
+    prefill_requests: Any
+    prefill_tokens: Any
+    batch_tokens: Any
+    verified: Any
+    accepted: Any
+    emitted: Any
+    mean_context: Any
+    running: Any
+    waiting: Any
+    kv_free_blocks: Any
+    preempted: Any
+
+
+assert StepRow._fields == tuple(STEP_COLUMNS), "StepRow and STEP_COLUMNS name the steps table's columns alike"
 ROUND_SCHEMA = {"step": pl.Int32, "request": pl.Int32, "drafted": pl.Int16, "verified": pl.Int16,
                 "accepted": pl.Int16, "emitted": pl.Int16}
+STEPS_SCHEMA = {k: pl.Series(k, np.zeros(0, dtype=v)).dtype for k, v in STEP_COLUMNS.items()}
 STEP_BATCH = 1 << 16  # steps buffered before a flush
 ROUND_BATCH = 1 << 18  # rounds buffered before a flush
 LOGGABLE = ("steps", "rounds")  # per-step and per-round tables `SimConfig.log` may choose
@@ -81,32 +106,69 @@ class TableSink:
         return target
 
 
+class RoundBatch(NamedTuple):
+    """Rounds one step or epoch appended (`Recorder.add_rounds`): [r] arrays of the step index, the
+    request, verified, accepted and emitted tokens; `drafted` an int (the same for every row) or [r]."""
+
+    step: np.ndarray
+    request: np.ndarray
+    drafted: int | np.ndarray
+    verified: np.ndarray
+    accepted: np.ndarray
+    emitted: np.ndarray
+
+
+class RunTables:
+    """A run's logged tables (`SimConfig.log`: one TableSink per table), shared by its replicas' Recorders.
+
+    `tables()` flushes every recorder (in replica order) and finishes the sinks, once: the steps and
+    rounds tables as DataFrames or Parquet paths (an empty frame for a table not logged).
+    """
+
+    def __init__(self, folder: Path | None, log: tuple[str, ...] | list[str]) -> None:
+        self.sinks = {name: TableSink(name, folder, STEPS_SCHEMA if name == "steps" else ROUND_SCHEMA)
+                      for name in log}
+        self.recorders: list[Recorder] = []
+        self._tables: dict[str, pl.DataFrame | Path] | None = None
+
+    def tables(self) -> dict[str, pl.DataFrame | Path]:
+        """{"steps": ..., "rounds": ...} once the run has ended (later calls return the same)."""
+        if self._tables is None:
+            for rec in self.recorders:
+                rec.flush()
+            schemas: dict[str, dict[str, Any]] = {"steps": STEPS_SCHEMA, "rounds": ROUND_SCHEMA}
+            self._tables = {name: self.sinks[name].finish() if name in self.sinks else pl.DataFrame(schema=schema)
+                            for name, schema in schemas.items()}
+        return self._tables
+
+
 class Recorder:
     """One replica's step and round rows (see the module docstring).
 
-    `add_step` appends one step as scalars in STEP_COLUMNS order, `add_epoch` `steps` steps as one
-    array per column; `add_rounds` appends rounds as flat [r] arrays with their step index and end
+    `add_step` appends one step as a StepRow of scalars, `add_epoch` `steps` steps as a StepRow of
+    [steps] arrays; `add_rounds` appends rounds as flat [r] arrays with their step index and end
     time. `n_steps` counts the replica's steps (the steps table's row index within the replica).
     """
 
     def __init__(self, book: Any, replica: int, rounds_stats: RoundStats, gaps: GapStats, steps_stats: StepStats,
-                 fleet_steps: StepStats | None, sinks: dict[str, TableSink], with_replica: bool) -> None:
+                 fleet_steps: StepStats | None, tables: RunTables, with_replica: bool) -> None:
         self.book, self.replica = book, replica
         self.rounds_stats, self.gaps, self.step_stats, self.fleet_steps = rounds_stats, gaps, steps_stats, fleet_steps
-        self.sinks, self.with_replica = sinks, with_replica
+        self.tables, self.sinks, self.with_replica = tables, tables.sinks, with_replica
+        tables.recorders.append(self)
         self.n_steps = 0
         self._first = 0  # step index of the buffer's first step
-        self._scalars: list[tuple] = []
+        self._scalars: list[StepRow] = []
         self._scalar_at: list[int] = []
-        self._arrays: list[tuple] = []
+        self._arrays: list[StepRow] = []
         self._array_at: list[int] = []
-        self._rounds: list[tuple] = []  # (step [r], request [r], drafted int or [r], verified, accepted, emitted)
+        self._rounds: list[RoundBatch] = []
         self._n_rounds = 0
         self._seq = 0
 
     # ---------------------------------------------------------------- appending
-    def add_step(self, values: tuple) -> int:
-        """Append one step (STEP_COLUMNS order); return its index."""
+    def add_step(self, values: StepRow) -> int:
+        """Append one step (a StepRow of scalars); return its index."""
         self._scalars.append(values)
         self._scalar_at.append(self.n_steps)
         self.n_steps += 1
@@ -114,8 +176,8 @@ class Recorder:
             self.flush()
         return self.n_steps - 1
 
-    def add_epoch(self, steps: int, values: tuple) -> int:
-        """Append `steps` steps given as [steps] arrays (STEP_COLUMNS order); return the first index."""
+    def add_epoch(self, steps: int, values: StepRow) -> int:
+        """Append `steps` steps given as a StepRow of [steps] arrays; return the first index."""
         self._arrays.append(values)
         self._array_at.append(self.n_steps)
         self.n_steps += steps
@@ -124,7 +186,8 @@ class Recorder:
     def add_rounds(self, step: np.ndarray, req: np.ndarray, verified: np.ndarray, accepted: np.ndarray,
                    emitted: np.ndarray, drafted: int | np.ndarray) -> None:
         """Rounds as flat [r] arrays (step index and request of each row)."""
-        self._rounds.append((step, req, drafted, verified, accepted, emitted))
+        self._rounds.append(RoundBatch(step=step, request=req, drafted=drafted, verified=verified, accepted=accepted,
+                                       emitted=emitted))
         self._n_rounds += int(req.size)
 
     def maybe_flush(self) -> None:
@@ -153,16 +216,19 @@ class Recorder:
     def _round_columns(self) -> dict[str, np.ndarray]:
         if not self._rounds:
             return {k: np.zeros(0, dtype=np.int64) for k in ROUND_SCHEMA}
-        cols = list(zip(*self._rounds))
-        sizes = np.asarray([x.size for x in cols[0]], dtype=np.int64)
-        uniform = [isinstance(d, (int, np.integer)) for d in cols[2]]
+        batches = self._rounds
+        sizes = np.asarray([b.step.size for b in batches], dtype=np.int64)
+        uniform = [isinstance(b.drafted, (int, np.integer)) for b in batches]
         if all(uniform):
-            drafted = np.repeat(np.asarray(cols[2], dtype=np.int64), sizes)
+            drafted = np.repeat(np.asarray([b.drafted for b in batches], dtype=np.int64), sizes)
         else:
-            drafted = np.concatenate([np.full(sz, d) if u else d for d, u, sz in zip(cols[2], uniform, sizes)])
-        return {"step": np.concatenate(cols[0]), "request": np.concatenate(cols[1]), "drafted": drafted,
-                "verified": np.concatenate(cols[3]), "accepted": np.concatenate(cols[4]),
-                "emitted": np.concatenate(cols[5])}
+            drafted = np.concatenate([np.full(sz, b.drafted) if u else b.drafted
+                                      for b, u, sz in zip(batches, uniform, sizes)])
+        return {"step": np.concatenate([b.step for b in batches]),
+                "request": np.concatenate([b.request for b in batches]), "drafted": drafted,
+                "verified": np.concatenate([b.verified for b in batches]),
+                "accepted": np.concatenate([b.accepted for b in batches]),
+                "emitted": np.concatenate([b.emitted for b in batches])}
 
     def flush(self, final: bool = False) -> None:
         """Hand the buffered steps and rounds on (summaries, per-request totals, table sinks)."""

@@ -46,7 +46,7 @@ from simulator.metrics import (
     summarize_streamed,
 )
 from simulator.policies import make_policy
-from simulator.records import ROUND_SCHEMA, STEP_COLUMNS, Recorder, TableSink
+from simulator.records import Recorder, RunTables
 from simulator.source import Book
 from simulator.speed import HostSpeed
 from simulator.stats import GapStats, RoundStats, StepStats
@@ -61,7 +61,6 @@ MAX_ARRIVAL_S = 2.0**33  # float64 spacing of larger times is coarser than a mic
 # tokens one step may batch (decode + chunked prefill); the step-time tables hold one entry per
 # token. Engines batch 8k-64k; a million is far past any, and keeps every table below 8 MB
 MAX_STEP_TOKENS = 1 << 20
-STEPS_SCHEMA = {k: pl.Series(k, np.zeros(0, dtype=v)).dtype for k, v in STEP_COLUMNS.items()}
 # the files SimResult.write puts into a run directory
 RESULT_FILES = ("requests.parquet", "steps.parquet", "rounds.parquet", "acceptance.parquet", "budget.parquet",
                 "summary.json", "result.json")
@@ -460,7 +459,7 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
     n_rep = config.replicas
     feed = Dispatcher(env, book, config.router if n_rep > 1 else None, WAITING)
     target = Path(folder) if folder is not None else None
-    sinks = {name: TableSink(name, target, STEPS_SCHEMA if name == "steps" else ROUND_SCHEMA) for name in config.log}
+    run_tables = RunTables(target, config.log)
     round_stats, gaps = RoundStats(g), GapStats(DONE)
     fleet_steps = StepStats()
     engines = []
@@ -470,7 +469,7 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         kv_k = kv_by_profile[name][0]
         be = backend if backend is not None else make_backend(config)
         rec = Recorder(book, k, round_stats, gaps, StepStats() if n_rep > 1 else fleet_steps,
-                       fleet_steps if n_rep > 1 else None, sinks, with_replica=n_rep > 1)
+                       fleet_steps if n_rep > 1 else None, run_tables, with_replica=n_rep > 1)
         engines.append(Engine(env, book, config, be, make_policy(config), StepClock(c, config.drafter_family, g,
                               config.max_running), kv_k, rec, feed, tick, speed, replica=k))
     feed.attach(engines)
@@ -488,22 +487,20 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         bar.n = float(env.now)
         bar.refresh()
         bar.close()
-    for e in engines:
-        e.record.flush()
+    tables = engines[0].slots.to_tables()  # every replica's log: flushed, then the tables finished
     gaps.settle(book.status, final=True)
     wall = time.perf_counter() - wall0
     requests = _requests_table(book, config, n_rep > 1)
-    steps_t = sinks["steps"].finish() if "steps" in sinks else pl.DataFrame(schema=STEPS_SCHEMA)
-    rounds_t = sinks["rounds"].finish() if "rounds" in sinks else pl.DataFrame(schema=ROUND_SCHEMA)
+    steps_t, rounds_t = tables["steps"], tables["rounds"]
     summary = summarize_streamed(requests, fleet_steps, round_stats, gaps, sla_tps=config.sla_tps,
                                  sla_ttft_s=config.sla_ttft_s)
     if book.has_prefix and config.prefix_cache and not config.disaggregated:
-        summary["prefix_cache"] = prefix_counters([e.cache for e in engines], requests)
+        summary["prefix_cache"] = prefix_counters([e.slots.cache for e in engines], requests)
     if n_rep > 1:
-        summary["replicas"] = per_replica(requests, [e.record.step_stats for e in engines])
+        summary["replicas"] = per_replica(requests, [e.slots.log.step_stats for e in engines])
         if "prefix_cache" in summary:
             for row, e in zip(summary["replicas"], engines):
-                row["prefix_cache"] = e.cache.counters()
+                row["prefix_cache"] = e.slots.cache.counters()
     summary["wall_s"] = wall
     summary["sim_per_wall"] = env.now / wall if wall > 0 else math.inf
     clock0 = engines[0].clock
@@ -518,7 +515,7 @@ def simulate(trace: pl.DataFrame | str | Path, config: SimConfig | None = None, 
         meta.update(replicas=n_rep, router=config.router, replica_profiles=[profiles[k % len(profiles)]
                                                                            for k in range(n_rep)])
     stats = {"rounds": round_stats, "gaps": gaps, "steps": fleet_steps, "domains": book.domain_names,
-             "replica_steps": [e.record.step_stats for e in engines]}
+             "replica_steps": [e.slots.log.step_stats for e in engines]}
     return SimResult(summary, requests, steps_t, rounds_t, user_config, meta, stats)
 
 

@@ -23,8 +23,20 @@ steps table's `draft_s` stays the profile's drafter seconds (what the scheduler 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+
+
+class SpeedArrays(NamedTuple):
+    """A HostSpeed as the compiled engine takes it (`HostSpeed.arrays`): factor by decoding requests
+    `by_n` [N + 1], piece starts `times` [k] (s) and their `factors` [k], and whether the prefill
+    chunk's price is scaled too."""
+
+    by_n: np.ndarray
+    times: np.ndarray
+    factors: np.ndarray
+    scale_prefill: bool
 
 
 @dataclass(frozen=True)
@@ -74,15 +86,15 @@ class HostSpeed:
         by_n, times, factors, _ = self.arrays(max(int(n), 1))
         return float(speed_factor(by_n, times, factors, float(now), int(n)))
 
-    def arrays(self, max_running: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-        """(by_n [max_running + 1], times [k], factors [k], scale_prefill) as the compiled engine takes them
-        (ones where unset)."""
+    def arrays(self, max_running: int) -> SpeedArrays:
+        """SpeedArrays (by_n [max_running + 1], times [k], factors [k], scale_prefill) as the compiled
+        engine takes them (ones where unset)."""
         by_n = np.ones(max_running + 1)
         if self.by_requests is not None:
             by_n = self.by_requests[np.minimum(np.arange(max_running + 1), self.by_requests.size - 1)].copy()
         if self.times is None or self.factors is None:
-            return by_n, np.zeros(1), np.ones(1), self.scale_prefill
-        return by_n, self.times.copy(), self.factors.copy(), self.scale_prefill
+            return SpeedArrays(by_n, np.zeros(1), np.ones(1), self.scale_prefill)
+        return SpeedArrays(by_n, self.times.copy(), self.factors.copy(), self.scale_prefill)
 
     def fastest(self) -> float:
         """The smallest factor any step can get."""

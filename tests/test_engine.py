@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import numpy as np
@@ -190,12 +189,9 @@ def test_negative_control_an_epoch_blind_to_arrivals_differs_from_the_step_path(
     monkeypatch.undo()
     real = engine_mod.plan_epoch
 
-    names = list(inspect.signature(real.py_func).parameters)
-
-    def blind(*args):  # plans past arrivals into free slots: admissions come late
-        args = list(args)
-        args[names.index("next_arrival_s")], args[names.index("free0")] = float("inf"), 0
-        return real(*args)
+    def blind(policy, state, arrivals, prices, limits, out):  # plans past arrivals into free slots: admissions come late
+        return real(policy, state._replace(free0=0), arrivals._replace(next_arrival_s=float("inf")), prices, limits,
+                    out)
 
     monkeypatch.setattr(engine_mod, "plan_epoch", blind)
     wrong = run(trace, tmp_path, policy="dspark", max_running=6, kv_blocks=300)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import polars as pl
 import pytest
@@ -173,13 +171,10 @@ def test_negative_control_a_planner_blind_to_the_speed_differs_from_the_step_pat
     slow = sim(trace, tmp_path, speed, **kw)
     monkeypatch.undo()
     real = engine_mod.plan_epoch
-    names = list(inspect.signature(real.py_func).parameters)
 
-    def blind(*args):  # plans at the profile's speed
-        args = list(args)
-        for name in ("speed_n", "speed_f"):
-            args[names.index(name)] = np.ones_like(args[names.index(name)])
-        return real(*args)
+    def blind(policy, state, arrivals, prices, limits, out):  # plans at the profile's speed
+        speed = prices.speed._replace(by_n=np.ones_like(prices.speed.by_n), factors=np.ones_like(prices.speed.factors))
+        return real(policy, state, arrivals, prices._replace(speed=speed), limits, out)
 
     monkeypatch.setattr(engine_mod, "plan_epoch", blind)
     wrong = sim(trace, tmp_path, speed, **kw)
