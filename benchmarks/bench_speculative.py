@@ -7,7 +7,10 @@ Bundled checkpoints (target + DSpark drafter with the Markov head). Prompts: hel
 the code / math / prose text (64 tokens, the domains in turn). Decode throughput = generated tokens
 (after the first, which prefill emits) / decode wall time. Policies: dspark (the scheduler pricing
 each step with the loop's own verify time by verified tokens and drafter time, measured here at the
-same batch: `sparksched.speculative.measure_loop_price`), static-3, verify-all (--policies to change). Sampling at
+same batch: `sparksched.speculative.measure_loop_price`; the loop verifies a padded [n, 1 + max l]
+block, so dspark chooses one width for the batch, `schedule_padded`), dspark-ragged (the per-request
+greedy of `schedule`, which prices sum(1 + l_i) as a ragged engine would pay), static-3, verify-all
+(--policies to change). Sampling at
 temperature 1 (greedy with --greedy). Batch 1 decodes --solo-prompts prompts one after another.
 
 Plain and speculative decoding are interleaved: each of --repeats rounds runs every method once on
@@ -28,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from sparksched.speculative import autoregressive_generate, generate, measure_loop_price
+from sparksched.speculative import autoregressive_generate, generate, make_policy, measure_loop_price
 from sparksched.training.checkpoint import BUNDLED, load_bundle, load_heldout
 
 
@@ -49,7 +52,7 @@ def prompts_from_heldout(heldout: dict, count: int, length: int = 64, seed: int 
 
 
 def run(device: str, threads: int, new_tokens: int, batches: list[int], greedy: bool, head: str = "markov",
-        directory=None, policies=("dspark", "static-3", "verify-all"), solo_prompts: int = 6,
+        directory=None, policies=("dspark", "dspark-ragged", "static-3", "verify-all"), solo_prompts: int = 6,
         repeats: int = 3) -> dict:
     torch.set_num_threads(threads)
     _, target, drafter = load_bundle(directory, head=head, device=device, tokenizer=False)
@@ -73,9 +76,11 @@ def run(device: str, threads: int, new_tokens: int, batches: list[int], greedy: 
         generate(target, drafter, groups[0], 8, "verify-all", greedy=greedy)
         methods = {"autoregressive": lambda p, seed: autoregressive_generate(target, p, new_tokens, greedy=greedy,
                                                                               seed=seed)}
-        for pol in policies:
-            methods[pol] = lambda p, seed, pol=pol, price=price: generate(target, drafter, p, new_tokens, pol,
-                                                                          curve=price, greedy=greedy, seed=seed)
+        for pol in policies:  # dspark-ragged: the per-request greedy, which prices sum(1 + l_i)
+            fn = (make_policy("dspark", price, layout="ragged") if pol == "dspark-ragged"
+                  else make_policy(pol, price))
+            methods[pol] = lambda p, seed, fn=fn: generate(target, drafter, p, new_tokens, fn, greedy=greedy,
+                                                           seed=seed)
         tot = {m: {"toks": 0, "secs": 0.0, "acc": [], "rounds": 0} for m in methods}
         per_round: dict[str, list[float]] = {m: [] for m in methods}
         for rep in range(repeats):  # every method once per round, same prompts and seed
@@ -116,7 +121,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (every method once per round)")
     ap.add_argument("--solo-prompts", type=int, default=6, help="prompts decoded one after another at batch 1")
-    ap.add_argument("--policies", default="dspark,static-3,verify-all")
+    ap.add_argument("--policies", default="dspark,dspark-ragged,static-3,verify-all")
     ap.add_argument("--greedy", action="store_true")
     ap.add_argument("--head", default="markov")
     ap.add_argument("--checkpoints", default=None, help="checkpoint directory [default: bundled]")

@@ -47,7 +47,7 @@ from sparksched.survival import survival_flat, survival_torch
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["schedule", "schedule_numpy", "schedule_reference", "schedule_torch", "step_time_table"]
+__all__ = ["schedule", "schedule_numpy", "schedule_padded", "schedule_reference", "schedule_torch", "step_time_table"]
 
 _SHIFT = 40
 SCALE = 1 << _SHIFT  # fixed-point quantum of the expected-token numerator: 2**-40 tokens
@@ -548,3 +548,43 @@ def schedule(conf: Any, curve: Any, drafted: Any = None, extra_tokens: int = 0, 
             np.asarray(drafted), device=conf.device)
         return schedule_torch(conf, table, dr, extra_tokens)
     return schedule_numpy(conf, curve, drafted, extra_tokens, context=context)
+
+
+def schedule_padded(conf: Any, curve: Any, drafted: Any = None, *, context: float | None = None) -> np.ndarray:
+    """Verify lengths for an engine whose verify pass is one padded [n, 1 + m] block, m = max_i l_i.
+
+    Such a pass costs T(n (1 + m)) whatever the rows' own lengths, so verifying fewer drafts for one
+    request saves nothing unless the longest row shrinks; what is left to choose is the block width
+    m. This picks the m in 0..max drafted that maximises the DSpark goodput
+    Theta(m) = (n + sum_i sum_{k <= min(m, d_i)} S_{i,k}) / T(n (1 + m)) and verifies min(m, d_i)
+    drafts per request (the smallest m on ties). Non-anticipating like `schedule`: the lengths are a
+    function of the confidences only, so verification stays lossless.
+
+    Args:
+        conf: [n, g] conditional confidences c_{i,k} in [0, 1] (numpy array or nested list).
+        curve: what `schedule` takes (ThroughputCurve, table by B, StepCost with `context`, StepPrice).
+        drafted: [n] drafted tokens per request in [0, g] (default g).
+
+    Returns:
+        [n] int64 verify lengths.
+
+    Example:
+        >>> curve = ThroughputCurve.from_points([1, 4, 8], [0.010, 0.011, 0.040])
+        >>> schedule_padded(np.array([[0.9, 0.9, 0.1], [0.8, 0.1, 0.1]]), curve).tolist()
+        [1, 1]
+    """
+    from sparksched.survival import survival
+
+    arr = check_conf(conf)
+    n, g = arr.shape
+    dr = check_drafted(drafted, n, g)
+    d = np.full(n, g, dtype=np.int64) if dr is None else dr
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = int(d.max())
+    s = survival(arr, d)  # [n, g], zero past each request's drafted count
+    gain = n + np.concatenate([[0.0], np.cumsum(s.sum(axis=0))[:top]])  # [top + 1] expected tokens at m
+    widths = n * (1 + np.arange(top + 1))
+    times = step_times(_prepare_curve(curve, int(widths[-1]) + 1, n, 0, context), widths)
+    m = int(np.argmax(gain / times))
+    return np.minimum(d, m).astype(np.int64)

@@ -39,17 +39,26 @@ from sparksched.verify import verify
 Policy = Callable[[np.ndarray], np.ndarray]  # conf [n, g] float64 -> lengths [n] int64
 
 
-def make_policy(name: str, curve: Any = None) -> Policy:
+def make_policy(name: str, curve: Any = None, layout: str = "padded") -> Policy:
     """A verify-length policy by name, any one-step policy of the registry (sparksched.policies:
     dspark | static-K | threshold-TAU | conf-threshold-TAU | verify-all | none).
 
     threshold-TAU verifies while the survival S_k = c_1 ... c_k >= TAU; conf-threshold-TAU while
     each position's own c_k >= TAU (the paper's static-threshold rule). dspark needs `curve` (a
     ThroughputCurve of the target's step time by verified tokens, or a StepPrice that adds the
-    drafter's seconds).
+    drafter's seconds). This loop verifies a padded [n, 1 + max l] block, so by default dspark
+    prices a step as that block (`sparksched.scheduler.schedule_padded`: one width for the batch);
+    layout="ragged" gives the per-request greedy of `schedule`, which prices sum_i (1 + l_i).
     """
-    from sparksched.policies import library_policy
+    from sparksched.policies import library_policy, parse_policy
+    from sparksched.scheduler import schedule_padded
 
+    if layout not in ("padded", "ragged"):
+        raise ValueError(f"layout must be 'padded' or 'ragged', got {layout!r}")
+    if layout == "padded" and parse_policy(name)[0].name == "dspark":
+        if curve is None:
+            raise ValueError("policy 'dspark' needs the price of a step (a profile of this target)")
+        return lambda conf: schedule_padded(conf, curve)
     return library_policy(name, curve)
 
 
