@@ -339,6 +339,64 @@ def generate(target: Decoder, drafter: DSparkDrafter | None, prompts: Sequence[S
     return res
 
 
+def serve(target: Decoder, drafter: DSparkDrafter | None, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+          concurrency: int, policy: Policy | str = "verify-all", curve: Any = None, greedy: bool = False,
+          temperature: float = 1.0, seed: int = 0, calibrated: bool = True) -> GenerateResult:
+    """Continuous batching: at most `concurrency` requests decode at once, and a finished request's
+    slot is refilled from the queue (prompts in order) before the next round, as a serving engine
+    does; a fixed batch instead runs its last rounds for its slowest requests alone.
+
+    Each request's tokens are those `generate` gives it (its random stream is seeded from (seed,
+    request index)); decode_seconds is the loop's wall time less the prefills (prefill_seconds).
+    drafter=None or policy 'none': plain decoding through the same code path.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    pol = make_policy(policy, curve) if isinstance(policy, str) else policy
+    g = drafter.config.block if drafter is not None else 0
+    max_len = max(len(p) for p in prompts) + max_new_tokens + g + 2
+    dec = SpeculativeDecoder(target, drafter, concurrency, max_len, greedy, temperature, calibrated, seed)
+    dev = target.embed.weight.device
+    out: list[list[int]] = [[] for _ in prompts]
+    res = GenerateResult(out)
+    queue = list(range(len(prompts)))
+    active: list[int] = []  # request index held by each slot 0..m-1
+    _sync(dev)
+    start = time.perf_counter()
+    while True:
+        if queue and len(active) < concurrency:  # refill the free slots (timed apart from decoding)
+            t0 = time.perf_counter()
+            new = queue[:concurrency - len(active)]
+            del queue[:len(new)]
+            first = dec.prefill(range(len(active), len(active) + len(new)), [prompts[i] for i in new], new)
+            _sync(dev)
+            res.prefill_seconds += time.perf_counter() - t0
+            for i, t in zip(new, first):
+                out[i].append(t)
+            active.extend(new)
+        if not active:
+            break
+        slots = np.arange(len(active))
+        if drafter is None:
+            acc, em, vs = dec.verify(slots, np.zeros(slots.size, dtype=np.int64))
+            res.rounds.append(Round(np.asarray(active), np.zeros((slots.size, 0)), np.zeros(slots.size, np.int64),
+                                    acc, em, 0.0, vs))
+        else:
+            r = dec.step(slots, pol)
+            r.slots = np.asarray(active)
+            res.rounds.append(r)
+            em = r.emitted
+        for j, i in enumerate(active):
+            out[i].extend(em[j])
+        keep = np.array([j for j, i in enumerate(active) if len(out[i]) < max_new_tokens], dtype=np.int64)
+        if keep.size < len(active):  # compact the unfinished requests into slots 0..m-1
+            dec.keep_rows(keep)
+            active = [active[j] for j in keep]
+    res.decode_seconds = time.perf_counter() - start - res.prefill_seconds
+    res.tokens = [t[:max_new_tokens] for t in out]
+    return res
+
+
 def autoregressive_generate(target: Decoder, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                             greedy: bool = False, temperature: float = 1.0, seed: int = 0) -> GenerateResult:
     """Plain target decoding (one token per request per step) with the same cache and seeds."""

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC = sorted([
     # synchronous scheduler (Algorithm 1)
-    "schedule", "schedule_numpy", "schedule_reference", "schedule_torch", "step_time_table",
+    "schedule", "schedule_numpy", "schedule_padded", "schedule_reference", "schedule_torch", "step_time_table",
     # asynchronous scheduler (section 5.2)
     "admit_top_k", "plan_capacity",
     # two-phase budget (vLLM-style adaptive verification)

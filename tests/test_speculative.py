@@ -23,6 +23,7 @@ from sparksched.speculative import (
     make_policy,
     measure_loop_price,
     rounds_rows,
+    serve,
 )
 from sparksched.training.checkpoint import BUNDLED
 
@@ -261,3 +262,41 @@ def test_bad_policy_names_are_one_line_errors(name):
         make_policy(name)
     msg = str(e.value)
     assert "\n" not in msg and (name in msg or "tau must be a number in [0, 1]" in msg)
+
+
+@pytest.mark.parametrize("policy", ["dspark", "verify-all"])
+def test_serve_refills_slots_and_stays_greedy_identical(policy):
+    """Continuous batching: 5 requests through 2 slots give each request the tokens plain greedy
+    decoding gives it, and every request is served (refilled slots start from clean caches)."""
+    target, drafter = _models()
+    prompts = PROMPTS + PROMPTS[:2]
+    ar = autoregressive_generate(target, prompts, 25, greedy=True)
+    sp = serve(target, drafter, prompts, 25, 2, policy, curve=CURVE, greedy=True)
+    assert sp.tokens == ar.tokens
+    assert max(r.slots.size for r in sp.rounds) == 2 and sp.decode_seconds > 0 and sp.prefill_seconds > 0
+    plain = serve(target, None, prompts, 25, 2, greedy=True)
+    assert plain.tokens == ar.tokens
+
+
+def test_serve_negative_control_a_refill_into_the_wrong_slot_is_caught():
+    """If a refill landed one slot off (over a request still decoding), the identity above breaks."""
+    target, drafter = _models()
+    prompts = PROMPTS + PROMPTS[:2]
+    ar = autoregressive_generate(target, prompts, 25, greedy=True)
+    original = SpeculativeDecoder.prefill
+    calls = []
+
+    def off_by_one(self, slots, prompts_, request_ids, *a, **k):
+        calls.append(1)
+        if len(calls) > 1:  # the refills (the first call fills the empty batch)
+            slots = [(s + 1) % len(self.gens) for s in slots]
+        return original(self, slots, prompts_, request_ids, *a, **k)
+
+    SpeculativeDecoder.prefill = off_by_one
+    try:
+        caught = serve(target, drafter, prompts, 25, 2, "verify-all", greedy=True).tokens != ar.tokens
+    except ValueError:  # the overwritten request's cache overflows: caught as well
+        caught = True
+    finally:
+        SpeculativeDecoder.prefill = original
+    assert caught
