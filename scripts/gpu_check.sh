@@ -110,7 +110,7 @@ if [ "$MODE" = cpu ]; then
     PROFILE=(--device cpu --threads 1 --model tiny --dtype float32 --requests 1,2 --tokens 1,2,3 --contexts 32
              --parts verify --repeats 2 --rounds 1 --warmup 1)
     ROOF=h100  # nothing to compare a CPU with: exercises the code path only
-    SPEED=(--device cpu --threads 1 --new-tokens 8 --batches 1,2 --solo-prompts 1 --repeats 1)
+    SPEED=(--device cpu --threads 1 --new-tokens 8 --batches 1,2 --solo-prompts 1 --repeats 1 --continuous 2)
     SCHED=(--device cpu --n 16 --g 4 --calls 20)
     GREEDY=(--per-domain 1 --new-tokens 8)
     T_TESTS=120; T_PROFILE=60; T_SPEED=60
@@ -123,7 +123,7 @@ print(next((k for k in ('h200', 'h100', 'a100', 'l40s') if k in n), 'h100'))")
     # n x (L + t) <= 256 x 2056 KV tokens of 28 layers x 8 KV heads x 128 (bf16): 60 GB, fits 80 GB and up
     PROFILE=(--gpu 0 --model qwen3-0.6b --dtype bfloat16 --cuda-graph --parts verify
              --requests 1,4,16,64,256 --tokens 1,2,4,8 --contexts 512,2048 --repeats 10 --warmup 3)
-    SPEED=(--device cuda --threads 4 --new-tokens 128 --batches 1,16,64 --repeats 2)
+    SPEED=(--device cuda --threads 4 --new-tokens 128 --batches 1,16,64 --repeats 2 --continuous 2 --policies dspark,dspark-ragged,verify-all)
     SCHED=(--device cuda --n 256 --g 16 --replays 2000)
     GREEDY=(--per-domain 16 --new-tokens 96)
     T_TESTS=180; T_PROFILE=180; T_SPEED=150

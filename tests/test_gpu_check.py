@@ -38,7 +38,8 @@ def test_dry_run_passes_and_writes_every_result(tmp_path):
     greedy = json.loads((out / "greedy.json").read_text())["greedy"]
     assert all(v["identical"] == v["sequences"] > 0 for v in greedy.values())
     speed = json.loads((out / "speed.json").read_text())
-    assert [r["batch"] for r in speed["rows"]] == [1, 2] and speed["device"] == "cpu"
+    assert [(r["batch"], r["mode"]) for r in speed["rows"]] == [(1, "static"), (2, "static"), (2, "continuous")]
+    assert speed["device"] == "cpu"
     assert json.loads((out / "schedule.json").read_text())["graph_us"] is None  # no graph on CPU
 
 
